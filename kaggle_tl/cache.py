@@ -1,0 +1,187 @@
+"""Keyed on-disk feature arrays: chunked atomic writes, checksummed, memory-mapped reads.
+
+Layout of one entry (``<root>/<key>/``)::
+
+    chunk_00003_<sha1>.npy   rows [3*chunk_rows, 4*chunk_rows) while extraction runs
+    features.npy             all rows, once complete (chunks are then removed)
+    meta.json                shape, dtype, checksum of features.npy and what the key stands for
+
+Every file appears by an atomic rename, so a run killed at any moment leaves either a whole
+chunk or none; the next run resumes from the chunks that verify.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kaggle_tl.errors import KaggleTLError
+
+log = logging.getLogger(__name__)
+_CHUNK = re.compile(r"chunk_(\d{5})_([0-9a-f]{16})\.npy$")
+
+
+def array_digest(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array).view(np.uint8).reshape(-1)).hexdigest()[:16]
+
+
+def cache_key(**parts: Any) -> str:
+    """A short stable key from named parts (backbone, weights, size, view, image set...)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
+    """Write via a temp file in the same folder and rename; with overwrite=False never clobber."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails with FileExistsError instead of replacing
+            os.unlink(tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class FeatureCache:
+    """A folder of keyed (N, D) float32 feature arrays."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def entry(self, key: str, n_rows: int, dim: int, chunk_rows: int, info: dict | None = None) -> "CacheEntry":
+        return CacheEntry(self.root / key, n_rows, dim, chunk_rows, info or {})
+
+
+class CacheEntry:
+    def __init__(self, folder: Path, n_rows: int, dim: int, chunk_rows: int, info: dict):
+        self.folder, self.n_rows, self.dim, self.chunk_rows, self.info = folder, n_rows, dim, chunk_rows, info
+
+    @property
+    def n_chunks(self) -> int:
+        return max(1, -(-self.n_rows // self.chunk_rows))
+
+    def chunk_slice(self, index: int) -> slice:
+        return slice(index * self.chunk_rows, min(self.n_rows, (index + 1) * self.chunk_rows))
+
+    # -- complete arrays -------------------------------------------------------------------
+    def load(self) -> np.ndarray | None:
+        """The complete array (memory-mapped) if present and intact, else None.
+
+        A truncated file, a wrong shape or a failed checksum is logged and removed so that it
+        is recomputed, never trusted.
+        """
+        meta_path, data_path = self.folder / "meta.json", self.folder / "features.npy"
+        if not meta_path.exists() or not data_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            array = np.load(data_path, mmap_mode="r")
+            problem = None
+            if tuple(array.shape) != (self.n_rows, self.dim) or array.dtype != np.float32:
+                problem = f"shape {array.shape} {array.dtype}, expected {(self.n_rows, self.dim)} float32"
+            elif meta.get("sha1") != array_digest(array):
+                problem = "checksum mismatch"
+        except (ValueError, OSError, json.JSONDecodeError) as exc:
+            problem = f"unreadable ({exc})"
+        if problem is None:
+            return array
+        log.warning("feature cache %s: %s; recomputing", data_path, problem)
+        meta_path.unlink(missing_ok=True)
+        data_path.unlink(missing_ok=True)
+        return None
+
+    # -- chunks during extraction ------------------------------------------------------------
+    def done_chunks(self) -> set[int]:
+        """Indices of chunks already on disk that load, have the right shape and checksum."""
+        done: set[int] = set()
+        if not self.folder.is_dir():
+            return done
+        for path in self.folder.iterdir():
+            match = _CHUNK.match(path.name)
+            if not match:
+                continue
+            index = int(match.group(1))
+            expected = self.chunk_slice(index)
+            try:
+                array = np.load(path)
+                ok = (index < self.n_chunks and array.shape == (expected.stop - expected.start, self.dim)
+                      and array_digest(array) == match.group(2))
+            except (ValueError, OSError, EOFError):
+                ok = False
+            if ok:
+                done.add(index)
+            else:
+                log.warning("feature cache %s: damaged chunk, recomputing it", path)
+                path.unlink(missing_ok=True)
+        return done
+
+    def missing_chunks(self) -> list[int]:
+        done = self.done_chunks()
+        return [i for i in range(self.n_chunks) if i not in done]
+
+    def write_chunk(self, index: int, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        expected = self.chunk_slice(index)
+        if rows.shape != (expected.stop - expected.start, self.dim):
+            raise ValueError(f"chunk {index}: got {rows.shape}, expected {(expected.stop - expected.start, self.dim)}")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _atomic_save_npy(self.folder / f"chunk_{index:05d}_{array_digest(rows)}.npy", rows)
+
+    def finalize(self) -> np.ndarray:
+        """Join the verified chunks into features.npy (streamed: memory stays at one chunk)."""
+        chunks = {int(_CHUNK.match(p.name).group(1)): p for p in self.folder.iterdir() if _CHUNK.match(p.name)}
+        if sorted(chunks) != list(range(self.n_chunks)):
+            raise KaggleTLError(f"{self.folder}: cannot finalise, chunks missing")
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".features.", suffix=".npy")
+        os.close(fd)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(self.n_rows, self.dim))
+            for index, path in sorted(chunks.items()):
+                out[self.chunk_slice(index)] = np.load(path)
+            out.flush()
+            digest = array_digest(out)
+            del out
+            os.replace(tmp, self.folder / "features.npy")
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        meta = {"shape": [self.n_rows, self.dim], "dtype": "float32", "sha1": digest, **self.info}
+        atomic_write_bytes(self.folder / "meta.json", json.dumps(meta, indent=1, default=str).encode())
+        for path in chunks.values():
+            path.unlink(missing_ok=True)
+        return np.load(self.folder / "features.npy", mmap_mode="r")
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

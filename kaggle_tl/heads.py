@@ -1,0 +1,141 @@
+"""Classifier heads on pooled features, with the scikit-learn estimator contract.
+
+``__init__`` stores parameters; ``fit(X, y)`` sets ``classes_``; ``predict_proba(X)`` returns
+columns in ``classes_`` order. So heads work with ``clone``, ``cross_val_predict`` and pipelines.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import LabelEncoder, StandardScaler
+from sklearn.svm import SVC, LinearSVC
+from sklearn.utils.validation import check_is_fitted, check_X_y, check_array
+
+
+class DenseHead(ClassifierMixin, BaseEstimator):
+    """Keras Dropout -> Dense(softmax) trained with Adam; early stopping restores the best epoch.
+
+    ``fit(X, y, validation_data=(Xv, yv))`` stops on the validation loss of the given rows (the
+    CV fold's held-out part); without it, ``validation_fraction`` of the training rows is held out.
+    """
+
+    def __init__(self, dropout: float = 0.5, max_epochs: int = 50, patience: int = 5, batch_size: int = 256,
+                 learning_rate: float = 1e-3, validation_fraction: float = 0.1, random_state: int = 0):
+        self.dropout = dropout
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def fit(self, X, y, validation_data=None):
+        import keras
+        import tensorflow as tf
+
+        X, y = check_X_y(X, y, dtype=np.float32)
+        self.encoder_ = LabelEncoder().fit(y)
+        self.classes_ = self.encoder_.classes_
+        self.scaler_ = StandardScaler().fit(X)
+        keras.utils.set_random_seed(self.random_state)
+        tf.config.experimental.enable_op_determinism()  # same seed -> same weights on CPU
+        model = keras.Sequential([
+            keras.Input((X.shape[1],)),
+            keras.layers.Dropout(self.dropout),
+            keras.layers.Dense(len(self.classes_), activation="softmax"),
+        ])
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="sparse_categorical_crossentropy")
+        x_train, y_train = self.scaler_.transform(X), self.encoder_.transform(y)
+        if validation_data is not None:
+            xv, yv = validation_data
+            known = np.isin(yv, self.classes_)  # a validation class unseen in training has no output unit
+            val = (self.scaler_.transform(check_array(xv, dtype=np.float32))[known], self.encoder_.transform(yv[known]))
+        else:
+            rng = np.random.default_rng(self.random_state)
+            held = rng.random(len(y_train)) < self.validation_fraction
+            val = (x_train[held], y_train[held])
+            x_train, y_train = x_train[~held], y_train[~held]
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
+        history = model.fit(x_train, y_train, validation_data=val, epochs=self.max_epochs,
+                            batch_size=self.batch_size, callbacks=[stop], verbose=0, shuffle=True)
+        self.model_ = model
+        self.n_epochs_ = len(history.history["loss"])
+        self.best_epoch_ = int(np.argmin(history.history["val_loss"])) + 1
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "model_")
+        X = self.scaler_.transform(check_array(X, dtype=np.float32))
+        proba = np.asarray(self.model_.predict(X, batch_size=4096, verbose=0), dtype=np.float64)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+class SVMHead(ClassifierMixin, BaseEstimator):
+    """Linear SVM with Platt-scaled probabilities.
+
+    kernel="linear" (default): LinearSVC inside CalibratedClassifierCV(method="sigmoid", cv=3) —
+    memory linear in the rows. kernel="rbf": libsvm's SVC(probability=True), whose internal
+    5-fold Platt scaling needs the O(n^2) kernel matrix: fine for a few thousand rows only.
+    """
+
+    def __init__(self, C: float = 0.01, kernel: str = "linear", calibration_folds: int = 3, random_state: int = 0):
+        self.C = C
+        self.kernel = kernel
+        self.calibration_folds = calibration_folds
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X, y = check_X_y(X, y, dtype=np.float32)
+        if self.kernel == "linear":
+            svm = CalibratedClassifierCV(LinearSVC(C=self.C, random_state=self.random_state),
+                                         method="sigmoid", cv=self.calibration_folds)
+        else:
+            svm = SVC(C=self.C, kernel=self.kernel, probability=True, random_state=self.random_state)
+        self.model_ = make_pipeline(StandardScaler(), svm).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(check_array(X, dtype=np.float32))
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+class LogRegHead(ClassifierMixin, BaseEstimator):
+    """Multinomial logistic regression on standardised features (L2, lbfgs)."""
+
+    def __init__(self, C: float = 0.05, max_iter: int = 1000, random_state: int = 0):
+        self.C = C
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X, y = check_X_y(X, y, dtype=np.float32)
+        self.model_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter,
+                                                                         random_state=self.random_state)).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(check_array(X, dtype=np.float32))
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+HEADS = {"dense": DenseHead, "svm": SVMHead, "logreg": LogRegHead}
+
+
+def make_head(name: str, seed: int = 0, max_epochs: int = 50):
+    if name == "dense":
+        return DenseHead(max_epochs=max_epochs, random_state=seed)
+    return HEADS[name](random_state=seed)

@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Run the whole kaggle_tl pipeline: `python run_all.py [--config run.toml] [--data DIR] [flags]`.
+
+With no arguments it generates the embedded demo competition (data/demo) and runs it offline with
+the pip-installed EfficientNet-Lite0. Same flags as `kaggle-tl run`; see README.md.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the table
+
+from kaggle_tl.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["run", *sys.argv[1:]]))
