@@ -1,0 +1,409 @@
+"""Combine per-model OOF/test probabilities into one prediction, scored honestly by nested CV.
+
+Every strategy follows one small contract (scikit-learn style, so `clone` works):
+``fit(probas, y) -> self`` learns from a list of (N, C) probability arrays, one per model, and
+``combine(probas) -> (n, C)`` applies what was learned to arrays with the same model order.
+Strategies that learn something from OOF rows are scored by refitting them inside the same outer
+folds the models were cross-validated with; scoring them on the rows they were fitted on would
+reward overfitting the ensemble to the OOF set.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from sklearn.base import BaseEstimator, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.model_selection import PredefinedSplit
+
+from kaggle_tl.errors import KaggleTLError
+
+logger = logging.getLogger(__name__)
+
+EPS = 1e-15
+
+__all__ = [
+    "STRATEGIES",
+    "BestSingle",
+    "GeometricMean",
+    "Greedy",
+    "Mean",
+    "Stacking",
+    "Strategy",
+    "Weighted",
+    "compare_strategies",
+    "create_strategy",
+    "nested_cv_predict",
+    "normalise",
+    "register_strategy",
+    "score_predictions",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def normalise(proba: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Clip probabilities to [eps, 1] and renormalise each row to sum to 1."""
+    proba = np.clip(np.asarray(proba, dtype=np.float64), eps, 1.0)
+    return proba / proba.sum(axis=1, keepdims=True)
+
+
+def score_predictions(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Log loss and accuracy of (N, C) probabilities against integer labels y."""
+    proba = normalise(proba)
+    labels = np.arange(proba.shape[1])  # classes absent from y still count as columns
+    return {
+        "logloss": float(log_loss(y, proba, labels=labels)),
+        "accuracy": float(accuracy_score(y, proba.argmax(axis=1))),
+    }
+
+
+def _stack(probas: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack per-model (N, C) arrays into one float64 (M, N, C) array."""
+    return np.stack([np.asarray(p, dtype=np.float64) for p in probas])
+
+
+def _true_class_proba(stacked: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(M, N) probability each model gives to each row's true class."""
+    return stacked[:, np.arange(stacked.shape[1]), y]
+
+
+def _mean_neg_log(q: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Log loss from true-class probabilities (a weighted average of rows summing to 1 sums to 1)."""
+    return -np.log(np.clip(q, EPS, 1.0)).mean(axis=axis)
+
+
+def _format_weights(weights: np.ndarray, model_names: Sequence[str], min_weight: float = 0.005) -> str:
+    """'a=0.62, b=0.38' for the models whose weight is visible at two decimals."""
+    order = np.argsort(-weights, kind="stable")
+    parts = [f"{model_names[i]}={weights[i]:.2f}" for i in order if weights[i] >= min_weight]
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- registry
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
+    """Class decorator that makes a strategy available to `create_strategy` under `name`."""
+
+    def decorator(cls: type[Strategy]) -> type[Strategy]:
+        STRATEGIES[name] = cls
+        return cls
+
+    return decorator
+
+
+def create_strategy(name: str, **params) -> Strategy:
+    """Build a registered strategy by name, e.g. ``create_strategy("greedy", n_rounds=50)``."""
+    if name not in STRATEGIES:
+        raise KaggleTLError(f"unknown ensemble strategy {name!r}; choose one of {sorted(STRATEGIES)}")
+    return STRATEGIES[name](**params)
+
+
+# --------------------------------------------------------------------------- strategies
+class Strategy(BaseEstimator):
+    """Base class: `fit(probas, y)` learns from OOF rows, `combine(probas)` predicts."""
+
+    # False when fit learns nothing from y, so the strategy can be scored on all OOF rows directly.
+    needs_fit: ClassVar[bool] = True
+
+    def fit(self, probas: Sequence[np.ndarray], y: np.ndarray) -> Strategy:
+        """Learn the combination from per-model (N, C) OOF probabilities and labels."""
+        raise NotImplementedError
+
+    def combine(self, probas: Sequence[np.ndarray]) -> np.ndarray:
+        """Combine per-model (n, C) probabilities into normalised (n, C) probabilities."""
+        raise NotImplementedError
+
+    def describe(self, model_names: Sequence[str]) -> str:
+        """One readable line about what was fitted (weights, selection)."""
+        return type(self).__name__
+
+
+class _WeightedAverage(Strategy):
+    """Shared `combine` for strategies that end in non-negative weights summing to 1."""
+
+    def combine(self, probas: Sequence[np.ndarray]) -> np.ndarray:
+        """Weighted arithmetic mean of the models' probabilities."""
+        return normalise(np.tensordot(self.weights_, _stack(probas), axes=1))
+
+    def describe(self, model_names: Sequence[str]) -> str:
+        """Weights of the models that take part."""
+        return _format_weights(self.weights_, model_names)
+
+
+@register_strategy("best_single")
+class BestSingle(_WeightedAverage):
+    """The single model with the lowest log loss on the rows it is fitted on."""
+
+    def fit(self, probas: Sequence[np.ndarray], y: np.ndarray) -> BestSingle:
+        """Pick the model with the lowest log loss."""
+        stacked = _stack(probas)
+        self.model_loglosses_ = _mean_neg_log(_true_class_proba(stacked, y))
+        self.best_index_ = int(np.argmin(self.model_loglosses_))
+        self.weights_ = np.eye(len(stacked))[self.best_index_]
+        return self
+
+    def describe(self, model_names: Sequence[str]) -> str:
+        """The chosen model."""
+        return f"{model_names[self.best_index_]} (logloss {self.model_loglosses_[self.best_index_]:.4f})"
+
+
+@register_strategy("mean")
+class Mean(_WeightedAverage):
+    """Arithmetic mean of all models."""
+
+    needs_fit = False
+
+    def fit(self, probas: Sequence[np.ndarray], y: np.ndarray | None = None) -> Mean:
+        """Equal weights; labels are not used."""
+        self.weights_ = np.full(len(probas), 1.0 / len(probas))
+        return self
+
+    def describe(self, model_names: Sequence[str]) -> str:
+        """Equal weights."""
+        return f"equal weights over {len(model_names)} models"
+
+
+@register_strategy("geometric_mean")
+class GeometricMean(Strategy):
+    """Geometric mean of all models' probabilities, renormalised per row."""
+
+    needs_fit = False
+
+    def fit(self, probas: Sequence[np.ndarray], y: np.ndarray | None = None) -> GeometricMean:
+        """Nothing to learn."""
+        self.n_models_ = len(probas)
+        return self
+
+    def combine(self, probas: Sequence[np.ndarray]) -> np.ndarray:
+        """exp(mean log p), renormalised; clipping first keeps one zero from vetoing a class."""
+        log_proba = np.log(np.clip(_stack(probas), EPS, 1.0))
+        return normalise(np.exp(log_proba.mean(axis=0)))
+
+    def describe(self, model_names: Sequence[str]) -> str:
+        """Equal weights in log space."""
+        return f"geometric mean of {len(model_names)} models"
+
+
+@register_strategy("weighted")
+class Weighted(_WeightedAverage):
+    """Non-negative weights summing to 1 that minimise the log loss of the weighted average."""
+
+    def __init__(self, max_iter: int = 200, tol: float = 1e-10):
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def fit(self, probas: Sequence[np.ndarray], y: np.ndarray) -> Weighted:
+        """Solve the simplex-constrained problem with SLSQP and an analytic gradient."""
+        # The weighted average's rows sum to 1, so its log loss only needs the true-class column;
+        # that makes the objective and its gradient one matrix-vector product each.
+        p_true = _true_class_proba(_stack(probas), y)
+        n_models = len(p_true)
+
+        def loss_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+            q = np.clip(w @ p_true, EPS, None)
+            return float(-np.log(q).mean()), -(p_true / q).mean(axis=1)
+
+        result = minimize(
+            loss_and_grad,
+            x0=np.full(n_models, 1.0 / n_models),
+            jac=True,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * n_models,
+            constraints={"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)},
+            options={"maxiter": self.max_iter, "ftol": self.tol},
+        )
+        if not result.success:
+            logger.warning("weighted ensemble: SLSQP did not converge (%s); using its last weights", result.message)
+        # SLSQP may step a hair outside the bounds; project back onto the simplex.
+        weights = np.clip(result.x, 0.0, None)
+        self.weights_ = weights / weights.sum()
+        return self
+
+
+@register_strategy("greedy")
+class Greedy(_WeightedAverage):
+    """Caruana et al. (2004) ensemble selection with replacement, as in AutoGluon's WeightedEnsemble.
+
+    Parameters
+    ----------
+    n_rounds : int
+        Number of models added to the running average (with replacement); weights = counts / total.
+    n_init : int
+        Start from the `n_init` individually best models, each added once ("sorted initialisation").
+    """
+
+    def __init__(self, n_rounds: int = 25, n_init: int = 0):
+        self.n_rounds = n_rounds
+        self.n_init = n_init
+
+    def fit(self, probas: Sequence[np.ndarray], y: np.ndarray) -> Greedy:
+        """Repeatedly add the model that most lowers the log loss of the running average."""
+        p_true = _true_class_proba(_stack(probas), y)
+        counts = np.zeros(len(p_true), dtype=int)
+        counts[np.argsort(_mean_neg_log(p_true), kind="stable")[: self.n_init]] = 1
+        running_sum = counts @ p_true
+        self.losses_ = []
+        for _ in range(self.n_rounds):
+            # Losses of all M candidate averages at once: (running_sum + p_m) / (k + 1).
+            candidate_losses = _mean_neg_log((running_sum + p_true) / (counts.sum() + 1))
+            best = int(np.argmin(candidate_losses))
+            counts[best] += 1
+            running_sum += p_true[best]
+            self.losses_.append(float(candidate_losses[best]))
+        self.counts_ = counts
+        self.weights_ = counts / counts.sum()
+        return self
+
+    def describe(self, model_names: Sequence[str]) -> str:
+        """Selection counts and the resulting weights."""
+        order = np.argsort(-self.counts_, kind="stable")
+        picks = ", ".join(f"{model_names[i]}×{self.counts_[i]}" for i in order if self.counts_[i])
+        return f"{picks} ({_format_weights(self.weights_, model_names)})"
+
+
+@register_strategy("stacking")
+class Stacking(Strategy):
+    """Regularised multinomial logistic regression on the models' concatenated logits.
+
+    Parameters
+    ----------
+    C : float
+        Inverse L2 regularisation strength. The stacker has M*C*C coefficients, so it needs
+        stronger regularisation than sklearn's default of 1 (0.1 did better on 4 and 20 classes).
+    feature_eps : float
+        Probabilities are clipped to this before the log, so one near-zero probability does
+        not become a huge feature that dominates the linear model.
+    """
+
+    def __init__(self, C: float = 0.1, feature_eps: float = 1e-6, max_iter: int = 1000):
+        self.C = C
+        self.feature_eps = feature_eps
+        self.max_iter = max_iter
+
+    def _features(self, probas: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, M*C) centred log-probabilities."""
+        log_proba = np.log(np.clip(_stack(probas), self.feature_eps, 1.0))
+        # Logits are defined up to a per-row shift; centring removes that arbitrary shift.
+        logits = log_proba - log_proba.mean(axis=2, keepdims=True)
+        return np.concatenate(list(logits), axis=1)
+
+    def fit(self, probas: Sequence[np.ndarray], y: np.ndarray) -> Stacking:
+        """Fit the stacker on OOF logits."""
+        self.n_classes_ = probas[0].shape[1]
+        self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        self.model_.fit(self._features(probas), y)
+        return self
+
+    def combine(self, probas: Sequence[np.ndarray]) -> np.ndarray:
+        """Stacker probabilities, with a column for every class even if one was absent in fit."""
+        proba = np.zeros((probas[0].shape[0], self.n_classes_))
+        proba[:, self.model_.classes_] = self.model_.predict_proba(self._features(probas))
+        return normalise(proba)
+
+    def describe(self, model_names: Sequence[str]) -> str:
+        """The stacker and its input."""
+        return f"LogisticRegression(C={self.C:g}) on logits of {len(model_names)} models"
+
+
+# --------------------------------------------------------------------------- scoring
+def nested_cv_predict(strategy: Strategy, probas: Sequence[np.ndarray], y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Predict each fold's rows with a copy of `strategy` fitted on the other folds' rows."""
+    stacked = _stack(probas)
+    nested = np.zeros(stacked.shape[1:])
+    for train, held_out in PredefinedSplit(folds).split():
+        fitted = clone(strategy).fit(list(stacked[:, train]), y[train])
+        nested[held_out] = fitted.combine(list(stacked[:, held_out]))
+    return nested
+
+
+def _resolve_strategies(strategies: Iterable[str] | Mapping[str, Strategy] | None) -> dict[str, Strategy]:
+    """Name → unfitted strategy, from names, a ready mapping, or None for all registered."""
+    if isinstance(strategies, Mapping):
+        return dict(strategies)
+    names = list(STRATEGIES) if strategies is None else list(strategies)
+    return {name: create_strategy(name) for name in names}
+
+
+def _check_inputs(
+    oof: Mapping[str, np.ndarray], y: np.ndarray, folds: np.ndarray, test: Mapping[str, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate shapes and labels at the boundary; return y and folds as int arrays."""
+    if not oof:
+        raise KaggleTLError("no OOF predictions to ensemble; run cross-validation for at least one model first")
+    shapes = {name: np.shape(p) for name, p in oof.items()}
+    first = next(iter(shapes.values()))
+    if len(first) != 2 or any(s != first for s in shapes.values()):
+        raise KaggleTLError(f"OOF predictions must all be (N, C) arrays of one shape; got {shapes}")
+    n_rows, n_classes = first
+    y, folds = np.asarray(y), np.asarray(folds)
+    if y.shape != (n_rows,) or folds.shape != (n_rows,):
+        raise KaggleTLError(f"y {y.shape} and folds {folds.shape} must both have one entry per OOF row ({n_rows})")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
+        raise KaggleTLError(f"y must hold integer class indices in [0, {n_classes}); re-encode the labels")
+    if folds.min() < 0 or len(np.unique(folds)) < 2:
+        raise KaggleTLError("folds must hold at least two distinct non-negative fold indices for nested CV")
+    if test is not None:
+        if set(test) != set(oof):
+            raise KaggleTLError(f"test predictions {sorted(test)} must cover the same models as OOF {sorted(oof)}")
+        test_shapes = {name: np.shape(p) for name, p in test.items()}
+        n_test = np.shape(next(iter(test.values())))[0]
+        if any(s != (n_test, n_classes) for s in test_shapes.values()):
+            raise KaggleTLError(f"test predictions must all be (M, {n_classes}) arrays; got {test_shapes}")
+    return y.astype(int), folds.astype(int)
+
+
+def compare_strategies(
+    oof: Mapping[str, np.ndarray],
+    y: np.ndarray,
+    folds: np.ndarray,
+    test: Mapping[str, np.ndarray] | None = None,
+    strategies: Iterable[str] | Mapping[str, Strategy] | None = None,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Score ensemble strategies on OOF predictions and build their test predictions.
+
+    Parameters
+    ----------
+    oof : model name → (N, C) out-of-fold probabilities.
+    y : (N,) integer class indices.
+    folds : (N,) outer-fold index of each row, the folds the models were cross-validated with.
+    test : model name → (M, C) test probabilities, or None.
+    strategies : registered names, a mapping name → Strategy, or None for all registered.
+
+    Returns
+    -------
+    table : columns strategy, cv_logloss, cv_accuracy, description; sorted by cv_logloss.
+    oof_by_strategy : name → (N, C) honest OOF probabilities (nested CV where the strategy fits).
+    test_by_strategy : name → (M, C) test probabilities from a fit on all OOF rows ({} without test).
+    """
+    y, folds = _check_inputs(oof, y, folds, test)
+    model_names = list(oof)
+    probas = [oof[name] for name in model_names]
+    rows, oof_by_strategy, test_by_strategy = [], {}, {}
+    for name, strategy in _resolve_strategies(strategies).items():
+        final = clone(strategy).fit(probas, y)
+        if strategy.needs_fit:
+            oof_by_strategy[name] = nested_cv_predict(strategy, probas, y, folds)
+        else:
+            oof_by_strategy[name] = final.combine(probas)
+        if test is not None:
+            test_by_strategy[name] = final.combine([test[m] for m in model_names])
+        scores = score_predictions(y, oof_by_strategy[name])
+        logger.info("ensemble %-15s cv logloss %.5f  accuracy %.4f", name, scores["logloss"], scores["accuracy"])
+        rows.append(
+            {
+                "strategy": name,
+                "cv_logloss": scores["logloss"],
+                "cv_accuracy": scores["accuracy"],
+                "description": final.describe(model_names),
+            }
+        )
+    table = pd.DataFrame(rows, columns=["strategy", "cv_logloss", "cv_accuracy", "description"])
+    table = table.sort_values("cv_logloss", kind="stable", ignore_index=True)
+    return table, oof_by_strategy, test_by_strategy

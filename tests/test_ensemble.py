@@ -1,0 +1,184 @@
+"""Ensemble strategies on synthetic prediction sets where the right answer is known."""
+import numpy as np
+import pytest
+from scipy.special import softmax
+from sklearn.metrics import log_loss
+
+from kaggle_tl.ensemble import (
+    STRATEGIES,
+    Mean,
+    compare_strategies,
+    create_strategy,
+    nested_cv_predict,
+    score_predictions,
+)
+from kaggle_tl.errors import KaggleTLError
+
+N_ROWS, N_TEST, N_CLASSES, N_FOLDS = 600, 50, 4, 5
+SELECTING = ["best_single", "weighted", "greedy"]
+FITTED = ["weighted", "greedy", "stacking"]
+
+
+def _good_model(rng: np.random.Generator, y: np.ndarray) -> np.ndarray:
+    """Probabilities peaked at the true class, with independent logit noise."""
+    logits = rng.normal(0.0, 1.5, size=(len(y), N_CLASSES)) + 2.0 * np.eye(N_CLASSES)[y]
+    return softmax(logits, axis=1)
+
+
+@pytest.fixture(scope="module")
+def predictions():
+    """y, folds, OOF and test predictions of two good models and one pure-noise model."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, N_CLASSES, N_ROWS)
+    y_test = rng.integers(0, N_CLASSES, N_TEST)
+    folds = rng.permutation(np.arange(N_ROWS) % N_FOLDS)
+    oof = {
+        "good": _good_model(rng, y),
+        "good2": _good_model(rng, y),
+        "noise": rng.dirichlet(np.ones(N_CLASSES), N_ROWS),
+    }
+    test = {
+        "good": _good_model(rng, y_test),
+        "good2": _good_model(rng, y_test),
+        "noise": rng.dirichlet(np.ones(N_CLASSES), N_TEST),
+    }
+    return y, folds, oof, test
+
+
+@pytest.fixture(scope="module")
+def compared(predictions):
+    """compare_strategies over all registered strategies, with test predictions."""
+    y, folds, oof, test = predictions
+    return compare_strategies(oof, y, folds, test=test)
+
+
+@pytest.mark.parametrize("name", SELECTING)
+def test_selection_drops_noise_model(predictions, name):
+    y, _, oof, _ = predictions
+    strategy = create_strategy(name).fit(list(oof.values()), y)
+    assert strategy.weights_[list(oof).index("noise")] < 0.05
+    assert strategy.weights_.sum() == pytest.approx(1.0)
+    assert np.all(strategy.weights_ >= 0)
+
+
+def test_mean_of_identical_models_equals_either(predictions):
+    y, _, oof, _ = predictions
+    good = oof["good"]
+    np.testing.assert_allclose(Mean().fit([good, good]).combine([good, good]), good, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["weighted", "greedy"])
+def test_identical_models_keep_their_logloss(predictions, name):
+    y, _, oof, _ = predictions
+    good = oof["good"]
+    combined = create_strategy(name).fit([good, good], y).combine([good, good])
+    assert score_predictions(y, combined)["logloss"] == pytest.approx(score_predictions(y, good)["logloss"], rel=1e-6)
+
+
+def test_averaging_independent_good_models_beats_each(predictions):
+    y, _, oof, _ = predictions
+    pair = [oof["good"], oof["good2"]]
+    averaged = score_predictions(y, Mean().fit(pair).combine(pair))["logloss"]
+    assert averaged < min(score_predictions(y, p)["logloss"] for p in pair)
+
+
+@pytest.mark.parametrize("name", FITTED)
+def test_nested_cv_is_not_better_than_in_sample_oracle(predictions, compared, name):
+    y, _, oof, _ = predictions
+    table, _, _ = compared
+    probas = list(oof.values())
+    oracle = create_strategy(name).fit(probas, y).combine(probas)
+    nested_logloss = table.set_index("strategy").loc[name, "cv_logloss"]
+    assert nested_logloss > score_predictions(y, oracle)["logloss"]
+
+
+def test_nested_cv_fits_never_see_held_out_rows(predictions):
+    y, folds, oof, _ = predictions
+    seen_row_counts = []
+
+    class Spy(Mean):
+        needs_fit = True
+
+        def fit(self, probas, y=None):
+            seen_row_counts.append(len(y))
+            return super().fit(probas, y)
+
+    nested_cv_predict(Spy(), list(oof.values()), y, folds)
+    assert seen_row_counts == [N_ROWS - np.sum(folds == k) for k in range(N_FOLDS)]
+
+
+def test_fitted_strategies_are_scored_by_nested_cv(predictions):
+    """A stacker scored in-sample would look better than its nested CV score."""
+    y, folds, oof, _ = predictions
+    probas = list(oof.values())
+    table, nested_oof, _ = compare_strategies(oof, y, folds, strategies=["stacking"])
+    in_sample = create_strategy("stacking").fit(probas, y).combine(probas)
+    assert not np.allclose(nested_oof["stacking"], in_sample)
+    assert table.loc[0, "cv_logloss"] == pytest.approx(score_predictions(y, nested_oof["stacking"])["logloss"])
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_predictions_are_normalised_with_right_shapes(compared, name):
+    _, oof_by_strategy, test_by_strategy = compared
+    assert oof_by_strategy[name].shape == (N_ROWS, N_CLASSES)
+    assert test_by_strategy[name].shape == (N_TEST, N_CLASSES)
+    for proba in (oof_by_strategy[name], test_by_strategy[name]):
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-10)
+        assert np.all(proba > 0)
+
+
+def test_table_is_sorted_and_complete(compared):
+    table, _, _ = compared
+    assert list(table.columns) == ["strategy", "cv_logloss", "cv_accuracy", "description"]
+    assert sorted(table["strategy"]) == sorted(STRATEGIES)
+    assert table["cv_logloss"].is_monotonic_increasing
+    assert table["description"].str.len().min() > 0
+
+
+def test_no_test_gives_empty_test_predictions(predictions):
+    y, folds, oof, _ = predictions
+    _, _, test_by_strategy = compare_strategies(oof, y, folds, strategies=["mean"])
+    assert test_by_strategy == {}
+
+
+def test_stacking_on_informative_model_beats_chance(predictions):
+    y, folds, oof, _ = predictions
+    table, _, _ = compare_strategies({"good": oof["good"], "noise": oof["noise"]}, y, folds, strategies=["stacking"])
+    assert table.loc[0, "cv_logloss"] < np.log(N_CLASSES) - 0.2
+    assert table.loc[0, "cv_accuracy"] > 1.0 / N_CLASSES + 0.2
+
+
+def test_score_predictions_counts_classes_absent_from_y():
+    y = np.array([0, 1, 1])
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2]])
+    scores = score_predictions(y, proba)
+    assert scores["logloss"] == pytest.approx(log_loss(y, proba, labels=[0, 1, 2]))
+    assert scores["accuracy"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda oof, y, folds: {"y": y[:-1]}, "one entry per OOF row"),
+        (lambda oof, y, folds: {"y": y + N_CLASSES}, "class indices"),
+        (lambda oof, y, folds: {"folds": np.zeros_like(folds)}, "two distinct"),
+        (lambda oof, y, folds: {"oof": {**oof, "bad": oof["good"][:, :2]}}, "one shape"),
+        (lambda oof, y, folds: {"oof": {}}, "no OOF predictions"),
+    ],
+)
+def test_bad_inputs_raise_actionable_errors(predictions, change, message):
+    y, folds, oof, _ = predictions
+    inputs = {"oof": oof, "y": y, "folds": folds}
+    with pytest.raises(KaggleTLError, match=message):
+        compare_strategies(**{**inputs, **change(oof, y, folds)})
+
+
+def test_test_predictions_must_cover_the_same_models(predictions):
+    y, folds, oof, test = predictions
+    with pytest.raises(KaggleTLError, match="same models"):
+        compare_strategies(oof, y, folds, test={"good": test["good"]})
+
+
+def test_unknown_strategy_name():
+    with pytest.raises(KaggleTLError, match="unknown ensemble strategy"):
+        create_strategy("median")

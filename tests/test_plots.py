@@ -1,0 +1,57 @@
+"""Each plot writes a non-empty PNG that matplotlib can read back."""
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+from kaggle_tl.plots import plot_confident_errors, plot_confusion_matrix, plot_strategy_comparison, plot_tsne
+
+N_ROWS, N_CLASSES = 120, 12
+CLASS_NAMES = [f"class_{k}" for k in range(N_CLASSES)]
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    """Labels, mostly-right probabilities, and features that cluster by class."""
+    rng = np.random.default_rng(0)
+    y = np.arange(N_ROWS) % N_CLASSES
+    proba = rng.dirichlet(np.ones(N_CLASSES), N_ROWS) + 2.0 * np.eye(N_CLASSES)[y] * (rng.random(N_ROWS) < 0.7)[:, None]
+    proba /= proba.sum(axis=1, keepdims=True)
+    features = rng.normal(size=(N_ROWS, 64)) + 4.0 * np.eye(N_CLASSES, 64)[y]
+    return y, proba, features
+
+
+def _image_loader(i: int) -> np.ndarray:
+    """A small RGB image whose colour depends on the row."""
+    return np.full((32, 32, 3), (i * 37) % 256, dtype=np.uint8)
+
+
+def _plot_calls(labelled, tmp_path):
+    y, proba, features = labelled
+    table = pd.DataFrame(
+        {
+            "strategy": ["greedy", "weighted", "mean", "stacking"],
+            "cv_logloss": [0.31, 0.32, 0.40, 0.29],
+            "cv_accuracy": [0.90, 0.89, 0.85, 0.91],
+            "description": ["", "", "", ""],
+        }
+    )
+    return {
+        "strategies": lambda path: plot_strategy_comparison(table, path),
+        "confusion": lambda path: plot_confusion_matrix(y, proba, CLASS_NAMES, path),
+        "tsne": lambda path: plot_tsne(features, y, CLASS_NAMES, path, max_points=100),
+        "errors": lambda path: plot_confident_errors(_image_loader, y, proba, CLASS_NAMES, path, n=9),
+        "no_errors": lambda path: plot_confident_errors(_image_loader, y, np.eye(N_CLASSES)[y], CLASS_NAMES, path),
+    }
+
+
+@pytest.mark.parametrize("plot", ["strategies", "confusion", "tsne", "errors", "no_errors"])
+def test_plot_writes_readable_png(labelled, tmp_path, plot):
+    path = tmp_path / "figures" / f"{plot}.png"
+    assert _plot_calls(labelled, tmp_path)[plot](path) == path
+    assert path.stat().st_size > 1000
+    pixels = matplotlib.image.imread(path)
+    height, width, channels = pixels.shape
+    assert 200 <= height <= 4000 and 300 <= width <= 4000
+    assert channels in (3, 4)
+    assert pixels[..., :3].std() > 0.01  # not a blank canvas
