@@ -20,15 +20,23 @@ class DenseHead(ClassifierMixin, BaseEstimator):
 
     ``fit(X, y, validation_data=(Xv, yv))`` stops on the validation loss of the given rows (the
     CV fold's held-out part); without it, ``validation_fraction`` of the training rows is held out.
+
+    Defaults chosen on the demo's Lite0 features (5-fold CV log loss): raw features 0.306 vs.
+    standardised 0.415 (standardising blows up near-constant ReLU channels); and at least ~16
+    Adam steps per epoch: batch 256 on 240 rows (one step an epoch) gave 0.589. So the batch is
+    ``min(batch_size, max(32, n_rows // 16))``: large on big data, small enough on small data.
     """
 
     def __init__(self, dropout: float = 0.5, max_epochs: int = 50, patience: int = 5, batch_size: int = 256,
-                 learning_rate: float = 1e-3, validation_fraction: float = 0.1, random_state: int = 0):
+                 learning_rate: float = 1e-3, l2: float = 0.0, standardize: bool = False,
+                 validation_fraction: float = 0.1, random_state: int = 0):
         self.dropout = dropout
         self.max_epochs = max_epochs
         self.patience = patience
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.l2 = l2
+        self.standardize = standardize
         self.validation_fraction = validation_fraction
         self.random_state = random_state
 
@@ -39,19 +47,20 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         X, y = check_X_y(X, y, dtype=np.float32)
         self.encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.encoder_.classes_
-        self.scaler_ = StandardScaler().fit(X)
+        self.scaler_ = StandardScaler(with_mean=self.standardize, with_std=self.standardize).fit(X)
         keras.utils.set_random_seed(self.random_state)
         tf.config.experimental.enable_op_determinism()  # same seed -> same weights on CPU
         model = keras.Sequential([
             keras.Input((X.shape[1],)),
             keras.layers.Dropout(self.dropout),
-            keras.layers.Dense(len(self.classes_), activation="softmax"),
+            keras.layers.Dense(len(self.classes_), activation="softmax",
+                               kernel_regularizer=keras.regularizers.L2(self.l2) if self.l2 else None),
         ])
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="sparse_categorical_crossentropy")
         x_train, y_train = self.scaler_.transform(X), self.encoder_.transform(y)
-        if validation_data is not None:
-            xv, yv = validation_data
-            known = np.isin(yv, self.classes_)  # a validation class unseen in training has no output unit
+        known = np.isin(validation_data[1], self.classes_) if validation_data is not None else None
+        if known is not None and known.any():
+            xv, yv = validation_data  # a validation class unseen in training has no output unit: drop its rows
             val = (self.scaler_.transform(check_array(xv, dtype=np.float32))[known], self.encoder_.transform(yv[known]))
         else:
             rng = np.random.default_rng(self.random_state)
@@ -59,8 +68,9 @@ class DenseHead(ClassifierMixin, BaseEstimator):
             val = (x_train[held], y_train[held])
             x_train, y_train = x_train[~held], y_train[~held]
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
+        self.batch_size_ = min(self.batch_size, max(32, len(y_train) // 16))
         history = model.fit(x_train, y_train, validation_data=val, epochs=self.max_epochs,
-                            batch_size=self.batch_size, callbacks=[stop], verbose=0, shuffle=True)
+                            batch_size=self.batch_size_, callbacks=[stop], verbose=0, shuffle=True)
         self.model_ = model
         self.n_epochs_ = len(history.history["loss"])
         self.best_epoch_ = int(np.argmin(history.history["val_loss"])) + 1

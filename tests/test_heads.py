@@ -58,3 +58,9 @@ def test_make_head_passes_seed_and_epochs():
     head = make_head("dense", seed=7, max_epochs=3)
     assert isinstance(head, DenseHead) and head.random_state == 7 and head.max_epochs == 3
     assert make_head("logreg", seed=7).random_state == 7
+
+
+def test_dense_head_falls_back_to_an_inner_split_when_no_validation_class_was_trained_on():
+    X, y = blobs(n_per_class=20)
+    head = DenseHead(max_epochs=3).fit(X[y < 2], y[y < 2], validation_data=(X[y == 2], y[y == 2]))
+    assert head.n_epochs_ >= 1 and list(head.classes_) == [0, 1]
