@@ -2,12 +2,15 @@
 
 Layout of one entry (``<root>/<key>/``)::
 
-    chunk_00003_<sha1>.npy   rows [3*chunk_rows, 4*chunk_rows) while extraction runs
+    chunk_0000002048-0000003072_<sha1>.npy   rows [2048, 3072) while extraction runs
     features.npy             all rows, once complete (chunks are then removed)
     meta.json                shape, dtype, checksum of features.npy and what the key stands for
 
 Every file appears by an atomic rename, so a run killed at any moment leaves either a whole
-chunk or none; the next run resumes from the chunks that verify.
+chunk or none; the next run resumes from the chunks that verify. A chunk's name holds its row
+range and checksum: one that is truncated, of another shape or row range, or whose content does
+not match its checksum is deleted and recomputed, never trusted; likewise features.npy against
+meta.json.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ import numpy as np
 from kaggle_tl.errors import KaggleTLError
 
 log = logging.getLogger(__name__)
-_CHUNK = re.compile(r"chunk_(\d{5})_([0-9a-f]{16})\.npy$")
+_CHUNK = re.compile(r"chunk_(\d{10})-(\d{10})_([0-9a-f]{16})\.npy$")
+_LOAD_ERRORS = (ValueError, OSError, EOFError)  # what np.load raises on a damaged .npy
 
 
 def array_digest(array: np.ndarray) -> str:
@@ -63,7 +67,7 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
+            np.save(handle, array, allow_pickle=False)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -106,14 +110,14 @@ class CacheEntry:
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            array = np.load(data_path, mmap_mode="r")
+            array = np.load(data_path, mmap_mode="r", allow_pickle=False)
             problem = None
             if tuple(array.shape) != (self.n_rows, self.dim) or array.dtype != np.float32:
                 problem = f"shape {array.shape} {array.dtype}, expected {(self.n_rows, self.dim)} float32"
-            elif meta.get("sha1") != array_digest(array):
+            elif not isinstance(meta, dict) or meta.get("sha1") != array_digest(array):
                 problem = "checksum mismatch"
-        except (ValueError, OSError, json.JSONDecodeError) as exc:
-            problem = f"unreadable ({exc})"
+        except _LOAD_ERRORS as exc:  # json.JSONDecodeError is a ValueError
+            problem = f"unreadable ({type(exc).__name__}: {exc})"
         if problem is None:
             return array
         log.warning("feature cache %s: %s; recomputing", data_path, problem)
@@ -122,27 +126,50 @@ class CacheEntry:
         return None
 
     # -- chunks during extraction ------------------------------------------------------------
-    def done_chunks(self) -> set[int]:
-        """Indices of chunks already on disk that load, have the right shape and checksum."""
-        done: set[int] = set()
+    def _chunks_on_disk(self) -> dict[int, tuple[Path, str]]:
+        """{index: (path, checksum in the name)} for chunk files of this entry's row layout.
+
+        A chunk of another layout (another chunk_rows) is removed: its rows are not this index's.
+        """
+        found: dict[int, tuple[Path, str]] = {}
         if not self.folder.is_dir():
-            return done
-        for path in self.folder.iterdir():
+            return found
+        for path in sorted(self.folder.iterdir()):
             match = _CHUNK.match(path.name)
             if not match:
                 continue
-            index = int(match.group(1))
-            expected = self.chunk_slice(index)
-            try:
-                array = np.load(path)
-                ok = (index < self.n_chunks and array.shape == (expected.stop - expected.start, self.dim)
-                      and array_digest(array) == match.group(2))
-            except (ValueError, OSError, EOFError):
-                ok = False
-            if ok:
+            start, stop = int(match.group(1)), int(match.group(2))
+            index = start // self.chunk_rows
+            if index < self.n_chunks and self.chunk_slice(index) == slice(start, stop) and index not in found:
+                found[index] = (path, match.group(3))
+            else:
+                log.warning("feature cache %s: duplicate chunk or one of another row layout, removed", path)
+                path.unlink(missing_ok=True)
+        return found
+
+    def _load_chunk(self, index: int, path: Path, digest: str) -> np.ndarray | None:
+        """The chunk's rows if the file loads, has the expected shape and matches its checksum."""
+        expected = self.chunk_slice(index)
+        try:
+            array = np.load(path, allow_pickle=False)
+        except _LOAD_ERRORS:
+            return None
+        if array.shape != (expected.stop - expected.start, self.dim) or array.dtype != np.float32:
+            return None
+        return array if array_digest(array) == digest else None
+
+    def done_chunks(self) -> set[int]:
+        """Indices of chunks already on disk that load, have the right shape and checksum.
+
+        A chunk that fails is logged and deleted, so that it is recomputed.
+        """
+        done: set[int] = set()
+        for index, (path, digest) in self._chunks_on_disk().items():
+            if self._load_chunk(index, path, digest) is not None:
                 done.add(index)
             else:
-                log.warning("feature cache %s: damaged chunk, recomputing it", path)
+                log.warning("feature cache %s: damaged chunk (truncated, wrong shape or checksum), recomputing it",
+                            path)
                 path.unlink(missing_ok=True)
         return done
 
@@ -155,32 +182,46 @@ class CacheEntry:
         expected = self.chunk_slice(index)
         if rows.shape != (expected.stop - expected.start, self.dim):
             raise ValueError(f"chunk {index}: got {rows.shape}, expected {(expected.stop - expected.start, self.dim)}")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_save_npy(self.folder / f"chunk_{index:05d}_{array_digest(rows)}.npy", rows)
+        name = f"chunk_{expected.start:010d}-{expected.stop:010d}_{array_digest(rows)}.npy"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _atomic_save_npy(self.folder / name, rows)
+        except OSError as exc:
+            raise KaggleTLError(f"{self.folder / name}: cannot write features ({exc.strerror or exc}); "
+                                f"the chunks already written are kept and a re-run resumes from them") from None
 
     def finalize(self) -> np.ndarray:
-        """Join the verified chunks into features.npy (streamed: memory stays at one chunk)."""
-        chunks = {int(_CHUNK.match(p.name).group(1)): p for p in self.folder.iterdir() if _CHUNK.match(p.name)}
+        """Join the chunks into features.npy (streamed: memory stays at one chunk), checking each again."""
+        chunks = self._chunks_on_disk()
         if sorted(chunks) != list(range(self.n_chunks)):
             raise KaggleTLError(f"{self.folder}: cannot finalise, chunks missing")
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".features.", suffix=".npy")
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".features.npy.", suffix=".tmp")
         os.close(fd)
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(self.n_rows, self.dim))
-            for index, path in sorted(chunks.items()):
-                out[self.chunk_slice(index)] = np.load(path)
+            for index, (path, digest) in sorted(chunks.items()):
+                rows = self._load_chunk(index, path, digest)
+                if rows is None:
+                    path.unlink(missing_ok=True)
+                    raise KaggleTLError(f"{path}: feature chunk changed on disk during the run; re-run to recompute it")
+                out[self.chunk_slice(index)] = rows
             out.flush()
             digest = array_digest(out)
             del out
             os.replace(tmp, self.folder / "features.npy")
-        except BaseException:
+            meta = {"shape": [self.n_rows, self.dim], "dtype": "float32", "sha1": digest, **self.info}
+            atomic_write_bytes(self.folder / "meta.json", json.dumps(meta, indent=1, default=str).encode())
+        except OSError as exc:
+            raise KaggleTLError(f"{self.folder}: cannot write features.npy ({exc.strerror or exc}); "
+                                f"the chunks are kept and a re-run resumes from them") from None
+        finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-            raise
-        meta = {"shape": [self.n_rows, self.dim], "dtype": "float32", "sha1": digest, **self.info}
-        atomic_write_bytes(self.folder / "meta.json", json.dumps(meta, indent=1, default=str).encode())
-        for path in chunks.values():
+        for path, _ in chunks.values():
             path.unlink(missing_ok=True)
+        # Temp files of runs killed mid-write, and chunks named the pre-row-range way.
+        for stale in [*self.folder.glob(".*.tmp"), *self.folder.glob("chunk_?????_*.npy")]:
+            stale.unlink(missing_ok=True)
         return np.load(self.folder / "features.npy", mmap_mode="r")
 
     def clear(self) -> None:

@@ -1,10 +1,11 @@
 """Read a Kaggle competition folder: train ids + labels, classes, test ids in submission order."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pandas as pd
 
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.images import IMAGE_EXTENSIONS
+from kaggle_tl.images import IMAGE_EXTENSIONS, find_bad_images
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class Competition:
     sample_submission: pd.DataFrame  # as read (ids as strings); fixes columns and row order
     id_column: str
     notes: list[str]  # handled oddities (ignored files, ...) recorded in the run
+    skipped_images: list[dict] = field(default_factory=list)  # {"id", "path", "problem"}: --skip-bad-train-images
 
     @property
     def n_classes(self) -> int:
@@ -36,7 +38,12 @@ class Competition:
 
 
 def read_competition(config: RunConfig, root: str | Path | None = None) -> Competition:
-    """Read and validate the folder named by ``config.data`` (or ``root``)."""
+    """Read and validate the folder named by ``config.data`` (or ``root``).
+
+    Every train and test image file is checked cheaply (``images.image_problem``: header, size,
+    end marker) before any model exists; unusable ones stop the run, all named at once, except
+    training images with ``config.skip_bad_train_images``, which are left out and recorded.
+    """
     root = Path(root if root is not None else config.data)
     if not root.is_dir():
         raise KaggleTLError(f"{root}: competition folder not found")
@@ -51,14 +58,21 @@ def read_competition(config: RunConfig, root: str | Path | None = None) -> Compe
         train_ids, train_paths, labels = _labels_from_folders(train_dir, labels_path)
 
     sample_path = root / config.sample_submission
-    test_files = _images_by_id(test_dir) if test_dir.is_dir() else {}
+    if not test_dir.is_dir():
+        raise KaggleTLError(f"{test_dir}: test folder not found")
+    test_files = _images_by_id(test_dir)
     if sample_path.is_file():
         sample = _read_csv(sample_path, required=[config.id_column])
         classes = [c for c in sample.columns if c != config.id_column]
         if not classes:
             raise KaggleTLError(f"{sample_path}: no class columns besides {config.id_column!r}")
         test_ids = sample[config.id_column].tolist()
+        if not test_ids:
+            raise KaggleTLError(f"{sample_path}: no rows (a submission needs at least one test id)")
         _check_unique(test_ids, sample_path, config.id_column)
+        # Some samples name test images with their extension ("0a1b.jpg"); the id stays as written.
+        test_files.update({i: test_files[_strip_extension(i)] for i in test_ids
+                           if i not in test_files and _strip_extension(i) in test_files})
     else:
         classes = sorted(set(labels))
         test_ids = sorted(test_files)
@@ -70,9 +84,10 @@ def read_competition(config: RunConfig, root: str | Path | None = None) -> Compe
     if missing:
         raise KaggleTLError(f"{sample_path}: {len(missing)} id(s) have no image in {test_dir}/, "
                             f"e.g. {missing[:3]}")
-    extra_test = len(test_files) - len(test_ids)
-    if extra_test > 0:
-        notes.append(f"{extra_test} image(s) in {test_dir.name}/ are not in {sample_path.name}: ignored")
+    extra_test = sorted({p.name for p in test_files.values()} - {test_files[i].name for i in test_ids})
+    if extra_test:
+        notes.append(f"{len(extra_test)} image(s) in {test_dir.name}/ are not in {sample_path.name}: ignored, "
+                     f"e.g. {extra_test[:3]}")
 
     unknown = sorted(set(labels) - set(classes))
     if unknown:
@@ -83,17 +98,83 @@ def read_competition(config: RunConfig, root: str | Path | None = None) -> Compe
     class_index = {c: i for i, c in enumerate(classes)}
     y = np.array([class_index[label] for label in labels], dtype=np.int64)
     _check_class_counts(y, classes, config.folds, labels_path)
-    for note in notes:
+    competition = Competition(root, classes, train_ids, train_paths, y, test_ids,
+                              [test_files[i] for i in test_ids], sample, config.id_column, notes)
+    competition, _ = _apply_bad_image_policy(competition, find_bad_images(competition.train_paths),
+                                             find_bad_images(competition.test_paths), config)
+    for note in competition.notes:
         log.warning(note)
-    return Competition(root, classes, train_ids, train_paths, y, test_ids,
-                       [test_files[i] for i in test_ids], sample, config.id_column, notes)
+    return competition
+
+
+def drop_undecodable(competition: Competition, train_by_view: dict[str, np.ndarray],
+                     test_by_view: dict[str, np.ndarray],
+                     config: RunConfig) -> tuple[Competition, dict[str, np.ndarray]]:
+    """Apply the bad-image policy to images that passed the scan but failed to decode.
+
+    Their feature rows are NaN (``features.extract_features``). A test image stops the run; a
+    training image does too, unless ``config.skip_bad_train_images``: then its rows are dropped
+    from the competition and the features, and recorded. Everything extracted stays cached, so
+    a re-run with the flag computes nothing.
+    """
+    def failed(features_by_view: dict[str, np.ndarray]) -> dict[int, str]:
+        masks = [~np.isfinite(np.asarray(a)).all(axis=1) for a in features_by_view.values()]
+        rows = np.flatnonzero(np.logical_or.reduce(masks))
+        return {int(i): "could not be decoded (no finite features)" for i in rows}
+
+    bad_train, bad_test = failed(train_by_view), failed(test_by_view)
+    if not bad_train and not bad_test:
+        return competition, train_by_view
+    competition, keep = _apply_bad_image_policy(competition, bad_train, bad_test, config)
+    return competition, {view: np.asarray(a)[keep] for view, a in train_by_view.items()}
+
+
+def _apply_bad_image_policy(competition: Competition, bad_train: dict[int, str], bad_test: dict[int, str],
+                            config: RunConfig) -> tuple[Competition, np.ndarray]:
+    """Stop on any bad test image, and on bad training images unless skipping; else leave them out.
+
+    ``bad_*`` map row positions to problems. Returns the competition and the training rows kept.
+    """
+    keep = np.arange(len(competition.train_ids))
+    if not bad_train and not bad_test:
+        return competition, keep
+    found = ([(competition.train_paths[i], p) for i, p in sorted(bad_train.items())]
+             + [(competition.test_paths[i], p) for i, p in sorted(bad_test.items())])
+    for path, problem in found:  # the full list; the error line names the first few
+        log.error("unusable image %s: %s", path, problem)
+    n_train_stopping = 0 if config.skip_bad_train_images else len(bad_train)
+    stopping = found[len(bad_train) - n_train_stopping:]
+    if stopping:
+        what = ", ".join([f"{n_train_stopping} in {config.train_dir}/"] * bool(n_train_stopping)
+                         + [f"{len(bad_test)} in {config.test_dir}/"] * bool(bad_test))
+        hint = ("a submission needs every test image, so no flag skips them: replace them" if bad_test
+                else "fix or remove them, or pass --skip-bad-train-images to leave them out")
+        examples = "; ".join(f"{path}: {problem}" for path, problem in stopping[:3])
+        raise KaggleTLError(f"{len(stopping)} unusable image(s) ({what}; all listed in the log): {examples}"
+                            f"{'; ...' if len(stopping) > 3 else ''} ({hint})")
+    keep = np.array([i for i in keep if i not in bad_train], dtype=np.int64)
+    if len(keep) == 0:
+        raise KaggleTLError(f"{competition.root / config.train_dir}: none of the {len(bad_train)} training images "
+                            f"is usable, e.g. {found[0][0]}: {found[0][1]}")
+    skipped = [{"id": competition.train_ids[i], "path": str(competition.train_paths[i]), "problem": problem}
+               for i, problem in sorted(bad_train.items())]
+    note = (f"{len(skipped)} unusable training image(s) left out (--skip-bad-train-images), "
+            f"e.g. {skipped[0]['path']}: {skipped[0]['problem']}; all in record.json skipped_images")
+    competition = dataclasses.replace(
+        competition, train_ids=[competition.train_ids[i] for i in keep],
+        train_paths=[competition.train_paths[i] for i in keep], y=competition.y[keep],
+        notes=[*competition.notes, note], skipped_images=[*competition.skipped_images, *skipped])
+    _check_class_counts(competition.y, competition.classes, config.folds,
+                        f"{competition.root / config.train_dir} after leaving out unusable images")
+    return competition, keep
 
 
 def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     try:
         # dtype=str: ids like "00123" must keep their zeros; keep_default_na: "NA" is a valid id.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would rename column 1.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as exc:
         raise KaggleTLError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     absent = [c for c in required if c not in frame.columns]
     if absent:
@@ -122,6 +203,8 @@ def _images_by_id(folder: Path) -> dict[str, Path]:
 
 def _labels_from_csv(labels_path: Path, train_dir: Path, config: RunConfig, notes: list[str]):
     frame = _read_csv(labels_path, required=[config.id_column, config.label_column])
+    if frame.empty:
+        raise KaggleTLError(f"{labels_path}: no rows")
     ids = [_strip_extension(i) for i in frame[config.id_column]]
     _check_unique(ids, labels_path, config.id_column)
     files = _images_by_id(train_dir)
@@ -133,9 +216,10 @@ def _labels_from_csv(labels_path: Path, train_dir: Path, config: RunConfig, note
     if empty:
         raise KaggleTLError(f"{labels_path}: {len(empty)} row(s) have an empty {config.label_column}, "
                             f"e.g. id {empty[0]!r}")
-    unlabelled = len(files) - len(ids)
-    if unlabelled > 0:
-        notes.append(f"{unlabelled} image(s) in {train_dir.name}/ have no row in {labels_path.name}: ignored")
+    unlabelled = sorted(files[i].name for i in set(files) - set(ids))
+    if unlabelled:
+        notes.append(f"{len(unlabelled)} image(s) in {train_dir.name}/ have no row in {labels_path.name}: "
+                     f"ignored, e.g. {unlabelled[:3]}")
     return ids, [files[i] for i in ids], frame[config.label_column].tolist()
 
 
@@ -156,18 +240,24 @@ def _labels_from_folders(train_dir: Path, labels_path: Path):
     return ids, paths, labels
 
 
-def _check_class_counts(y: np.ndarray, classes: list[str], folds: int, labels_path: Path) -> None:
+def _check_class_counts(y: np.ndarray, classes: list[str], folds: int, source: Path | str) -> None:
     counts = np.bincount(y, minlength=len(classes))
     small = [(classes[i], int(n)) for i, n in enumerate(counts) if 0 < n < folds]
     if small:
         name, n = small[0]
-        raise KaggleTLError(f"{labels_path}: class {name!r} has {n} image(s), fewer than folds={folds}; "
+        raise KaggleTLError(f"{source}: class {name!r} has {n} image(s), fewer than folds={folds}; "
                             f"lower --folds or add images ({len(small)} class(es) affected)")
+    if np.count_nonzero(counts) < 2:
+        raise KaggleTLError(f"{source}: training images of at least 2 classes are needed, found "
+                            f"{[classes[i] for i in np.flatnonzero(counts)]}")
 
 
 def file_digest(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha1").hexdigest()
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha1").hexdigest()
+    except OSError as exc:
+        raise KaggleTLError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def image_set_key(paths: list[Path], threads: int = 8) -> str:

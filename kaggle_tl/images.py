@@ -4,7 +4,7 @@ from __future__ import annotations
 import collections
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -12,29 +12,110 @@ import numpy as np
 from kaggle_tl.errors import KaggleTLError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of a whole PNG
+JPEG_SOS, JPEG_EOI = b"\xff\xda", b"\xff\xd9"
+_HEAD_BYTES, _TAIL_BYTES = 16, 64
 
 
 class ImageError(KaggleTLError):
-    """An image file that cannot be used (empty, truncated, not an image)."""
+    """An image file whose bytes cannot be used (empty, truncated, not an image, undecodable)."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = Path(path), problem
+
+
+def image_format(head: bytes) -> str | None:
+    """The format named by a file's first bytes (its magic number), or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(PNG_SIGNATURE):
+        return "PNG"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    return None
+
+
+def _bytes_problem(head: bytes, tail: bytes, size: int, read_all: Callable[[], bytes]) -> str | None:
+    """What is wrong with an image file, judged from its size, first and last bytes, without decoding.
+
+    ``read_all`` is called only for a file that does not end the usual way (trailing bytes after
+    the end marker are legal), so a whole scan reads a few dozen bytes per healthy file.
+    """
+    if size == 0:
+        return "empty file (0 bytes)"
+    kind = image_format(head)
+    if kind is None:
+        return f"not an image (unrecognised file header {head[:8]!r})"
+    # Interrupted downloads are often zero-filled to their full size: ignore trailing NULs.
+    end = tail.rstrip(b"\x00")
+    if kind == "JPEG" and not end.endswith(JPEG_EOI):
+        # Entropy-coded data never holds FF D9, so an end-of-image marker after the first scan
+        # means the file is whole and merely has trailing data.
+        data = read_all()
+        sos = data.find(JPEG_SOS)
+        if sos < 0 or data.find(JPEG_EOI, sos) < 0:
+            return "truncated JPEG (no end-of-image marker)"
+    if kind == "PNG" and not end.endswith(PNG_END) and PNG_END not in read_all():
+        return "truncated PNG (no IEND chunk)"
+    if kind in ("BMP", "WebP") and len(head) >= 8:
+        # BMP stores the file size at bytes 2-5, RIFF the size after byte 8 at bytes 4-7.
+        declared = int.from_bytes(head[2:6], "little") if kind == "BMP" else int.from_bytes(head[4:8], "little") + 8
+        if declared > size:
+            return f"truncated {kind} ({size} of {declared} bytes)"
+    return None
+
+
+def image_problem(path: str | Path) -> str | None:
+    """A cheap check of one image file (magic number, size, end marker), or None if it looks whole.
+
+    It catches empty, truncated and non-image files without decoding; a file that passes can
+    still fail to decode (corrupt data inside), which extraction then reports.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - _TAIL_BYTES))
+            tail = handle.read()
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})"
+    return _bytes_problem(head, tail, size, lambda: Path(path).read_bytes())
+
+
+def find_bad_images(paths: Sequence[str | Path], threads: int = 8) -> dict[int, str]:
+    """{position in ``paths``: problem} for every file that fails ``image_problem``."""
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="scan") as pool:
+        problems = list(pool.map(image_problem, paths))
+    return {i: problem for i, problem in enumerate(problems) if problem is not None}
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to an (H, W, 3) uint8 RGB array.
 
-    Grayscale, RGBA, CMYK and 16-bit files all come out as 8-bit RGB. EXIF orientation is
-    applied (OpenCV's default), so a phone photo is seen the way a viewer shows it.
+    Grayscale, RGBA (alpha dropped, not composited), CMYK and 16-bit files all come out as
+    8-bit RGB. EXIF orientation is applied (OpenCV's default), so a phone photo is seen the way
+    a viewer shows it. Raises ImageError for unusable bytes (the same checks as
+    ``image_problem``, then the decode), KaggleTLError if the file cannot be read.
     """
     path = Path(path)
     try:
         # np.fromfile + imdecode rather than imread: imread mishandles non-ASCII paths on Windows.
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if data.size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes)")
+        raise KaggleTLError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    # Some OpenCV builds decode a truncated JPEG partially (grey bottom rows) without failing.
+    problem = _bytes_problem(data[:_HEAD_BYTES].tobytes(), data[-_TAIL_BYTES:].tobytes(), data.size, data.tobytes)
+    if problem:
+        raise ImageError(path, problem)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
-        raise ImageError(f"{path}: not a decodable image")
+        raise ImageError(path, "not a decodable image")
     # OpenCV decodes to BGR while every Keras preprocess_input expects RGB; public kernels that
     # skip this swap feed the networks colour-swapped images.
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -45,8 +126,9 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     if (h, w) == (size, size):
         return image
-    # INTER_AREA avoids aliasing when shrinking; cubic keeps small images (CIFAR's 32 px) smoother.
-    interpolation = cv2.INTER_AREA if h * w >= size * size else cv2.INTER_CUBIC
+    # INTER_AREA avoids aliasing when shrinking. Enlarging is bilinear: cubic's overshoot cost
+    # 5 points of CV accuracy on CIFAR's 32 px images with EfficientNet-Lite0 (0.629 vs 0.678).
+    interpolation = cv2.INTER_AREA if h * w >= size * size else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
@@ -57,21 +139,34 @@ def load_resized(path: str | Path, sizes: Sequence[int]) -> dict[int, np.ndarray
 
 
 def iter_image_batches(paths: Sequence[str | Path], sizes: Sequence[int], batch_size: int,
-                       threads: int = 4, prefetch_batches: int = 2) -> Iterator[dict[int, np.ndarray]]:
+                       threads: int = 4, prefetch_batches: int = 2,
+                       on_error: Callable[[int, ImageError], None] | None = None) -> Iterator[dict[int, np.ndarray]]:
     """Yield batches {size: (n, size, size, 3) uint8} in path order, decoding ahead in threads.
 
     At most ``prefetch_batches`` batches are in flight, so memory stays flat however many
-    images there are.
+    images there are. An ImageError stops the iteration, unless ``on_error(position, error)``
+    is given: then the image is replaced by zeros, and ``on_error`` has been called before the
+    batch holding it is yielded.
     """
     sizes = tuple(sorted(set(sizes)))
     window = max(1, prefetch_batches) * batch_size
+
+    def load(position: int, path: str | Path) -> dict[int, np.ndarray]:
+        try:
+            return load_resized(path, sizes)
+        except ImageError as exc:
+            if on_error is None:
+                raise
+            on_error(position, exc)
+            return {size: np.zeros((size, size, 3), np.uint8) for size in sizes}
+
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="decode") as pool:
         pending: collections.deque = collections.deque()
-        queue = iter(paths)
+        queue = enumerate(paths)
 
         def top_up() -> None:
-            for path in _take(queue, window - len(pending)):
-                pending.append(pool.submit(load_resized, path, sizes))
+            for position, path in _take(queue, window - len(pending)):
+                pending.append(pool.submit(load, position, path))
 
         top_up()
         while pending:

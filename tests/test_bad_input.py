@@ -1,0 +1,269 @@
+"""Bad input through the whole pipeline and the command line: handled, or stopped with one line.
+
+One odd competition (odd file names and ids, every handled image kind, an unlabelled image, an
+extra test image, a class with no training image, an image that passes the scan but cannot be
+decoded) is run three times with one model build between them; the cheaper cases stop before a
+model exists and use small competitions of their own.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from kaggle_tl import cli
+from kaggle_tl.config import RunConfig
+from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.pipeline import run
+from conftest import make_competition  # noqa: E402
+
+SMALL = dict(backbones=("mobilenet_v2",), weights="none", image_size=32, flips=False, folds=2, heads=("logreg",))
+# Renamed train and test ids: spaces, non-ASCII, commas, quotes, a would-be spreadsheet formula.
+TRAIN_RENAMES = {"tr000": "café 000", "tr001": 'a,b "c" 001', "tr002": "=HYPERLINK(002)"}
+TEST_RENAMES = {"te000": "te,0", "te001": 'te "1"', "te002": "tést 2"}
+CORRUPT = b"\xff\xd8\xff\xe0 not really \xff\xda entropy-coded garbage \xff\xd9"  # passes the scan
+
+
+def encode(path: Path, array: np.ndarray) -> None:
+    ok, data = cv2.imencode(path.suffix, array)
+    assert ok
+    path.write_bytes(data.tobytes())
+
+
+def pil_jpeg(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **options)
+    return buffer.getvalue()
+
+
+def rename_ids(folder: Path, renames: dict[str, str], csv: Path) -> None:
+    for path in list(folder.iterdir()):
+        if path.stem in renames:
+            path.rename(folder / f"{renames[path.stem]}{path.suffix}")
+    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    frame["id"] = frame["id"].replace(renames)
+    frame.to_csv(csv, index=False)
+
+
+def make_odd_competition(root: Path) -> Path:
+    comp = make_competition(root, n_per_class=4, n_test=3)
+    train, test = comp / "train", comp / "test"
+    rng = np.random.default_rng(3)
+    colour = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    encode(train / "tr003.png", np.dstack([colour, np.full((40, 50), 9, np.uint8)]))  # RGBA
+    (train / "tr004.jpg").write_bytes(pil_jpeg(Image.new("CMYK", (50, 40), (0, 200, 200, 0))))
+    exif_image = Image.fromarray(colour)
+    exif = exif_image.getexif()
+    exif[0x0112] = 6
+    (train / "tr005.jpg").write_bytes(pil_jpeg(exif_image, exif=exif.tobytes()))
+    encode(train / "tr006.png", colour.astype(np.uint16) * 257)  # 16-bit
+    encode(train / "tr007.jpg", colour[..., 0])  # grayscale
+    encode(train / "tr008.jpg", colour[:1, :1])  # 1 x 1
+    (train / "tr009.png").unlink()
+    (train / "tr009.jpg").write_bytes(CORRUPT)
+    encode(train / "stray.png", colour)  # no row in labels.csv
+    encode(test / "te001.png", colour.astype(np.uint16) * 257)
+    encode(test / "unlisted.png", colour)  # not in sample_submission.csv
+    rename_ids(train, TRAIN_RENAMES, comp / "labels.csv")
+    rename_ids(test, TEST_RENAMES, comp / "sample_submission.csv")
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype=str, keep_default_na=False)
+    sample["yellow"] = "0"  # a class with no training image
+    sample.to_csv(comp / "sample_submission.csv", index=False)
+    return comp
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    monkeypatch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)
+
+
+def forbid_model_builds(monkeypatch) -> None:
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr("kaggle_tl.pipeline.create_backbone", no_model)
+
+
+@pytest.fixture(scope="module")
+def odd_runs(tmp_path_factory):
+    """One model build for four runs on the odd competition, which also has a zero-byte image:
+
+    1. --skip-bad-train-images: builds, extracts, leaves out the zero-byte and the undecodable image;
+    2. default: stops at the scan (zero-byte image), before any model;
+    3. the zero-byte image and its label removed, default: the image list is run 1's, so every
+       feature comes from the cache, and the undecodable image stops the run;
+    4. the same with --skip-bad-train-images: finishes, still from the cache.
+    """
+    root = tmp_path_factory.mktemp("odd")
+    comp = make_odd_competition(root / "comp")
+    (comp / "train" / "tr010.jpg").write_bytes(b"")
+    config = RunConfig(data=str(comp), cache_dir=str(root / "cache"), runs_dir=str(root / "runs"),
+                       submissions_dir=str(root / "subs"), **SMALL)
+    out = {"comp": comp}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)
+        out["skipped_both"] = run(config.replace(skip_bad_train_images=True))
+        forbid_model_builds(patch)  # from here on, a model build raises AssertionError
+        with pytest.raises(KaggleTLError) as stopped:
+            run(config)
+        out["scan_stop"] = str(stopped.value)
+        (comp / "train" / "tr010.jpg").unlink()
+        labels = pd.read_csv(comp / "labels.csv", dtype=str, keep_default_na=False)
+        labels[labels["id"] != "tr010"].to_csv(comp / "labels.csv", index=False)
+        with pytest.raises(KaggleTLError) as stopped:
+            run(config)
+        out["decode_stop"] = str(stopped.value)
+        out["skipped_cached"] = run(config.replace(skip_bad_train_images=True))
+    return out
+
+
+def record(result) -> dict:
+    return json.loads((result.run_dir / "record.json").read_text())
+
+
+def test_scan_failures_and_decode_failures_are_skipped_and_recorded(odd_runs):
+    rec = record(odd_runs["skipped_both"])
+    assert rec["n_train"] == 10
+    skipped = {s["id"]: s["problem"] for s in rec["skipped_images"]}
+    assert skipped == {"tr010": "empty file (0 bytes)", "tr009": "could not be decoded (no finite features)"}
+    notes = " | ".join(rec["notes"])
+    for expected in ("1 unusable training image(s) left out", "stray", "not in sample_submission.csv: ignored",
+                     "['yellow'] have no training image"):
+        assert expected in notes, expected
+
+
+def test_scan_stops_the_default_run_before_any_model(odd_runs):
+    message = odd_runs["scan_stop"]
+    assert message.startswith("1 unusable image(s) (1 in train/") and "tr010.jpg: empty file (0 bytes)" in message
+    assert "\n" not in message and "--skip-bad-train-images" in message
+
+
+def test_undecodable_image_stops_the_default_run_after_extraction(odd_runs):
+    message = odd_runs["decode_stop"]  # no model was built: the features of run 1 were reused
+    assert message.startswith("1 unusable image(s) (1 in train/") and "tr009.jpg: could not be decoded" in message
+
+
+def test_skipping_again_computes_nothing(odd_runs):
+    rec = record(odd_runs["skipped_cached"])
+    assert rec["n_train"] == 10 and [s["id"] for s in rec["skipped_images"]] == ["tr009"]
+    assert rec["image_keys"] == record(odd_runs["skipped_both"])["image_keys"]
+
+
+def test_odd_ids_round_trip_into_the_submission(odd_runs):
+    sample = pd.read_csv(odd_runs["comp"] / "sample_submission.csv", dtype=str, keep_default_na=False)
+    assert set(TEST_RENAMES.values()) <= set(sample["id"])
+    for result in (odd_runs["skipped_both"], odd_runs["skipped_cached"]):
+        submission = pd.read_csv(result.models[0].submission, dtype=str, keep_default_na=False)
+        assert submission["id"].tolist() == sample["id"].tolist()  # te,0 / te "1" / tést 2, exactly
+        assert list(submission.columns) == list(sample.columns)
+        values = submission.drop(columns="id").astype(float).to_numpy()
+        np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_runs_never_share_or_overwrite_outputs(odd_runs):
+    results = [odd_runs["skipped_both"], odd_runs["skipped_cached"]]
+    assert results[0].run_dir != results[1].run_dir
+    submissions = [r.models[0].submission for r in results]
+    assert submissions[0] != submissions[1] and all(p.with_suffix(".json").is_file() for p in submissions)
+    for folder in (results[0].run_dir.parent, submissions[0].parent):
+        assert not [p for p in folder.rglob(".*") if p.is_file()]  # no temp file left behind
+    assert all((r.run_dir / "record.json").is_file() for r in results)
+
+
+# -- stops before any model exists ----------------------------------------------------------------
+@pytest.fixture
+def small(tmp_path, monkeypatch, no_plots):
+    forbid_model_builds(monkeypatch)
+    comp = make_competition(tmp_path / "comp", n_per_class=3, n_test=2)
+    config = RunConfig(data=str(comp), cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"),
+                       submissions_dir=str(tmp_path / "subs"), **SMALL)
+    return comp, config
+
+
+def test_bad_train_images_stop_before_any_model_call(small):
+    comp, config = small
+    (comp / "train" / "tr001.jpg").write_bytes(b"")
+    (comp / "train" / "tr002.jpg").write_text("text")
+    with pytest.raises(KaggleTLError, match=r"2 unusable image\(s\) \(2 in train/.*tr001.jpg: empty file.*"
+                                            r"tr002.jpg: not an image"):
+        run(config)
+    assert not list(Path(config.cache_dir).iterdir())
+
+
+def test_bad_test_image_stops_even_when_skipping(small):
+    comp, config = small
+    data = (comp / "test" / "te000.jpg").read_bytes()
+    (comp / "test" / "te000.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(KaggleTLError, match=r"1 in test/.*te000.jpg: truncated JPEG.*every test image"):
+        run(config.replace(skip_bad_train_images=True))
+
+
+@pytest.mark.parametrize("folder", ["cache_dir", "runs_dir", "submissions_dir"])
+def test_unwritable_output_folder_stops_before_any_work(small, tmp_path, folder):
+    comp, config = small
+    blocker = tmp_path / "plain_file"  # running as root, chmod cannot make a folder unwritable
+    blocker.write_text("x")
+    with pytest.raises(KaggleTLError, match="folder is not writable"):
+        run(config.replace(**{folder: str(blocker / "sub")}))
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+# -- the command line: exit 2, one line, no traceback -------------------------------------------
+def cli_run(capsys, comp: Path, tmp_path: Path, *flags: str) -> tuple[int, str]:
+    argv = ["run", "--data", str(comp), "--backbones", "mobilenet_v2", "--image-size", "32", "--no-flips",
+            "--folds", "2", "--heads", "logreg", "--cache-dir", str(tmp_path / "cache"),
+            "--runs-dir", str(tmp_path / "runs"), "--submissions-dir", str(tmp_path / "subs"), *flags]
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("kaggle-tl: error:")]
+    assert len(errors) == 1, err
+    return code, errors[0]
+
+
+@pytest.fixture(scope="module")
+def weights_comp(tmp_path_factory):
+    return make_competition(tmp_path_factory.mktemp("weights") / "comp", n_per_class=2, n_test=2)
+
+
+MOBILENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+@pytest.mark.parametrize("case", ["nonexistent", "folder-without-file", "garbage-file", "garbage-in-folder"])
+def test_missing_or_unreadable_weights(case, weights_comp, tmp_path, capsys):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    if case.startswith("garbage"):
+        (folder / MOBILENET_FILE).write_bytes(b"this is not an HDF5 file" * 100)
+    weights = {"nonexistent": "/nonexistent", "folder-without-file": str(folder),
+               "garbage-file": str(folder / MOBILENET_FILE), "garbage-in-folder": str(folder)}[case]
+    code, line = cli_run(capsys, weights_comp, tmp_path, "--weights", weights)
+    assert code == 2
+    expected = {"nonexistent": "/nonexistent: weights file not found",
+                "folder-without-file": f"{MOBILENET_FILE}: weights file for mobilenet_v2 not found",
+                "garbage-file": f"{MOBILENET_FILE}: cannot load weights for mobilenet_v2",
+                "garbage-in-folder": f"{MOBILENET_FILE}: cannot load weights for mobilenet_v2"}[case]
+    assert expected in line
+
+
+@pytest.mark.parametrize("case", ["duplicate-id", "missing-column", "zero-byte-test-image"])
+def test_cli_reports_bad_input_on_one_line(case, tmp_path, capsys):
+    comp = make_competition(tmp_path / "comp", n_per_class=2, n_test=2)
+    labels = pd.read_csv(comp / "labels.csv", dtype=str)
+    if case == "duplicate-id":
+        pd.concat([labels, labels.iloc[:1]]).to_csv(comp / "labels.csv", index=False)
+    elif case == "missing-column":
+        labels.rename(columns={"label": "class"}).to_csv(comp / "labels.csv", index=False)
+    else:
+        (comp / "test" / "te001.png").write_bytes(b"")
+    code, line = cli_run(capsys, comp, tmp_path, "--weights", "none")
+    assert code == 2
+    assert {"duplicate-id": "labels.csv: duplicate id 'tr000' at row 8",
+            "missing-column": "labels.csv: missing column(s) ['label']",
+            "zero-byte-test-image": "te001.png: empty file (0 bytes)"}[case] in line

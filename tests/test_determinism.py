@@ -1,0 +1,57 @@
+"""Same config and seed, same numbers (on the CPU): folds, features, OOF and test predictions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kaggle_tl.config import RunConfig
+from kaggle_tl.cv import fold_predictions, make_folds
+from kaggle_tl.heads import make_head
+from kaggle_tl.pipeline import run
+from conftest import make_competition  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def features():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 12)
+    centres = rng.normal(size=(3, 16))
+    # One view and two folds: four fits per call keep the Keras head quick; views are independent.
+    train = {"original": (centres[y] + rng.normal(scale=2.0, size=(len(y), 16))).astype(np.float32)}
+    test = {"original": rng.normal(size=(7, 16)).astype(np.float32)}
+    return train, test, y
+
+
+def test_folds_depend_only_on_labels_and_seed(features):
+    _, _, y = features
+    np.testing.assert_array_equal(make_folds(y, 3, seed=42), make_folds(y, 3, seed=42))
+    assert not np.array_equal(make_folds(y, 3, seed=42), make_folds(y, 3, seed=7))
+
+
+@pytest.mark.parametrize("head_name", ["dense", "svm", "logreg"])
+def test_fold_predictions_repeat_exactly(features, head_name):
+    train, test, y = features
+    folds = make_folds(y, 2, seed=42)
+    first, second = (fold_predictions(make_head(head_name, seed=42, max_epochs=3), train, test, y, folds, 3)
+                     for _ in range(2))
+    assert np.array_equal(first.oof, second.oof) and np.array_equal(first.test, second.test)
+    assert first.oof.shape == (1, 36, 3) and first.test.shape == (1, 2, 7, 3)
+
+
+def test_two_runs_with_separate_caches_are_identical(tmp_path, monkeypatch):
+    # weights="none": random init, which must be the same in both runs (their cache key is the same).
+    monkeypatch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)  # not tested here
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    results = []
+    for name in ("a", "b"):
+        config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32, flips=False,
+                           folds=2, heads=("logreg",), cache_dir=str(tmp_path / name / "cache"),
+                           runs_dir=str(tmp_path / name / "runs"), submissions_dir=str(tmp_path / name / "subs"))
+        results.append(run(config))
+    a, b = results
+    for split_a in (tmp_path / "a" / "cache").iterdir():
+        assert np.array_equal(np.load(split_a / "features.npy"), np.load(tmp_path / "b" / "cache" / split_a.name /
+                                                                         "features.npy"))
+    for name in ("folds.npy", "models/mobilenet_v2__logreg/oof.npy", "models/mobilenet_v2__logreg/test.npy"):
+        assert np.array_equal(np.load(a.run_dir / name), np.load(b.run_dir / name)), name
+    assert a.models[0].submission.read_bytes() == b.models[0].submission.read_bytes()

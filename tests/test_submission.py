@@ -1,0 +1,67 @@
+"""Submission CSVs: exact ids whatever their characters, validated, atomic, never overwritten."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.submission import build_submission, validate_submission, write_submission
+
+# Commas, quotes, a newline-free but otherwise hostile mix, non-ASCII, and cells a spreadsheet
+# would run as formulas: a submission must still carry them byte for byte.
+ODD_IDS = ["a,b", 'say "hi"', "it's", "café", "日本", "=1+1", "+cmd", "-2", "@SUM(A1)", "NA", "00123", " pad "]
+CLASSES = ["cat", "=dog", "café"]
+
+
+@pytest.fixture
+def sample() -> pd.DataFrame:
+    order = ODD_IDS[::-1]
+    return pd.DataFrame({"id": order, **{c: 1 / 3 for c in CLASSES}})
+
+
+@pytest.fixture
+def frame(sample) -> pd.DataFrame:
+    proba = np.random.default_rng(0).dirichlet(np.ones(3), size=len(ODD_IDS))
+    return build_submission(proba, ODD_IDS, CLASSES, sample)
+
+
+def test_ids_and_class_names_round_trip_exactly(frame, sample, tmp_path):
+    path = write_submission(frame, sample, tmp_path, "sub")
+    back = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert back["id"].tolist() == sample["id"].tolist()  # sample order, not escaped, not stripped
+    assert list(back.columns) == ["id", *CLASSES]
+    np.testing.assert_allclose(back[CLASSES].astype(float).to_numpy().sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_rows_follow_the_sample_not_the_prediction_order(frame, sample):
+    assert frame["id"].tolist() == sample["id"].tolist()
+
+
+def test_never_overwrites_and_leaves_no_temp_files(frame, sample, tmp_path):
+    (tmp_path / "sub.csv").write_text("someone else's file")
+    (tmp_path / "sub-1.json").write_text("a sidecar whose CSV was deleted")
+    path = write_submission(frame, sample, tmp_path, "sub")
+    assert path.name == "sub-2.csv"
+    assert (tmp_path / "sub.csv").read_text() == "someone else's file"
+    assert write_submission(frame, sample, tmp_path, "sub").name == "sub-3.csv"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub-1.json", "sub-2.csv", "sub-3.csv", "sub.csv"]
+
+
+def test_unwritable_directory_is_one_clear_error(frame, sample, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(KaggleTLError, match="cannot write submission"):
+        write_submission(frame, sample, blocker / "subs", "sub")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.iloc[1:], r"1 id\(s\) missing"),
+    (lambda f: pd.concat([f, f.iloc[:1]]), "appears more than once"),
+    (lambda f: f.assign(id=f["id"].where(f["id"] != "café", "cafe")), r"1 id\(s\) missing .*1 unexpected"),
+    (lambda f: f[["id", "cat", "café", "=dog"]], "columns differ"),
+    (lambda f: f.assign(cat=np.nan), "NaN"),
+])
+def test_validation_stops_a_wrong_submission(frame, sample, change, message):
+    with pytest.raises(KaggleTLError, match=message):
+        validate_submission(change(frame.copy()), sample)
