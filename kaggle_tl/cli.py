@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Sequence
 
 from kaggle_tl.config import DEMO_OVERRIDES, RunConfig
@@ -77,6 +78,7 @@ def print_run(result) -> None:
         with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
             print(table.to_string())
         print(f"submission: {model.submission}")
+    _print_paths("figures", result.plots)
     print(f"\ntimings: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
 
 
@@ -88,6 +90,90 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_paths(title: str, paths: dict) -> None:
+    if paths:
+        print(f"{title}: " + "  ".join(str(p) for p in paths.values()))
+
+
+def _print_table(table) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 250,
+                           "display.max_colwidth", 90, "display.max_rows", 500):
+        print(table.to_string(index=False))
+
+
+def _selected_runs(args: argparse.Namespace) -> list[dict]:
+    """Runs of one data set under --runs-dir, by --data and --fingerprint; notes go to stderr."""
+    from kaggle_tl.runs import list_runs, select_runs
+
+    records, notes = select_runs(list_runs(args.runs_dir), args.data, args.fingerprint)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not records:
+        where = " ".join(f"{flag} {value}" for flag, value in (("--data", args.data), ("--fingerprint", args.fingerprint))
+                         if value)
+        raise KaggleTLError(f"{args.runs_dir}: no runs found{' for ' + where if where else ''}; "
+                            "`kaggle-tl run` makes one")
+    return records
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from kaggle_tl.leaderboard import leaderboard_table, write_table
+
+    records = _selected_runs(args)
+    table = leaderboard_table(records, per_view=args.models)
+    first = records[0]
+    print(f"\nleaderboard: {len(records)} run(s) on {first.get('competition')} "
+          f"(data fingerprint {first['data_fingerprint']}), by CV log loss (lower is better)")
+    _print_table(table)
+    csv_path, md_path = write_table(table, Path(args.out or Path(args.runs_dir) / "leaderboard"),
+                                    "leaderboard_models" if args.models else "leaderboard")
+    print(f"\ntable: {csv_path}  {md_path}")
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from kaggle_tl.reports import ensemble_runs
+    from kaggle_tl.runs import resolve_run_dir, same_folds_as_newest
+
+    if args.all:
+        records, notes = same_folds_as_newest(_selected_runs(args))
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        run_dirs = [r["run_dir"] for r in records]
+    else:
+        run_dirs = [resolve_run_dir(run, args.runs_dir) for run in args.runs]
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else None
+    result = ensemble_runs(run_dirs, strategies, args.submit, out_root=args.out or Path(args.runs_dir) / "ensembles",
+                           submissions_dir=args.submissions_dir)
+    print(f"\nensemble {result.ensemble_id}: {len(result.models)} model(s) from "
+          f"{len({m.run_id for m in result.models})} run(s); scores are nested-CV where a strategy is fitted")
+    _print_table(result.table.drop(columns="submission"))
+    for note in result.notes:
+        print(f"note: {note}")
+    for name, path in result.submissions.items():
+        print(f"submission ({name}): {path}")
+    _print_paths("table", dict(enumerate(result.tables)))
+    _print_paths("figures", result.plots)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from kaggle_tl.submission import score_submission
+
+    scores = score_submission(args.submission, args.labels, args.sample, args.id_column, args.label_column)
+    print(f"{args.submission}: log loss {scores['logloss']:.5f}, accuracy {scores['accuracy']:.4f} "
+          f"({scores['rows']} rows, {scores['classes']} classes)")
+    return 0
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", default="runs", help="run records folder (default runs)")
+    parser.add_argument("--data", help="only runs on this competition folder")
+    parser.add_argument("--fingerprint", help="only runs with this data fingerprint (a prefix will do)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kaggle-tl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -95,6 +181,36 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = sub.add_parser("run", help="features -> CV heads -> submission")
     add_run_arguments(run_parser)
     run_parser.set_defaults(func=cmd_run)
+
+    board = sub.add_parser("leaderboard", help="all runs on one data set, ranked by CV log loss",
+                           description="Every model of every run on one data set (one data fingerprint), best CV "
+                                       "log loss first; printed and written as CSV and Markdown.")
+    add_selection_arguments(board)
+    board.add_argument("--models", action="store_true", help="one row per model and view (original, flip, average)")
+    board.add_argument("--out", help="folder for leaderboard.csv/.md (default RUNS_DIR/leaderboard)")
+    board.set_defaults(func=cmd_leaderboard)
+
+    ens = sub.add_parser("ensemble", help="compare ensembling strategies on runs' OOF predictions, write submissions",
+                         description="Combine the models of one or more runs (same data, same folds) and score "
+                                     "each strategy by nested CV on their OOF predictions.")
+    which = ens.add_mutually_exclusive_group(required=True)
+    which.add_argument("--runs", nargs="+", metavar="RUN_ID_OR_DIR", help="runs to combine")
+    which.add_argument("--all", action="store_true", help="every run on one data set (--data/--fingerprint)")
+    add_selection_arguments(ens)
+    ens.add_argument("--strategies", help="comma-separated (default all: best_single, mean, geometric_mean, "
+                                          "weighted, greedy, stacking)")
+    ens.add_argument("--submit", default="best", help="best | all | none | comma-separated strategy names (default best)")
+    ens.add_argument("--out", help="folder for ensemble outputs (default RUNS_DIR/ensembles)")
+    ens.add_argument("--submissions-dir", default="submissions", help="submissions folder (default submissions)")
+    ens.set_defaults(func=cmd_ensemble)
+
+    grade = sub.add_parser("score", help="score a submission CSV against a labels file like the Kaggle grader")
+    grade.add_argument("submission", help="submission CSV (id, one column per class)")
+    grade.add_argument("--labels", required=True, help="CSV of id,label for the scored rows")
+    grade.add_argument("--sample", help="sample submission: its class columns must all be present")
+    grade.add_argument("--id-column", default="id", help="id column name (default id)")
+    grade.add_argument("--label-column", default="label", help="label column name in --labels (default label)")
+    grade.set_defaults(func=cmd_score)
     return parser
 
 
@@ -106,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except KaggleTLError as exc:
-        print(f"kaggle-tl: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split("\n"))  # one line, even when a file name holds a newline
+        print(f"kaggle-tl: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("kaggle-tl: interrupted; completed feature chunks are kept and the next run resumes", file=sys.stderr)

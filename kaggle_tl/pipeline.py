@@ -12,11 +12,12 @@ import pandas as pd
 
 from kaggle_tl.backbones import create_backbone, get_backbone_spec, is_user_model, weights_identity
 from kaggle_tl.cache import FeatureCache, atomic_write_bytes
-from kaggle_tl.competition import Competition, data_fingerprint, image_set_key, read_competition
+from kaggle_tl.competition import Competition, data_fingerprint, drop_undecodable, image_set_key, read_competition
 from kaggle_tl.config import DEMO_DATA, RunConfig
 from kaggle_tl.cv import fold_predictions, make_folds, score_table
 from kaggle_tl.features import BackboneRef, concat_views, extract_features
 from kaggle_tl.heads import make_head
+from kaggle_tl.plots import plot_report
 from kaggle_tl.runs import (ensure_writable, new_run_id, package_versions, save_model_predictions, to_json,
                             write_record)
 from kaggle_tl.submission import build_submission, write_submission
@@ -42,6 +43,7 @@ class RunResult:
     config: RunConfig
     models: list[ModelResult] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    plots: dict[str, Path] = field(default_factory=dict)  # name -> PNG under runs/<id>/plots/
 
 
 def backbone_refs(config: RunConfig) -> list[BackboneRef]:
@@ -67,6 +69,9 @@ def features_for(competition: Competition, config: RunConfig, refs: list[Backbon
         for ref in needed:
             if ref.name not in built:
                 log.info("building %s (weights=%s, %d px)", ref.name, config.weights, ref.input_size)
+                if ref.weights_id == "none":  # one cache key for every random init: make it the same init
+                    import keras
+                    keras.utils.set_random_seed(0)
                 built[ref.name] = create_backbone(ref.name, config.weights, ref.input_size)
         return built
 
@@ -98,6 +103,7 @@ def run(config: RunConfig) -> RunResult:
 
     t = time.perf_counter()
     train_by_view, test_by_view, image_keys = features_for(competition, config, refs)
+    competition, train_by_view = drop_undecodable(competition, train_by_view, test_by_view, config)
     result.timings["features_s"] = time.perf_counter() - t
     fingerprint = data_fingerprint(competition, image_keys["train"], image_keys["test"])
     folds = make_folds(competition.y, config.folds, config.seed)
@@ -107,6 +113,7 @@ def run(config: RunConfig) -> RunResult:
 
     versions = package_versions()
     backbone_set = "+".join(config.backbones) if not any(map(is_user_model, config.backbones)) else "user"
+    oof_by_model = {}
     for head_name in config.heads:
         t = time.perf_counter()
         head = make_head(head_name, seed=config.seed, max_epochs=config.max_epochs)
@@ -115,6 +122,7 @@ def run(config: RunConfig) -> RunResult:
         overall = scores[(scores.fold == "all")].iloc[-1]  # the view average when flips are on
         model_name = f"{backbone_set}__{head_name}"
         save_model_predictions(run_dir, model_name, preds.oof, preds.test, preds.views)
+        oof_by_model[model_name] = preds.oof_mean
         scores.to_csv(run_dir / "models" / model_name / "scores.csv", index=False)
         frame = build_submission(preds.test_mean, competition.test_ids, competition.classes,
                                  competition.sample_submission, competition.id_column)
@@ -129,6 +137,12 @@ def run(config: RunConfig) -> RunResult:
         result.models.append(ModelResult(model_name, head_name, scores, float(overall.logloss),
                                          float(overall.accuracy), path))
 
+    t = time.perf_counter()
+    best = min(result.models, key=lambda m: m.cv_logloss)
+    result.plots = plot_report(run_dir / "plots", competition.y, oof_by_model[best.name], competition.classes,
+                               image_paths=[str(p) for p in competition.train_paths],
+                               features=train_by_view[config.views[0]])
+    result.timings["plots_s"] = time.perf_counter() - t
     result.timings["total_s"] = time.perf_counter() - started
     record = {
         "run_id": run_id, "created": dt.datetime.now().isoformat(timespec="seconds"),
@@ -138,9 +152,16 @@ def run(config: RunConfig) -> RunResult:
         "classes": competition.classes, "views": list(config.views), "backbones": [r.__dict__ for r in refs],
         "random_weights": config.weights == "none",
         "warning": RANDOM_WEIGHTS_WARNING if config.weights == "none" else None,
-        "notes": competition.notes, "versions": versions, "timings": result.timings,
-        "models": [{"name": m.name, "head": m.head, "cv_logloss": m.cv_logloss, "cv_accuracy": m.cv_accuracy,
+        "notes": competition.notes, "skipped_images": competition.skipped_images,
+        "versions": versions, "timings": result.timings,
+        "models": [{"name": m.name, "head": m.head, "backbones": list(config.backbones), "views": list(config.views),
+                    "cv_logloss": m.cv_logloss, "cv_accuracy": m.cv_accuracy,
                     "submission": str(m.submission)} for m in result.models],
+        # What ensembles, scoring and figures need later without re-reading the images:
+        "id_column": competition.id_column, "submission_columns": list(competition.sample_submission.columns),
+        "test_ids": competition.test_ids, "train_ids": competition.train_ids,
+        "train_paths": [str(Path(p).resolve()) for p in competition.train_paths],
+        "plots": {name: str(path) for name, path in result.plots.items()}, "best_model": best.name,
     }
     atomic_write_bytes(run_dir / "config.json", to_json(config.to_dict()))
     write_record(run_dir, record)

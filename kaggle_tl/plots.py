@@ -22,11 +22,13 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
+from kaggle_tl.images import read_image
+
 logger = logging.getLogger(__name__)
 
 DPI = 110
 
-__all__ = ["plot_confident_errors", "plot_confusion_matrix", "plot_strategy_comparison", "plot_tsne"]
+__all__ = ["plot_confident_errors", "plot_confusion_matrix", "plot_report", "plot_strategy_comparison", "plot_tsne"]
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -167,3 +169,38 @@ def plot_confident_errors(
         ax.set_title(f"true: {true_name}\npred: {predicted_name} (p={confidence[i]:.2f})", fontsize=8)
     figure.suptitle(f"Most confident errors ({len(wrong)} wrong of {len(y)})")
     return _save(figure, path)
+
+
+def plot_report(
+    folder: str | os.PathLike,
+    y: np.ndarray,
+    proba: np.ndarray,
+    class_names: Sequence[str],
+    image_paths: Sequence[str | os.PathLike] | None = None,
+    features: np.ndarray | None = None,
+    strategy_table: pd.DataFrame | None = None,
+) -> dict[str, Path]:
+    """The figures the given data allows, as ``folder/<name>.png``; returns name -> path.
+
+    ``strategies`` needs ``strategy_table``; ``confusion`` the (N, C) OOF ``proba``; ``tsne`` the
+    (N, D) ``features``; ``errors`` the train ``image_paths``. A figure that fails (an image
+    deleted since the run, say) is logged and skipped: the predictions it describes are already
+    saved, and a missing picture must not cost them.
+    """
+    folder = Path(folder)
+    jobs: dict[str, Callable[[Path], Path]] = {}
+    if strategy_table is not None:
+        jobs["strategies"] = lambda path: plot_strategy_comparison(strategy_table, path)
+    jobs["confusion"] = lambda path: plot_confusion_matrix(y, proba, class_names, path)
+    if features is not None:
+        jobs["tsne"] = lambda path: plot_tsne(features, y, class_names, path, max_points=1000)
+    if image_paths is not None:
+        jobs["errors"] = lambda path: plot_confident_errors(lambda i: read_image(image_paths[i]), y, proba,
+                                                            class_names, path)
+    written = {}
+    for name, plot in jobs.items():
+        try:
+            written[name] = plot(folder / f"{name}.png")
+        except Exception as exc:  # noqa: BLE001 -- see the docstring
+            logger.warning("could not draw %s.png: %s", name, exc)
+    return written

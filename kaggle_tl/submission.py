@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import accuracy_score, log_loss
 
 from kaggle_tl.cache import atomic_write_bytes
 from kaggle_tl.cv import clip_proba
@@ -60,7 +61,12 @@ def validate_submission(frame: pd.DataFrame, sample: pd.DataFrame, id_column: st
 
 def write_submission(frame: pd.DataFrame, sample: pd.DataFrame, directory: str | Path, stem: str,
                      id_column: str = "id") -> Path:
-    """Validate, then write ``<directory>/<stem>.csv`` atomically, never overwriting a file."""
+    """Validate, then write ``<directory>/<stem>.csv`` atomically, never overwriting a file.
+
+    Ids are written exactly as in the sample submission (the grader matches them byte for
+    byte), so they are quoted as CSV needs but never altered or formula-escaped. When the name
+    is taken (by the CSV or its ``.json`` sidecar), ``<stem>-1.csv``, ``<stem>-2.csv``... is used.
+    """
     validate_submission(frame, sample, id_column, source=stem)
     directory = Path(directory)
     buffer = io.StringIO()
@@ -69,6 +75,8 @@ def write_submission(frame: pd.DataFrame, sample: pd.DataFrame, directory: str |
     data = buffer.getvalue().encode("utf-8")
     for attempt in range(1000):
         path = directory / (f"{stem}.csv" if attempt == 0 else f"{stem}-{attempt}.csv")
+        if path.with_suffix(".json").exists():  # a sidecar left by a deleted submission: keep it
+            continue
         try:
             atomic_write_bytes(path, data, overwrite=False)
             return path
@@ -77,3 +85,116 @@ def write_submission(frame: pd.DataFrame, sample: pd.DataFrame, directory: str |
         except OSError as exc:
             raise KaggleTLError(f"{path}: cannot write submission ({exc.strerror or exc})") from None
     raise KaggleTLError(f"{directory}: too many submissions named {stem}")
+
+
+# --------------------------------------------------------------------------- scoring a submission file
+KAGGLE_CLIP = 1e-15  # Kaggle's multi-class log loss replaces p by max(min(p, 1 - 1e-15), 1e-15)
+SCORE_ROW_SUM_TOLERANCE = 1e-3  # hand-written files with 4 decimals still pass; Kaggle rescales rows anyway
+
+
+def read_sample_submission(path: str | Path, id_column: str = "id") -> pd.DataFrame:
+    """A sample submission as strings (ids like "00123" keep their zeros), checked for its id column."""
+    return _read_text_csv(Path(path), "sample submission", required=[id_column])
+
+
+def _read_text_csv(path: Path, what: str, required: list[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise KaggleTLError(f"{path}: {what} file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as exc:
+        raise KaggleTLError(f"{path}: {what} is not a readable CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise KaggleTLError(f"{path}: {what} is missing column(s) {missing}; found {list(frame.columns)[:8]}")
+    if frame.empty:
+        raise KaggleTLError(f"{path}: {what} has no rows")
+    return frame
+
+
+def _first_duplicate(ids: pd.Series, path: Path, column: str) -> None:
+    duplicated = ids[ids.duplicated()]
+    if len(duplicated):
+        value = duplicated.iloc[0]
+        lines = [i + 2 for i in np.flatnonzero(ids.to_numpy() == value)]  # +2: header is line 1
+        raise KaggleTLError(f"{path}: {column} {value!r} appears more than once (lines {lines[0]} and {lines[1]})")
+
+
+def _probabilities(frame: pd.DataFrame, classes: list[str], id_column: str, path: Path) -> np.ndarray:
+    """The class columns as floats, with the first non-numeric, missing or out-of-range cell named."""
+    ids = frame[id_column].to_numpy()
+    values = np.empty((len(frame), len(classes)))
+    for j, column in enumerate(classes):
+        text = frame[column].str.strip()
+        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+        unparsed = np.isnan(numbers) & ~text.str.lower().isin(["", "nan", "na", "null"]).to_numpy()
+        if unparsed.any():
+            row = int(np.argmax(unparsed))
+            raise KaggleTLError(f"{path}: non-numeric value {text.iloc[row]!r} in column {column!r} "
+                                f"for id {ids[row]!r} (line {row + 2})")
+        values[:, j] = numbers
+    checks = [(~np.isfinite(values), "an empty, NaN or infinite value"),
+              ((values < 0) | (values > 1), "a value outside [0, 1]")]
+    for bad, what in checks:
+        if bad.any():
+            row, j = np.unravel_index(int(np.argmax(bad)), bad.shape)
+            raise KaggleTLError(f"{path}: id {ids[row]!r} (line {row + 2}) has {what} in column {classes[j]!r}")
+    off = np.abs(values.sum(axis=1) - 1.0) > SCORE_ROW_SUM_TOLERANCE
+    if off.any():
+        row = int(np.argmax(off))
+        raise KaggleTLError(f"{path}: row for id {ids[row]!r} (line {row + 2}) sums to {values[row].sum():.6f}, "
+                            f"not 1 (tolerance {SCORE_ROW_SUM_TOLERANCE:g})")
+    return values
+
+
+def score_submission(submission: str | Path, labels: str | Path, sample: str | Path | None = None,
+                     id_column: str = "id", label_column: str = "label") -> dict[str, float]:
+    """Score a submission CSV against an id,label file the way Kaggle's grader does.
+
+    Format first, stopping at the first problem with one line naming the file and row: the id
+    column; the class columns (the sample submission's when given, else the submission's own,
+    which must include every label); every labelled id exactly once and no other; numeric values
+    in [0, 1], no NaN; rows summing to 1 within SCORE_ROW_SUM_TOLERANCE. Then multi-class log loss
+    after Kaggle's clipping to [1e-15, 1 - 1e-15] and row rescaling, and accuracy of the argmax.
+
+    Returns
+    -------
+    {"logloss", "accuracy", "rows", "classes"}
+    """
+    submission, labels = Path(submission), Path(labels)
+    truth = _read_text_csv(labels, "labels", required=[id_column, label_column])
+    _first_duplicate(truth[id_column], labels, id_column)
+    frame = _read_text_csv(submission, "submission", required=[id_column])
+    if sample is not None:
+        expected = [c for c in read_sample_submission(sample, id_column).columns if c != id_column]
+        missing = [c for c in expected if c not in frame.columns]
+        if missing:
+            raise KaggleTLError(f"{submission}: missing column(s) {missing[:5]} of the sample submission {sample}")
+        extra = [c for c in frame.columns if c not in expected and c != id_column]
+        if extra:
+            raise KaggleTLError(f"{submission}: column(s) {extra[:5]} are not in the sample submission {sample}")
+        classes = expected
+    else:
+        classes = [c for c in frame.columns if c != id_column]
+    unknown = sorted(set(truth[label_column]) - set(classes))
+    if unknown:
+        raise KaggleTLError(f"{submission}: missing column(s) {unknown[:5]} for labels in {labels}")
+
+    ids = frame[id_column]
+    _first_duplicate(ids, submission, id_column)
+    missing_ids = sorted(set(truth[id_column]) - set(ids))
+    if missing_ids:
+        raise KaggleTLError(f"{submission}: {len(missing_ids)} labelled id(s) missing, e.g. {missing_ids[:3]}")
+    extra_ids = ids[~ids.isin(set(truth[id_column]))]
+    if len(extra_ids):
+        raise KaggleTLError(f"{submission}: {len(extra_ids)} id(s) not in {labels.name}, e.g. "
+                            f"{extra_ids.iloc[:3].tolist()} (first on line {extra_ids.index[0] + 2})")
+    proba = _probabilities(frame, classes, id_column, submission)
+
+    order = pd.Index(ids).get_indexer(truth[id_column])
+    proba = np.clip(proba[order], KAGGLE_CLIP, 1 - KAGGLE_CLIP)
+    proba /= proba.sum(axis=1, keepdims=True)
+    y = pd.Index(classes).get_indexer(truth[label_column])
+    return {"logloss": float(log_loss(y, proba, labels=np.arange(len(classes)))),
+            "accuracy": float(accuracy_score(y, proba.argmax(axis=1))),
+            "rows": len(y), "classes": len(classes)}

@@ -13,6 +13,8 @@ from kaggle_tl.ensemble import (
     score_predictions,
 )
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.reports import concat_vs_average
+from kaggle_tl.runs import ModelPredictions
 
 N_ROWS, N_TEST, N_CLASSES, N_FOLDS = 600, 50, 4, 5
 SELECTING = ["best_single", "weighted", "greedy"]
@@ -182,3 +184,24 @@ def test_test_predictions_must_cover_the_same_models(predictions):
 def test_unknown_strategy_name():
     with pytest.raises(KaggleTLError, match="unknown ensemble strategy"):
         create_strategy("median")
+
+
+# --------------------------------------------------------------------------- concat vs average pairing
+def _model(run_id, backbones, head="dense", views=("original", "hflip"), weights="imagenet"):
+    empty = np.zeros((len(views), 1, 1))
+    return ModelPredictions(run_id, f"{'+'.join(backbones)}__{head}", head, list(backbones), list(views),
+                            {"weights": weights, "image_size": None}, 0.0, 0.0, empty, empty[:, None])
+
+
+def test_concat_pairs_with_newest_matching_single_backbone_models():
+    models = [_model("r1", ["a"]), _model("r2", ["b"]), _model("r3", ["a"]), _model("r4", ["a", "b"]),
+              _model("r5", ["a", "b"], head="svm"), _model("r6", ["b"], head="svm", weights="none")]
+    (pair,) = concat_vs_average(models)  # the svm concat has no svm single on "a", and "b"'s has other weights
+    concat, singles = pair
+    assert concat.key == "r4/a+b__dense"
+    assert [m.key for m in singles] == ["r3/a__dense", "r2/b__dense"]  # r3 is newer than r1
+
+
+def test_no_pairs_without_single_backbone_models_on_the_same_views():
+    models = [_model("r1", ["a"], views=("original",)), _model("r2", ["b"]), _model("r3", ["a", "b"])]
+    assert concat_vs_average(models) == []

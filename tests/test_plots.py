@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaggle_tl.plots import plot_confident_errors, plot_confusion_matrix, plot_strategy_comparison, plot_tsne
+from kaggle_tl.plots import (plot_confident_errors, plot_confusion_matrix, plot_report, plot_strategy_comparison,
+                             plot_tsne)
 
 N_ROWS, N_CLASSES = 120, 12
 CLASS_NAMES = [f"class_{k}" for k in range(N_CLASSES)]
@@ -55,3 +56,14 @@ def test_plot_writes_readable_png(labelled, tmp_path, plot):
     assert 200 <= height <= 4000 and 300 <= width <= 4000
     assert channels in (3, 4)
     assert pixels[..., :3].std() > 0.01  # not a blank canvas
+
+
+def test_plot_report_draws_what_it_can_and_skips_what_fails(labelled, tmp_path, caplog):
+    y, proba, features = labelled
+    table = pd.DataFrame({"strategy": ["mean", "greedy"], "cv_logloss": [0.4, 0.3], "cv_accuracy": [0.8, 0.9]})
+    missing_images = [str(tmp_path / f"gone{i}.png") for i in range(len(y))]
+    written = plot_report(tmp_path / "report", y, proba, CLASS_NAMES, image_paths=missing_images,
+                          strategy_table=table)
+    assert set(written) == {"strategies", "confusion"}  # errors.png needs images that no longer exist
+    assert all(path.stat().st_size > 1000 for path in written.values())
+    assert "could not draw errors.png" in caplog.text

@@ -1,0 +1,239 @@
+"""`kaggle-tl leaderboard | ensemble | score` end to end on fake runs; exit 0, or 2 with one line."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import log_loss
+
+from kaggle_tl.cli import main
+from kaggle_tl.cv import clip_proba, score
+from kaggle_tl.runs import load_models, load_record
+from kaggle_tl.submission import score_submission, validate_submission
+from conftest import make_competition
+from test_runs import make_fake_run
+
+SINGLE_X = {"xception__logreg": (["xception"], 1.0)}
+SINGLE_I = {"inception_v3__logreg": (["inception_v3"], 1.5)}
+CONCAT = {"xception+inception_v3__logreg": (["xception", "inception_v3"], 2.0)}
+
+
+@pytest.fixture(scope="module")
+def fake_runs(tmp_path_factory):
+    """r1, r2: single backbones; r5: their concatenation; r3: other folds; r4: other data.
+
+    Shared by the tests, so each writes its outputs under its own tmp_path (--out, --submissions-dir).
+    """
+    root = tmp_path_factory.mktemp("fake_runs")
+    competition = make_competition(root / "comp")
+    runs_dir = root / "runs"
+    make_fake_run(runs_dir, competition, "r1", SINGLE_X, minutes=1)
+    make_fake_run(runs_dir, competition, "r2", SINGLE_I, minutes=2)
+    make_fake_run(runs_dir, competition, "r3", SINGLE_X, seed=7, minutes=3)
+    make_fake_run(runs_dir, competition, "r4", SINGLE_X, fingerprint="fp-b", minutes=0)
+    make_fake_run(runs_dir, competition, "r5", CONCAT, minutes=5)
+    return runs_dir, competition
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("kaggle-tl: error: ")
+    return err[-1]
+
+
+# --------------------------------------------------------------------------- leaderboard
+def test_leaderboard_prints_and_writes_csv_and_markdown(fake_runs, tmp_path, capsys):
+    runs_dir, competition = fake_runs
+    out = tmp_path / "board"
+    assert main(["leaderboard", "--runs-dir", str(runs_dir), "--data", str(competition), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "fingerprint fp-a" in printed.out and "--fingerprint fp-b" in printed.err
+    table = pd.read_csv(out / "leaderboard.csv")
+    assert table["run_id"].tolist() == table.sort_values("cv_logloss")["run_id"].tolist()
+    assert set(table["run_id"]) == {"r1", "r2", "r3", "r5"}
+    assert (out / "leaderboard.md").read_text().count("\n") == len(table) + 2
+
+    assert main(["leaderboard", "--runs-dir", str(runs_dir), "--fingerprint", "fp-b", "--models", "--out", str(out)]) == 0
+    per_view = pd.read_csv(out / "leaderboard_models.csv")
+    assert per_view["view"].tolist().count("hflip") == 1 and set(per_view["run_id"]) == {"r4"}
+
+
+def test_leaderboard_without_runs_exits_2(tmp_path, capsys):
+    assert main(["leaderboard", "--runs-dir", str(tmp_path / "empty")]) == 2
+    assert "no runs found" in _error_line(capsys)
+
+
+# --------------------------------------------------------------------------- ensemble
+def test_ensemble_end_to_end_writes_valid_submissions(fake_runs, tmp_path, capsys):
+    runs_dir, competition = fake_runs
+    subs = tmp_path / "subs"
+    argv = ["ensemble", "--runs", "r1", "r2", str(runs_dir / "r5"), "--runs-dir", str(runs_dir),
+            "--submit", "all", "--submissions-dir", str(subs), "--out", str(tmp_path / "ens")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    (out_dir,) = (tmp_path / "ens").iterdir()
+    table = pd.read_csv(out_dir / "ensemble.csv")
+    concat_rows = ["average:xception,inception_v3__logreg", "concat:xception+inception_v3__logreg"]
+    assert set(table["strategy"][:6]) == {"best_single", "mean", "geometric_mean", "weighted", "greedy", "stacking"}
+    assert table["cv_logloss"][:6].is_monotonic_increasing
+    assert table["strategy"].tolist()[6:] == concat_rows
+    assert table["section"].tolist() == ["strategy"] * 6 + ["concat_vs_average"] * 2
+    assert all(name in printed for name in concat_rows)
+
+    # The numbers are those of the predictions they name, scored like a run's own CV.
+    models = {m.name: m for r in ("r1", "r2", "r5") for m in load_models(load_record(runs_dir / r))}
+    y = np.load(runs_dir / "r1" / "y.npy")
+    scores = table.set_index("strategy")["cv_logloss"]
+    singles = [models["xception__logreg"], models["inception_v3__logreg"]]
+    assert scores["mean"] == pytest.approx(score(y, np.mean([m.oof_mean for m in models.values()], axis=0))["logloss"])
+    assert scores[concat_rows[0]] == pytest.approx(score(y, np.mean([m.oof_mean for m in singles], axis=0))["logloss"])
+    assert scores[concat_rows[1]] == pytest.approx(models["xception+inception_v3__logreg"].cv_logloss, rel=1e-5)
+
+    sample = pd.read_csv(competition / "sample_submission.csv", dtype=str, keep_default_na=False)
+    files = sorted(subs.glob("*.csv"))
+    assert len(files) == 8
+    for path in files:
+        submission = pd.read_csv(path, dtype={"id": str})
+        validate_submission(submission, sample, source=path.name)
+        assert submission["id"].tolist() == sample["id"].tolist()
+        assert json.loads(path.with_suffix(".json").read_text())["runs"] == ["r1", "r2", "r5"]
+    (mean_file,) = [path for path in files if path.name.split("_")[1] == "mean"]  # ens-<id>_<strategy>_<loss>
+    test_ids = load_record(runs_dir / "r1")["test_ids"]
+    expected = clip_proba(np.mean([m.test_mean for m in models.values()], axis=0))
+    got = pd.read_csv(mean_file, dtype={"id": str}).set_index("id").loc[test_ids].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+    record = json.loads((out_dir / "ensemble.json").read_text())
+    assert record["runs"] == ["r1", "r2", "r5"] and len(record["models"]) == 3
+    assert {"strategies", "confusion", "errors"} <= set(record["plots"])
+    assert all((out_dir / f"{name}.png").stat().st_size > 1000 for name in ("strategies", "confusion", "errors"))
+    assert (out_dir / "ensemble.md").is_file()
+
+
+def test_ensemble_all_uses_the_newest_runs_folds(fake_runs, tmp_path, capsys):
+    runs_dir, _ = fake_runs
+    argv = ["ensemble", "--all", "--fingerprint", "fp-a", "--runs-dir", str(runs_dir), "--strategies", "mean,greedy",
+            "--submissions-dir", str(tmp_path / "subs"), "--out", str(tmp_path / "ens")]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert "r3" in printed.err and "other folds" in printed.err
+    assert "3 model(s) from 3 run(s)" in printed.out
+    (best,) = (tmp_path / "subs").glob("ens-*.csv")  # --submit best: one file
+    table = pd.read_csv(next((tmp_path / "ens").iterdir()) / "ensemble.csv")
+    assert table.loc[table["cv_logloss"].idxmin(), "submission"] == str(best)
+
+
+@pytest.mark.parametrize("runs, message", [(["r1", "r4"], "different data"), (["r1", "r3"], "different folds"),
+                                           (["r1", "nope"], "no run with that id")])
+def test_ensemble_refuses_runs_that_cannot_be_combined(fake_runs, tmp_path, capsys, runs, message):
+    runs_dir, _ = fake_runs
+    argv = ["ensemble", "--runs", *runs, "--runs-dir", str(runs_dir), "--submissions-dir", str(tmp_path / "subs"),
+            "--out", str(tmp_path / "ens")]
+    assert main(argv) == 2
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "subs").exists() and not (tmp_path / "ens").exists()
+
+
+@pytest.mark.parametrize("flags, message", [(["--strategies", "mean,magic"], "unknown ensemble strategy"),
+                                            (["--submit", "mean,magic"], "--submit: unknown strategy")])
+def test_ensemble_rejects_unknown_names(fake_runs, tmp_path, capsys, flags, message):
+    runs_dir, _ = fake_runs
+    argv = ["ensemble", "--runs", "r1", "r2", "--runs-dir", str(runs_dir), "--strategies", "mean", *flags,
+            "--submissions-dir", str(tmp_path / "subs"), "--out", str(tmp_path / "ens")]
+    assert main(argv) == 2
+    assert message in _error_line(capsys)
+    assert not list((tmp_path / "subs").glob("*.csv"))
+
+
+# --------------------------------------------------------------------------- score
+@pytest.fixture
+def graded(tmp_path):
+    """labels.csv and a well-formed submission.csv (rows in another order than the labels)."""
+    rng = np.random.default_rng(3)
+    classes = ["cat", "dog", "=fox"]
+    ids = [f"{i:04d}" for i in range(20)]
+    y = rng.integers(0, 3, len(ids))
+    pd.DataFrame({"id": ids, "label": [classes[k] for k in y]}).to_csv(tmp_path / "labels.csv", index=False)
+    proba = rng.dirichlet(np.ones(3), len(ids))
+    frame = pd.DataFrame(proba, columns=classes)
+    frame.insert(0, "id", ids)
+    frame = frame.iloc[rng.permutation(len(ids))]
+    frame.to_csv(tmp_path / "submission.csv", index=False, float_format="%.17g")
+    return tmp_path, frame, y, proba
+
+
+def test_score_matches_sklearn(graded, capsys):
+    folder, _, y, proba = graded
+    expected = log_loss(y, proba)
+    scores = score_submission(folder / "submission.csv", folder / "labels.csv")
+    assert scores["logloss"] == pytest.approx(expected, rel=1e-12)
+    assert scores["accuracy"] == pytest.approx(np.mean(proba.argmax(axis=1) == y))
+    assert main(["score", str(folder / "submission.csv"), "--labels", str(folder / "labels.csv")]) == 0
+    printed = float(re.search(r"log loss ([0-9.]+)", capsys.readouterr().out).group(1))
+    assert printed == pytest.approx(expected, abs=1e-5)
+
+
+def test_score_clips_like_kaggle(graded):
+    folder, frame, y, _ = graded
+    frame = frame.copy()
+    frame.iloc[:, 1:] = np.eye(3)[(y[frame.index] + 1) % 3]  # every row certain and wrong
+    frame.to_csv(folder / "submission.csv", index=False)
+    scores = score_submission(folder / "submission.csv", folder / "labels.csv")
+    assert scores["logloss"] == pytest.approx(-np.log(1e-15), rel=1e-6) and scores["accuracy"] == 0
+
+
+def _malformed(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+    frame = frame.copy().reset_index(drop=True).astype({"cat": object})
+    if kind == "missing id":
+        return frame.iloc[1:]
+    if kind == "extra id":
+        return pd.concat([frame, frame.iloc[[0]].assign(id="9999")])
+    if kind == "duplicate id":
+        return pd.concat([frame, frame.iloc[[4]]])
+    if kind == "missing column":
+        return frame.drop(columns="dog")
+    if kind == "nan":
+        frame.loc[3, "cat"] = np.nan
+    if kind == "row sum":
+        frame.loc[3, ["cat", "dog", "=fox"]] = [0.5, 0.3, 0.3]
+    if kind == "negative":
+        frame.loc[3, ["cat", "dog", "=fox"]] = [-0.1, 0.6, 0.5]
+    if kind == "text":
+        frame.loc[3, "cat"] = "high"
+    return frame
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing id", r"1 labelled id\(s\) missing, e.g. \['\d{4}'\]"),
+    ("extra id", r"1 id\(s\) not in labels.csv, e.g. \['9999'\] \(first on line 22\)"),
+    ("duplicate id", r"id '\d{4}' appears more than once \(lines 6 and 22\)"),
+    ("missing column", r"missing column\(s\) \['dog'\]"),
+    ("nan", r"id '\d{4}' \(line 5\) has an empty, NaN or infinite value in column 'cat'"),
+    ("row sum", r"row for id '\d{4}' \(line 5\) sums to 1.100000, not 1"),
+    ("negative", r"id '\d{4}' \(line 5\) has a value outside \[0, 1\] in column 'cat'"),
+    ("text", r"non-numeric value 'high' in column 'cat'"),
+])
+def test_score_rejects_malformed_submissions(graded, capsys, kind, message):
+    folder, frame, _, _ = graded
+    path = folder / f"bad-{kind.replace(' ', '-')}.csv"
+    _malformed(frame, kind).to_csv(path, index=False)
+    assert main(["score", str(path), "--labels", str(folder / "labels.csv")]) == 2
+    line = _error_line(capsys)
+    assert path.name in line and re.search(message, line), line
+
+
+def test_score_checks_columns_against_the_sample_and_reads_files_safely(graded, capsys):
+    folder, frame, _, _ = graded
+    pd.DataFrame({"id": ["0000"], "cat": [0.5], "dog": [0.2], "=fox": [0.2], "owl": [0.1]}).to_csv(
+        folder / "sample.csv", index=False)
+    argv = ["score", str(folder / "submission.csv"), "--labels", str(folder / "labels.csv")]
+    assert main([*argv, "--sample", str(folder / "sample.csv")]) == 2
+    assert "missing column(s) ['owl'] of the sample submission" in _error_line(capsys)
+    (folder / "empty.csv").write_text("")
+    assert main(["score", str(folder / "empty.csv"), "--labels", str(folder / "labels.csv")]) == 2
+    assert "not a readable CSV" in _error_line(capsys)
+    assert main([*argv[:2], "--labels", str(folder / "absent.csv")]) == 2
+    assert "labels file not found" in _error_line(capsys)

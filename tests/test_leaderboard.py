@@ -1,0 +1,75 @@
+"""The leaderboard ranks every model of one data set's runs and writes safe CSV and Markdown."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from kaggle_tl.leaderboard import escape_formula, leaderboard_table, to_markdown, write_table
+from kaggle_tl.runs import list_runs, select_runs
+from test_runs import make_fake_run
+
+
+@pytest.fixture
+def board_runs(tmp_path, competition):
+    runs_dir = tmp_path / "runs"
+    make_fake_run(runs_dir, competition, "r1", {"xception__logreg": (["xception"], 0.5)}, minutes=1)
+    make_fake_run(runs_dir, competition, "r2", {"inception_v3__logreg": (["inception_v3"], 4.0),
+                                                "inception_v3__dense": (["inception_v3"], 2.0)}, minutes=2)
+    make_fake_run(runs_dir, competition, "r3", {"xception__svm": (["xception"], 1.5)}, fingerprint="fp-b", minutes=0)
+    return runs_dir
+
+
+def test_sorted_by_cv_logloss_within_one_data_set(board_runs):
+    records, notes = select_runs(list_runs(board_runs), fingerprint="fp-a")
+    table = leaderboard_table(records)
+    assert table["model"].tolist() == ["inception_v3__logreg", "inception_v3__dense", "xception__logreg"]
+    assert table["rank"].tolist() == [1, 2, 3]
+    assert table["cv_logloss"].is_monotonic_increasing
+    assert set(table["run_id"]) == {"r1", "r2"}  # r3 is on other data
+    row = table.iloc[0]
+    assert (row["head"], row.backbones, row.views, row.folds, row.weights) == (
+        "logreg", "inception_v3", "original+hflip", 5, "none (random)")
+    assert row.date == "2024-05-01 12:02" and row.submission.endswith("r2_inception_v3__logreg.csv")
+
+
+def test_default_selection_is_the_newest_runs_data(board_runs):
+    records, notes = select_runs(list_runs(board_runs))
+    assert {r["run_id"] for r in records} == {"r1", "r2"}  # r3 is older, on fp-b
+    assert "fp-b" in notes[0]
+
+
+def test_per_view_rows_come_from_scores_csv(board_runs):
+    records, _ = select_runs(list_runs(board_runs), fingerprint="fp-a")
+    table = leaderboard_table(records, per_view=True)
+    assert len(table) == 3 * 3  # each model: original, hflip and their average
+    assert table["cv_logloss"].is_monotonic_increasing
+    averaged = table[table["view"] == "original+hflip"].sort_values("model")
+    plain = leaderboard_table(records).sort_values("model")
+    assert averaged["cv_logloss"].tolist() == pytest.approx(plain["cv_logloss"].tolist())
+    assert (table.loc[table["view"] != "original+hflip", "submission"] == "").all()
+
+
+def test_csv_escapes_formula_cells_and_markdown_escapes_pipes(tmp_path, competition):
+    runs_dir = tmp_path / "runs"
+    make_fake_run(runs_dir, competition, "r1", {"=HYPERLINK(1)__logreg": (["@evil", "-x"], 1.0)})
+    table = leaderboard_table(list_runs(runs_dir))
+    table.loc[0, "submission"] = "a|b.csv"
+    csv_path, md_path = write_table(table, tmp_path / "out", "leaderboard")
+    back = pd.read_csv(csv_path, dtype=str)
+    assert back.loc[0, "model"] == "'=HYPERLINK(1)__logreg"
+    assert back.loc[0, "backbones"] == "'@evil+-x"
+    assert float(back.loc[0, "cv_logloss"]) == pytest.approx(table.loc[0, "cv_logloss"], rel=1e-5)  # numbers untouched
+    markdown = md_path.read_text()
+    assert markdown.splitlines()[0].startswith("| rank | cv_logloss |")
+    assert "a\\|b.csv" in markdown and "=HYPERLINK(1)__logreg" in markdown
+
+
+@pytest.mark.parametrize("value, expected", [("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@A1", "'@A1"),
+                                             ("\tx", "'\tx"), ("safe", "safe"), (-1.5, -1.5)])
+def test_escape_formula(value, expected):
+    assert escape_formula(value) == expected
+
+
+def test_markdown_alignment_and_floats():
+    text = to_markdown(pd.DataFrame({"name": ["a"], "loss": [0.123456]}))
+    assert text.splitlines() == ["| name | loss |", "|---|---:|", "| a | 0.1235 |"]
