@@ -79,7 +79,7 @@ def print_run(result) -> None:
             print(table.to_string())
         print(f"submission: {model.submission}")
     _print_paths("figures", result.plots)
-    print(f"\ntimings: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+    print("\ntimings: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

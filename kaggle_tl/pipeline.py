@@ -85,6 +85,34 @@ def features_for(competition: Competition, config: RunConfig, refs: list[Backbon
     return out["train"], out["test"], keys
 
 
+def _model_name(config: RunConfig, head_name: str) -> str:
+    backbone_set = "user" if any(map(is_user_model, config.backbones)) else "+".join(config.backbones)
+    return f"{backbone_set}__{head_name}"
+
+
+def fit_model(head_name: str, config: RunConfig, competition: Competition, train_by_view: dict,
+              test_by_view: dict, folds: np.ndarray, run_dir: Path, versions: dict) -> tuple[ModelResult, np.ndarray]:
+    """One head over folds x views -> scores, stored predictions and a written submission."""
+    head = make_head(head_name, seed=config.seed, max_epochs=config.max_epochs)
+    preds = fold_predictions(head, train_by_view, test_by_view, competition.y, folds, competition.n_classes)
+    scores = score_table(preds, competition.y, folds)
+    overall = scores[(scores.fold == "all")].iloc[-1]  # the view average when flips are on
+    model_name = _model_name(config, head_name)
+    save_model_predictions(run_dir, model_name, preds.oof, preds.test, preds.views)
+    scores.to_csv(run_dir / "models" / model_name / "scores.csv", index=False)
+    frame = build_submission(preds.test_mean, competition.test_ids, competition.classes,
+                             competition.sample_submission, competition.id_column)
+    run_id = run_dir.name
+    path = write_submission(frame, competition.sample_submission, config.submissions_dir,
+                            f"{run_id}_{head_name}_{overall.logloss:.4f}", competition.id_column)
+    atomic_write_bytes(path.with_suffix(".json"), to_json({
+        "run_id": run_id, "model": model_name, "config": config.to_dict(), "seed": config.seed,
+        "versions": versions, "cv_logloss": overall.logloss, "cv_accuracy": overall.accuracy,
+        "random_weights": config.weights == "none", "scores": scores.to_dict(orient="records")}), overwrite=False)
+    model = ModelResult(model_name, head_name, scores, float(overall.logloss), float(overall.accuracy), path)
+    return model, preds.oof_mean
+
+
 def run(config: RunConfig) -> RunResult:
     """Run the whole pipeline for ``config``; returns scores and the paths written."""
     started = time.perf_counter()
@@ -112,30 +140,13 @@ def run(config: RunConfig) -> RunResult:
     np.save(run_dir / "y.npy", competition.y)
 
     versions = package_versions()
-    backbone_set = "+".join(config.backbones) if not any(map(is_user_model, config.backbones)) else "user"
     oof_by_model = {}
     for head_name in config.heads:
         t = time.perf_counter()
-        head = make_head(head_name, seed=config.seed, max_epochs=config.max_epochs)
-        preds = fold_predictions(head, train_by_view, test_by_view, competition.y, folds, competition.n_classes)
-        scores = score_table(preds, competition.y, folds)
-        overall = scores[(scores.fold == "all")].iloc[-1]  # the view average when flips are on
-        model_name = f"{backbone_set}__{head_name}"
-        save_model_predictions(run_dir, model_name, preds.oof, preds.test, preds.views)
-        oof_by_model[model_name] = preds.oof_mean
-        scores.to_csv(run_dir / "models" / model_name / "scores.csv", index=False)
-        frame = build_submission(preds.test_mean, competition.test_ids, competition.classes,
-                                 competition.sample_submission, competition.id_column)
-        stem = f"{run_id}_{head_name}_{overall.logloss:.4f}"
-        path = write_submission(frame, competition.sample_submission, config.submissions_dir, stem,
-                                competition.id_column)
-        atomic_write_bytes(path.with_suffix(".json"), to_json({
-            "run_id": run_id, "model": model_name, "config": config.to_dict(), "seed": config.seed,
-            "versions": versions, "cv_logloss": overall.logloss, "cv_accuracy": overall.accuracy,
-            "random_weights": config.weights == "none", "scores": scores.to_dict(orient="records")}), overwrite=False)
+        model, oof_by_model[_model_name(config, head_name)] = fit_model(
+            head_name, config, competition, train_by_view, test_by_view, folds, run_dir, versions)
         result.timings[f"head_{head_name}_s"] = time.perf_counter() - t
-        result.models.append(ModelResult(model_name, head_name, scores, float(overall.logloss),
-                                         float(overall.accuracy), path))
+        result.models.append(model)
 
     t = time.perf_counter()
     best = min(result.models, key=lambda m: m.cv_logloss)
@@ -144,7 +155,17 @@ def run(config: RunConfig) -> RunResult:
                                features=train_by_view[config.views[0]])
     result.timings["plots_s"] = time.perf_counter() - t
     result.timings["total_s"] = time.perf_counter() - started
-    record = {
+    record = run_record(result, competition, refs, fingerprint, image_keys, versions, best.name)
+    atomic_write_bytes(run_dir / "config.json", to_json(config.to_dict()))
+    write_record(run_dir, record)
+    return result
+
+
+def run_record(result: RunResult, competition: Competition, refs: list[BackboneRef], fingerprint: str,
+               image_keys: dict, versions: dict, best_model: str) -> dict:
+    """Everything the leaderboard, ensembles, scoring and figures need later, without the images."""
+    config, run_id = result.config, result.run_id
+    return {
         "run_id": run_id, "created": dt.datetime.now().isoformat(timespec="seconds"),
         "config": config.to_dict(), "competition": str(Path(config.data).resolve()),
         "data_fingerprint": fingerprint, "image_keys": image_keys,
@@ -157,12 +178,8 @@ def run(config: RunConfig) -> RunResult:
         "models": [{"name": m.name, "head": m.head, "backbones": list(config.backbones), "views": list(config.views),
                     "cv_logloss": m.cv_logloss, "cv_accuracy": m.cv_accuracy,
                     "submission": str(m.submission)} for m in result.models],
-        # What ensembles, scoring and figures need later without re-reading the images:
         "id_column": competition.id_column, "submission_columns": list(competition.sample_submission.columns),
         "test_ids": competition.test_ids, "train_ids": competition.train_ids,
         "train_paths": [str(Path(p).resolve()) for p in competition.train_paths],
-        "plots": {name: str(path) for name, path in result.plots.items()}, "best_model": best.name,
+        "plots": {name: str(path) for name, path in result.plots.items()}, "best_model": best_model,
     }
-    atomic_write_bytes(run_dir / "config.json", to_json(config.to_dict()))
-    write_record(run_dir, record)
-    return result
