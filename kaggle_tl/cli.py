@@ -23,6 +23,8 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--batch-size", dict(type=int, help="images per model call (default 32)")),
     ("--decode-threads", dict(type=int, help="image decoding threads (default 4)")),
     ("--max-epochs", dict(type=int, help="dense head: most epochs (default 50)")),
+    ("--logreg-c", dict(type=float, help="logreg head: C, inverse L2 strength (default 0.005)")),
+    ("--svm-c", dict(type=float, help="svm head: C (default 0.001)")),
     ("--cache-dir", dict(help="feature cache folder (default cache)")),
     ("--runs-dir", dict(help="run records folder (default runs)")),
     ("--submissions-dir", dict(help="submissions folder (default submissions)")),

@@ -34,7 +34,9 @@ class RunConfig:
     seed: int = 42
     batch_size: int = 32
     decode_threads: int = 4
-    max_epochs: int = 50
+    max_epochs: int = 50  # dense head
+    logreg_c: float = 0.005  # logreg head: inverse L2 strength on standardised features
+    svm_c: float = 0.001  # svm head
     skip_bad_train_images: bool = False
 
     cache_dir: str = "cache"

@@ -89,12 +89,13 @@ class DenseHead(ClassifierMixin, BaseEstimator):
 class SVMHead(ClassifierMixin, BaseEstimator):
     """Linear SVM with Platt-scaled probabilities.
 
+    C=0.001 by measurement on CIFAR-10-small Lite0 features (log loss 0.760 vs. 0.899 at 0.01).
     kernel="linear" (default): LinearSVC inside CalibratedClassifierCV(method="sigmoid", cv=3) —
     memory linear in the rows. kernel="rbf": libsvm's SVC(probability=True), whose internal
     5-fold Platt scaling needs the O(n^2) kernel matrix: fine for a few thousand rows only.
     """
 
-    def __init__(self, C: float = 0.01, kernel: str = "linear", calibration_folds: int = 3, random_state: int = 0):
+    def __init__(self, C: float = 0.001, kernel: str = "linear", calibration_folds: int = 3, random_state: int = 0):
         self.C = C
         self.kernel = kernel
         self.calibration_folds = calibration_folds
@@ -120,9 +121,14 @@ class SVMHead(ClassifierMixin, BaseEstimator):
 
 
 class LogRegHead(ClassifierMixin, BaseEstimator):
-    """Multinomial logistic regression on standardised features (L2, lbfgs)."""
+    """Multinomial logistic regression on standardised features (L2, lbfgs).
 
-    def __init__(self, C: float = 0.05, max_iter: int = 1000, random_state: int = 0):
+    C=0.005 by measurement on CIFAR-10-small Lite0 features (log loss 0.652 at 0.003, 0.666 at
+    0.01, 0.787 at 0.05); picking C by inner CV (LogisticRegressionCV) cost 12x the time and did
+    worse on the held-out fold. Tiny data wants a larger C (the 240-row demo: best at 0.2).
+    """
+
+    def __init__(self, C: float = 0.005, max_iter: int = 1000, random_state: int = 0):
         self.C = C
         self.max_iter = max_iter
         self.random_state = random_state
@@ -145,7 +151,9 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
 HEADS = {"dense": DenseHead, "svm": SVMHead, "logreg": LogRegHead}
 
 
-def make_head(name: str, seed: int = 0, max_epochs: int = 50):
+def make_head(name: str, seed: int = 0, max_epochs: int = 50, logreg_c: float = 0.005, svm_c: float = 0.001):
     if name == "dense":
         return DenseHead(max_epochs=max_epochs, random_state=seed)
-    return HEADS[name](random_state=seed)
+    if name == "svm":
+        return SVMHead(C=svm_c, random_state=seed)
+    return LogRegHead(C=logreg_c, random_state=seed)

@@ -93,7 +93,8 @@ def _model_name(config: RunConfig, head_name: str) -> str:
 def fit_model(head_name: str, config: RunConfig, competition: Competition, train_by_view: dict,
               test_by_view: dict, folds: np.ndarray, run_dir: Path, versions: dict) -> tuple[ModelResult, np.ndarray]:
     """One head over folds x views -> scores, stored predictions and a written submission."""
-    head = make_head(head_name, seed=config.seed, max_epochs=config.max_epochs)
+    head = make_head(head_name, seed=config.seed, max_epochs=config.max_epochs, logreg_c=config.logreg_c,
+                     svm_c=config.svm_c)
     preds = fold_predictions(head, train_by_view, test_by_view, competition.y, folds, competition.n_classes)
     scores = score_table(preds, competition.y, folds)
     overall = scores[(scores.fold == "all")].iloc[-1]  # the view average when flips are on

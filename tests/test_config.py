@@ -52,3 +52,8 @@ def test_bad_config_is_a_one_line_error_naming_the_file(tmp_path, text, message)
     toml.write_text(text)
     with pytest.raises(KaggleTLError, match=message):
         RunConfig.from_toml(toml)
+
+
+def test_head_regularisation_flags_reach_the_config():
+    config = parse(["--logreg-c", "0.2", "--svm-c", "0.01"])
+    assert config.logreg_c == 0.2 and config.svm_c == 0.01

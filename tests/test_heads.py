@@ -64,3 +64,8 @@ def test_dense_head_falls_back_to_an_inner_split_when_no_validation_class_was_tr
     X, y = blobs(n_per_class=20)
     head = DenseHead(max_epochs=3).fit(X[y < 2], y[y < 2], validation_data=(X[y == 2], y[y == 2]))
     assert head.n_epochs_ >= 1 and list(head.classes_) == [0, 1]
+
+
+def test_make_head_passes_regularisation():
+    assert make_head("logreg", logreg_c=0.2).C == 0.2
+    assert make_head("svm", svm_c=0.5).C == 0.5
