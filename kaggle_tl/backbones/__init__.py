@@ -90,7 +90,9 @@ class Backbone:
         # preprocess_input works in place on float arrays: always hand it a fresh copy so the
         # caller's array (from which the flipped view is made) is never touched.
         x = self.spec.preprocess(images.astype(np.float32, copy=True))
-        out = self.model(x, training=False)
+        # predict_on_batch runs Keras' compiled predict step: 1.0-2.1x (median 1.47x) faster than
+        # an eager model(x) call on 2 CPU cores (benchmarks/extract.py).
+        out = self.model.predict_on_batch(x)
         return np.asarray(out, dtype=np.float32).reshape(len(images), -1)
 
 
