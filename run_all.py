@@ -4,12 +4,9 @@
 With no arguments it generates the embedded demo competition (data/demo) and runs it offline with
 the pip-installed EfficientNet-Lite0. Same flags as `kaggle-tl run`; see README.md.
 """
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the table
-
-from kaggle_tl.cli import main  # noqa: E402
+from kaggle_tl.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["run", *sys.argv[1:]]))

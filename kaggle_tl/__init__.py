@@ -1,12 +1,27 @@
-"""kaggle_tl: pretrained-CNN features -> CV heads -> honest scores -> Kaggle submissions."""
+"""kaggle_tl: pretrained-CNN features -> CV heads -> honest scores -> Kaggle submissions.
+
+The public API; everything is imported lazily so that `import kaggle_tl` stays cheap (no
+TensorFlow until a backbone is built).
+"""
 from kaggle_tl.errors import KaggleTLError
 
 __version__ = "0.1.0"
-__all__ = ["KaggleTLError", "__version__"]
+__all__ = ["KaggleTLError", "RunConfig", "RunRecord", "Predictions", "__version__", "compare_strategies",
+           "create_backbone", "create_head", "create_strategy", "list_backbones", "list_heads", "resolve_config",
+           "run"]
+
+_LAZY = {
+    "RunConfig": "kaggle_tl.config", "resolve_config": "kaggle_tl.config", "run": "kaggle_tl.pipeline",
+    "RunRecord": "kaggle_tl.runs", "Predictions": "kaggle_tl.runs",
+    "create_backbone": "kaggle_tl.backbones", "list_backbones": "kaggle_tl.backbones",
+    "create_head": "kaggle_tl.heads", "list_heads": "kaggle_tl.heads",
+    "create_strategy": "kaggle_tl.ensemble", "compare_strategies": "kaggle_tl.ensemble",
+}
 
 
-def run(config):
-    """Run the whole pipeline (see kaggle_tl.pipeline.run); imported lazily to keep import cheap."""
-    from kaggle_tl.pipeline import run as _run
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-    return _run(config)
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kaggle_tl' has no attribute {name!r}")

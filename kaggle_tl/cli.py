@@ -3,28 +3,37 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tomllib
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from kaggle_tl.config import DEMO_OVERRIDES, RunConfig
+from kaggle_tl.config import RunConfig, resolve_config
 from kaggle_tl.errors import KaggleTLError
 
 # flag -> RunConfig field; every flag maps 1:1 to a field.
 RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--data", dict(help="competition folder (default: the embedded demo in data/demo)")),
-    ("--backbones", dict(help="comma-separated backbone names (default xception,inception_v3; demo: efficientnet_lite0)")),
+    ("--backbones", dict(help="comma-separated backbone names (default xception,inception_v3; demo: efficientnet_lite0); "
+                              "`kaggle-tl backbones` lists them")),
     ("--image-size", dict(type=int, help="input size in px (default: each backbone's native size)")),
     ("--weights", dict(help="imagenet | none | path to a weights file or folder")),
+    ("--views", dict(help="comma-separated TTA views: original, hflip, vflip, rot90, rot180, rot270 "
+                          "(default original,hflip)")),
+    ("--resize", dict(help="squash | crop | pad: how images become the backbone's square input (default squash)")),
     ("--heads", dict(help="comma-separated heads: dense, svm, logreg (default dense)")),
+    ("--head-param", dict(dest="head_param", action="append", metavar="HEAD.NAME=VALUE",
+                          help="a head parameter, e.g. logreg.C=0.2 or dense.early_stopping=fold (repeatable)")),
+    ("--head-jobs", dict(type=int, help="head fits run in parallel, one BLAS thread each (default 1)")),
     ("--folds", dict(type=int, help="CV folds (default 5)")),
     ("--seed", dict(type=int, help="seed for folds and heads (default 42)")),
     ("--batch-size", dict(type=int, help="images per model call (default 32)")),
     ("--decode-threads", dict(type=int, help="image decoding threads (default 4)")),
-    ("--max-epochs", dict(type=int, help="dense head: most epochs (default 50)")),
-    ("--logreg-c", dict(type=float, help="logreg head: C, inverse L2 strength (default 0.005)")),
-    ("--svm-c", dict(type=float, help="svm head: C (default 0.001)")),
+    ("--engine", dict(help="local | dask: where features are extracted and heads fitted (default local)")),
+    ("--address", dict(help="dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster here)")),
     ("--cache-dir", dict(help="feature cache folder (default cache)")),
     ("--runs-dir", dict(help="run records folder (default runs)")),
     ("--submissions-dir", dict(help="submissions folder (default submissions)")),
@@ -34,7 +43,8 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--sample-submission", dict(help="sample submission file name (default sample_submission.csv)")),
     ("--id-column", dict(help="id column name (default id)")),
     ("--label-column", dict(help="label column name (default label)")),
-    ("--flips", dict(action=argparse.BooleanOptionalAction, default=None, help="also use horizontal flips (default on)")),
+    ("--flips", dict(action=argparse.BooleanOptionalAction, default=None,
+                     help="shorthand: --flips is --views original,hflip, --no-flips is --views original")),
     ("--skip-bad-train-images", dict(action="store_true", default=None,
                                      help="exclude unreadable training images (recorded in the run) instead of stopping")),
 ]
@@ -46,49 +56,69 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, **options)
 
 
+def parse_head_params(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """``["logreg.C=0.2", "dense.early_stopping=fold"]`` -> {"logreg": {"C": 0.2}, "dense": {...}}.
+
+    Values are read as TOML values (numbers, true/false, quoted strings); anything else is a string.
+    """
+    params: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        target, sep, text = item.partition("=")
+        head, dot, name = target.partition(".")
+        if not (sep and dot and head and name):
+            raise KaggleTLError(f"--head-param {item!r}: expected HEAD.NAME=VALUE, e.g. logreg.C=0.2")
+        try:
+            value = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        params.setdefault(head.strip(), {})[name.strip()] = value
+    return params
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    names = {f.name for f in fields(RunConfig)}
+    """The resolved config of flags over the TOML file (if any): checked before anything runs."""
+    names = {f.name for f in fields(RunConfig)} | {"flips"}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.head_param:
+        overrides["head_params"] = parse_head_params(args.head_param)
     if args.config:
         config = RunConfig.from_toml(args.config, **overrides)
     else:
         config = RunConfig.from_dict(overrides, source="flags")
-    if config.data is None and "backbones" not in overrides and not _toml_sets(args.config, "backbones"):
-        config = config.replace(**DEMO_OVERRIDES)
-    return config
+    return resolve_config(config)
 
 
-def _toml_sets(path: str | None, name: str) -> bool:
-    if not path:
-        return False
-    import tomllib
-    with open(path, "rb") as handle:
-        values = tomllib.load(handle)
-    return name in values.get("kaggle_tl", values)
-
-
-def print_run(result) -> None:
+def print_run(record) -> None:
     import pandas as pd
 
-    print(f"\nrun {result.run_id}  ({result.run_dir})")
-    if result.config.weights == "none":
+    print(f"\nrun {record.run_id}  ({record.run_dir})")
+    if record.random_weights:
         print("WARNING: weights=none — random backbone weights; these scores say nothing about pretrained features")
-    for model in result.models:
-        table = model.scores.pivot(index="fold", columns="view", values=["logloss", "accuracy"])
+    for entry in record.models:
+        preds = record.predictions(entry.name)
+        scores = preds.score_table()
+        table = scores.pivot(index="fold", columns="view", values=["logloss", "accuracy"])
         table = table.reindex([*sorted(i for i in table.index if i != "all"), "all"])
-        print(f"\n{model.name}: CV log loss {model.cv_logloss:.4f}, accuracy {model.cv_accuracy:.4f}")
+        optimistic = "  (optimistic: stopped early on the scored fold)" if entry.optimistic else ""
+        print(f"\n{entry.name}: CV log loss {entry.cv_logloss:.4f} ± {entry.cv_logloss_se:.4f}, "
+              f"accuracy {entry.cv_accuracy:.4f} ± {entry.cv_accuracy_se:.4f}{optimistic}")
         with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
             print(table.to_string())
-        print(f"submission: {model.submission}")
-    _print_paths("figures", result.plots)
-    print("\ntimings: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+        print(f"submission: {entry.submission}")
+    for note in record.notes:
+        print(f"note: {note}")
+    if record.plots:
+        print("figures: " + "  ".join(str(record.plots_dir / name) for name in record.plots.values()))
+    print("\ntimings: " + ", ".join(f"{k} {v:.1f}" for k, v in record.timings.items() if k.endswith("_s")))
+    cached = [k[5:-7] for k, v in record.timings.items() if k.endswith("_cached") and v]
+    if cached:
+        print(f"predictions from the cache (nothing refitted): {', '.join(cached)}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from kaggle_tl.pipeline import run
 
-    result = run(config_from_args(args))
-    print_run(result)
+    print_run(run(config_from_args(args)))
     return 0
 
 
@@ -105,12 +135,14 @@ def _print_table(table) -> None:
         print(table.to_string(index=False))
 
 
-def _selected_runs(args: argparse.Namespace) -> list[dict]:
+def _selected_runs(args: argparse.Namespace) -> list:
     """Runs of one data set under --runs-dir, by --data and --fingerprint; notes go to stderr."""
-    from kaggle_tl.runs import list_runs, select_runs
+    from kaggle_tl.runs import list_runs, select_runs, with_models
 
-    records, notes = select_runs(list_runs(args.runs_dir), args.data, args.fingerprint)
-    for note in notes:
+    records, problems = list_runs(args.runs_dir)
+    records, notes = select_runs(records, args.data, args.fingerprint)
+    records, empty = with_models(records)
+    for note in [*problems, *notes, *empty]:
         print(f"note: {note}", file=sys.stderr)
     if not records:
         where = " ".join(f"{flag} {value}" for flag, value in (("--data", args.data), ("--fingerprint", args.fingerprint))
@@ -122,13 +154,18 @@ def _selected_runs(args: argparse.Namespace) -> list[dict]:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from kaggle_tl.leaderboard import leaderboard_table, write_table
+    from kaggle_tl.metrics import NOISE_Z
+    from kaggle_tl.runs import load_models
 
     records = _selected_runs(args)
-    table = leaderboard_table(records, per_view=args.models)
+    table = leaderboard_table(load_models(records), per_view=args.models)
     first = records[0]
-    print(f"\nleaderboard: {len(records)} run(s) on {first.get('competition')} "
-          f"(data fingerprint {first['data_fingerprint']}), by CV log loss (lower is better)")
+    print(f"\nleaderboard: {len(records)} run(s) on {first.competition} "
+          f"(data fingerprint {first.data_fingerprint}), by CV log loss (lower is better)")
     _print_table(table)
+    print(f"\n_se: standard error over rows. diff_vs_best: paired log-loss difference from the best model on the "
+          f"same rows;\nwithin_noise=yes when it is within {NOISE_Z:g} standard errors of 0 (the models are not "
+          "distinguishable on this data).")
     csv_path, md_path = write_table(table, Path(args.out or Path(args.runs_dir) / "leaderboard"),
                                     "leaderboard_models" if args.models else "leaderboard")
     print(f"\ntable: {csv_path}  {md_path}")
@@ -143,14 +180,14 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         records, notes = same_folds_as_newest(_selected_runs(args))
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
-        run_dirs = [r["run_dir"] for r in records]
+        run_dirs = [r.run_dir for r in records]
     else:
         run_dirs = [resolve_run_dir(run, args.runs_dir) for run in args.runs]
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else None
     result = ensemble_runs(run_dirs, strategies, args.submit, out_root=args.out or Path(args.runs_dir) / "ensembles",
                            submissions_dir=args.submissions_dir)
     print(f"\nensemble {result.ensemble_id}: {len(result.models)} model(s) from "
-          f"{len({m.run_id for m in result.models})} run(s); scores are nested-CV where a strategy is fitted")
+          f"{len({m.run.run_id for m in result.models})} run(s); scores are nested-CV where a strategy is fitted")
     _print_table(result.table.drop(columns="submission"))
     for note in result.notes:
         print(f"note: {note}")
@@ -166,7 +203,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     scores = score_submission(args.submission, args.labels, args.sample, args.id_column, args.label_column)
     print(f"{args.submission}: log loss {scores['logloss']:.5f}, accuracy {scores['accuracy']:.4f} "
-          f"({scores['rows']} rows, {scores['classes']} classes)")
+          f"({scores['rows']} rows, {scores['classes']} classes; clipped at 1e-15 as Kaggle's grader does)")
     return 0
 
 
@@ -178,7 +215,8 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kaggle-tl", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show every log line, TensorFlow's included (default: progress, tables, warnings)")
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="features -> CV heads -> submission")
     add_run_arguments(run_parser)
@@ -216,11 +254,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_unless(verbose: bool) -> None:
+    """By default a user sees progress bars, tables and real warnings; -v shows everything.
+
+    TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, oneDNN notes) and Keras'
+    retracing warnings are noise to a user; they must be silenced before TensorFlow is imported.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("tensorflow", "absl", "keras", "h5py", "distributed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="(keras|tensorflow|absl)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    quiet_unless(args.verbose)
     try:
         return args.func(args)
     except KaggleTLError as exc:

@@ -1,19 +1,18 @@
-"""Folds, and each head fitted per fold x view -> OOF and test predictions, with scores."""
+"""Folds, and one head fitted per fold x view -> OOF and test predictions (runs.Predictions)."""
 from __future__ import annotations
 
-import inspect
 import logging
-from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+from joblib import Parallel, delayed
 from sklearn.base import clone
-from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from kaggle_tl.runs import Predictions
 
 log = logging.getLogger(__name__)
-
-CLIP_EPS = 1e-7  # the same clipping as the submission, so CV scores what is submitted
 
 
 def make_folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -25,11 +24,6 @@ def make_folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     return folds
 
 
-def clip_proba(proba: np.ndarray) -> np.ndarray:
-    proba = np.clip(np.asarray(proba, dtype=np.float64), CLIP_EPS, 1.0)
-    return proba / proba.sum(axis=1, keepdims=True)
-
-
 def _full_columns(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
     """Place a head's columns (its classes_) into all n_classes columns (absent classes get 0)."""
     out = np.zeros((len(proba), n_classes))
@@ -37,61 +31,48 @@ def _full_columns(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.
     return out
 
 
-@dataclass
-class FoldPredictions:
-    views: list[str]
-    oof: np.ndarray  # (V, N, C): row i predicted by the head of the fold that held i out
-    test: np.ndarray  # (V, K, M, C): every fold's head on every test row
+def _fit_fold(head, X: np.ndarray, X_test: np.ndarray, y: np.ndarray, folds: np.ndarray, k: int,
+              n_classes: int, blas_threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fit a clone of ``head`` on the rows outside fold k; predict fold k's rows and the test rows.
 
-    @property
-    def oof_mean(self) -> np.ndarray:
-        """OOF averaged over views (the fold x flip average), clipped as submitted."""
-        return clip_proba(self.oof.mean(axis=0))
+    The BLAS/OpenMP pools are capped for the fit: two fits each using every core's BLAS
+    threads run many times slower than one thread each (oversubscription, BENCHMARKS.md).
+    """
+    fit_rows, val_rows = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+    with threadpool_limits(limits=blas_threads):
+        model = clone(head)
+        # Only a head told to stop early on the held-out fold sees its rows (optimistic, recorded as such).
+        extra = ({"validation_data": (X[val_rows], y[val_rows])}
+                 if getattr(model, "uses_fold_for_early_stopping", False) else {})
+        model.fit(X[fit_rows], y[fit_rows], **extra)
+        oof = _full_columns(model.predict_proba(X[val_rows]), model.classes_, n_classes)
+        test = _full_columns(model.predict_proba(X_test), model.classes_, n_classes)
+    return oof, test
 
-    @property
-    def test_mean(self) -> np.ndarray:
-        """The V x K test predictions averaged: what the submission holds."""
-        return clip_proba(self.test.mean(axis=(0, 1)))
 
+def cross_validate(head, train_by_view: dict[str, np.ndarray], test_by_view: dict[str, np.ndarray],
+                   y: np.ndarray, folds: np.ndarray, n_classes: int, n_jobs: int = 1, blas_threads: int = 1,
+                   desc: str = "head") -> Predictions:
+    """For each view v and fold k: fit a clone of ``head`` on view-v features of the rows outside
+    fold k; predict fold k's rows (OOF) and the view-v test features.
 
-def fold_predictions(head, train_by_view: dict[str, np.ndarray], test_by_view: dict[str, np.ndarray],
-                     y: np.ndarray, folds: np.ndarray, n_classes: int) -> FoldPredictions:
-    """For each view v and fold k: fit a clone of ``head`` on view-v features of fold k's
-    training rows; predict fold k's held-out rows (OOF) and the view-v test features."""
+    The V x K fits run through joblib (``n_jobs`` at once; the active joblib backend, so a Dask
+    cluster when one is configured), each with ``blas_threads`` BLAS threads. Heads are
+    deterministic given their random_state, so serial and parallel fits give identical predictions.
+    """
     views = list(train_by_view)
     n_folds = int(folds.max()) + 1
     n_test = len(next(iter(test_by_view.values())))
+    tasks = [(v, k) for v in range(len(views)) for k in range(n_folds)]
+    jobs = (delayed(_fit_fold)(head, train_by_view[views[v]], test_by_view[views[v]], y, folds, k, n_classes,
+                               blas_threads) for v, k in tasks)
     oof = np.zeros((len(views), len(y), n_classes))
     test = np.zeros((len(views), n_folds, n_test, n_classes))
-    takes_validation = "validation_data" in inspect.signature(head.fit).parameters
-    for v, view in enumerate(views):
-        X, X_test = train_by_view[view], test_by_view[view]
-        for k in range(n_folds):
-            fit_rows, val_rows = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-            model = clone(head)
-            extra = {"validation_data": (X[val_rows], y[val_rows])} if takes_validation else {}
-            model.fit(X[fit_rows], y[fit_rows], **extra)
-            oof[v, val_rows] = _full_columns(model.predict_proba(X[val_rows]), model.classes_, n_classes)
-            test[v, k] = _full_columns(model.predict_proba(X_test), model.classes_, n_classes)
-            log.info("%s view=%s fold=%d: logloss %.4f", type(head).__name__, view, k,
-                     log_loss(y[val_rows], clip_proba(oof[v, val_rows]), labels=range(n_classes)))
-    return FoldPredictions(views, oof, test)
-
-
-def score(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    proba = clip_proba(proba)
-    return {"logloss": float(log_loss(y, proba, labels=range(proba.shape[1]))),
-            "accuracy": float(accuracy_score(y, proba.argmax(axis=1)))}
-
-
-def score_table(preds: FoldPredictions, y: np.ndarray, folds: np.ndarray) -> pd.DataFrame:
-    """Log loss / accuracy per fold and overall, for each view and for the view average."""
-    rows = []
-    columns = [(view, preds.oof[v]) for v, view in enumerate(preds.views)]
-    if len(preds.views) > 1:
-        columns.append(("+".join(preds.views), preds.oof.mean(axis=0)))
-    for name, proba in columns:
-        for k in range(int(folds.max()) + 1):
-            rows.append({"view": name, "fold": str(k), **score(y[folds == k], proba[folds == k])})
-        rows.append({"view": name, "fold": "all", **score(y, proba)})
-    return pd.DataFrame(rows)
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+    with tqdm(total=len(tasks), desc=desc, unit="fit", disable=None, leave=False) as bar:
+        for (v, k), (oof_rows, test_rows) in zip(tasks, results):
+            oof[v, folds == k] = oof_rows
+            test[v, k] = test_rows
+            bar.set_postfix_str(f"view {views[v]}, fold {k}")
+            bar.update()
+    return Predictions(views, oof, test, folds, y)

@@ -18,14 +18,15 @@ import pandas as pd
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import PredefinedSplit
 
+from kaggle_tl import metrics
 from kaggle_tl.errors import KaggleTLError
 
 logger = logging.getLogger(__name__)
 
-EPS = 1e-15
+# The one clipping of every CV score (metrics.CLIP_EPS): a strategy is chosen on what is submitted.
+EPS = metrics.CLIP_EPS
 
 __all__ = [
     "STRATEGIES",
@@ -41,25 +42,13 @@ __all__ = [
     "nested_cv_predict",
     "normalise",
     "register_strategy",
-    "score_predictions",
 ]
 
 
 # --------------------------------------------------------------------------- helpers
-def normalise(proba: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """Clip probabilities to [eps, 1] and renormalise each row to sum to 1."""
-    proba = np.clip(np.asarray(proba, dtype=np.float64), eps, 1.0)
-    return proba / proba.sum(axis=1, keepdims=True)
-
-
-def score_predictions(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Log loss and accuracy of (N, C) probabilities against integer labels y."""
-    proba = normalise(proba)
-    labels = np.arange(proba.shape[1])  # classes absent from y still count as columns
-    return {
-        "logloss": float(log_loss(y, proba, labels=labels)),
-        "accuracy": float(accuracy_score(y, proba.argmax(axis=1))),
-    }
+def normalise(proba: np.ndarray) -> np.ndarray:
+    """Clip probabilities to [metrics.CLIP_EPS, 1] and renormalise each row to sum to 1."""
+    return metrics.clip_proba(proba)
 
 
 def _stack(probas: Sequence[np.ndarray]) -> np.ndarray:
@@ -378,7 +367,7 @@ def compare_strategies(
 
     Returns
     -------
-    table : columns strategy, cv_logloss, cv_accuracy, description; sorted by cv_logloss.
+    table : columns strategy, cv_logloss(_se), cv_accuracy(_se), description; sorted by cv_logloss.
     oof_by_strategy : name → (N, C) honest OOF probabilities (nested CV where the strategy fits).
     test_by_strategy : name → (M, C) test probabilities from a fit on all OOF rows ({} without test).
     """
@@ -394,16 +383,19 @@ def compare_strategies(
             oof_by_strategy[name] = final.combine(probas)
         if test is not None:
             test_by_strategy[name] = final.combine([test[m] for m in model_names])
-        scores = score_predictions(y, oof_by_strategy[name])
+        scores = metrics.score(y, oof_by_strategy[name])
         logger.info("ensemble %-15s cv logloss %.5f  accuracy %.4f", name, scores["logloss"], scores["accuracy"])
         rows.append(
             {
                 "strategy": name,
                 "cv_logloss": scores["logloss"],
+                "cv_logloss_se": scores["logloss_se"],
                 "cv_accuracy": scores["accuracy"],
+                "cv_accuracy_se": scores["accuracy_se"],
                 "description": final.describe(model_names),
             }
         )
-    table = pd.DataFrame(rows, columns=["strategy", "cv_logloss", "cv_accuracy", "description"])
+    table = pd.DataFrame(rows, columns=["strategy", "cv_logloss", "cv_logloss_se", "cv_accuracy", "cv_accuracy_se",
+                                        "description"])
     table = table.sort_values("cv_logloss", kind="stable", ignore_index=True)
     return table, oof_by_strategy, test_by_strategy

@@ -143,12 +143,14 @@ class LogRegHead(_PipelineHead):
         self.classes_ = self.model_.classes_
         return self
 
-HEADS = {"dense": DenseHead, "svm": SVMHead, "logreg": LogRegHead}
-
-
-def make_head(name: str, seed: int = 0, max_epochs: int = 50, logreg_c: float = 0.005, svm_c: float = 0.001):
-    if name == "dense":
-        return DenseHead(max_epochs=max_epochs, random_state=seed)
-    if name == "svm":
-        return SVMHead(C=svm_c, random_state=seed)
-    return LogRegHead(C=logreg_c, random_state=seed)
+def create_head(name: str, **params):
+    """Stand-in until the registry lands (replaced by the heads branch)."""
+    from kaggle_tl.errors import KaggleTLError
+    classes = {"dense": DenseHead, "svm": SVMHead, "logreg": LogRegHead}
+    if name not in classes:
+        raise KaggleTLError(f"unknown head {name!r}; choose from {', '.join(classes)}")
+    valid = classes[name]().get_params()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise KaggleTLError(f"head_params.{name}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return classes[name](**params)

@@ -1,7 +1,9 @@
 """Local CV leaderboard: every model of every run on one data set, ranked by CV log loss.
 
-Tables are written twice: CSV (cells a spreadsheet would run as a formula are escaped) and
-Markdown (for a README or a discussion post).
+Beside each score, its standard error over rows; beside each model, its paired log-loss
+difference from the best model on the same rows (metrics.paired_difference) and whether that
+difference is within noise (within 2 standard errors of zero). Tables are written twice: CSV
+(cells a spreadsheet would run as a formula are escaped) and Markdown.
 """
 from __future__ import annotations
 
@@ -11,43 +13,53 @@ from typing import Any
 
 import pandas as pd
 
+from kaggle_tl import metrics
 from kaggle_tl.cache import atomic_write_bytes
+from kaggle_tl.runs import RunModel
 
-COLUMNS = ["rank", "cv_logloss", "cv_accuracy", "run_id", "model", "backbones", "head", "views", "folds",
-           "weights", "date", "submission"]
+COLUMNS = ["rank", "cv_logloss", "logloss_se", "cv_accuracy", "accuracy_se", "diff_vs_best", "diff_se",
+           "within_noise", "run_id", "model", "backbones", "head", "views", "folds", "weights", "note", "date",
+           "submission"]
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+OPTIMISTIC_NOTE = "optimistic: stopped early on the scored fold"
 
 
-def leaderboard_table(records: list[dict[str, Any]], per_view: bool = False) -> pd.DataFrame:
-    """One row per model of each run (per model and view with ``per_view``), best CV log loss first.
+def leaderboard_table(models: list[RunModel], per_view: bool = False) -> pd.DataFrame:
+    """One row per model (per model and view with ``per_view``), best CV log loss first.
 
     A model's row scores its view-averaged OOF predictions, the ones its submission was built
-    from; per-view rows come from the model's ``scores.csv`` and have no submission of their own.
+    from; per-view rows score each view alone and have no submission of their own. Paired
+    differences are taken against the best row, on the rows both were scored on (runs that left
+    out different unusable images have none).
     """
-    rows = []
-    for record in records:
-        config = record.get("config", {})
-        common = {
-            "run_id": record["run_id"],
-            "views": "+".join(record.get("views", [])),
-            "folds": config.get("folds"),
-            "weights": "none (random)" if record.get("random_weights") else _short_weights(config.get("weights")),
-            "date": str(record.get("created", "")).replace("T", " ")[:16],
-        }
-        for model in record.get("models", []):
-            base = {**common, "model": model["name"], "head": model["head"],
-                    "backbones": "+".join(model.get("backbones") or config.get("backbones", []))}
-            if not per_view:
-                rows.append({**base, "cv_logloss": model["cv_logloss"], "cv_accuracy": model["cv_accuracy"],
-                             "submission": model.get("submission", "")})
+    rows, oof_by_row = [], []
+    for model in models:
+        run, entry, preds = model.run, model.entry, model.predictions
+        base = {"run_id": run.run_id, "model": entry.name, "head": entry.head, "backbones": "+".join(entry.backbones),
+                "views": "+".join(preds.views), "folds": run.config.get("folds"),
+                "weights": "none (random)" if run.random_weights else _short_weights(run.config.get("weights")),
+                "note": OPTIMISTIC_NOTE if entry.optimistic else "", "date": run.created.replace("T", " ")[:16]}
+        columns = [("+".join(preds.views), preds.oof_mean, entry.submission)]
+        if per_view and len(preds.views) > 1:
+            columns = [(view, preds.oof[v], "") for v, view in enumerate(preds.views)] + columns
+        for view, proba, submission in columns:
+            scores = metrics.score(preds.y, proba)
+            rows.append({**base, **({"view": view} if per_view else {}), "cv_logloss": scores["logloss"],
+                         "logloss_se": scores["logloss_se"], "cv_accuracy": scores["accuracy"],
+                         "accuracy_se": scores["accuracy_se"], "submission": submission})
+            oof_by_row.append((tuple(run.train_ids), preds.y, proba))
+    if rows:
+        best = min(range(len(rows)), key=lambda i: rows[i]["cv_logloss"])
+        best_rows, best_y, best_proba = oof_by_row[best]
+        for i, (row, (train_ids, y, proba)) in enumerate(zip(rows, oof_by_row)):
+            if train_ids != best_rows:
+                row.update(diff_vs_best=float("nan"), diff_se=float("nan"), within_noise="other rows")
                 continue
-            scores = pd.read_csv(Path(record["run_dir"]) / "models" / model["name"] / "scores.csv", dtype={"fold": str})
-            for row in scores[scores["fold"] == "all"].itertuples():
-                averaged = row.view == base["views"]  # the view-average row, or the only view without flips
-                rows.append({**base, "view": row.view, "cv_logloss": row.logloss, "cv_accuracy": row.accuracy,
-                             "submission": model.get("submission", "") if averaged else ""})
-    columns = COLUMNS[:6] + ["view"] + COLUMNS[6:] if per_view else COLUMNS
+            paired = metrics.paired_difference(y, proba, best_proba)
+            row.update(diff_vs_best=paired["diff"], diff_se=paired["diff_se"],
+                       within_noise="best" if i == best else ("yes" if paired["within_noise"] else "no"))
+    columns = COLUMNS[:11] + ["view"] + COLUMNS[11:] if per_view else COLUMNS
     table = pd.DataFrame(rows, columns=[c for c in columns if c != "rank"])
     table = table.sort_values(["cv_logloss", "date"], kind="stable", ignore_index=True)
     table.insert(0, "rank", range(1, len(table) + 1))

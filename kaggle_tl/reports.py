@@ -21,17 +21,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kaggle_tl import metrics
 from kaggle_tl.cache import atomic_write_bytes
-from kaggle_tl.cv import score
 from kaggle_tl.ensemble import compare_strategies
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.leaderboard import write_table
 from kaggle_tl.plots import plot_report
-from kaggle_tl.runs import (ModelPredictions, check_comparable, ensure_writable, load_models, load_record,
-                            new_run_id, package_versions, to_json)
+from kaggle_tl.runs import (RunModel, RunRecord, check_comparable, ensure_writable, load_models, new_run_id,
+                            package_versions, to_json)
 from kaggle_tl.submission import build_submission, read_sample_submission, write_submission
 
-TABLE_COLUMNS = ["section", "strategy", "cv_logloss", "cv_accuracy", "description", "submission"]
+TABLE_COLUMNS = ["section", "strategy", "cv_logloss", "cv_logloss_se", "cv_accuracy", "cv_accuracy_se",
+                 "diff_vs_best", "diff_se", "within_noise", "description", "submission"]
 
 
 @dataclass
@@ -39,33 +40,33 @@ class EnsembleResult:
     ensemble_id: str
     out_dir: Path
     table: pd.DataFrame  # TABLE_COLUMNS; strategies by CV log loss, then the concat_vs_average rows
-    models: list[ModelPredictions]
+    models: list[RunModel]
     tables: tuple[Path, Path]  # CSV, Markdown
     submissions: dict[str, Path] = field(default_factory=dict)
     plots: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
-def concat_vs_average(models: Sequence[ModelPredictions]) -> list[tuple[ModelPredictions, list[ModelPredictions]]]:
+def concat_vs_average(models: Sequence[RunModel]) -> list[tuple[RunModel, list[RunModel]]]:
     """(model on concatenated backbones, the single-backbone models it can be compared with) pairs.
 
     Single-backbone models qualify when they share the concatenated model's head, views, weights
     and image size; of several equal candidates, the newest run's is used (``models`` oldest first).
     """
-    newest: dict[tuple, ModelPredictions] = {}
+    newest: dict[tuple, RunModel] = {}
     for model in models:
-        newest[_comparison_key(model, tuple(model.backbones))] = model
+        newest[_comparison_key(model, tuple(model.entry.backbones))] = model
     pairs = []
     for model in newest.values():
-        if len(model.backbones) > 1:
-            singles = [newest.get(_comparison_key(model, (name,))) for name in model.backbones]
+        if len(model.entry.backbones) > 1:
+            singles = [newest.get(_comparison_key(model, (name,))) for name in model.entry.backbones]
             if all(singles):
                 pairs.append((model, singles))
     return pairs
 
 
-def _comparison_key(model: ModelPredictions, backbones: tuple[str, ...]) -> tuple:
-    return backbones, model.head, tuple(model.views), tuple(sorted(model.settings.items(), key=str))
+def _comparison_key(model: RunModel, backbones: tuple[str, ...]) -> tuple:
+    return backbones, model.entry.head, model.settings
 
 
 def _concat_rows(pairs) -> tuple[list[dict], dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -76,38 +77,36 @@ def _concat_rows(pairs) -> tuple[list[dict], dict[str, np.ndarray], dict[str, np
     rows, oof, test = [], {}, {}
     for concat, singles in pairs:
         # Two pairs share names only when they differ in views or weights: the run id tells them apart.
-        tag = f"@{concat.run_id}" if f"concat:{concat.name}" in oof else ""
-        average = (f"average:{','.join(concat.backbones)}__{concat.head}{tag}", singles,
+        tag = f"@{concat.run.run_id}" if f"concat:{concat.entry.name}" in oof else ""
+        average = (f"average:{','.join(concat.entry.backbones)}__{concat.entry.head}{tag}", singles,
                    "mean of the per-backbone models " + ", ".join(m.key for m in singles))
-        alone = (f"concat:{concat.name}{tag}", [concat],
-                 f"one {concat.head} head on the concatenated features: {concat.key}")
+        alone = (f"concat:{concat.entry.name}{tag}", [concat],
+                 f"one {concat.entry.head} head on the concatenated features: {concat.key}")
         for name, models, description in (average, alone):
-            oof[name] = np.mean([m.oof_mean for m in models], axis=0)
-            test[name] = np.mean([m.test_mean for m in models], axis=0)
+            oof[name] = np.mean([m.predictions.oof_mean for m in models], axis=0)
+            test[name] = np.mean([m.predictions.test_mean for m in models], axis=0)
             rows.append({"section": "concat_vs_average", "strategy": name, "description": description})
     return rows, oof, test
 
 
-def _sample_submission(record: dict[str, Any]) -> tuple[pd.DataFrame, list[str], str]:
+def _sample_submission(record: RunRecord) -> tuple[pd.DataFrame, list[str], str]:
     """(sample submission, test ids in prediction order, id column) of a run, without reading images.
 
-    The competition's own sample file when it is still there; otherwise the one rebuilt from
-    the record (test ids in sample order and the submission's columns), which is what the run
-    validated its own submission against.
+    The competition's sample file must still describe what the run predicted: a class or an id
+    added or removed since then means the run's predictions no longer fit the competition.
     """
-    config = record.get("config", {})
-    id_column = record.get("id_column") or config.get("id_column", "id")
-    path = Path(record.get("competition", "")) / config.get("sample_submission", "sample_submission.csv")
-    if path.is_file():
-        sample = read_sample_submission(path, id_column)
-        return sample, record.get("test_ids") or sample[id_column].tolist(), id_column
-    if "test_ids" not in record:
-        raise KaggleTLError(f"{path}: sample submission not found, and run {record['run_id']} is too old to "
-                            "hold its test ids; restore the competition folder to write submissions")
-    columns = record.get("submission_columns") or [id_column, *record["classes"]]
-    sample = pd.DataFrame({c: record["test_ids"] if c == id_column else 1.0 / len(record["classes"])
-                           for c in columns})
-    return sample, record["test_ids"], id_column
+    path = Path(record.competition) / record.config["sample_submission"]
+    if not path.is_file():
+        raise KaggleTLError(f"{path}: sample submission not found; restore the competition folder to write "
+                            "submissions (or pass --submit none)")
+    sample = read_sample_submission(path, record.id_column)
+    if list(sample.columns) != record.submission_columns:
+        raise KaggleTLError(f"{path}: the competition changed since run {record.run_id} (columns now "
+                            f"{len(sample.columns)}, then {len(record.submission_columns)}); re-run it")
+    if set(sample[record.id_column].astype(str)) != set(record.test_ids):
+        raise KaggleTLError(f"{path}: the competition changed since run {record.run_id} (test ids differ from the "
+                            "ones it predicted); re-run it")
+    return sample, record.test_ids, record.id_column
 
 
 def _chosen(submit: str, table: pd.DataFrame) -> list[str]:
@@ -130,16 +129,30 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
 
 
-def unique_runs(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
+def unique_runs(run_dirs: Iterable[str | Path]) -> list[RunRecord]:
     """Records of the given run folders, each run once, oldest first (so "newest wins" is well defined)."""
     records = {}
     for run_dir in run_dirs:
-        record = load_record(run_dir)
-        records.setdefault(record["run_id"], record)
-    return sorted(records.values(), key=lambda r: (r.get("created", ""), r["run_id"]))
+        record = RunRecord.load(run_dir)
+        records.setdefault(record.run_id, record)
+    return sorted(records.values(), key=lambda r: (r.created, r.run_id))
 
 
-def compare_models(models: Sequence[ModelPredictions], y: np.ndarray, folds: np.ndarray,
+def with_significance(rows: list[dict], y: np.ndarray, oof_by_row: dict[str, np.ndarray]) -> list[dict]:
+    """Each row's scores (metrics.score) and its paired log-loss difference from the best row."""
+    for row in rows:
+        scores = metrics.score(y, oof_by_row[row["strategy"]])
+        row.update(cv_logloss=scores["logloss"], cv_logloss_se=scores["logloss_se"],
+                   cv_accuracy=scores["accuracy"], cv_accuracy_se=scores["accuracy_se"])
+    best = min(rows, key=lambda r: r["cv_logloss"])["strategy"]
+    for row in rows:
+        paired = metrics.paired_difference(y, oof_by_row[row["strategy"]], oof_by_row[best])
+        row.update(diff_vs_best=paired["diff"], diff_se=paired["diff_se"],
+                   within_noise="best" if row["strategy"] == best else ("yes" if paired["within_noise"] else "no"))
+    return rows
+
+
+def compare_models(models: Sequence[RunModel], y: np.ndarray, folds: np.ndarray,
                    strategies: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict, dict, list[str]]:
     """Score every strategy, and concatenated vs averaged backbones, on the models' OOF predictions.
 
@@ -149,21 +162,20 @@ def compare_models(models: Sequence[ModelPredictions], y: np.ndarray, folds: np.
     oof_by_row, test_by_row : row name -> (N, C) honest OOF and (M, C) test probabilities.
     notes : what could not be compared, for the user.
     """
-    oof = {m.key: m.oof_mean for m in models}
-    test = {m.key: m.test_mean for m in models}
+    oof = {m.key: m.predictions.oof_mean for m in models}
+    test = {m.key: m.predictions.test_mean for m in models}
     table, oof_by_row, test_by_row = compare_strategies(oof, y, folds, test, strategies)
     rows = [{"section": "strategy", **row} for row in table.to_dict(orient="records")]
     pairs = concat_vs_average(models)
     concat_rows, concat_oof, concat_test = _concat_rows(pairs)
     oof_by_row.update(concat_oof)
     test_by_row.update(concat_test)
+    with_significance(rows + concat_rows, y, oof_by_row)
     for row in rows + concat_rows:
-        # Rescored as submitted (clipped to [1e-7, 1]): the same scoring as a run's own CV numbers.
-        scores = score(y, oof_by_row[row["strategy"]])
-        row.update(cv_logloss=scores["logloss"], cv_accuracy=scores["accuracy"], submission="")
+        row["submission"] = ""
     rows.sort(key=lambda r: r["cv_logloss"])
     notes = []
-    if not pairs and any(len(m.backbones) > 1 for m in models):
+    if not pairs and any(len(m.entry.backbones) > 1 for m in models):
         notes.append("concat_vs_average: no single-backbone models with the concatenated model's head, views, "
                      "weights and image size; run each backbone alone to compare")
     return pd.DataFrame(rows + concat_rows, columns=TABLE_COLUMNS), oof_by_row, test_by_row, notes
@@ -174,7 +186,7 @@ def ensemble_runs(run_dirs: Sequence[str | Path], strategies: Sequence[str] | No
     """Combine every model of the given runs, score the strategies, write table, figures, submissions."""
     records = unique_runs(run_dirs)
     y, folds = check_comparable(records)
-    models = [model for record in records for model in load_models(record)]
+    models = load_models(records)
     if not models:
         raise KaggleTLError("the selected runs hold no models; finish a `kaggle-tl run` first")
     sample, test_ids, id_column = _sample_submission(records[-1])
@@ -185,7 +197,7 @@ def ensemble_runs(run_dirs: Sequence[str | Path], strategies: Sequence[str] | No
 
     ensemble_id = new_run_id()
     out_dir = Path(out_root) / ensemble_id
-    classes = records[-1]["classes"]
+    classes = records[-1].classes
     versions = package_versions()
     submissions = {}
     for name in chosen:
@@ -195,26 +207,24 @@ def ensemble_runs(run_dirs: Sequence[str | Path], strategies: Sequence[str] | No
         path = write_submission(frame, sample, submissions_dir, stem, id_column)
         atomic_write_bytes(path.with_suffix(".json"), to_json({
             "ensemble_id": ensemble_id, "strategy": name, "description": row.description,
-            "cv_logloss": row.cv_logloss, "cv_accuracy": row.cv_accuracy, "runs": [r["run_id"] for r in records],
-            "models": [m.key for m in models], "data_fingerprint": records[0]["data_fingerprint"], "versions": versions}),
+            "cv_logloss": row.cv_logloss, "cv_accuracy": row.cv_accuracy, "runs": [r.run_id for r in records],
+            "models": [m.key for m in models], "data_fingerprint": records[0].data_fingerprint}),
             overwrite=False)
         submissions[name] = path
         table.loc[table["strategy"] == name, "submission"] = str(path)
 
     best = table.loc[table["cv_logloss"].idxmin(), "strategy"]
-    train_paths = records[-1].get("train_paths")
-    if train_paths is None:
-        notes.append("errors.png needs the train image paths, which runs made before this version do not record")
-    plots = plot_report(out_dir, y, oof_by[best], classes, image_paths=train_paths,
+    plots = plot_report(out_dir, y, oof_by[best], classes, image_paths=records[-1].train_paths,
                         strategy_table=table[["strategy", "cv_logloss", "cv_accuracy"]])
     tables = write_table(table, out_dir, "ensemble")
     atomic_write_bytes(out_dir / "ensemble.json", to_json({
         "ensemble_id": ensemble_id, "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "data_fingerprint": records[0]["data_fingerprint"], "competition": records[-1].get("competition"),
-        "runs": [r["run_id"] for r in records],
+        "data_fingerprint": records[0].data_fingerprint, "competition": records[-1].competition,
+        "runs": [r.run_id for r in records],
         "unit": "model = backbone set x head of one run; OOF averaged over views, test over views and folds",
-        "models": [{"key": m.key, "backbones": m.backbones, "head": m.head, "views": m.views,
-                    "cv_logloss": m.cv_logloss, "cv_accuracy": m.cv_accuracy} for m in models],
+        "models": [{"key": m.key, "backbones": m.entry.backbones, "head": m.entry.head,
+                    "views": m.predictions.views, "cv_logloss": m.entry.cv_logloss,
+                    "cv_accuracy": m.entry.cv_accuracy} for m in models],
         "table": table.to_dict(orient="records"), "best": best,
         "submissions": {k: str(v) for k, v in submissions.items()},
         "plots": {k: str(v) for k, v in plots.items()}, "notes": notes, "versions": versions}))

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, log_loss
 
 from kaggle_tl.cache import atomic_write_bytes
-from kaggle_tl.cv import clip_proba
+from kaggle_tl.metrics import KAGGLE_EPS, clip_proba, score
 from kaggle_tl.errors import KaggleTLError
 
 ROW_SUM_TOLERANCE = 1e-6
@@ -88,7 +87,6 @@ def write_submission(frame: pd.DataFrame, sample: pd.DataFrame, directory: str |
 
 
 # --------------------------------------------------------------------------- scoring a submission file
-KAGGLE_CLIP = 1e-15  # Kaggle's multi-class log loss replaces p by max(min(p, 1 - 1e-15), 1e-15)
 SCORE_ROW_SUM_TOLERANCE = 1e-3  # hand-written files with 4 decimals still pass; Kaggle rescales rows anyway
 
 
@@ -155,7 +153,7 @@ def score_submission(submission: str | Path, labels: str | Path, sample: str | P
     column; the class columns (the sample submission's when given, else the submission's own,
     which must include every label); every labelled id exactly once and no other; numeric values
     in [0, 1], no NaN; rows summing to 1 within SCORE_ROW_SUM_TOLERANCE. Then multi-class log loss
-    after Kaggle's clipping to [1e-15, 1 - 1e-15] and row rescaling, and accuracy of the argmax.
+    after Kaggle's clipping at 1e-15 (metrics.KAGGLE_EPS) and row rescaling, and accuracy of the argmax.
 
     Returns
     -------
@@ -192,9 +190,6 @@ def score_submission(submission: str | Path, labels: str | Path, sample: str | P
     proba = _probabilities(frame, classes, id_column, submission)
 
     order = pd.Index(ids).get_indexer(truth[id_column])
-    proba = np.clip(proba[order], KAGGLE_CLIP, 1 - KAGGLE_CLIP)
-    proba /= proba.sum(axis=1, keepdims=True)
     y = pd.Index(classes).get_indexer(truth[label_column])
-    return {"logloss": float(log_loss(y, proba, labels=np.arange(len(classes)))),
-            "accuracy": float(accuracy_score(y, proba.argmax(axis=1))),
-            "rows": len(y), "classes": len(classes)}
+    scores = score(y, proba[order], eps=KAGGLE_EPS)  # the grader's clipping, not the CV scores' (metrics.py)
+    return {"logloss": scores["logloss"], "accuracy": scores["accuracy"], "rows": len(y), "classes": len(classes)}

@@ -21,9 +21,10 @@ from kaggle_tl import cli
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.pipeline import run
+from kaggle_tl.runs import RunRecord
 from conftest import make_competition  # noqa: E402
 
-SMALL = dict(backbones=("mobilenet_v2",), weights="none", image_size=32, flips=False, folds=2, heads=("logreg",))
+SMALL = dict(backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",), folds=2, heads=("logreg",))
 # Renamed train and test ids: spaces, non-ASCII, commas, quotes, a would-be spreadsheet formula.
 TRAIN_RENAMES = {"tr000": "café 000", "tr001": 'a,b "c" 001', "tr002": "=HYPERLINK(002)"}
 TEST_RENAMES = {"te000": "te,0", "te001": 'te "1"', "te002": "tést 2"}
@@ -123,16 +124,16 @@ def odd_runs(tmp_path_factory):
     return out
 
 
-def record(result) -> dict:
-    return json.loads((result.run_dir / "record.json").read_text())
+def record(result) -> RunRecord:
+    return RunRecord.load(result.run_dir)  # what is on disk, not the object run() returned
 
 
 def test_scan_failures_and_decode_failures_are_skipped_and_recorded(odd_runs):
     rec = record(odd_runs["skipped_both"])
-    assert rec["n_train"] == 10
-    skipped = {s["id"]: s["problem"] for s in rec["skipped_images"]}
+    assert len(rec.train_ids) == 10
+    skipped = {s["id"]: s["problem"] for s in rec.skipped_images}
     assert skipped == {"tr010": "empty file (0 bytes)", "tr009": "could not be decoded (no finite features)"}
-    notes = " | ".join(rec["notes"])
+    notes = " | ".join(rec.notes)
     for expected in ("1 unusable training image(s) left out", "stray", "not in sample_submission.csv: ignored",
                      "['yellow'] have no training image"):
         assert expected in notes, expected
@@ -151,8 +152,8 @@ def test_undecodable_image_stops_the_default_run_after_extraction(odd_runs):
 
 def test_skipping_again_computes_nothing(odd_runs):
     rec = record(odd_runs["skipped_cached"])
-    assert rec["n_train"] == 10 and [s["id"] for s in rec["skipped_images"]] == ["tr009"]
-    assert rec["image_keys"] == record(odd_runs["skipped_both"])["image_keys"]
+    assert len(rec.train_ids) == 10 and [s["id"] for s in rec.skipped_images] == ["tr009"]
+    assert rec.image_keys == record(odd_runs["skipped_both"]).image_keys
 
 
 def test_odd_ids_round_trip_into_the_submission(odd_runs):
@@ -169,7 +170,7 @@ def test_odd_ids_round_trip_into_the_submission(odd_runs):
 def test_runs_never_share_or_overwrite_outputs(odd_runs):
     results = [odd_runs["skipped_both"], odd_runs["skipped_cached"]]
     assert results[0].run_dir != results[1].run_dir
-    submissions = [r.models[0].submission for r in results]
+    submissions = [Path(r.models[0].submission) for r in results]
     assert submissions[0] != submissions[1] and all(p.with_suffix(".json").is_file() for p in submissions)
     for folder in (results[0].run_dir.parent, submissions[0].parent):
         assert not [p for p in folder.rglob(".*") if p.is_file()]  # no temp file left behind

@@ -10,11 +10,11 @@ import pytest
 from sklearn.metrics import log_loss
 
 from kaggle_tl.cli import main
-from kaggle_tl.cv import clip_proba, score
-from kaggle_tl.runs import load_models, load_record
+from kaggle_tl.metrics import clip_proba, score
+from kaggle_tl.runs import RunRecord, load_models
 from kaggle_tl.submission import score_submission, validate_submission
 from conftest import make_competition
-from test_runs import make_fake_run
+from test_runs import make_run
 
 SINGLE_X = {"xception__logreg": (["xception"], 1.0)}
 SINGLE_I = {"inception_v3__logreg": (["inception_v3"], 1.5)}
@@ -30,11 +30,11 @@ def fake_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("fake_runs")
     competition = make_competition(root / "comp")
     runs_dir = root / "runs"
-    make_fake_run(runs_dir, competition, "r1", SINGLE_X, minutes=1)
-    make_fake_run(runs_dir, competition, "r2", SINGLE_I, minutes=2)
-    make_fake_run(runs_dir, competition, "r3", SINGLE_X, seed=7, minutes=3)
-    make_fake_run(runs_dir, competition, "r4", SINGLE_X, fingerprint="fp-b", minutes=0)
-    make_fake_run(runs_dir, competition, "r5", CONCAT, minutes=5)
+    make_run(runs_dir, competition, "r1", SINGLE_X, minutes=1)
+    make_run(runs_dir, competition, "r2", SINGLE_I, minutes=2)
+    make_run(runs_dir, competition, "r3", SINGLE_X, seed=7, minutes=3)
+    make_run(runs_dir, competition, "r4", SINGLE_X, fingerprint="fp-b", minutes=0)
+    make_run(runs_dir, competition, "r5", CONCAT, minutes=5)
     return runs_dir, competition
 
 
@@ -84,13 +84,21 @@ def test_ensemble_end_to_end_writes_valid_submissions(fake_runs, tmp_path, capsy
     assert all(name in printed for name in concat_rows)
 
     # The numbers are those of the predictions they name, scored like a run's own CV.
-    models = {m.name: m for r in ("r1", "r2", "r5") for m in load_models(load_record(runs_dir / r))}
-    y = np.load(runs_dir / "r1" / "y.npy")
+    models = {m.entry.name: m.predictions for m in load_models([RunRecord.load(runs_dir / r)
+                                                                   for r in ("r1", "r2", "r5")])}
+    y = models["xception__logreg"].y
     scores = table.set_index("strategy")["cv_logloss"]
     singles = [models["xception__logreg"], models["inception_v3__logreg"]]
     assert scores["mean"] == pytest.approx(score(y, np.mean([m.oof_mean for m in models.values()], axis=0))["logloss"])
     assert scores[concat_rows[0]] == pytest.approx(score(y, np.mean([m.oof_mean for m in singles], axis=0))["logloss"])
-    assert scores[concat_rows[1]] == pytest.approx(models["xception+inception_v3__logreg"].cv_logloss, rel=1e-5)
+    # The same model has the same number in its run record, on the leaderboard and in the ensemble table.
+    concat_entry = RunRecord.load(runs_dir / "r5").model("xception+inception_v3__logreg")
+    board = tmp_path / "board"
+    assert main(["leaderboard", "--runs-dir", str(runs_dir), "--fingerprint", "fp-a", "--out", str(board)]) == 0
+    on_board = pd.read_csv(board / "leaderboard.csv").set_index("run_id").loc["r5", "cv_logloss"]
+    assert scores[concat_rows[1]] == pytest.approx(concat_entry.cv_logloss, rel=1e-6)
+    assert on_board == pytest.approx(concat_entry.cv_logloss, rel=1e-5)  # CSV keeps 6 significant digits
+    assert {"cv_logloss_se", "diff_vs_best", "diff_se", "within_noise"} <= set(table.columns)
 
     sample = pd.read_csv(competition / "sample_submission.csv", dtype=str, keep_default_na=False)
     files = sorted(subs.glob("*.csv"))
@@ -101,7 +109,7 @@ def test_ensemble_end_to_end_writes_valid_submissions(fake_runs, tmp_path, capsy
         assert submission["id"].tolist() == sample["id"].tolist()
         assert json.loads(path.with_suffix(".json").read_text())["runs"] == ["r1", "r2", "r5"]
     (mean_file,) = [path for path in files if path.name.split("_")[1] == "mean"]  # ens-<id>_<strategy>_<loss>
-    test_ids = load_record(runs_dir / "r1")["test_ids"]
+    test_ids = RunRecord.load(runs_dir / "r1").test_ids
     expected = clip_proba(np.mean([m.test_mean for m in models.values()], axis=0))
     got = pd.read_csv(mean_file, dtype={"id": str}).set_index("id").loc[test_ids].to_numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-6)

@@ -1,11 +1,12 @@
-"""Folds and fold x view predictions."""
+"""Folds and fold x view predictions: every row out of fold once, parallel equal to serial."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kaggle_tl.cv import clip_proba, fold_predictions, make_folds, score, score_table
-from kaggle_tl.heads import LogRegHead
+from kaggle_tl.cv import cross_validate, make_folds
+from kaggle_tl.heads import LogRegHead, create_head
+from kaggle_tl.metrics import clip_proba, score
 from test_heads import blobs  # noqa: E402
 
 
@@ -18,14 +19,15 @@ def test_folds_are_stratified_reproducible_and_seeded():
         assert np.bincount(y[folds == k], minlength=3).tolist() == [10, 6, 4]
 
 
-def test_fold_predictions_fill_every_row_once_and_give_ten_test_predictions():
+def test_cross_validate_fills_every_row_once_and_gives_ten_test_predictions():
     X, y = blobs(n_per_class=20)
     X_test, _ = blobs(n_per_class=4, seed=1)
     train = {"original": X, "hflip": X + 0.01}
     test = {"original": X_test, "hflip": X_test + 0.01}
     folds = make_folds(y, 5, seed=0)
-    preds = fold_predictions(LogRegHead(), train, test, y, folds, n_classes=3)
+    preds = cross_validate(LogRegHead(), train, test, y, folds, n_classes=3)
     assert preds.oof.shape == (2, 60, 3) and preds.test.shape == (2, 5, 12, 3)
+    assert np.array_equal(preds.y, y) and np.array_equal(preds.folds, folds)
     np.testing.assert_allclose(preds.oof.sum(axis=2), 1.0, atol=1e-6)  # float32 heads
     # Each OOF row equals the prediction of the model that did not see it: refit fold 0 by hand.
     head = LogRegHead().fit(X[folds != 0], y[folds != 0])
@@ -34,20 +36,48 @@ def test_fold_predictions_fill_every_row_once_and_give_ten_test_predictions():
     assert score(y, preds.oof_mean)["accuracy"] >= 0.95
 
 
+@pytest.mark.parametrize("head_name", ["logreg", "svm", "dense"])
+def test_parallel_fits_give_the_same_predictions_as_serial(head_name):
+    X, y = blobs(n_per_class=15)
+    folds = make_folds(y, 3, seed=0)
+    train, test = {"original": X, "hflip": X[:, ::-1].copy()}, {"original": X[:5], "hflip": X[:5, ::-1].copy()}
+    head = create_head(head_name, random_state=3)
+    serial = cross_validate(head, train, test, y, folds, 3, n_jobs=1)
+    parallel = cross_validate(head, train, test, y, folds, 3, n_jobs=2)
+    np.testing.assert_array_equal(serial.oof, parallel.oof)
+    np.testing.assert_array_equal(serial.test, parallel.test)
+
+
 def test_a_class_missing_from_a_fold_gets_zero_before_clipping():
     X, y = blobs(n_per_class=10, n_classes=2)
     folds = make_folds(y, 2, seed=0)
-    preds = fold_predictions(LogRegHead(), {"original": X}, {"original": X[:3]}, y, folds, n_classes=3)
+    preds = cross_validate(LogRegHead(), {"original": X}, {"original": X[:3]}, y, folds, n_classes=3)
     assert (preds.oof[..., 2] == 0).all()  # class 2 exists in the submission but not in training
     assert clip_proba(preds.oof[0])[:, 2].min() > 0
 
 
-def test_score_table_has_per_fold_and_overall_rows_for_each_view_and_the_average():
+class _RecordsValidation(LogRegHead):
+    """A head that remembers whether fit() was shown held-out rows."""
+
+    seen: list = []
+
+    def __init__(self, C=0.005, max_iter=1000, random_state=0, fold_stopping=False):
+        super().__init__(C=C, max_iter=max_iter, random_state=random_state)
+        self.fold_stopping = fold_stopping
+
+    @property
+    def uses_fold_for_early_stopping(self):
+        return self.fold_stopping
+
+    def fit(self, X, y, validation_data=None):
+        _RecordsValidation.seen.append(validation_data is not None)
+        return super().fit(X, y)
+
+
+@pytest.mark.parametrize("fold_stopping", [False, True])
+def test_only_a_head_asking_for_it_sees_the_scored_fold(fold_stopping):
     X, y = blobs(n_per_class=10)
     folds = make_folds(y, 3, seed=0)
-    preds = fold_predictions(LogRegHead(), {"original": X, "hflip": X}, {"original": X, "hflip": X}, y, folds, 3)
-    table = score_table(preds, y, folds)
-    assert set(table.view) == {"original", "hflip", "original+hflip"}
-    assert len(table) == 3 * 4
-    overall = table[(table.view == "original") & (table.fold == "all")].iloc[0]
-    assert overall.logloss == pytest.approx(score(y, preds.oof[0])["logloss"])
+    _RecordsValidation.seen = []
+    cross_validate(_RecordsValidation(fold_stopping=fold_stopping), {"original": X}, {"original": X}, y, folds, 3)
+    assert _RecordsValidation.seen == [fold_stopping] * 3

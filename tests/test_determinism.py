@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from kaggle_tl.config import RunConfig
-from kaggle_tl.cv import fold_predictions, make_folds
-from kaggle_tl.heads import make_head
+from kaggle_tl.cv import cross_validate, make_folds
+from kaggle_tl.heads import create_head
 from kaggle_tl.pipeline import run
 from conftest import make_competition  # noqa: E402
 
@@ -29,10 +29,10 @@ def test_folds_depend_only_on_labels_and_seed(features):
 
 
 @pytest.mark.parametrize("head_name", ["dense", "svm", "logreg"])
-def test_fold_predictions_repeat_exactly(features, head_name):
+def test_cross_validate_repeats_exactly(features, head_name):
     train, test, y = features
     folds = make_folds(y, 2, seed=42)
-    first, second = (fold_predictions(make_head(head_name, seed=42, max_epochs=3), train, test, y, folds, 3)
+    first, second = (cross_validate(create_head(head_name, random_state=42), train, test, y, folds, 3)
                      for _ in range(2))
     assert np.array_equal(first.oof, second.oof) and np.array_equal(first.test, second.test)
     assert first.oof.shape == (1, 36, 3) and first.test.shape == (1, 2, 7, 3)
@@ -44,14 +44,16 @@ def test_two_runs_with_separate_caches_are_identical(tmp_path, monkeypatch):
     comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
     results = []
     for name in ("a", "b"):
-        config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32, flips=False,
+        config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",),
                            folds=2, heads=("logreg",), cache_dir=str(tmp_path / name / "cache"),
                            runs_dir=str(tmp_path / name / "runs"), submissions_dir=str(tmp_path / name / "subs"))
         results.append(run(config))
     a, b = results
-    for split_a in (tmp_path / "a" / "cache").iterdir():
-        assert np.array_equal(np.load(split_a / "features.npy"), np.load(tmp_path / "b" / "cache" / split_a.name /
-                                                                         "features.npy"))
-    for name in ("folds.npy", "models/mobilenet_v2__logreg/oof.npy", "models/mobilenet_v2__logreg/test.npy"):
-        assert np.array_equal(np.load(a.run_dir / name), np.load(b.run_dir / name)), name
-    assert a.models[0].submission.read_bytes() == b.models[0].submission.read_bytes()
+    feature_files = sorted((tmp_path / "a" / "cache").glob("*/features.npy"))
+    assert len(feature_files) == 2  # train and test, one view
+    for path in feature_files:
+        assert np.array_equal(np.load(path), np.load(tmp_path / "b" / "cache" / path.parent.name / path.name))
+    preds_a, preds_b = (r.predictions("mobilenet_v2__logreg") for r in (a, b))
+    for name in ("folds", "oof", "test"):
+        assert np.array_equal(getattr(preds_a, name), getattr(preds_b, name)), name
+    assert open(a.models[0].submission, "rb").read() == open(b.models[0].submission, "rb").read()

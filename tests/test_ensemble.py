@@ -10,11 +10,11 @@ from kaggle_tl.ensemble import (
     compare_strategies,
     create_strategy,
     nested_cv_predict,
-    score_predictions,
 )
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.metrics import score
 from kaggle_tl.reports import concat_vs_average
-from kaggle_tl.runs import ModelPredictions
+from kaggle_tl.runs import ModelRecord, Predictions, RunModel, RunRecord
 
 N_ROWS, N_TEST, N_CLASSES, N_FOLDS = 600, 50, 4, 5
 SELECTING = ["best_single", "weighted", "greedy"]
@@ -74,14 +74,14 @@ def test_identical_models_keep_their_logloss(predictions, name):
     y, _, oof, _ = predictions
     good = oof["good"]
     combined = create_strategy(name).fit([good, good], y).combine([good, good])
-    assert score_predictions(y, combined)["logloss"] == pytest.approx(score_predictions(y, good)["logloss"], rel=1e-6)
+    assert score(y, combined)["logloss"] == pytest.approx(score(y, good)["logloss"], rel=1e-6)
 
 
 def test_averaging_independent_good_models_beats_each(predictions):
     y, _, oof, _ = predictions
     pair = [oof["good"], oof["good2"]]
-    averaged = score_predictions(y, Mean().fit(pair).combine(pair))["logloss"]
-    assert averaged < min(score_predictions(y, p)["logloss"] for p in pair)
+    averaged = score(y, Mean().fit(pair).combine(pair))["logloss"]
+    assert averaged < min(score(y, p)["logloss"] for p in pair)
 
 
 @pytest.mark.parametrize("name", FITTED)
@@ -91,7 +91,7 @@ def test_nested_cv_is_not_better_than_in_sample_oracle(predictions, compared, na
     probas = list(oof.values())
     oracle = create_strategy(name).fit(probas, y).combine(probas)
     nested_logloss = table.set_index("strategy").loc[name, "cv_logloss"]
-    assert nested_logloss > score_predictions(y, oracle)["logloss"]
+    assert nested_logloss > score(y, oracle)["logloss"]
 
 
 def test_nested_cv_fits_never_see_held_out_rows(predictions):
@@ -116,7 +116,7 @@ def test_fitted_strategies_are_scored_by_nested_cv(predictions):
     table, nested_oof, _ = compare_strategies(oof, y, folds, strategies=["stacking"])
     in_sample = create_strategy("stacking").fit(probas, y).combine(probas)
     assert not np.allclose(nested_oof["stacking"], in_sample)
-    assert table.loc[0, "cv_logloss"] == pytest.approx(score_predictions(y, nested_oof["stacking"])["logloss"])
+    assert table.loc[0, "cv_logloss"] == pytest.approx(score(y, nested_oof["stacking"])["logloss"])
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
@@ -131,7 +131,8 @@ def test_predictions_are_normalised_with_right_shapes(compared, name):
 
 def test_table_is_sorted_and_complete(compared):
     table, _, _ = compared
-    assert list(table.columns) == ["strategy", "cv_logloss", "cv_accuracy", "description"]
+    assert list(table.columns) == ["strategy", "cv_logloss", "cv_logloss_se", "cv_accuracy", "cv_accuracy_se",
+                                   "description"]
     assert sorted(table["strategy"]) == sorted(STRATEGIES)
     assert table["cv_logloss"].is_monotonic_increasing
     assert table["description"].str.len().min() > 0
@@ -150,10 +151,10 @@ def test_stacking_on_informative_model_beats_chance(predictions):
     assert table.loc[0, "cv_accuracy"] > 1.0 / N_CLASSES + 0.2
 
 
-def test_score_predictions_counts_classes_absent_from_y():
+def test_score_counts_classes_absent_from_y():
     y = np.array([0, 1, 1])
     proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2]])
-    scores = score_predictions(y, proba)
+    scores = score(y, proba)
     assert scores["logloss"] == pytest.approx(log_loss(y, proba, labels=[0, 1, 2]))
     assert scores["accuracy"] == pytest.approx(2 / 3)
 
@@ -188,9 +189,12 @@ def test_unknown_strategy_name():
 
 # --------------------------------------------------------------------------- concat vs average pairing
 def _model(run_id, backbones, head="dense", views=("original", "hflip"), weights="imagenet"):
-    empty = np.zeros((len(views), 1, 1))
-    return ModelPredictions(run_id, f"{'+'.join(backbones)}__{head}", head, list(backbones), list(views),
-                            {"weights": weights, "image_size": None}, 0.0, 0.0, empty, empty[:, None])
+    run = RunRecord(run_id=run_id, config={"weights": weights, "image_size": None, "resize": "squash"},
+                    competition="c", data_fingerprint="f", image_keys={}, classes=["a"], id_column="id",
+                    submission_columns=["id", "a"], train_ids=["t"], test_ids=["u"], train_paths=[], backbones=[])
+    entry = ModelRecord(f"{'+'.join(backbones)}__{head}", head, {}, list(backbones), 0.0, 0.0, 1.0, 0.0, False)
+    ones = np.ones((len(views), 1, 1))
+    return RunModel(run, entry, Predictions(list(views), ones, ones[:, None], np.zeros(1, int), np.zeros(1, int)))
 
 
 def test_concat_pairs_with_newest_matching_single_backbone_models():

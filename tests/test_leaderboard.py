@@ -1,27 +1,33 @@
 """The leaderboard ranks every model of one data set's runs and writes safe CSV and Markdown."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from kaggle_tl.leaderboard import escape_formula, leaderboard_table, to_markdown, write_table
-from kaggle_tl.runs import list_runs, select_runs
-from test_runs import make_fake_run
+from kaggle_tl import metrics
+from kaggle_tl.leaderboard import OPTIMISTIC_NOTE, escape_formula, leaderboard_table, to_markdown, write_table
+from kaggle_tl.runs import list_runs, load_models, select_runs
+from test_runs import make_run
 
 
 @pytest.fixture
 def board_runs(tmp_path, competition):
     runs_dir = tmp_path / "runs"
-    make_fake_run(runs_dir, competition, "r1", {"xception__logreg": (["xception"], 0.5)}, minutes=1)
-    make_fake_run(runs_dir, competition, "r2", {"inception_v3__logreg": (["inception_v3"], 4.0),
-                                                "inception_v3__dense": (["inception_v3"], 2.0)}, minutes=2)
-    make_fake_run(runs_dir, competition, "r3", {"xception__svm": (["xception"], 1.5)}, fingerprint="fp-b", minutes=0)
+    make_run(runs_dir, competition, "r1", {"xception__logreg": (["xception"], 0.5)}, minutes=1)
+    make_run(runs_dir, competition, "r2", {"inception_v3__logreg": (["inception_v3"], 4.0),
+                                           "inception_v3__dense": (["inception_v3"], 2.0)}, minutes=2)
+    make_run(runs_dir, competition, "r3", {"xception__svm": (["xception"], 1.5)}, fingerprint="fp-b", minutes=0)
     return runs_dir
 
 
+def selected(runs_dir, **selection):
+    records, _ = list_runs(runs_dir)
+    return load_models(select_runs(records, **selection)[0])
+
+
 def test_sorted_by_cv_logloss_within_one_data_set(board_runs):
-    records, notes = select_runs(list_runs(board_runs), fingerprint="fp-a")
-    table = leaderboard_table(records)
+    table = leaderboard_table(selected(board_runs, fingerprint="fp-a"))
     assert table["model"].tolist() == ["inception_v3__logreg", "inception_v3__dense", "xception__logreg"]
     assert table["rank"].tolist() == [1, 2, 3]
     assert table["cv_logloss"].is_monotonic_increasing
@@ -32,27 +38,52 @@ def test_sorted_by_cv_logloss_within_one_data_set(board_runs):
     assert row.date == "2024-05-01 12:02" and row.submission.endswith("r2_inception_v3__logreg.csv")
 
 
+def test_standard_errors_and_paired_differences_against_the_best(board_runs):
+    models = selected(board_runs, fingerprint="fp-a")
+    table = leaderboard_table(models)
+    by_name = {m.entry.name: m.predictions for m in models}
+    best = by_name["inception_v3__logreg"]
+    for row in table.itertuples():
+        preds = by_name[row.model]
+        losses = metrics.row_logloss(preds.y, preds.oof_mean)
+        assert row.logloss_se == pytest.approx(losses.std(ddof=1) / np.sqrt(len(losses)))
+        diff = losses - metrics.row_logloss(best.y, best.oof_mean)
+        assert row.diff_vs_best == pytest.approx(diff.mean(), abs=1e-12)
+        assert row.diff_se == pytest.approx(diff.std(ddof=1) / np.sqrt(len(diff)), abs=1e-12)
+    assert table["within_noise"].tolist() == ["best", "no", "no"]  # signals 4 vs 2 vs 0.5 on 30 rows
+
+
+def test_a_close_second_is_within_noise_and_optimistic_models_are_marked(tmp_path, competition):
+    runs_dir = tmp_path / "runs"
+    make_run(runs_dir, competition, "r1", {"xception__logreg": (["xception"], 2.0)}, minutes=1)
+    make_run(runs_dir, competition, "r2", {"xception__dense": (["xception"], 2.0)}, minutes=2, optimistic=True)
+    table = leaderboard_table(selected(runs_dir))
+    assert table["within_noise"].tolist() == ["best", "yes"]  # same signal, different noise draws
+    assert table.set_index("model").loc["xception__dense", "note"] == OPTIMISTIC_NOTE
+    assert table.set_index("model").loc["xception__logreg", "note"] == ""
+
+
 def test_default_selection_is_the_newest_runs_data(board_runs):
-    records, notes = select_runs(list_runs(board_runs))
-    assert {r["run_id"] for r in records} == {"r1", "r2"}  # r3 is older, on fp-b
+    records, notes = select_runs(list_runs(board_runs)[0])
+    assert {r.run_id for r in records} == {"r1", "r2"}  # r3 is older, on fp-b
     assert "fp-b" in notes[0]
 
 
-def test_per_view_rows_come_from_scores_csv(board_runs):
-    records, _ = select_runs(list_runs(board_runs), fingerprint="fp-a")
-    table = leaderboard_table(records, per_view=True)
+def test_per_view_rows_score_each_view(board_runs):
+    models = selected(board_runs, fingerprint="fp-a")
+    table = leaderboard_table(models, per_view=True)
     assert len(table) == 3 * 3  # each model: original, hflip and their average
     assert table["cv_logloss"].is_monotonic_increasing
     averaged = table[table["view"] == "original+hflip"].sort_values("model")
-    plain = leaderboard_table(records).sort_values("model")
+    plain = leaderboard_table(models).sort_values("model")
     assert averaged["cv_logloss"].tolist() == pytest.approx(plain["cv_logloss"].tolist())
     assert (table.loc[table["view"] != "original+hflip", "submission"] == "").all()
 
 
 def test_csv_escapes_formula_cells_and_markdown_escapes_pipes(tmp_path, competition):
     runs_dir = tmp_path / "runs"
-    make_fake_run(runs_dir, competition, "r1", {"=HYPERLINK(1)__logreg": (["@evil", "-x"], 1.0)})
-    table = leaderboard_table(list_runs(runs_dir))
+    make_run(runs_dir, competition, "r1", {"=HYPERLINK(1)__logreg": (["@evil", "-x"], 1.0)})
+    table = leaderboard_table(selected(runs_dir))
     table.loc[0, "submission"] = "a|b.csv"
     csv_path, md_path = write_table(table, tmp_path / "out", "leaderboard")
     back = pd.read_csv(csv_path, dtype=str)

@@ -1,4 +1,4 @@
-"""End to end on a tiny synthetic competition with random weights at 75 px."""
+"""End to end on a tiny synthetic competition with random weights at 75 px, read back through the run contract."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,9 @@ import pytest
 
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.heads import LogRegHead, SVMHead
 from kaggle_tl.pipeline import run
+from kaggle_tl.runs import RunRecord, list_runs
 from conftest import make_competition  # noqa: E402
 
 
@@ -18,84 +20,124 @@ def mission_run(tmp_path_factory):
     """Both mission backbones, flips, 5 folds, logreg + a short dense head: one run shared by the tests."""
     root = tmp_path_factory.mktemp("mission")
     comp = make_competition(root / "comp")
-    config = RunConfig(data=str(comp), weights="none", image_size=75, heads=("logreg", "dense"), max_epochs=3,
-                       cache_dir=str(root / "cache"), runs_dir=str(root / "runs"),
-                       submissions_dir=str(root / "subs"))
+    config = RunConfig(data=str(comp), weights="none", image_size=75, heads=("logreg", "dense"),
+                       head_params={"dense": {"max_epochs": 3}}, cache_dir=str(root / "cache"),
+                       runs_dir=str(root / "runs"), submissions_dir=str(root / "subs"))
     return comp, config, run(config)
 
 
 def test_features_are_4096_d_per_view_and_cached(mission_run):
-    comp, config, result = mission_run
-    metas = [json.loads(p.read_text()) for p in (result.run_dir.parents[1] / "cache").glob("*/meta.json")]
+    comp, config, record = mission_run
+    metas = [json.loads(p.read_text()) for p in (record.run_dir.parents[1] / "cache").glob("*/meta.json")]
     # 2 backbones x 2 views x (train, test), each 2048-d; concatenated per view to 4096.
     assert len(metas) == 8
     assert {m["shape"][1] for m in metas} == {2048}
     assert {m["view"] for m in metas} == {"original", "hflip"}
-    oof = np.load(result.run_dir / "models" / "xception+inception_v3__logreg" / "oof.npy")
-    assert oof.shape == (2, 30, 3)
+    preds = record.predictions("xception+inception_v3__logreg")
+    assert preds.oof.shape == (2, 30, 3) and preds.test.shape == (2, 5, 9, 3)
+
+
+def test_the_record_on_disk_is_the_returned_one(mission_run):
+    _, config, record = mission_run
+    (listed,), problems = list_runs(config.runs_dir)
+    assert problems == [] and listed == record
+    assert listed.config["backbones"] == ["xception", "inception_v3"]  # resolved: the mission's default
+    assert listed.config["head_params"]["dense"]["max_epochs"] == 3
+    assert listed.random_weights is True and any("random" in note for note in listed.notes)
+    assert len(listed.train_ids) == 30 and len(listed.test_ids) == 9
 
 
 def test_every_train_row_is_out_of_fold_exactly_once(mission_run):
-    comp, config, result = mission_run
-    folds = np.load(result.run_dir / "folds.npy")
-    y = np.load(result.run_dir / "y.npy")
+    _, _, record = mission_run
+    y, folds = record.targets()
     assert sorted(np.bincount(folds)) == [6] * 5
     for k in range(5):  # stratified: each fold holds 2 of each of the 3 classes
         assert np.bincount(y[folds == k], minlength=3).tolist() == [2, 2, 2]
-    oof = np.load(result.run_dir / "models" / "xception+inception_v3__logreg" / "oof.npy")
+    oof = record.predictions("xception+inception_v3__logreg").oof
     np.testing.assert_allclose(oof.sum(axis=2), 1.0, atol=1e-5)  # every row filled by exactly one fold
 
 
 def test_submission_matches_sample_and_rows_sum_to_one(mission_run):
-    comp, config, result = mission_run
+    comp, _, record = mission_run
     sample = pd.read_csv(comp / "sample_submission.csv", dtype={"id": str})
-    for model in result.models:
+    for model in record.models:
         sub = pd.read_csv(model.submission, dtype={"id": str})
         assert list(sub.columns) == list(sample.columns)
         assert sub["id"].tolist() == sample["id"].tolist()
         values = sub.drop(columns="id").to_numpy()
         np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-6)
         assert (values > 0).all() and (values < 1).all()
-        assert model.submission.name.startswith(result.run_id)
-        side = json.loads(model.submission.with_suffix(".json").read_text())
-        assert side["random_weights"] is True and side["config"]["image_size"] == 75
-        assert "tensorflow" in side["versions"]
+        expected = record.predictions(model.name).test_mean
+        got = sub.set_index("id").loc[record.test_ids].to_numpy()
+        np.testing.assert_allclose(got, expected / expected.sum(axis=1, keepdims=True), atol=1e-6)
+        side = json.loads(open(model.submission.replace(".csv", ".json")).read())
+        assert side["run_id"] == record.run_id and side["random_weights"] is True
+        assert side["cv_logloss"] == pytest.approx(model.cv_logloss)
 
 
-def test_heads_learn_the_easy_task(mission_run):
+def test_heads_learn_the_easy_task_and_honest_stopping_is_recorded(mission_run):
     # Random conv features still separate the dominant-colour classes; logreg must find it.
-    _, _, result = mission_run
-    logreg = next(m for m in result.models if m.head == "logreg")
-    assert logreg.cv_accuracy >= 0.9
-    assert logreg.cv_logloss < np.log(3)
+    _, _, record = mission_run
+    logreg = record.model("xception+inception_v3__logreg")
+    assert logreg.cv_accuracy >= 0.9 and logreg.cv_logloss < np.log(3)
+    assert 0 < logreg.cv_logloss_se < logreg.cv_logloss
+    dense = record.model("xception+inception_v3__dense")
+    assert dense.optimistic is False and dense.head_params["early_stopping"] == "inner"
 
 
-def test_run_record_says_weights_were_random(mission_run):
-    _, _, result = mission_run
-    record = json.loads((result.run_dir / "record.json").read_text())
-    assert record["random_weights"] is True and "random" in record["warning"]
-    assert record["n_train"] == 30 and record["n_test"] == 9
-    assert json.loads((result.run_dir / "config.json").read_text())["backbones"] == ["xception", "inception_v3"]
-
-
-def test_second_run_uses_the_cache_without_building_a_model(mission_run, monkeypatch):
+def test_second_run_reads_features_and_predictions_from_the_cache(mission_run, monkeypatch):
     comp, config, first = mission_run
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built although every feature is cached")
 
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a head was refitted although its predictions are cached")
+
     monkeypatch.setattr("kaggle_tl.pipeline.create_backbone", no_model)
-    second = run(config.replace(heads=("logreg",)))
-    assert second.run_id != first.run_id
-    first_logreg = next(m for m in first.models if m.head == "logreg")
-    assert second.models[0].cv_logloss == pytest.approx(first_logreg.cv_logloss, abs=1e-9)
+    monkeypatch.setattr(LogRegHead, "fit", no_fit)
+    second = run(config.replace(heads=("logreg",), head_params={}))
+    assert second.run_id != first.run_id and second.timings["head_logreg_cached"] == 1.0
+    name = "xception+inception_v3__logreg"
+    assert np.array_equal(second.predictions(name).oof, first.predictions(name).oof)
+    assert second.model(name).cv_logloss == first.model(name).cv_logloss
     assert second.timings["features_s"] < first.timings["features_s"]
+
+
+def test_a_changed_parameter_refits_only_that_head(mission_run, monkeypatch):
+    comp, config, first = mission_run
+    fitted = []
+    original_fit = SVMHead.fit
+
+    def counting_fit(self, X, y, **kwargs):
+        fitted.append(self.C)
+        return original_fit(self, X, y, **kwargs)
+
+    monkeypatch.setattr(SVMHead, "fit", counting_fit)
+    monkeypatch.setattr(LogRegHead, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("logreg refitted")))
+    changed = run(config.replace(heads=("logreg", "svm"), head_params={"svm": {"C": 0.01}}))
+    assert changed.timings["head_logreg_cached"] == 1.0 and changed.timings["head_svm_cached"] == 0.0
+    assert fitted == [0.01] * 10  # 5 folds x 2 views
+
+
+def test_a_failing_figure_never_loses_the_run(tmp_path, monkeypatch):
+    comp = make_competition(tmp_path / "comp", n_per_class=5, n_test=3)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("figure trouble")
+
+    monkeypatch.setattr("kaggle_tl.plots.plot_tsne", crash)
+    record = run(RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32,
+                           heads=("logreg",), folds=2, views=("original",), cache_dir=str(tmp_path / "cache"),
+                           runs_dir=str(tmp_path / "runs"), submissions_dir=str(tmp_path / "subs")))
+    assert "tsne" not in record.plots and "confusion" in record.plots
+    assert RunRecord.load(record.run_dir).models[0].submission.endswith(".csv")
 
 
 def test_a_changed_image_is_never_served_stale_features(tmp_path):
     comp = make_competition(tmp_path / "comp", n_per_class=5, n_test=3)
     config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32,
-                       heads=("logreg",), folds=2, flips=False, cache_dir=str(tmp_path / "cache"),
+                       heads=("logreg",), folds=2, views=("original",), cache_dir=str(tmp_path / "cache"),
                        runs_dir=str(tmp_path / "runs"), submissions_dir=str(tmp_path / "subs"))
     run(config)
     first = sorted(p.parent.name for p in (tmp_path / "cache").glob("*/meta.json"))
@@ -111,3 +153,4 @@ def test_unknown_backbone_is_a_one_line_error(tmp_path):
     with pytest.raises(KaggleTLError, match="unknown backbone 'resnet5'"):
         run(RunConfig(data=str(comp), backbones=("resnet5",), weights="none", cache_dir=str(tmp_path / "c"),
                       runs_dir=str(tmp_path / "r"), submissions_dir=str(tmp_path / "s")))
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())

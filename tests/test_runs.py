@@ -1,12 +1,14 @@
-"""Run records read back: selection by data set, model predictions, comparability checks.
+"""The run contract: records and predictions written with save() and read back with load().
 
-`make_fake_run` writes a run folder the way pipeline.run does (record.json, folds.npy, y.npy,
-models/<name>/{oof,test}.npy, views.json, scores.csv) from synthetic probabilities, so the
-leaderboard, ensemble and CLI tests need no backbone or head.
+`make_run` builds a run from synthetic probabilities through the same `RunRecord.save` /
+`save_predictions` API that pipeline.run uses, so the leaderboard, ensemble and CLI tests need
+no backbone or head and still read what the contract writes (test_pipeline.py checks that real
+runs go through the same API).
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 import zlib
 from pathlib import Path
 
@@ -15,11 +17,12 @@ import pandas as pd
 import pytest
 from scipy.special import softmax
 
+from kaggle_tl import metrics
 from kaggle_tl.config import RunConfig
-from kaggle_tl.cv import FoldPredictions, make_folds, score_table
+from kaggle_tl.cv import make_folds
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.runs import (check_comparable, list_runs, load_models, load_record, resolve_run_dir,
-                            same_folds_as_newest, save_model_predictions, select_runs, write_record)
+from kaggle_tl.runs import (RECORD_FILE, SCHEMA_VERSION, ModelRecord, Predictions, RunRecord, check_comparable,
+                            list_runs, load_models, resolve_run_dir, same_folds_as_newest, select_runs)
 
 VIEWS = ["original", "hflip"]
 
@@ -33,91 +36,137 @@ def competition_labels(competition: Path) -> tuple[list[str], np.ndarray, list[s
     return classes, y, labels["id"].tolist(), sample["id"].tolist()
 
 
-def make_fake_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, tuple[list[str], float]],
-                  fingerprint: str = "fp-a", seed: int = 42, folds: int = 5, minutes: int = 0,
-                  head: str = "logreg") -> Path:
+def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, tuple[list[str], float]],
+             fingerprint: str = "fp-a", seed: int = 42, folds: int = 5, minutes: int = 0,
+             head: str = "logreg", optimistic: bool = False) -> RunRecord:
     """A run of ``models``: name -> (backbones, signal); a larger signal gives a better model."""
     classes, y, train_ids, test_ids = competition_labels(competition)
     fold_ids = make_folds(y, folds, seed)
     rng = np.random.default_rng(zlib.crc32(run_id.encode()))
-    run_dir = runs_dir / run_id
-    run_dir.mkdir(parents=True)
-    np.save(run_dir / "folds.npy", fold_ids)
-    np.save(run_dir / "y.npy", y)
-    entries = []
+    config = RunConfig(data=str(competition), backbones=tuple(models[next(iter(models))][0]), weights="none",
+                       folds=folds, seed=seed, runs_dir=str(runs_dir))
+    record = RunRecord(
+        run_id=run_id, config=config.to_dict(), competition=str(competition.resolve()), data_fingerprint=fingerprint,
+        image_keys={"train": "k1", "test": "k2"}, classes=classes, id_column="id", submission_columns=["id", *classes],
+        train_ids=train_ids, test_ids=test_ids,
+        train_paths=[str(p.resolve()) for i in train_ids for p in (competition / "train").glob(f"{i}.*")],
+        backbones=[], random_weights=True,
+        created=(dt.datetime(2024, 5, 1, 12) + dt.timedelta(minutes=minutes)).isoformat(),
+        run_dir=runs_dir / run_id)
     for name, (backbones, signal) in models.items():
         onehot = np.eye(len(classes))[y]
         oof = softmax(rng.normal(0, 1, (len(VIEWS), len(y), len(classes))) + signal * onehot, axis=2)
         test = softmax(rng.normal(0, 1, (len(VIEWS), folds, len(test_ids), len(classes))), axis=3)
-        preds = FoldPredictions(VIEWS, oof, test)
-        save_model_predictions(run_dir, name, oof, test, VIEWS)
-        scores = score_table(preds, y, fold_ids)
-        scores.to_csv(run_dir / "models" / name / "scores.csv", index=False)
-        overall = scores[scores.fold == "all"].iloc[-1]
-        entries.append({"name": name, "head": name.split("__")[-1] if "__" in name else head,
-                        "backbones": backbones, "views": VIEWS, "cv_logloss": float(overall.logloss),
-                        "cv_accuracy": float(overall.accuracy), "submission": f"submissions/{run_id}_{name}.csv"})
-    config = RunConfig(data=str(competition), backbones=tuple(models[next(iter(models))][0]), weights="none",
-                       folds=folds, seed=seed, runs_dir=str(runs_dir))
-    write_record(run_dir, {
-        "run_id": run_id, "created": (dt.datetime(2024, 5, 1, 12) + dt.timedelta(minutes=minutes)).isoformat(),
-        "config": config.to_dict(), "competition": str(competition.resolve()), "data_fingerprint": fingerprint,
-        "classes": classes, "views": VIEWS, "random_weights": True, "models": entries,
-        "id_column": "id", "submission_columns": ["id", *classes], "test_ids": test_ids, "train_ids": train_ids,
-        "train_paths": [str(p.resolve()) for i in train_ids for p in (competition / "train").glob(f"{i}.*")],
-    })
-    return run_dir
+        preds = Predictions(VIEWS, oof, test, fold_ids, y)
+        record.save_predictions(name, preds)
+        scores = preds.score()
+        record.models.append(ModelRecord(
+            name=name, head=name.split("__")[-1] if "__" in name else head, head_params={}, backbones=backbones,
+            cv_logloss=scores["logloss"], cv_logloss_se=scores["logloss_se"], cv_accuracy=scores["accuracy"],
+            cv_accuracy_se=scores["accuracy_se"], optimistic=optimistic,
+            submission=f"submissions/{run_id}_{name}.csv"))
+    record.save()
+    return record
 
 
 @pytest.fixture
 def runs(tmp_path, competition):
-    """Three runs on fingerprint fp-a (one on other folds), one newer run on fp-b, one on another folder."""
+    """Three runs on fingerprint fp-a (one on other folds), one newer run on fp-b."""
     runs_dir = tmp_path / "runs"
-    make_fake_run(runs_dir, competition, "r1", {"xception__logreg": (["xception"], 1.0)}, minutes=1)
-    make_fake_run(runs_dir, competition, "r2", {"inception_v3__logreg": (["inception_v3"], 3.0)}, minutes=2)
-    make_fake_run(runs_dir, competition, "r3", {"xception__logreg": (["xception"], 2.0)}, seed=7, minutes=3)
-    make_fake_run(runs_dir, competition, "r4", {"xception__logreg": (["xception"], 2.0)}, fingerprint="fp-b",
-                  minutes=4)
+    make_run(runs_dir, competition, "r1", {"xception__logreg": (["xception"], 1.0)}, minutes=1)
+    make_run(runs_dir, competition, "r2", {"inception_v3__logreg": (["inception_v3"], 3.0)}, minutes=2)
+    make_run(runs_dir, competition, "r3", {"xception__logreg": (["xception"], 2.0)}, seed=7, minutes=3)
+    make_run(runs_dir, competition, "r4", {"xception__logreg": (["xception"], 2.0)}, fingerprint="fp-b", minutes=4)
     return runs_dir, competition
 
 
-def test_list_runs_oldest_first_and_skips_damaged_records(runs):
+def test_record_and_predictions_round_trip(runs):
     runs_dir, _ = runs
-    (runs_dir / "broken").mkdir()
-    (runs_dir / "broken" / "record.json").write_text("{ half a reco")
-    records = list_runs(runs_dir)
-    assert [r["run_id"] for r in records] == ["r1", "r2", "r3", "r4"]
-    assert all(Path(r["run_dir"]).name == r["run_id"] for r in records)
+    record = RunRecord.load(runs_dir / "r2")
+    assert record.run_id == "r2" and record.schema_version == SCHEMA_VERSION and record.views == VIEWS
+    entry = record.model("inception_v3__logreg")
+    preds = record.predictions(entry.name)
+    assert preds.oof.shape == (2, 30, 3) and preds.test.shape == (2, 5, 9, 3) and preds.views == VIEWS
+    assert entry.cv_logloss == pytest.approx(metrics.score(preds.y, preds.oof.mean(axis=0))["logloss"], rel=1e-6)
+    y, folds = record.targets()
+    assert np.array_equal(y, preds.y) and np.bincount(folds).tolist() == [6] * 5
+
+
+def test_list_runs_oldest_first_and_names_damaged_records(runs):
+    runs_dir, _ = runs
+    for name, text in [("truncated", '{"schema_version": 2, "run_'), ("null", "null"),
+                       ("old", json.dumps({"schema_version": 1, "run_id": "old"}))]:
+        (runs_dir / name).mkdir()
+        (runs_dir / name / RECORD_FILE).write_text(text)
+    (runs_dir / "in-progress").mkdir()  # no record yet: not a problem, not a run
+    records, problems = list_runs(runs_dir)
+    assert [r.run_id for r in records] == ["r1", "r2", "r3", "r4"]
+    assert all(r.run_dir.name == r.run_id for r in records)
+    assert len(problems) == 3 and all("\n" not in p for p in problems)
+    assert any("null" in p and "not a JSON object" in p for p in problems)
+    assert any("old" in p and "schema version 1" in p for p in problems)
+    assert any("truncated" in p and "damaged run record" in p for p in problems)
+
+
+def test_a_model_without_its_score_or_predictions_is_a_one_line_error(runs):
+    runs_dir, _ = runs
+    path = runs_dir / "r1" / RECORD_FILE
+    values = json.loads(path.read_text())
+    del values["models"][0]["cv_logloss"]
+    path.write_text(json.dumps(values))
+    with pytest.raises(KaggleTLError, match="model 0 lacks cv_logloss"):
+        RunRecord.load(runs_dir / "r1")
+    record = RunRecord.load(runs_dir / "r2")
+    record.predictions_path("inception_v3__logreg").unlink()
+    with pytest.raises(KaggleTLError, match="predictions missing"):
+        record.predictions("inception_v3__logreg")
+
+
+def test_nan_or_damaged_predictions_are_refused(runs):
+    runs_dir, _ = runs
+    record = RunRecord.load(runs_dir / "r2")
+    preds = record.predictions("inception_v3__logreg")
+    preds.oof[0, 3, 1] = np.nan
+    record.save_predictions("inception_v3__logreg", preds)
+    with pytest.raises(KaggleTLError, match="NaN"):
+        record.predictions("inception_v3__logreg")
+    record.predictions_path("inception_v3__logreg").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(KaggleTLError, match="predictions damaged"):
+        record.predictions("inception_v3__logreg")
+
+
+def test_predictions_refuse_inconsistent_shapes():
+    with pytest.raises(KaggleTLError, match="inconsistent shapes"):
+        Predictions(["original"], np.ones((1, 4, 2)), np.ones((1, 2, 3, 2)), np.array([0, 1, 0, 1]), np.zeros(5))
 
 
 def test_select_runs_keeps_one_data_set(runs, tmp_path):
     runs_dir, competition = runs
-    records = list_runs(runs_dir)
+    records, _ = list_runs(runs_dir)
     newest, notes = select_runs(records)  # no filter: the newest run's data (fp-b), the rest named
-    assert [r["run_id"] for r in newest] == ["r4"]
+    assert [r.run_id for r in newest] == ["r4"]
     assert len(notes) == 1 and "--fingerprint fp-a" in notes[0]
     by_fp, notes = select_runs(records, fingerprint="fp-")  # a prefix matching both still never mixes them
-    assert {r["data_fingerprint"] for r in by_fp} == {"fp-b"} and notes
+    assert {r.data_fingerprint for r in by_fp} == {"fp-b"} and notes
     by_fp, notes = select_runs(records, fingerprint="fp-a")
-    assert [r["run_id"] for r in by_fp] == ["r1", "r2", "r3"] and notes == []
+    assert [r.run_id for r in by_fp] == ["r1", "r2", "r3"] and notes == []
     assert select_runs(records, data=tmp_path / "elsewhere") == ([], [])
-    assert [r["run_id"] for r in select_runs(records, data=competition, fingerprint="fp-a")[0]] == ["r1", "r2", "r3"]
+    assert [r.run_id for r in select_runs(records, data=competition, fingerprint="fp-a")[0]] == ["r1", "r2", "r3"]
 
 
 def test_same_folds_as_newest_leaves_out_other_seeds(runs):
     runs_dir, _ = runs
-    kept, notes = same_folds_as_newest([load_record(runs_dir / r) for r in ("r1", "r3", "r2")])
-    assert [r["run_id"] for r in kept] == ["r1", "r2"]
+    kept, notes = same_folds_as_newest([RunRecord.load(runs_dir / r) for r in ("r1", "r3", "r2")])
+    assert [r.run_id for r in kept] == ["r1", "r2"]
     assert "r3" in notes[0]
 
 
-def test_load_models_shapes_and_means(runs):
+def test_load_models_keys_and_means(runs):
     runs_dir, _ = runs
-    (model,) = load_models(load_record(resolve_run_dir("r2", runs_dir)))
-    assert model.key == "r2/inception_v3__logreg" and model.backbones == ["inception_v3"]
-    assert model.oof.shape == (2, 30, 3) and model.test.shape == (2, 5, 9, 3)
-    np.testing.assert_allclose(model.oof_mean, model.oof.mean(axis=0))
-    np.testing.assert_allclose(model.test_mean.sum(axis=1), 1.0, atol=1e-6)
+    (model,) = load_models([RunRecord.load(resolve_run_dir("r2", runs_dir))])
+    assert model.key == "r2/inception_v3__logreg" and model.entry.backbones == ["inception_v3"]
+    np.testing.assert_allclose(model.predictions.oof_mean, model.predictions.oof.mean(axis=0))
+    np.testing.assert_allclose(model.predictions.test_mean.sum(axis=1), 1.0, atol=1e-6)
 
 
 def test_resolve_run_dir_by_id_or_path(runs, tmp_path):
@@ -132,6 +181,15 @@ def test_resolve_run_dir_by_id_or_path(runs, tmp_path):
 def test_check_comparable_refuses_other_data_or_folds(runs, other, message):
     runs_dir, _ = runs
     with pytest.raises(KaggleTLError, match=message):
-        check_comparable([load_record(runs_dir / "r1"), load_record(runs_dir / other)])
-    y, folds = check_comparable([load_record(runs_dir / "r1"), load_record(runs_dir / "r2")])
+        check_comparable([RunRecord.load(runs_dir / "r1"), RunRecord.load(runs_dir / other)])
+    y, folds = check_comparable([RunRecord.load(runs_dir / "r1"), RunRecord.load(runs_dir / "r2")])
     assert y.shape == folds.shape == (30,)
+
+
+def test_score_table_matches_the_model_score(runs):
+    runs_dir, _ = runs
+    preds = RunRecord.load(runs_dir / "r1").predictions("xception__logreg")
+    table = preds.score_table()
+    overall = table[(table.fold == "all") & (table.view == "original+hflip")].iloc[0]
+    assert overall.logloss == pytest.approx(preds.score()["logloss"])
+    assert set(table.view) == {"original", "hflip", "original+hflip"} and len(table) == 3 * 6

@@ -1,0 +1,59 @@
+"""The one definition of every score: clipping, log loss, accuracy, and their noise.
+
+"CV log loss" everywhere in kaggle_tl (a run's table, the leaderboard, ensembles) is the log
+loss of probabilities clipped to [CLIP_EPS, 1] and renormalised: exactly what a submission
+holds, so the local number is the one the grader would compute on the same predictions.
+Kaggle's grader clips at 1e-15 (KAGGLE_EPS); `kaggle-tl score` uses that to reproduce it.
+
+Noise: a score is a mean over rows, so its standard error is std(per-row values) / sqrt(N).
+Two models scored on the same rows are compared by their *paired* difference: the mean and
+standard error of the per-row differences, which cancels the rows' shared difficulty and is far
+tighter than comparing two independent standard errors.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+CLIP_EPS = 1e-7  # what a submission is clipped to, and so what every CV score is computed on
+KAGGLE_EPS = 1e-15  # Kaggle's own clipping, for `kaggle-tl score`
+NOISE_Z = 2.0  # a paired difference within NOISE_Z standard errors of 0 is called noise (~95%)
+TIE = 1e-6  # log-loss differences this small are float rounding (e.g. two runs of one model), not a result
+
+
+def clip_proba(proba: np.ndarray, eps: float = CLIP_EPS) -> np.ndarray:
+    """(N, C) probabilities clipped to [eps, 1] and renormalised to rows summing to 1."""
+    proba = np.clip(np.asarray(proba, dtype=np.float64), eps, 1.0)
+    return proba / proba.sum(axis=1, keepdims=True)
+
+
+def row_logloss(y: np.ndarray, proba: np.ndarray, eps: float = CLIP_EPS) -> np.ndarray:
+    """(N,) -log p(true class) of each row, after clipping."""
+    proba = clip_proba(proba, eps)
+    return -np.log(proba[np.arange(len(y)), np.asarray(y, dtype=np.int64)])
+
+
+def row_correct(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """(N,) 1.0 where the arg-max class is the true one."""
+    return (np.asarray(proba).argmax(axis=1) == np.asarray(y)).astype(np.float64)
+
+
+def _standard_error(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def score(y: np.ndarray, proba: np.ndarray, eps: float = CLIP_EPS) -> dict[str, float]:
+    """Log loss and accuracy of (N, C) probabilities against integer labels, with standard errors."""
+    losses, correct = row_logloss(y, proba, eps), row_correct(y, proba)
+    return {"logloss": float(losses.mean()), "logloss_se": _standard_error(losses),
+            "accuracy": float(correct.mean()), "accuracy_se": _standard_error(correct)}
+
+
+def paired_difference(y: np.ndarray, proba: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Log-loss difference of ``proba`` minus ``reference`` on the same rows, with its standard error.
+
+    ``within_noise`` is True when the difference is within NOISE_Z standard errors of zero.
+    """
+    diff = row_logloss(y, proba) - row_logloss(y, reference)
+    mean, se = float(diff.mean()), _standard_error(diff)
+    within = abs(mean) <= TIE or not abs(mean) > NOISE_Z * se  # a NaN standard error (one row) is noise too
+    return {"diff": mean, "diff_se": se, "within_noise": bool(within)}
