@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tomllib
 import warnings
@@ -257,14 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
 def quiet_unless(verbose: bool) -> None:
     """By default a user sees progress bars, tables and real warnings; -v shows everything.
 
-    TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, oneDNN notes) and Keras'
-    retracing warnings are noise to a user; they must be silenced before TensorFlow is imported.
+    TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, oneDNN notes; see
+    kaggle_tl.quiet) and Keras' retracing warnings are noise to a user.
     """
+    from kaggle_tl import quiet
+
+    quiet.verbose = verbose
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if verbose:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for name in ("tensorflow", "absl", "keras", "h5py", "distributed"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="(keras|tensorflow|absl)")

@@ -7,6 +7,8 @@ already computed is on the leaderboard.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from kaggle_tl.submission import build_submission, write_submission
 log = logging.getLogger(__name__)
 RANDOM_WEIGHTS_WARNING = "weights=none: random backbone weights, these scores say nothing about pretrained features"
 PREDICTIONS_CACHE = "predictions"  # under cache_dir: one .npz per (features, folds, head, parameters)
+FIGURES_CACHE = "figures"  # under cache_dir: the PNGs drawn for one best model's predictions
 
 
 def backbone_refs(config: RunConfig) -> list[BackboneRef]:
@@ -133,9 +136,10 @@ def run(config: RunConfig) -> RunRecord:
         versions=package_versions(), timings=timings, run_dir=Path(config.runs_dir) / run_id)
     record.save()
 
+    keys = {}
     for head_name in config.heads:
         t = time.perf_counter()
-        key = predictions_key(config, head_name, refs, image_keys, competition, folds)
+        key = keys[head_name] = predictions_key(config, head_name, refs, image_keys, competition, folds)
         preds, cached = head_predictions(head_name, config, competition, train_by_view, test_by_view, folds, key)
         name = model_name(config, head_name)
         record.save_predictions(name, preds)
@@ -155,14 +159,36 @@ def run(config: RunConfig) -> RunRecord:
 
     t = time.perf_counter()
     best = min(record.models, key=lambda m: m.cv_logloss)
-    plots = plot_report(record.plots_dir, competition.y, record.predictions(best.name).oof_mean,
-                        competition.classes, image_paths=competition.train_paths,
-                        features=train_by_view[config.views[0]])
-    record.plots = {figure: path.name for figure, path in plots.items()}
+    record.plots = figures(record, best, competition, train_by_view[config.views[0]],
+                           Path(config.cache_dir) / FIGURES_CACHE / keys[best.head])
     timings["plots_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     record.save()
     return record
+
+
+def figures(record: RunRecord, best: ModelRecord, competition: Competition, features: np.ndarray,
+            cached: Path) -> dict[str, str]:
+    """The best model's figures in the run's plots folder: drawn once per predictions, then copied.
+
+    t-SNE and the image grid cost seconds that a re-run with cached predictions would otherwise
+    spend redrawing identical pictures. ``cached`` is named by the best model's predictions key,
+    which covers everything the figures show (labels, OOF predictions, train images, features).
+    """
+    if not cached.is_dir():
+        drawing = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        plot_report(drawing, competition.y, record.predictions(best.name).oof_mean, competition.classes,
+                    image_paths=competition.train_paths, features=features)
+        try:
+            os.replace(drawing, cached)
+        except OSError:  # another run drew the same figures first: keep theirs
+            shutil.rmtree(drawing, ignore_errors=True)
+    record.plots_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for png in sorted(cached.glob("*.png")):
+        shutil.copyfile(png, record.plots_dir / png.name)
+        written[png.stem] = png.name
+    return written
 
 
 def write_model_submission(record: RunRecord, entry: ModelRecord, preds: Predictions,

@@ -245,3 +245,49 @@ def test_score_checks_columns_against_the_sample_and_reads_files_safely(graded, 
     assert "not a readable CSV" in _error_line(capsys)
     assert main([*argv[:2], "--labels", str(folder / "absent.csv")]) == 2
     assert "labels file not found" in _error_line(capsys)
+
+
+# --------------------------------------------------------------------------- damaged or stale runs
+def test_leaderboard_names_damaged_records_on_stderr(tmp_path, capsys):
+    competition = make_competition(tmp_path / "comp")
+    runs_dir = tmp_path / "runs"
+    make_run(runs_dir, competition, "r1", SINGLE_X)
+    (runs_dir / "r0").mkdir()
+    (runs_dir / "r0" / "record.json").write_text('{"schema_version": 2, "run_id": "r0", "conf')
+    assert main(["leaderboard", "--runs-dir", str(runs_dir), "--out", str(tmp_path / "board")]) == 0
+    printed = capsys.readouterr()
+    assert "left out:" in printed.err and "r0" in printed.err and "damaged run record" in printed.err
+    assert pd.read_csv(tmp_path / "board" / "leaderboard.csv")["run_id"].tolist() == ["r1"]
+
+
+@pytest.mark.parametrize("change", ["class", "id"])
+def test_ensemble_after_the_competition_changed_is_one_line(tmp_path, capsys, change):
+    competition = make_competition(tmp_path / "comp")
+    runs_dir = tmp_path / "runs"
+    make_run(runs_dir, competition, "r1", SINGLE_X)
+    sample = pd.read_csv(competition / "sample_submission.csv", dtype={"id": str})
+    if change == "class":
+        sample["purple"] = 0.25
+    else:
+        sample.loc[len(sample)] = ["te999", *sample.iloc[0, 1:]]
+    sample.to_csv(competition / "sample_submission.csv", index=False)
+    argv = ["ensemble", "--runs", "r1", "--runs-dir", str(runs_dir), "--submissions-dir", str(tmp_path / "subs"),
+            "--out", str(tmp_path / "ens")]
+    assert main(argv) == 2
+    assert "the competition changed since run r1" in _error_line(capsys)
+    assert not list((tmp_path / "subs").glob("*.csv"))
+
+
+def test_a_run_prints_progress_and_tables_without_tensorflow_noise(tmp_path):
+    import subprocess
+    import sys
+
+    competition = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    argv = [sys.executable, "-m", "kaggle_tl.cli", "run", "--data", str(competition), "--backbones", "mobilenet_v2",
+            "--weights", "none", "--image-size", "32", "--heads", "logreg", "--folds", "2"]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert done.returncode == 0, done.stderr
+    assert "mobilenet_v2__logreg: CV log loss" in done.stdout
+    for noise in ("cuInit", "oneDNN", "cuda", "retracing", "absl", "I0000", "E0000", "W0000"):
+        assert noise not in done.stderr, noise

@@ -48,6 +48,9 @@ def register_backbone(name: str, *, input_size: int, dim: int, preprocess: Prepr
 
 def _load_builtin() -> None:
     # Imported lazily so that `import kaggle_tl` stays cheap (no TensorFlow import).
+    from kaggle_tl.quiet import import_tensorflow
+
+    import_tensorflow()
     from kaggle_tl.backbones import keras_apps  # noqa: F401
     try:
         from kaggle_tl.backbones import efficientnet_lite  # noqa: F401
