@@ -256,21 +256,47 @@ def test_missing_or_unreadable_weights(case, weights_comp, tmp_path, capsys):
     assert expected in line
 
 
-@pytest.mark.parametrize("case", ["duplicate-id", "missing-column", "zero-byte-test-image"])
-def test_cli_reports_bad_input_on_one_line(case, tmp_path, capsys):
+@pytest.mark.parametrize("case", ["duplicate-id", "missing-column", "zero-byte-test-image", "sample-trailing-comma",
+                                  "two-label-columns", "gif-test-image", "zero-filled-webp", "unreadable-test-folder"])
+def test_cli_reports_bad_input_on_one_line(case, tmp_path, capsys, monkeypatch):
     comp = make_competition(tmp_path / "comp", n_per_class=2, n_test=2)
     labels = pd.read_csv(comp / "labels.csv", dtype=str)
     if case == "duplicate-id":
         pd.concat([labels, labels.iloc[:1]]).to_csv(comp / "labels.csv", index=False)
     elif case == "missing-column":
         labels.rename(columns={"label": "class"}).to_csv(comp / "labels.csv", index=False)
-    else:
+    elif case == "zero-byte-test-image":
         (comp / "test" / "te001.png").write_bytes(b"")
+    elif case == "sample-trailing-comma":
+        lines = (comp / "sample_submission.csv").read_text().splitlines()
+        (comp / "sample_submission.csv").write_text("\n".join(line + "," for line in lines) + "\n")
+    elif case == "two-label-columns":
+        labels.assign(label2=labels["label"]).rename(columns={"label2": "label"}).to_csv(comp / "labels.csv", index=False)
+    elif case == "gif-test-image":
+        (comp / "test" / "te001.png").unlink()
+        (comp / "test" / "te001.gif").write_bytes(b"GIF89a" + bytes(30))
+    elif case == "zero-filled-webp":
+        data = cv2.imencode(".webp", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+        (comp / "test" / "te001.png").unlink()
+        (comp / "test" / "te001.webp").write_bytes(data[:len(data) // 2] + bytes(len(data) - len(data) // 2))
+    else:
+        real_scandir = os.scandir  # tests run as root, whom chmod 000 does not stop
+        monkeypatch.setattr("kaggle_tl.competition.os.scandir", lambda path: (
+            _raise(PermissionError(13, "Permission denied")) if Path(path).name == "test" else real_scandir(path)))
     code, line = cli_run(capsys, comp, tmp_path, "--weights", "none")
     assert code == 2
     assert {"duplicate-id": "labels.csv: duplicate id 'tr000' at row 8",
             "missing-column": "labels.csv: missing column(s) ['label']",
-            "zero-byte-test-image": "te001.png: empty file (0 bytes)"}[case] in line
+            "zero-byte-test-image": "te001.png: empty file (0 bytes)",
+            "sample-trailing-comma": "sample_submission.csv: empty column name at position 5 of the header",
+            "two-label-columns": "labels.csv: duplicated column 'label' in the header (positions 2 and 3)",
+            "gif-test-image": "te001.gif: GIF is not supported; convert to PNG/JPEG",
+            "zero-filled-webp": "te001.webp: zero-filled WebP",
+            "unreadable-test-folder": "test: cannot list the folder (Permission denied)"}[case] in line
+
+
+def _raise(exc: Exception):
+    raise exc
 
 
 # -- a full disk, and the umask -------------------------------------------------------------------

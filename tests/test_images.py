@@ -125,14 +125,18 @@ def test_zero_filled_download_is_refused_in_every_format(tmp_path, ext, webp_qua
     assert "\n" not in str(exc.value)
 
 
-def test_zero_filled_tiff_keeping_its_directory_is_refused(tmp_path, noisy_rgb):
-    # Pillow writes the directory before the pixels, so the zeros cover only (LZW-compressed) data.
-    buffer = io.BytesIO()
-    Image.fromarray(np.repeat(noisy_rgb, 4, axis=0)).save(buffer, "TIFF", compression="tiff_lzw")
-    data = buffer.getvalue()
-    path = tmp_path / "partial.tif"
-    path.write_bytes(data[:len(data) * 7 // 8] + bytes(len(data) - len(data) * 7 // 8))
-    assert image_problem(path).startswith("zero-filled TIFF")
+@pytest.mark.parametrize("compression, refused", [(5, True), (1, False)], ids=["lzw", "uncompressed"])
+def test_zero_tail_of_a_tiff_whose_directory_comes_first(tmp_path, compression, refused):
+    # A quarter of the file zero-filled after the directory: too much for compressed (LZW) data,
+    # plausible black pixels when uncompressed.
+    entry = (259).to_bytes(2, "little") + (3).to_bytes(2, "little") + (1).to_bytes(4, "little") + \
+        compression.to_bytes(4, "little")
+    head = b"II*\x00" + (8).to_bytes(4, "little") + (1).to_bytes(2, "little") + entry + bytes(4)
+    pixels = np.random.default_rng(0).integers(1, 255, 300, dtype=np.uint8).tobytes()
+    path = tmp_path / "scan.tif"
+    path.write_bytes(head + pixels + bytes((len(head) + len(pixels)) // 3))
+    problem = image_problem(path)
+    assert problem.startswith("zero-filled TIFF (its last 108 of 434 bytes") if refused else problem is None
 
 
 def test_bmp_with_black_rows_is_not_called_zero_filled(tmp_path, noisy_rgb):
@@ -144,6 +148,16 @@ def test_bmp_with_black_rows_is_not_called_zero_filled(tmp_path, noisy_rgb):
     path.write_bytes(cv2.imencode(".bmp", rgb)[1].tobytes())
     assert image_problem(path) is None
     np.testing.assert_array_equal(read_image(path), rgb[..., ::-1])
+
+
+@pytest.mark.parametrize("quality", [10, 80, None], ids=["q10", "q80", "lossless"])
+def test_constant_lossy_webp_ending_in_zeros_is_accepted(tmp_path, quality):
+    # libwebp ends a constant image's data with zero bytes (about 5% of the file): not a zero-fill.
+    rgb = np.full((512, 512, 3), 40, np.uint8)
+    path = tmp_path / "flat.webp"
+    path.write_bytes(cv2.imencode(".webp", rgb, [cv2.IMWRITE_WEBP_QUALITY, quality] if quality else [])[1].tobytes())
+    assert image_problem(path) is None
+    assert np.abs(read_image(path).astype(int) - 40).max() <= 2
 
 
 def with_exif_thumbnail(jpeg: bytes, thumbnail: bytes) -> bytes:
