@@ -89,7 +89,7 @@ def _jpeg_main_scan(data: bytes) -> int:
     return next((offset for marker, offset in _jpeg_segments(data) if marker == 0xDA), -1)
 
 
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) as stored in a JPEG's frame header (before EXIF orientation), or None."""
     for marker, offset in _jpeg_segments(data):
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn; C4/C8/CC are not frames
@@ -229,7 +229,7 @@ def _decode_flags(data: np.ndarray, min_side: int | None) -> int:
     """
     if not min_side or image_format(data[:_HEAD_BYTES].tobytes()) != "JPEG":
         return cv2.IMREAD_COLOR
-    size = jpeg_size(data.tobytes())
+    size = _jpeg_size(data.tobytes())
     if size is None:
         return cv2.IMREAD_COLOR
     shorter = min(size)

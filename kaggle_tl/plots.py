@@ -220,8 +220,9 @@ def plot_report(
     if features is not None:
         jobs["tsne"] = lambda path: plot_tsne(features, y, class_names, path, max_points=1000)
     if image_paths is not None:
-        jobs["errors"] = lambda path: plot_confident_errors(lambda i: read_image(image_paths[i]), y, proba,
-                                                            class_names, path)
+        # Each tile is drawn about 370 px wide: a phone photo need not be decoded at full size.
+        jobs["errors"] = lambda path: plot_confident_errors(lambda i: read_image(image_paths[i], min_side=400), y,
+                                                            proba, class_names, path)
     written = {}
     for name, plot in jobs.items():
         try:
