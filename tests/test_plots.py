@@ -1,4 +1,5 @@
 """Each plot writes a non-empty PNG that matplotlib can read back."""
+import cv2
 import matplotlib.image
 import numpy as np
 import pandas as pd
@@ -93,3 +94,13 @@ def test_tsne_of_tiny_but_varied_features_is_drawn(labelled, tmp_path):
     y, _, features = labelled
     path = plot_tsne(features * 1e-30, y, CLASS_NAMES, tmp_path / "tsne.png", max_points=100)
     assert path.stat().st_size > 1000
+
+
+def test_plot_report_draws_the_errors_from_image_files(labelled, tmp_path):
+    y, proba, _ = labelled
+    paths = []
+    for i in range(len(y)):
+        paths.append(tmp_path / f"img{i}.jpg")
+        paths[-1].write_bytes(cv2.imencode(".jpg", _image_loader(i))[1].tobytes())
+    written = plot_report(tmp_path / "report", y, proba, CLASS_NAMES, image_paths=paths)
+    assert set(written) == {"confusion", "errors"} and written["errors"].stat().st_size > 1000
