@@ -106,6 +106,8 @@ def _read_text_csv(path: Path, what: str, required: list[str]) -> pd.DataFrame:
         raise KaggleTLError(f"{path}: {what} file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as exc:
         raise KaggleTLError(f"{path}: {what} is not a readable CSV ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise KaggleTLError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     check_csv_header(path, frame)  # never a column the file does not have ("Unnamed: 4", "cat.1")
     missing = [c for c in required if c not in frame.columns]
     if missing:

@@ -110,3 +110,12 @@ def test_sample_submission_columns_are_the_header_exactly(tmp_path):
     path.write_text("id,cat,dog\n1,0.5,0.5,\n")  # pandas would make the ids the index
     with pytest.raises(KaggleTLError, match=r"sample.csv: line 2 has more fields than the 3 of the header"):
         read_sample_submission(path)
+
+
+def test_unreadable_sample_is_one_line(tmp_path, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")  # tests run as root, whom chmod 000 does not stop
+
+    monkeypatch.setattr("kaggle_tl.submission.pd.read_csv", denied)
+    with pytest.raises(KaggleTLError, match=r"sample.csv: cannot read the sample submission \(Permission denied\)$"):
+        read_sample_submission(tmp_path / "sample.csv")
