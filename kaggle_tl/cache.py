@@ -14,6 +14,7 @@ meta.json.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -24,7 +25,7 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -50,21 +51,33 @@ def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
 
     A full disk (or quota) is a KaggleTLError naming the folder; no temporary file is left behind.
     """
-    try:
+    with _full_disk_as_error(path):
         _atomic_write(path, lambda handle: handle.write(data), overwrite)
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` by the same atomic rename; a full disk is one line naming the folder."""
+    with _full_disk_as_error(path):
+        _atomic_save_npy(path, array)
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """atomic_save_npy, but OSError (ENOSPC included) reaches the caller, whose message knows more.
+
+    FeatureCache.write_chunk says the chunks already written are kept and a re-run resumes.
+    """
+    _atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False), overwrite=True)
+
+
+@contextlib.contextmanager
+def _full_disk_as_error(path: Path) -> Iterator[None]:
+    try:
+        yield
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             what = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
             raise KaggleTLError(f"{path.parent}: {what} while writing {path.name}") from None
         raise
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Like atomic_write_bytes, but OSError (ENOSPC included) reaches the caller, whose message knows more.
-
-    FeatureCache.write_chunk says the chunks already written are kept and a re-run resumes.
-    """
-    _atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False), overwrite=True)
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None], overwrite: bool) -> None:

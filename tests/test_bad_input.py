@@ -271,7 +271,7 @@ def test_cli_reports_bad_input_on_one_line(case, tmp_path, capsys, monkeypatch):
         lines = (comp / "sample_submission.csv").read_text().splitlines()
         (comp / "sample_submission.csv").write_text("\n".join(line + "," for line in lines) + "\n")
     elif case == "two-label-columns":
-        labels.assign(label2=labels["label"]).rename(columns={"label2": "label"}).to_csv(comp / "labels.csv", index=False)
+        pd.concat([labels, labels["label"]], axis=1).to_csv(comp / "labels.csv", index=False)  # id,label,label
     elif case == "gif-test-image":
         (comp / "test" / "te001.png").unlink()
         (comp / "test" / "te001.gif").write_bytes(b"GIF89a" + bytes(30))
@@ -314,11 +314,15 @@ def fill_disk(monkeypatch, error: int = errno.ENOSPC, room: int = 100) -> None:
 
 @pytest.mark.parametrize("error, what", [(errno.ENOSPC, "no space left on device"),
                                          (errno.EDQUOT, "disk quota exceeded")])
-def test_full_disk_is_one_line_naming_the_folder_and_leaves_no_temp_file(tmp_path, monkeypatch, error, what):
+@pytest.mark.parametrize("writer", ["bytes", "npy"])
+def test_full_disk_is_one_line_naming_the_folder_and_leaves_no_temp_file(tmp_path, monkeypatch, error, what, writer):
     fill_disk(monkeypatch, error)
     folder = tmp_path / "runs" / "r1"
-    with pytest.raises(KaggleTLError, match=rf"runs/r1: {what} while writing record.json$") as exc:
-        cache.atomic_write_bytes(folder / "record.json", b"{}" * 1000)
+    with pytest.raises(KaggleTLError, match=rf"runs/r1: {what} while writing (record.json|oof.npy)$") as exc:
+        if writer == "bytes":
+            cache.atomic_write_bytes(folder / "record.json", b"{}" * 1000)
+        else:
+            cache.atomic_save_npy(folder / "oof.npy", np.zeros((100, 10)))
     assert "\n" not in str(exc.value)
     assert list(folder.iterdir()) == []  # neither the file nor its temporary
 
@@ -345,7 +349,7 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
         cache.atomic_write_bytes(tmp_path / "record.json", b"{}")
-        cache._atomic_save_npy(tmp_path / "oof.npy", np.zeros(3))
+        cache.atomic_save_npy(tmp_path / "oof.npy", np.zeros(3))
         cache.atomic_write_bytes(tmp_path / "sub.csv", b"id\n", overwrite=False)
     finally:
         os.umask(old)
