@@ -105,15 +105,11 @@ def _create_temp(path: Path) -> tuple[int, str]:
     """A new, exclusively created hidden file beside ``path``: (descriptor, name).
 
     Unlike tempfile.mkstemp (always mode 0600), mode 0666 lets the umask decide, so outputs
-    are as readable as any other file the user creates.
+    are as readable as any other file the user creates. 64 random bits make a name collision
+    (FileExistsError, never an overwrite: O_EXCL) negligible.
     """
-    for _ in range(100):
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
 
 
 class FeatureCache:
