@@ -14,15 +14,18 @@ meta.json.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -44,12 +47,47 @@ def cache_key(**parts: Any) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
-    """Write via a temp file in the same folder and rename; with overwrite=False never clobber."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write via a temp file in the same folder and rename; with overwrite=False never clobber.
+
+    A full disk (or quota) is a KaggleTLError naming the folder; no temporary file is left behind.
+    """
+    with _full_disk_as_error(path):
+        _atomic_write(path, lambda handle: handle.write(data), overwrite)
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` by the same atomic rename; a full disk is one line naming the folder."""
+    with _full_disk_as_error(path):
+        _atomic_save_npy(path, array)
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """atomic_save_npy, but OSError (ENOSPC included) reaches the caller, whose message knows more.
+
+    FeatureCache.write_chunk says the chunks already written are kept and a re-run resumes.
+    """
+    _atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False), overwrite=True)
+
+
+@contextlib.contextmanager
+def _full_disk_as_error(path: Path) -> Iterator[None]:
     try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+            raise KaggleTLError(f"{path.parent}: {what} while writing {path.name}") from None
+        raise
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], overwrite: bool) -> None:
+    """Create a temp file beside ``path`` (and its folder), ``write(handle)``, fsync, rename it to ``path``."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temp(path)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         if overwrite:
@@ -58,23 +96,20 @@ def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
             os.link(tmp, path)  # fails with FileExistsError instead of replacing
             os.unlink(tmp)
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new, exclusively created hidden file beside ``path``: (descriptor, name).
+
+    Unlike tempfile.mkstemp (always mode 0600), mode 0666 lets the umask decide, so outputs
+    are as readable as any other file the user creates. 64 random bits make a name collision
+    (FileExistsError, never an overwrite: O_EXCL) negligible.
+    """
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
 
 
 class FeatureCache:

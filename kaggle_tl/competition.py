@@ -1,9 +1,12 @@
 """Read a Kaggle competition folder: train ids + labels, classes, test ids in submission order."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import logging
+import os
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +16,11 @@ import pandas as pd
 
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.images import IMAGE_EXTENSIONS, find_bad_images
+from kaggle_tl.images import IMAGE_EXTENSIONS, find_bad_images, image_problem
 
 log = logging.getLogger(__name__)
+# Left in data folders by tools, never images: Windows' thumbnail caches and folder settings.
+SYSTEM_FILES = ("thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini")
 
 
 @dataclass
@@ -48,19 +53,20 @@ def read_competition(config: RunConfig, root: str | Path | None = None) -> Compe
     if not root.is_dir():
         raise KaggleTLError(f"{root}: competition folder not found")
     notes: list[str] = []
+    ignored: dict[str, list[Path]] = defaultdict(list)  # kind -> paths left out of every listing
     train_dir, test_dir = root / config.train_dir, root / config.test_dir
     if not train_dir.is_dir():
         raise KaggleTLError(f"{train_dir}: train folder not found")
     labels_path = root / config.labels_csv
     if labels_path.is_file():
-        train_ids, train_paths, labels = _labels_from_csv(labels_path, train_dir, config, notes)
+        train_ids, train_paths, labels = _labels_from_csv(labels_path, train_dir, config, notes, ignored)
     else:
-        train_ids, train_paths, labels = _labels_from_folders(train_dir, labels_path)
+        train_ids, train_paths, labels = _labels_from_folders(train_dir, labels_path, ignored)
 
     sample_path = root / config.sample_submission
     if not test_dir.is_dir():
         raise KaggleTLError(f"{test_dir}: test folder not found")
-    test_files = _images_by_id(test_dir)
+    test_files, test_others = _images_by_id(test_dir, ignored)
     if sample_path.is_file():
         sample = _read_csv(sample_path, required=[config.id_column])
         classes = [c for c in sample.columns if c != config.id_column]
@@ -82,6 +88,7 @@ def read_competition(config: RunConfig, root: str | Path | None = None) -> Compe
         raise KaggleTLError(f"{test_dir}: no test images (a submission needs at least one)")
     missing = [i for i in test_ids if i not in test_files]
     if missing:
+        _stop_on_unsupported(missing, test_others, sample_path)
         raise KaggleTLError(f"{sample_path}: {len(missing)} id(s) have no image in {test_dir}/, "
                             f"e.g. {missing[:3]}")
     extra_test = sorted({p.name for p in test_files.values()} - {test_files[i].name for i in test_ids})
@@ -98,6 +105,7 @@ def read_competition(config: RunConfig, root: str | Path | None = None) -> Compe
     class_index = {c: i for i, c in enumerate(classes)}
     y = np.array([class_index[label] for label in labels], dtype=np.int64)
     _check_class_counts(y, classes, config.folds, labels_path)
+    notes.extend(_ignored_notes(ignored, root))
     competition = Competition(root, classes, train_ids, train_paths, y, test_ids,
                               [test_files[i] for i in test_ids], sample, config.id_column, notes)
     competition, _ = _apply_bad_image_policy(competition, find_bad_images(competition.train_paths),
@@ -176,10 +184,39 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as exc:
         raise KaggleTLError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    check_csv_header(path, frame)
     absent = [c for c in required if c not in frame.columns]
     if absent:
         raise KaggleTLError(f"{path}: missing column(s) {absent}; found {list(frame.columns)[:8]}")
     return frame
+
+
+def check_csv_header(path: Path, frame: pd.DataFrame) -> None:
+    """Stop unless ``frame`` (read from ``path`` by pandas) has exactly the file's header as columns.
+
+    pandas renames an empty header cell ("id,cat,dog,", a trailing comma) to "Unnamed: 3" and a
+    repeated one to "cat.1", and makes the first column the index when rows have more fields
+    than the header: each would invent a submission column or label that the file does not have.
+    The header is read here with the csv module, which renames nothing.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = csv.reader(handle)
+        header = next((row for row in rows if row), [])  # pandas skips blank lines before the header
+        first_position: dict[str, int] = {}
+        for position, name in enumerate(header, start=1):
+            if name == "":
+                raise KaggleTLError(f"{path}: empty column name at position {position} of the header "
+                                    f"(a trailing comma?); name the column or remove it")
+            if name in first_position:
+                raise KaggleTLError(f"{path}: duplicated column {name!r} in the header (positions "
+                                    f"{first_position[name]} and {position}); rename or remove one")
+            first_position[name] = position
+        if not isinstance(frame.index, pd.RangeIndex):
+            line = next((rows.line_num for row in rows if len(row) > len(header)), "?")
+            raise KaggleTLError(f"{path}: line {line} has more fields than the {len(header)} of the header "
+                                f"(a trailing comma?)")
+    if list(frame.columns) != header:
+        raise KaggleTLError(f"{path}: header {header[:8]} was read as {list(frame.columns)[:8]}")
 
 
 def _check_unique(ids: list[str], path: Path, column: str) -> None:
@@ -190,26 +227,84 @@ def _check_unique(ids: list[str], path: Path, column: str) -> None:
         seen.add(value)
 
 
-def _images_by_id(folder: Path) -> dict[str, Path]:
-    """Map id -> path for image files directly in ``folder``; an id is the file name minus extension."""
-    out: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            if path.stem in out:
-                raise KaggleTLError(f"{path}: two images share the id {path.stem!r} ({out[path.stem].name})")
-            out[path.stem] = path
-    return out
+def _ignored_kind(name: str) -> str | None:
+    """Why a file or folder name is never data (a hidden or system entry), or None."""
+    if name.startswith("."):
+        return "hidden"  # .ipynb_checkpoints, .DS_Store, ._photo.jpg (macOS resource forks)
+    if name == "__MACOSX":
+        return "__MACOSX"  # the resource forks macOS' zip adds
+    if name.lower() in SYSTEM_FILES or name == "Icon\r":
+        return "system"
+    return None
 
 
-def _labels_from_csv(labels_path: Path, train_dir: Path, config: RunConfig, notes: list[str]):
+def _ignored_notes(ignored: dict[str, list[Path]], root: Path) -> list[str]:
+    what = {"hidden": "hidden file(s)/folder(s) (name starting with '.')",
+            "__MACOSX": "__MACOSX folder(s) (macOS zip metadata)",
+            "system": "system file(s) (Thumbs.db, desktop.ini, Icon)",
+            "other": "file(s) that are not images kaggle_tl reads"}
+    return [f"{len(paths)} {what[kind]} ignored, e.g. {paths[0].relative_to(root)}"
+            for kind, paths in ignored.items() if paths]
+
+
+def _list_folder(folder: Path, ignored: dict[str, list[Path]]) -> tuple[list[Path], list[Path]]:
+    """(files, sub-folders) directly in ``folder``, by name, hidden and system entries left out (and recorded)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        files, folders = [], []
+        for entry in entries:
+            kind = _ignored_kind(entry.name)
+            if kind:
+                ignored[kind].append(Path(entry.path))
+            elif entry.is_dir():
+                folders.append(Path(entry.path))
+            elif entry.is_file():
+                files.append(Path(entry.path))
+    except OSError as exc:
+        raise KaggleTLError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
+    return files, folders
+
+
+def _images_by_id(folder: Path, ignored: dict[str, list[Path]]) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Map id -> path for image files directly in ``folder``, and id -> path for its other files.
+
+    An id is the file name minus extension. Other files are recorded in ``ignored["other"]``;
+    they are returned so that an id with only, say, a GIF can be refused naming the format.
+    """
+    images: dict[str, Path] = {}
+    others: dict[str, Path] = {}
+    for path in _list_folder(folder, ignored)[0]:
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            others.setdefault(path.stem, path)
+            ignored["other"].append(path)
+        elif path.stem in images:
+            raise KaggleTLError(f"{path}: two images share the id {path.stem!r} ({images[path.stem].name})")
+        else:
+            images[path.stem] = path
+    return images, others
+
+
+def _stop_on_unsupported(missing: list[str], others: dict[str, Path], csv_path: Path) -> None:
+    """Name the format when an id lacks an image but has a file kaggle_tl does not read (a GIF, say)."""
+    found = [others[i] for i in missing if i in others]
+    if found:
+        problem = image_problem(found[0])
+        if problem is None:  # a readable image under a foreign extension
+            problem = f"the {found[0].suffix} extension is not one kaggle_tl reads ({', '.join(IMAGE_EXTENSIONS)})"
+        raise KaggleTLError(f"{found[0]}: {problem} ({len(found)} id(s) of {csv_path.name} have only such a file)")
+
+
+def _labels_from_csv(labels_path: Path, train_dir: Path, config: RunConfig, notes: list[str],
+                     ignored: dict[str, list[Path]]):
     frame = _read_csv(labels_path, required=[config.id_column, config.label_column])
     if frame.empty:
         raise KaggleTLError(f"{labels_path}: no rows")
     ids = [_strip_extension(i) for i in frame[config.id_column]]
     _check_unique(ids, labels_path, config.id_column)
-    files = _images_by_id(train_dir)
+    files, others = _images_by_id(train_dir, ignored)
     missing = [i for i in ids if i not in files]
     if missing:
+        _stop_on_unsupported(missing, others, labels_path)
         raise KaggleTLError(f"{labels_path}: {len(missing)} id(s) have no image in {train_dir}/, "
                             f"e.g. {missing[:3]}")
     empty = [i for i, label in zip(ids, frame[config.label_column]) if label == ""]
@@ -228,10 +323,10 @@ def _strip_extension(value: str) -> str:
     return value[: -len(suffix)] if suffix in IMAGE_EXTENSIONS else value
 
 
-def _labels_from_folders(train_dir: Path, labels_path: Path):
+def _labels_from_folders(train_dir: Path, labels_path: Path, ignored: dict[str, list[Path]]):
     ids, paths, labels = [], [], []
-    for class_dir in sorted(p for p in train_dir.iterdir() if p.is_dir()):
-        for image_id, path in _images_by_id(class_dir).items():
+    for class_dir in _list_folder(train_dir, ignored)[1]:
+        for image_id, path in _images_by_id(class_dir, ignored)[0].items():
             ids.append(f"{class_dir.name}/{image_id}")
             paths.append(path)
             labels.append(class_dir.name)

@@ -16,6 +16,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of a whole PNG
 JPEG_SOS, JPEG_EOI = b"\xff\xda", b"\xff\xd9"
 _HEAD_BYTES, _TAIL_BYTES = 16, 64
+# Formats people meet in Kaggle folders that kaggle_tl does not read (named, so the user knows what to convert).
+UNSUPPORTED_FORMATS = ("GIF", "HEIC", "AVIF", "JPEG 2000")
+# A file ending in zero bytes is called a zero-filled interrupted download only when the zeros are
+# this large a share of it: uncompressed BMP/TIFF pixels may legitimately be zero bytes (black
+# top rows in a bottom-up BMP), and even compressed data does end in zeros: lossy WebP of a
+# constant image ends in zero bytes making up 5.4% of the file (measured, 64 px to 8000 x 6000).
+ZERO_TAIL_SHARE, ZERO_TAIL_SHARE_COMPRESSED = 1 / 3, 1 / 8
+_JPEG_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
 class ImageError(KaggleTLError):
@@ -27,7 +35,10 @@ class ImageError(KaggleTLError):
 
 
 def image_format(head: bytes) -> str | None:
-    """The format named by a file's first bytes (its magic number), or None."""
+    """The format named by a file's first bytes (its magic number), or None.
+
+    Also names the formats of ``UNSUPPORTED_FORMATS``, so a refusal can say what the file is.
+    """
     if head.startswith(b"\xff\xd8\xff"):
         return "JPEG"
     if head.startswith(PNG_SIGNATURE):
@@ -38,44 +49,128 @@ def image_format(head: bytes) -> str | None:
         return "WebP"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
+    if head[:4] == b"GIF8":
+        return "GIF"
+    if head[4:8] == b"ftyp":  # ISO base media file: the brand says which
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+            return "HEIC"
+    if head.startswith(b"\x00\x00\x00\x0cjP  ") or head.startswith(b"\xff\x4f\xff\x51"):
+        return "JPEG 2000"
     return None
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
+    """(marker, offset) of each marker segment of a JPEG's header, up to and including the first scan.
+
+    Segments are skipped by their declared lengths, so a whole JPEG embedded in one (the EXIF
+    thumbnail in APP1, with its own scan and end marker) is passed over, never mistaken for
+    the main image. Stops early at bytes that are not a marker (a damaged header).
+    """
+    offset = 2  # after the start-of-image marker
+    while offset + 4 <= len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            offset += 1
+            continue
+        yield marker, offset
+        if marker == 0xDA:
+            return
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length field
+            offset += 2
+        else:
+            offset += 2 + int.from_bytes(data[offset + 2:offset + 4], "big")
+
+
+def _jpeg_main_scan(data: bytes) -> int:
+    """Offset of the main image's first start-of-scan marker, or -1."""
+    return next((offset for marker, offset in _jpeg_segments(data) if marker == 0xDA), -1)
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) as stored in a JPEG's frame header (before EXIF orientation), or None."""
+    for marker, offset in _jpeg_segments(data):
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn; C4/C8/CC are not frames
+            frame = data[offset + 5:offset + 9]
+            return int.from_bytes(frame[:2], "big"), int.from_bytes(frame[2:], "big")
+    return None
+
+
+def _zero_tail(data: bytes) -> int:
+    return len(data) - len(data.rstrip(b"\x00"))
 
 
 def _bytes_problem(head: bytes, tail: bytes, size: int, read_all: Callable[[], bytes]) -> str | None:
     """What is wrong with an image file, judged from its size, first and last bytes, without decoding.
 
     ``read_all`` is called only for a file that does not end the usual way (trailing bytes after
-    the end marker are legal), so a whole scan reads a few dozen bytes per healthy file.
+    the end marker are legal, and so is zero padding after it), so a whole scan reads a few
+    dozen bytes per healthy file.
     """
     if size == 0:
         return "empty file (0 bytes)"
     kind = image_format(head)
     if kind is None:
         return f"not an image (unrecognised file header {head[:8]!r})"
+    if kind in UNSUPPORTED_FORMATS:
+        return f"{kind} is not supported; convert to PNG/JPEG"
     # Interrupted downloads are often zero-filled to their full size: ignore trailing NULs.
     end = tail.rstrip(b"\x00")
     if kind == "JPEG" and not end.endswith(JPEG_EOI):
-        # Entropy-coded data never holds FF D9, so an end-of-image marker after the first scan
-        # means the file is whole and merely has trailing data.
+        # Entropy-coded data never holds FF D9, so an end-of-image marker after the main image's
+        # first scan means the file is whole and merely has trailing data.
         data = read_all()
-        sos = data.find(JPEG_SOS)
+        sos = _jpeg_main_scan(data)
         if sos < 0 or data.find(JPEG_EOI, sos) < 0:
             return "truncated JPEG (no end-of-image marker)"
     if kind == "PNG" and not end.endswith(PNG_END) and PNG_END not in read_all():
         return "truncated PNG (no IEND chunk)"
+    declared = size
     if kind in ("BMP", "WebP") and len(head) >= 8:
         # BMP stores the file size at bytes 2-5, RIFF the size after byte 8 at bytes 4-7.
         declared = int.from_bytes(head[2:6], "little") if kind == "BMP" else int.from_bytes(head[4:8], "little") + 8
         if declared > size:
             return f"truncated {kind} ({size} of {declared} bytes)"
+    if kind == "TIFF" and _tiff_directory(head) + 2 > size:
+        return f"truncated TIFF (its directory is at byte {_tiff_directory(head)} of {size})"
+    if kind in ("BMP", "WebP", "TIFF") and len(end) < len(tail):  # the file ends in zero bytes
+        # Count them; only when the whole tail is zeros is the rest of the file read.
+        data = b"" if end else read_all()
+        padding = size - declared if 0 < declared <= size else 0  # zeros past a declared end are legal
+        zeros = (len(tail) - len(end) if end else _zero_tail(data)) - padding
+        if kind == "TIFF" and _tiff_directory(head) >= size - zeros:
+            return (f"zero-filled TIFF (its directory at byte {_tiff_directory(head)} is in the last {zeros} "
+                    f"bytes, all zeros)")
+        if zeros >= size * ZERO_TAIL_SHARE_COMPRESSED:
+            compressed = kind == "WebP" or (kind == "TIFF" and _tiff_compression(data or read_all()) != 1)
+            if zeros >= size * (ZERO_TAIL_SHARE_COMPRESSED if compressed else ZERO_TAIL_SHARE):
+                return f"zero-filled {kind} (its last {zeros} of {size} bytes are zeros: an interrupted download?)"
     return None
+
+
+def _tiff_directory(head: bytes) -> int:
+    """Offset of a TIFF's first image directory (IFD), from bytes 4-7 of its header."""
+    return int.from_bytes(head[4:8], "little" if head[:2] == b"II" else "big")
+
+
+def _tiff_compression(data: bytes) -> int:
+    """The Compression tag (259) of a TIFF's first directory; 1 (none) when absent, as the spec says."""
+    order = "little" if data[:2] == b"II" else "big"
+    offset = _tiff_directory(data)
+    count = int.from_bytes(data[offset:offset + 2], order)
+    for entry in range(offset + 2, offset + 2 + 12 * count, 12):
+        if int.from_bytes(data[entry:entry + 2], order) == 259:
+            return int.from_bytes(data[entry + 8:entry + 10], order)
+    return 1
 
 
 def image_problem(path: str | Path) -> str | None:
     """A cheap check of one image file (magic number, size, end marker), or None if it looks whole.
 
-    It catches empty, truncated and non-image files without decoding; a file that passes can
-    still fail to decode (corrupt data inside), which extraction then reports.
+    It catches empty, truncated, zero-filled, unsupported and non-image files without decoding;
+    a file that passes can still fail to decode (corrupt data inside), which extraction then reports.
     """
     try:
         with open(path, "rb") as handle:
@@ -95,13 +190,17 @@ def find_bad_images(paths: Sequence[str | Path], threads: int = 8) -> dict[int, 
     return {i: problem for i, problem in enumerate(problems) if problem is not None}
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
     """Decode an image file to an (H, W, 3) uint8 RGB array.
 
     Grayscale, RGBA (alpha dropped, not composited), CMYK and 16-bit files all come out as
     8-bit RGB. EXIF orientation is applied (OpenCV's default), so a phone photo is seen the way
     a viewer shows it. Raises ImageError for unusable bytes (the same checks as
     ``image_problem``, then the decode), KaggleTLError if the file cannot be read.
+
+    With ``min_side``, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
+    several times faster on large photos): the largest reduction whose shorter side is still at
+    least ``min_side`` pixels, so a later resize to at most ``min_side`` only shrinks.
     """
     path = Path(path)
     try:
@@ -113,12 +212,31 @@ def read_image(path: str | Path) -> np.ndarray:
     problem = _bytes_problem(data[:_HEAD_BYTES].tobytes(), data[-_TAIL_BYTES:].tobytes(), data.size, data.tobytes)
     if problem:
         raise ImageError(path, problem)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(data, _decode_flags(data, min_side))
     if image is None or image.size == 0:
         raise ImageError(path, "not a decodable image")
     # OpenCV decodes to BGR while every Keras preprocess_input expects RGB; public kernels that
     # skip this swap feed the networks colour-swapped images.
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _decode_flags(data: np.ndarray, min_side: int | None) -> int:
+    """IMREAD_COLOR, or a reduced-size JPEG decode when ``min_side`` allows one.
+
+    The reduced flags include IMREAD_COLOR, so EXIF orientation, grayscale and CMYK handling
+    are the same; only JPEG is reduced in the decoder (OpenCV would decode other formats fully,
+    then shrink with its own resize, which saves nothing).
+    """
+    if not min_side or image_format(data[:_HEAD_BYTES].tobytes()) != "JPEG":
+        return cv2.IMREAD_COLOR
+    size = _jpeg_size(data.tobytes())
+    if size is None:
+        return cv2.IMREAD_COLOR
+    shorter = min(size)
+    for factor, flag in _JPEG_REDUCED:
+        if -(-shorter // factor) >= min_side:  # libjpeg rounds scaled sizes up
+            return flag
+    return cv2.IMREAD_COLOR
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:

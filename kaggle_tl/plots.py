@@ -101,10 +101,16 @@ def plot_tsne(
     max_points: int = 2000,
     seed: int = 0,
 ) -> Path:
-    """2-D t-SNE of the features (after PCA to 50 dims), coloured by label, on at most max_points rows."""
+    """2-D t-SNE of the features (after PCA to 50 dims), coloured by label, on at most max_points rows.
+
+    Raises ValueError, before t-SNE runs, for input it cannot embed: NaN or infinite values, fewer
+    than 2 rows or classes, or features that are the same in every row (scikit-learn's t-SNE
+    crashes the process on those, with a segmentation fault no caller could catch).
+    """
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(features), size=min(max_points, len(features)), replace=False))
-    X, labels = np.asarray(features[rows], dtype=np.float32), np.asarray(y)[rows]
+    X, labels = np.asarray(features[rows], dtype=np.float64), np.asarray(y)[rows]
+    X = _embeddable(X, labels).astype(np.float32)
     n_components = min(50, X.shape[0], X.shape[1])
     if X.shape[1] > n_components:
         # t-SNE's neighbour search is much faster in 50 dims, and PCA drops mostly noise.
@@ -125,6 +131,25 @@ def plot_tsne(
     ax.set_yticks([])
     ax.set_title(f"t-SNE of features ({len(X)} points)")
     return _save(figure, path)
+
+
+def _embeddable(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``X`` shifted and scaled into [0, 1], or ValueError saying why t-SNE cannot run.
+
+    The scaling leaves t-SNE's result unchanged up to rounding (its neighbour bandwidths are
+    searched per point, and its PCA initialisation is rescaled) but keeps tiny features (1e-30)
+    from underflowing to the constant input that crashes it.
+    """
+    if not np.isfinite(X).all():
+        raise ValueError(f"features have NaN or infinite values in {int((~np.isfinite(X).any(axis=1)).sum())} row(s)")
+    if len(X) < 2 or len(np.unique(labels)) < 2:
+        raise ValueError(f"needs at least 2 rows of 2 classes; got {len(X)} row(s) of {len(np.unique(labels))}")
+    # Spread measured between rows, not around a mean, whose rounding would make equal rows differ.
+    low = X.min(axis=0)
+    spread = (X.max(axis=0) - low).max()
+    if not spread > 0:
+        raise ValueError(f"features are the same in all {len(X)} rows (a constant layer?)")
+    return (X - low) / spread
 
 
 def _class_colours(n_classes: int) -> list[tuple[float, float, float, float]]:
@@ -184,8 +209,8 @@ def plot_report(
 
     ``strategies`` needs ``strategy_table``; ``confusion`` the (N, C) OOF ``proba``; ``tsne`` the
     (N, D) ``features``; ``errors`` the train ``image_paths``. A figure that fails (an image
-    deleted since the run, say) is logged and skipped: the predictions it describes are already
-    saved, and a missing picture must not cost them.
+    deleted since the run, constant or NaN features, say) is logged on one line and skipped: the
+    predictions it describes are already saved, and a missing picture must not cost them.
     """
     folder = Path(folder)
     jobs: dict[str, Callable[[Path], Path]] = {}
@@ -195,12 +220,13 @@ def plot_report(
     if features is not None:
         jobs["tsne"] = lambda path: plot_tsne(features, y, class_names, path, max_points=1000)
     if image_paths is not None:
-        jobs["errors"] = lambda path: plot_confident_errors(lambda i: read_image(image_paths[i]), y, proba,
-                                                            class_names, path)
+        # Each tile is drawn about 370 px wide: a phone photo need not be decoded at full size.
+        jobs["errors"] = lambda path: plot_confident_errors(lambda i: read_image(image_paths[i], min_side=400), y,
+                                                            proba, class_names, path)
     written = {}
     for name, plot in jobs.items():
         try:
             written[name] = plot(folder / f"{name}.png")
         except Exception as exc:  # noqa: BLE001 -- see the docstring
-            logger.warning("could not draw %s.png: %s", name, exc)
+            logger.warning("could not draw %s.png: %s", name, (str(exc).splitlines() or [type(exc).__name__])[0])
     return written

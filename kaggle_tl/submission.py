@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from kaggle_tl.cache import atomic_write_bytes
+from kaggle_tl.competition import check_csv_header
 from kaggle_tl.metrics import KAGGLE_EPS, clip_proba, score
 from kaggle_tl.errors import KaggleTLError
 
@@ -97,11 +98,15 @@ def read_sample_submission(path: str | Path, id_column: str = "id") -> pd.DataFr
 
 def _read_text_csv(path: Path, what: str, required: list[str]) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would rename column 1.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise KaggleTLError(f"{path}: {what} file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as exc:
         raise KaggleTLError(f"{path}: {what} is not a readable CSV ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise KaggleTLError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    check_csv_header(path, frame)  # never a column the file does not have ("Unnamed: 4", "cat.1")
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise KaggleTLError(f"{path}: {what} is missing column(s) {missing}; found {list(frame.columns)[:8]}")

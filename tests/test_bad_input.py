@@ -7,8 +7,11 @@ model exists and use small competitions of their own.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -17,11 +20,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kaggle_tl import cli
+from kaggle_tl import cache, cli
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.pipeline import run
 from kaggle_tl.runs import RunRecord
+from kaggle_tl.submission import build_submission, write_submission
 from conftest import make_competition  # noqa: E402
 
 SMALL = dict(backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",), folds=2, heads=("logreg",))
@@ -253,18 +257,102 @@ def test_missing_or_unreadable_weights(case, weights_comp, tmp_path, capsys):
     assert expected in line
 
 
-@pytest.mark.parametrize("case", ["duplicate-id", "missing-column", "zero-byte-test-image"])
-def test_cli_reports_bad_input_on_one_line(case, tmp_path, capsys):
+@pytest.mark.parametrize("case", ["duplicate-id", "missing-column", "zero-byte-test-image", "sample-trailing-comma",
+                                  "two-label-columns", "gif-test-image", "zero-filled-webp", "unreadable-test-folder"])
+def test_cli_reports_bad_input_on_one_line(case, tmp_path, capsys, monkeypatch):
     comp = make_competition(tmp_path / "comp", n_per_class=2, n_test=2)
     labels = pd.read_csv(comp / "labels.csv", dtype=str)
     if case == "duplicate-id":
         pd.concat([labels, labels.iloc[:1]]).to_csv(comp / "labels.csv", index=False)
     elif case == "missing-column":
         labels.rename(columns={"label": "class"}).to_csv(comp / "labels.csv", index=False)
-    else:
+    elif case == "zero-byte-test-image":
         (comp / "test" / "te001.png").write_bytes(b"")
+    elif case == "sample-trailing-comma":
+        lines = (comp / "sample_submission.csv").read_text().splitlines()
+        (comp / "sample_submission.csv").write_text("\n".join(line + "," for line in lines) + "\n")
+    elif case == "two-label-columns":
+        pd.concat([labels, labels["label"]], axis=1).to_csv(comp / "labels.csv", index=False)  # id,label,label
+    elif case == "gif-test-image":
+        (comp / "test" / "te001.png").unlink()
+        (comp / "test" / "te001.gif").write_bytes(b"GIF89a" + bytes(30))
+    elif case == "zero-filled-webp":
+        data = cv2.imencode(".webp", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+        (comp / "test" / "te001.png").unlink()
+        (comp / "test" / "te001.webp").write_bytes(data[:len(data) // 2] + bytes(len(data) - len(data) // 2))
+    else:
+        real_scandir = os.scandir  # tests run as root, whom chmod 000 does not stop
+        monkeypatch.setattr("kaggle_tl.competition.os.scandir", lambda path: (
+            _raise(PermissionError(13, "Permission denied")) if Path(path).name == "test" else real_scandir(path)))
     code, line = cli_run(capsys, comp, tmp_path, "--weights", "none")
     assert code == 2
     assert {"duplicate-id": "labels.csv: duplicate id 'tr000' at row 8",
             "missing-column": "labels.csv: missing column(s) ['label']",
-            "zero-byte-test-image": "te001.png: empty file (0 bytes)"}[case] in line
+            "zero-byte-test-image": "te001.png: empty file (0 bytes)",
+            "sample-trailing-comma": "sample_submission.csv: empty column name at position 5 of the header",
+            "two-label-columns": "labels.csv: duplicated column 'label' in the header (positions 2 and 3)",
+            "gif-test-image": "te001.gif: GIF is not supported; convert to PNG/JPEG",
+            "zero-filled-webp": "te001.webp: zero-filled WebP",
+            "unreadable-test-folder": "test: cannot list the folder (Permission denied)"}[case] in line
+
+
+def _raise(exc: Exception):
+    raise exc
+
+
+# -- a full disk, and the umask -------------------------------------------------------------------
+def fill_disk(monkeypatch, error: int = errno.ENOSPC, room: int = 100) -> None:
+    """Make kaggle_tl's temporary files fill up after ``room`` bytes, writes raising ``error`` as the kernel does."""
+    class FullDiskFile(io.FileIO):
+        def write(self, data) -> int:
+            if self.tell() + len(data) > room:
+                super().write(bytes(data)[: max(0, room - self.tell())])
+                raise OSError(error, os.strerror(error))
+            return super().write(data)
+
+    monkeypatch.setattr("kaggle_tl.cache.os.fdopen", lambda fd, mode="rb", **kwargs: FullDiskFile(fd, "w"))
+
+
+@pytest.mark.parametrize("error, what", [(errno.ENOSPC, "no space left on device"),
+                                         (errno.EDQUOT, "disk quota exceeded")])
+@pytest.mark.parametrize("writer", ["bytes", "npy"])
+def test_full_disk_is_one_line_naming_the_folder_and_leaves_no_temp_file(tmp_path, monkeypatch, error, what, writer):
+    fill_disk(monkeypatch, error)
+    folder = tmp_path / "runs" / "r1"
+    with pytest.raises(KaggleTLError, match=rf"runs/r1: {what} while writing (record.json|oof.npy)$") as exc:
+        if writer == "bytes":
+            cache.atomic_write_bytes(folder / "record.json", b"{}" * 1000)
+        else:
+            cache.atomic_save_npy(folder / "oof.npy", np.zeros((100, 10)))
+    assert "\n" not in str(exc.value)
+    assert list(folder.iterdir()) == []  # neither the file nor its temporary
+
+
+def test_full_disk_while_saving_an_array_leaves_no_temp_file(tmp_path, monkeypatch):
+    # The OSError goes on to the caller (FeatureCache.write_chunk), whose one line says a re-run resumes.
+    fill_disk(monkeypatch)
+    with pytest.raises(OSError) as exc:
+        cache._atomic_save_npy(tmp_path / "chunk.npy", np.zeros((100, 10)))
+    assert exc.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+
+
+def test_submission_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    fill_disk(monkeypatch, room=10)
+    sample = pd.DataFrame({"id": ["a", "b"], "x": [0.5, 0.5], "y": [0.5, 0.5]})
+    frame = build_submission(np.full((2, 2), 0.5), ["a", "b"], ["x", "y"], sample)
+    with pytest.raises(KaggleTLError, match=r"subs: no space left on device while writing sub.csv$"):
+        write_submission(frame, sample, tmp_path / "subs", "sub")
+    assert list((tmp_path / "subs").iterdir()) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_respect_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        cache.atomic_write_bytes(tmp_path / "record.json", b"{}")
+        cache.atomic_save_npy(tmp_path / "oof.npy", np.zeros(3))
+        cache.atomic_write_bytes(tmp_path / "sub.csv", b"id\n", overwrite=False)
+    finally:
+        os.umask(old)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == \
+        {"record.json": mode, "oof.npy": mode, "sub.csv": mode}

@@ -1,6 +1,9 @@
 """read_competition on broken folders: one-line errors naming the file, or documented handling."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -202,6 +205,116 @@ def test_a_single_class_cannot_be_cross_validated(comp):
     frame.to_csv(comp / "labels.csv", index=False)
     with pytest.raises(KaggleTLError, match="at least 2 classes"):
         read(comp)
+
+
+# -- headers: exactly the file's columns, never one pandas invents ------------------------------
+@pytest.mark.parametrize("csv, header, message", [
+    ("sample_submission.csv", "id,blue,green,red,", r"sample_submission.csv: empty column name at position 5 "),
+    ("sample_submission.csv", "id,blue,green,red,blue", r"sample_submission.csv: duplicated column 'blue' in the "
+                                                        r"header \(positions 2 and 5\)"),
+    ("labels.csv", "id,label,label", r"labels.csv: duplicated column 'label' in the header \(positions 2 and 3\)"),
+    ("labels.csv", "id,,label", "labels.csv: empty column name at position 2 "),
+], ids=["sample-trailing-comma", "sample-duplicate", "labels-two-label-columns", "labels-empty-name"])
+def test_header_that_pandas_would_rename_stops(comp, csv, header, message):
+    # Rows get as many fields as the header, as a spreadsheet exports them.
+    lines = (comp / csv).read_text().splitlines()
+    extra = header.count(",") - lines[0].count(",")
+    (comp / csv).write_text("\n".join([header] + [line + "," * extra for line in lines[1:]]) + "\n")
+    with pytest.raises(KaggleTLError, match=message) as exc:
+        read(comp)
+    one_line(exc)
+
+
+def test_rows_with_more_fields_than_the_header_stop(comp):
+    # pandas would silently make the id column the index and shift every other column left.
+    lines = (comp / "sample_submission.csv").read_text().splitlines()
+    (comp / "sample_submission.csv").write_text("\n".join([lines[0]] + [line + "," for line in lines[1:]]) + "\n")
+    with pytest.raises(KaggleTLError, match=r"sample_submission.csv: line 2 has more fields than the 4 of the header"):
+        read(comp)
+
+
+# -- listing folders: hidden and system entries, unsupported formats, unreadable folders --------
+def to_class_folders(comp):
+    """The class-per-folder layout: train/<label>/<id>.<ext>, no labels.csv."""
+    for image_id, label in labels(comp).itertuples(index=False):
+        (comp / "train" / label).mkdir(exist_ok=True)
+        path = next((comp / "train").glob(f"{image_id}.*"))
+        path.rename(comp / "train" / label / path.name)
+    (comp / "labels.csv").unlink()
+    return comp
+
+
+def test_hidden_and_system_entries_are_ignored_everywhere_and_noted(comp):
+    to_class_folders(comp)
+    image = (comp / "train" / "blue" / "tr000.png").read_bytes()
+    for folder in ("train/.ipynb_checkpoints", "train/__MACOSX/red", "train/red/.ipynb_checkpoints"):
+        (comp / folder).mkdir(parents=True)
+        (comp / folder / "tr000-checkpoint.png").write_bytes(image)
+    for name in ("train/.DS_Store", "train/red/._tr000.png", "test/._te000.jpg", "test/.DS_Store"):
+        (comp / name).write_bytes(b"\x00\x05\x16\x07 not an image")
+    for name in ("train/red/Thumbs.db", "test/desktop.ini"):
+        (comp / name).write_bytes(b"junk")
+    competition = read(comp)
+    assert competition.classes == ["blue", "green", "red"]
+    assert len(competition.train_ids) == 12 and len(competition.test_ids) == 4
+    notes = [n for n in competition.notes if " ignored, e.g. " in n]
+    assert notes == ["6 hidden file(s)/folder(s) (name starting with '.') ignored, e.g. train/.DS_Store",
+                     "1 __MACOSX folder(s) (macOS zip metadata) ignored, e.g. train/__MACOSX",
+                     "2 system file(s) (Thumbs.db, desktop.ini, Icon) ignored, e.g. train/red/Thumbs.db"]
+
+
+def test_hidden_folder_of_images_is_not_a_class_without_a_sample_submission(comp):
+    to_class_folders(comp)
+    (comp / "sample_submission.csv").unlink()
+    (comp / "train" / ".ipynb_checkpoints").mkdir()
+    image = (comp / "train" / "blue" / "tr000.png").read_bytes()
+    for i in range(2):
+        (comp / "train" / ".ipynb_checkpoints" / f"x{i}.png").write_bytes(image)
+    competition = read(comp)
+    assert competition.classes == ["blue", "green", "red"]
+    assert list(competition.sample_submission.columns) == ["id", "blue", "green", "red"]
+
+
+@pytest.mark.parametrize("folder", ["test", "train"])
+def test_gif_image_is_refused_naming_the_format(comp, folder):
+    image_id = "te001" if folder == "test" else "tr001"
+    next((comp / folder).glob(f"{image_id}.*")).unlink()
+    (comp / folder / f"{image_id}.gif").write_bytes(b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + bytes(20) + b";")
+    message = rf"{image_id}.gif: GIF is not supported; convert to PNG/JPEG \(1 id"
+    with pytest.raises(KaggleTLError, match=message) as exc:
+        read(comp)
+    one_line(exc)
+
+
+def test_image_under_a_foreign_extension_is_named(comp):
+    path = next((comp / "test").glob("te002.*"))
+    path.rename(comp / "test" / "te002.jfif")
+    with pytest.raises(KaggleTLError, match=r"te002.jfif: the .jfif extension is not one kaggle_tl reads"):
+        read(comp)
+
+
+def test_other_files_are_ignored_and_noted(comp):
+    (comp / "test" / "README.txt").write_text("test images")
+    competition = read(comp)
+    assert "1 file(s) that are not images kaggle_tl reads ignored, e.g. test/README.txt" in competition.notes
+
+
+@pytest.mark.parametrize("folder", ["test", "train", "train/red"])
+def test_unreadable_folder_is_one_line(comp, folder, monkeypatch):
+    # Tests run as root, whom chmod 000 does not stop: make listing that folder fail instead.
+    if folder == "train/red":
+        to_class_folders(comp)
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path) == comp / folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr("kaggle_tl.competition.os.scandir", scandir)
+    with pytest.raises(KaggleTLError, match=rf"{folder}: cannot list the folder \(Permission denied\)") as exc:
+        read(comp)
+    one_line(exc)
 
 
 # -- the bad-image policy -----------------------------------------------------------------------

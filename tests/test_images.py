@@ -98,6 +98,102 @@ def test_truncated_bmp_and_webp_are_refused(tmp_path, noisy_rgb, ext):
     assert image_problem(path).startswith("truncated")
 
 
+ZERO_FILLED = {".jpg": "truncated JPEG", ".jpeg": "truncated JPEG", ".png": "truncated PNG",
+               ".bmp": "zero-filled BMP", ".webp": "zero-filled WebP", ".tif": "zero-filled TIFF",
+               ".tiff": "zero-filled TIFF"}
+
+
+def zero_fill_second_half(data: bytes) -> bytes:
+    """An interrupted download preallocated to full size: the second half never arrived."""
+    return data[:len(data) // 2] + bytes(len(data) - len(data) // 2)
+
+
+@pytest.mark.parametrize("ext, webp_quality", [(ext, None) for ext in images.IMAGE_EXTENSIONS] + [(".webp", 80)])
+def test_zero_filled_download_is_refused_in_every_format(tmp_path, ext, webp_quality):
+    smooth = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8), (0, 0), 2)
+    ok, data = cv2.imencode(ext, smooth, [cv2.IMWRITE_WEBP_QUALITY, webp_quality] if webp_quality else [])
+    path = tmp_path / f"partial{ext}"
+    path.write_bytes(data.tobytes())
+    assert image_problem(path) is None
+    path.write_bytes(zero_fill_second_half(data.tobytes()))
+    assert image_problem(path).startswith(ZERO_FILLED[ext])
+    with pytest.raises(ImageError, match=rf"partial\{ext}: {ZERO_FILLED[ext]}") as exc:
+        read_image(path)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("compression, refused", [(5, True), (1, False)], ids=["lzw", "uncompressed"])
+def test_zero_tail_of_a_tiff_whose_directory_comes_first(tmp_path, compression, refused):
+    # A quarter of the file zero-filled after the directory: too much for compressed (LZW) data,
+    # plausible black pixels when uncompressed.
+    entry = (259).to_bytes(2, "little") + (3).to_bytes(2, "little") + (1).to_bytes(4, "little") + \
+        compression.to_bytes(4, "little")
+    head = b"II*\x00" + (8).to_bytes(4, "little") + (1).to_bytes(2, "little") + entry + bytes(4)
+    pixels = np.random.default_rng(0).integers(1, 255, 300, dtype=np.uint8).tobytes()
+    path = tmp_path / "scan.tif"
+    path.write_bytes(head + pixels + bytes((len(head) + len(pixels)) // 3))
+    problem = image_problem(path)
+    assert problem.startswith("zero-filled TIFF (its last 108 of 434 bytes") if refused else problem is None
+
+
+def test_bmp_with_black_rows_is_not_called_zero_filled(tmp_path, noisy_rgb):
+    # An uncompressed BMP stores its top row last, so a black top is a zero-byte tail: legal below
+    # a third of the file (images.ZERO_TAIL_SHARE).
+    rgb = noisy_rgb.copy()
+    rgb[:12] = 0
+    path = tmp_path / "dark_sky.bmp"
+    path.write_bytes(cv2.imencode(".bmp", rgb)[1].tobytes())
+    assert image_problem(path) is None
+    np.testing.assert_array_equal(read_image(path), rgb[..., ::-1])
+
+
+@pytest.mark.parametrize("quality", [10, 80, None], ids=["q10", "q80", "lossless"])
+def test_constant_lossy_webp_ending_in_zeros_is_accepted(tmp_path, quality):
+    # libwebp ends a constant image's data with zero bytes (about 5% of the file): not a zero-fill.
+    rgb = np.full((512, 512, 3), 40, np.uint8)
+    path = tmp_path / "flat.webp"
+    path.write_bytes(cv2.imencode(".webp", rgb, [cv2.IMWRITE_WEBP_QUALITY, quality] if quality else [])[1].tobytes())
+    assert image_problem(path) is None
+    assert np.abs(read_image(path).astype(int) - 40).max() <= 2
+
+
+def with_exif_thumbnail(jpeg: bytes, thumbnail: bytes) -> bytes:
+    """``jpeg`` with an APP1 EXIF segment holding ``thumbnail`` (IFD1's JPEGInterchangeFormat), as cameras write."""
+    def entry(tag: int, value: int) -> bytes:  # type LONG, count 1
+        return b"".join(n.to_bytes(width, "little") for n, width in ((tag, 2), (4, 2), (1, 4), (value, 4)))
+
+    ifd1 = 8 + 2 + 4  # after the header and an empty IFD0
+    thumbnail_at = ifd1 + 2 + 2 * 12 + 4
+    tiff = (b"II*\x00" + (8).to_bytes(4, "little") + (0).to_bytes(2, "little") + ifd1.to_bytes(4, "little")
+            + (2).to_bytes(2, "little") + entry(0x0201, thumbnail_at) + entry(0x0202, len(thumbnail))
+            + bytes(4) + thumbnail)
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def test_exif_thumbnail_does_not_hide_a_missing_end_marker(tmp_path, noisy_rgb):
+    # The thumbnail carries its own scan and end marker; only the main image's count.
+    whole = with_exif_thumbnail(jpeg_bytes(np.repeat(noisy_rgb, 4, axis=1)), jpeg_bytes(noisy_rgb[:12, :16]))
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(whole)
+    assert image_problem(path) is None and read_image(path).shape == (48, 256, 3)
+    path.write_bytes(zero_fill_second_half(whole))
+    assert image_problem(path) == "truncated JPEG (no end-of-image marker)"
+    with pytest.raises(ImageError, match=r"camera.jpg: truncated JPEG"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("head, name", [(b"GIF89a", "GIF"), (b"\x00\x00\x00\x18ftypheic", "HEIC"),
+                                        (b"\x00\x00\x00\x1cftypavif", "AVIF"),
+                                        (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000")])
+def test_unsupported_format_is_named(tmp_path, head, name):
+    path = tmp_path / "photo.jpg"  # whatever the extension says
+    path.write_bytes(head + bytes(100))
+    assert image_problem(path) == f"{name} is not supported; convert to PNG/JPEG"
+    with pytest.raises(ImageError, match=f"photo.jpg: {name} is not supported"):
+        read_image(path)
+
+
 def test_unreadable_path_is_a_problem_not_a_crash(tmp_path):
     folder = tmp_path / "a_folder.jpg"
     folder.mkdir()
@@ -187,6 +283,54 @@ def test_very_large_image_decodes_and_shrinks(tmp_path):
     small = load_resized(path, [32])[32]
     assert small.shape == (32, 32, 3)
     assert small[:, :15].max() < 10 and small[:, 17:].min() > 245
+
+
+# -- reduced-resolution JPEG decoding (read_image(min_side=...)) ---------------------------------
+@pytest.fixture
+def photo() -> np.ndarray:
+    """A smooth 600 x 800 RGB image with sharp edges, like a photo with text on it."""
+    rng = np.random.default_rng(2)
+    image = cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (800, 600), interpolation=cv2.INTER_CUBIC)
+    cv2.putText(image, "kaggle_tl", (40, 300), cv2.FONT_HERSHEY_SIMPLEX, 4, (255, 255, 255), 8)
+    return image
+
+
+@pytest.mark.parametrize("min_side, shape", [(75, (75, 100)), (100, (150, 200)), (299, (300, 400)),
+                                             (300, (300, 400)), (301, (600, 800)), (None, (600, 800))])
+def test_reduced_jpeg_decode_keeps_the_shorter_side_at_least_min_side(tmp_path, photo, min_side, shape):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg_bytes(photo, quality=90))
+    assert read_image(path, min_side=min_side).shape == (*shape, 3)
+
+
+def test_reduced_jpeg_decode_resizes_close_to_a_full_decode(tmp_path, photo):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg_bytes(photo, quality=90))
+    full = cv2.resize(read_image(path), (64, 64), interpolation=cv2.INTER_AREA).astype(int)
+    reduced = cv2.resize(read_image(path, min_side=64), (64, 64), interpolation=cv2.INTER_AREA).astype(int)
+    assert read_image(path, min_side=64).shape == (75, 100, 3)  # 1/8 scale
+    # Close on average; sharp text edges differ most (BENCHMARKS.md has the figures on 3000 x 4000 photos).
+    assert np.abs(full - reduced).mean() < 2 and np.abs(full - reduced).max() < 80
+
+
+def test_reduced_jpeg_decode_applies_exif_orientation(tmp_path):
+    stored = np.zeros((200, 400, 3), np.uint8)  # left half red, right half blue; shown rotated 90 CW
+    stored[:, :200, 0] = 255
+    stored[:, 200:, 2] = 255
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    image.save(path, "JPEG", exif=exif.tobytes(), quality=95)
+    out = read_image(path, min_side=50)
+    assert out.shape == (100, 50, 3)  # 1/4 scale, then rotated as the full decode is
+    assert out[10, 25, 0] > 200 and out[10, 25, 2] < 60 and out[90, 25, 2] > 200 and out[90, 25, 0] < 60
+
+
+def test_min_side_leaves_other_formats_at_full_size(tmp_path, photo):
+    path = tmp_path / "photo.png"
+    path.write_bytes(png_bytes(photo))
+    np.testing.assert_array_equal(read_image(path, min_side=64), photo[..., ::-1])
 
 
 @pytest.mark.parametrize("name", ["café ünïcode.png", "with space.jpg", "日本語.jpg", "a,b'c.png"])

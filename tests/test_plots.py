@@ -1,4 +1,5 @@
 """Each plot writes a non-empty PNG that matplotlib can read back."""
+import cv2
 import matplotlib.image
 import numpy as np
 import pandas as pd
@@ -67,3 +68,39 @@ def test_plot_report_draws_what_it_can_and_skips_what_fails(labelled, tmp_path, 
     assert set(written) == {"strategies", "confusion"}  # errors.png needs images that no longer exist
     assert all(path.stat().st_size > 1000 for path in written.values())
     assert "could not draw errors.png" in caplog.text
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("zeros", "features are the same in all"),  # a user model whose layer outputs zeros: a segfault before
+    ("constant", "features are the same in all"),
+    ("nan", "NaN or infinite values in 1 row"),
+    ("one-class", "needs at least 2 rows of 2 classes"),
+    ("one-row", "needs at least 2 rows of 2 classes"),
+])
+def test_plot_report_skips_a_tsne_it_cannot_draw_and_keeps_the_rest(labelled, tmp_path, caplog, case, reason):
+    y, proba, features = labelled
+    features = {"zeros": np.zeros_like(features), "constant": np.full_like(features, 0.7),
+                "nan": np.where(np.arange(len(y))[:, None] == 5, np.nan, features),
+                "one-class": features, "one-row": features[:1]}[case]
+    y = {"one-class": np.zeros_like(y), "one-row": y[:1]}.get(case, y)
+    proba = proba[:len(y)]
+    written = plot_report(tmp_path / "report", y, proba, CLASS_NAMES, features=features)
+    assert set(written) == {"confusion"}
+    warnings = [r.getMessage() for r in caplog.records if "tsne.png" in r.getMessage()]
+    assert len(warnings) == 1 and reason in warnings[0] and "\n" not in warnings[0]
+
+
+def test_tsne_of_tiny_but_varied_features_is_drawn(labelled, tmp_path):
+    y, _, features = labelled
+    path = plot_tsne(features * 1e-30, y, CLASS_NAMES, tmp_path / "tsne.png", max_points=100)
+    assert path.stat().st_size > 1000
+
+
+def test_plot_report_draws_the_errors_from_image_files(labelled, tmp_path):
+    y, proba, _ = labelled
+    paths = []
+    for i in range(len(y)):
+        paths.append(tmp_path / f"img{i}.jpg")
+        paths[-1].write_bytes(cv2.imencode(".jpg", _image_loader(i))[1].tobytes())
+    written = plot_report(tmp_path / "report", y, proba, CLASS_NAMES, image_paths=paths)
+    assert set(written) == {"confusion", "errors"} and written["errors"].stat().st_size > 1000

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.submission import build_submission, validate_submission, write_submission
+from kaggle_tl.submission import (build_submission, read_sample_submission, score_submission, validate_submission,
+                                  write_submission)
 
 # Commas, quotes, a newline-free but otherwise hostile mix, non-ASCII, and cells a spreadsheet
 # would run as formulas: a submission must still carry them byte for byte.
@@ -65,3 +66,56 @@ def test_unwritable_directory_is_one_clear_error(frame, sample, tmp_path):
 def test_validation_stops_a_wrong_submission(frame, sample, change, message):
     with pytest.raises(KaggleTLError, match=message):
         validate_submission(change(frame.copy()), sample)
+
+
+# -- scoring and the sample: the header as written, never a column pandas invents -------------------
+def graded_files(folder, submission_header: str, sample_header: str | None = None, labels_header: str = "id,label"):
+    """labels.csv, submission.csv (and sample.csv) with the given header lines; rows fill every column."""
+    def write(name: str, header: str, rows: list[list[str]]) -> None:
+        width = header.count(",") + 1
+        lines = [header] + [",".join((row + [""] * width)[:width]) for row in rows]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+    write("labels.csv", labels_header, [["a", "cat", "cat"], ["b", "dog", "dog"]])
+    write("submission.csv", submission_header, [["a", "0.7", "0.2", "0.1"], ["b", "0.1", "0.8", "0.1"]])
+    if sample_header:
+        write("sample.csv", sample_header, [["a", "0.3", "0.3", "0.4"], ["b", "0.3", "0.3", "0.4"]])
+    return [folder / "submission.csv", folder / "labels.csv"] + ([folder / "sample.csv"] if sample_header else [])
+
+
+@pytest.mark.parametrize("headers, message", [
+    (("id,cat,dog,fox,",), r"submission.csv: empty column name at position 5 of the header"),
+    (("id,cat,dog,cat",), r"submission.csv: duplicated column 'cat' in the header \(positions 2 and 4\)"),
+    (("id,cat,dog,fox", "id,cat,dog,fox,"), r"sample.csv: empty column name at position 5 of the header"),
+    (("id,cat,dog,fox", "id,cat,dog,cat"), r"sample.csv: duplicated column 'cat' in the header"),
+    (("id,cat,dog,fox", None, "id,label,label"), r"labels.csv: duplicated column 'label' in the header"),
+], ids=["submission-trailing-comma", "submission-duplicate", "sample-trailing-comma", "sample-duplicate",
+        "labels-duplicate"])
+def test_score_refuses_headers_pandas_would_rename(tmp_path, headers, message):
+    paths = graded_files(tmp_path, *headers)
+    with pytest.raises(KaggleTLError, match=message) as exc:
+        score_submission(*paths)
+    assert "\n" not in str(exc.value)
+
+
+def test_score_reads_a_sample_with_the_exact_header(tmp_path):
+    scores = score_submission(*graded_files(tmp_path, "id,cat,dog,fox", "id,cat,dog,fox"))
+    assert scores["rows"] == 2 and scores["classes"] == 3
+
+
+def test_sample_submission_columns_are_the_header_exactly(tmp_path):
+    path = tmp_path / "sample.csv"
+    path.write_text('\ufeffid," cat","dog,fox"\n1,0.5,0.5\n')  # Excel's byte-order mark; quoted names
+    assert list(read_sample_submission(path).columns) == ["id", " cat", "dog,fox"]
+    path.write_text("id,cat,dog\n1,0.5,0.5,\n")  # pandas would make the ids the index
+    with pytest.raises(KaggleTLError, match=r"sample.csv: line 2 has more fields than the 3 of the header"):
+        read_sample_submission(path)
+
+
+def test_unreadable_sample_is_one_line(tmp_path, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")  # tests run as root, whom chmod 000 does not stop
+
+    monkeypatch.setattr("kaggle_tl.submission.pd.read_csv", denied)
+    with pytest.raises(KaggleTLError, match=r"sample.csv: cannot read the sample submission \(Permission denied\)$"):
+        read_sample_submission(tmp_path / "sample.csv")
