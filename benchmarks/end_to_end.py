@@ -90,7 +90,8 @@ def seed_worker(root: str, backbone_name: str, weights: str, n_folds: int, seed:
     from sklearn.svm import SVC
 
     from kaggle_tl.backbones import create_backbone
-    from kaggle_tl.cv import make_folds, score
+    from kaggle_tl.cv import make_folds
+    from kaggle_tl.metrics import score
 
     root = Path(root)
     timings = {}
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(dir=common.BENCH_DIR, prefix="end_to_end-"))
     config = RunConfig(data=str(root), backbones=(args.backbone,), weights=args.weights, image_size=args.image_size,
                        heads=args.heads,
-                       folds=args.folds, seed=args.seed, flips=True, batch_size=args.batch_size,
+                       folds=args.folds, seed=args.seed, views=("original", "hflip"), batch_size=args.batch_size,
                        decode_threads=args.decode_threads, cache_dir=str(work / "cache"),
                        runs_dir=str(work / "runs"), submissions_dir=str(work / "submissions"))
     machine = {**common.machine_info(), **common.code_version()}

@@ -154,7 +154,7 @@ def features_worker(root: str, weights: str, cache_dir: str) -> dict:
     from kaggle_tl.features import extract_features
     from kaggle_tl.pipeline import backbone_refs
 
-    config = RunConfig(data=root, backbones=("efficientnet_lite0",), weights=weights, flips=False)
+    config = RunConfig(data=root, backbones=("efficientnet_lite0",), weights=weights, views=("original",))
     competition = read_competition(config)
     refs = backbone_refs(config)
     features = extract_features(competition.train_paths, image_set_key(competition.train_paths), refs, ["original"],
@@ -166,11 +166,11 @@ def features_worker(root: str, weights: str, cache_dir: str) -> dict:
 def make_estimator(name: str, seed: int):
     from sklearn.svm import SVC
 
-    from kaggle_tl.heads import make_head
+    from kaggle_tl.heads import create_head
 
     if name == "svc":
         return SVC(probability=True, random_state=seed)  # the seed-style head, as public kernels use it
-    return make_head(name, seed=seed)
+    return create_head(name, random_state=seed)
 
 
 def head_worker(name: str, features_path: str, y, rows: int, seed: int) -> dict:
