@@ -28,7 +28,6 @@ from kaggle_tl.runs import (ModelRecord, Predictions, RunRecord, ensure_writable
 from kaggle_tl.submission import build_submission, write_submission
 
 log = logging.getLogger(__name__)
-RANDOM_WEIGHTS_WARNING = "weights=none: random backbone weights, these scores say nothing about pretrained features"
 PREDICTIONS_CACHE = "predictions"  # under cache_dir: one .npz per (features, folds, head, parameters)
 FIGURES_CACHE = "figures"  # under cache_dir: the PNGs drawn for one best model's predictions
 
@@ -131,7 +130,7 @@ def run(config: RunConfig) -> RunRecord:
         submission_columns=list(competition.sample_submission.columns), train_ids=competition.train_ids,
         test_ids=competition.test_ids, train_paths=[str(Path(p).resolve()) for p in competition.train_paths],
         backbones=[r.__dict__ for r in refs], random_weights=config.weights == "none",
-        notes=[*competition.notes] + ([RANDOM_WEIGHTS_WARNING] if config.weights == "none" else []),
+        notes=list(competition.notes),
         skipped_images=list(competition.skipped_images),
         versions=package_versions(), timings=timings, run_dir=Path(config.runs_dir) / run_id)
     record.save()
@@ -159,8 +158,12 @@ def run(config: RunConfig) -> RunRecord:
 
     t = time.perf_counter()
     best = min(record.models, key=lambda m: m.cv_logloss)
-    record.plots = figures(record, best, competition, train_by_view[config.views[0]],
-                           Path(config.cache_dir) / FIGURES_CACHE / keys[best.head])
+    try:
+        record.plots = figures(record, best, competition, train_by_view[config.views[0]],
+                               Path(config.cache_dir) / FIGURES_CACHE / keys[best.head])
+    except Exception as exc:  # noqa: BLE001 -- figures are optional; the run is already recorded
+        log.warning("figures skipped: %s", exc)
+        record.notes.append(f"figures skipped: {exc}")
     timings["plots_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     record.save()
