@@ -8,6 +8,7 @@ Two data sizes, as in the competitor's loop (issue 11):
   10k    10,000 rows x 1280, 10 classes: the 5,000 images' two views stacked (labels repeated; both
          copies of an image in the same fold, so no image is scored by a head that trained on it).
          Its two "views" are the two stacking orders (original first, hflip first): same rows.
+  5k     (optional) 5,000 rows x 1280, views original / hflip: the CIFAR-10-small run itself.
 
 Features are read from DIR (default /work/feats): cifar_small_lite0_train_{original,hflip}.npy and
 cifar_small_y.npy; when they are missing, synthetic Gaussian blobs of the same shapes stand in and
@@ -46,7 +47,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--features", default="/work/feats", help="folder of cached Lite0 features (default %(default)s)")
     p.add_argument("--baseline", help="a heads.py to time as well, e.g. the heads before this change")
-    p.add_argument("--sizes", default="demo,10k", help="data sizes (default %(default)s)")
+    p.add_argument("--sizes", default="demo,10k", help="data sizes: demo, 5k, 10k (default %(default)s)")
     p.add_argument("--heads", default="dense,svm,logreg", help="heads (default %(default)s)")
     p.add_argument("--baseline-views", type=int, default=2, help="views the baseline is fitted on (default 2)")
     p.add_argument("--json", help="also write the results here")
@@ -80,6 +81,8 @@ def datasets(features: dict[str, np.ndarray], y: np.ndarray, sizes: list[str]):
     if "demo" in sizes:
         rows = np.concatenate([np.flatnonzero(y == c)[:75] for c in range(4)])
         yield "demo", {view: X[rows] for view, X in features.items()}, y[rows], folds_of(y[rows])
+    if "5k" in sizes:
+        yield "5k", features, y, folds_of(y)
     if "10k" in sizes:
         original, hflip = features["original"], features["hflip"]
         folds = folds_of(y)
@@ -127,9 +130,10 @@ def time_head(factory, passes_validation: bool, features_by_view: dict, y: np.nd
 def thread_settings() -> str:
     from threadpoolctl import threadpool_info
 
-    pools = ", ".join(f"{pool['internal_api']} {pool['num_threads']}" for pool in threadpool_info())
+    pools = ", ".join(f"{Path(pool['filepath']).name} {pool['num_threads']}" for pool in threadpool_info())
     env = ", ".join(f"{name}={os.environ.get(name, 'unset')}" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"))
-    line = f"threads: threadpoolctl threadpool_limits(1) around every fit -> {pools or 'no pools loaded yet'}; env {env}"
+    line = (f"threads: threadpoolctl threadpool_limits(1) around every fit -> {pools or 'no pools loaded'} (a library "
+            f"first loaded inside the limit, e.g. by TensorFlow, keeps its default); env {env}")
     if "tensorflow" in sys.modules:
         tf = sys.modules["tensorflow"]
         line += (f"; TensorFlow intra/inter-op threads {tf.config.threading.get_intra_op_parallelism_threads()}"
