@@ -87,7 +87,13 @@ class Predictions:
     y: np.ndarray  # (N,) class index of each row
 
     def __post_init__(self) -> None:
+        # Held as stored (float32) from the start: a score computed before saving must equal one
+        # computed after loading, or a cached re-run would report a different number.
         self.views = list(self.views)
+        self.oof = np.asarray(self.oof, dtype=np.float32)
+        self.test = np.asarray(self.test, dtype=np.float32)
+        self.folds = np.asarray(self.folds, dtype=np.int64)
+        self.y = np.asarray(self.y, dtype=np.int64)
         n_views, n_rows, n_classes = self.oof.shape
         n_folds = int(self.folds.max()) + 1 if len(self.folds) else 0
         if (len(self.views) != n_views or self.test.ndim != 4 or self.test.shape[0] != n_views
@@ -126,8 +132,7 @@ class Predictions:
     def save(self, path: str | Path) -> Path:
         """Write atomically as one .npz (a killed write leaves the previous file or none)."""
         buffer = io.BytesIO()
-        np.savez(buffer, oof=self.oof.astype(np.float32), test=self.test.astype(np.float32),
-                 folds=self.folds.astype(np.int64), y=self.y.astype(np.int64), views=np.array(self.views))
+        np.savez(buffer, oof=self.oof, test=self.test, folds=self.folds, y=self.y, views=np.array(self.views))
         atomic_write_bytes(Path(path), buffer.getvalue())
         return Path(path)
 
