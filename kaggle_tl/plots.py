@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+from threadpoolctl import threadpool_limits
 
 from kaggle_tl.images import read_image
 
@@ -116,7 +117,10 @@ def plot_tsne(
         # t-SNE's neighbour search is much faster in 50 dims, and PCA drops mostly noise.
         X = PCA(n_components=n_components, random_state=seed).fit_transform(X)
     perplexity = min(30.0, (len(X) - 1) / 3)  # TSNE requires perplexity < n_samples
-    embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(X)
+    # One OpenMP thread: on a loaded 2-core machine t-SNE took 10.1 s with the default pool and
+    # 1.8 s with one thread (oversubscription, as for the heads).
+    with threadpool_limits(limits=1):
+        embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(X)
 
     n_classes = len(class_names)
     colours = _class_colours(n_classes)
