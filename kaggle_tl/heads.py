@@ -19,6 +19,7 @@ import warnings
 from typing import Any, Callable
 
 import numpy as np
+import scipy.linalg
 import scipy.optimize
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
@@ -300,15 +301,15 @@ class _PipelineHead(Head):
 
 class _LinearSVM(ClassifierMixin, BaseEstimator):
     """LinearSVC's model — one-vs-rest, squared hinge, L2 penalty on weights and intercept — solved
-    for all classes at once by L-BFGS on float32 matrix products.
+    for all classes at once by preconditioned L-BFGS on matrix products.
 
-    liblinear solves the classes one by one, a row at a time; on a 5,333 x 1280 calibration split of
-    CIFAR-10-small Lite0 features (10 classes, C=0.001) it took 4.9-7.0 s with dual=True and ~16 s
-    with dual="auto" (the primal solver), this 1.2 s, decision values within 6e-4 of liblinear's
-    (scale ~3) and the same argmax on every row.
+    liblinear solves the classes one by one, a row at a time. On a 5,333 x 1280 calibration split of
+    CIFAR-10-small Lite0 features (10 classes, C=0.001, one thread, busy machine) it took 4.9-7.0 s
+    with dual=True and ~16 s with dual="auto" (its primal solver); plain L-BFGS 1.1 s (77 steps);
+    preconditioned, 0.44 s (17 steps), decision values within 2e-4 of liblinear's (scale ~3).
     """
 
-    def __init__(self, C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000):
+    def __init__(self, C: float = 1.0, tol: float = 1e-5, max_iter: int = 1000):
         self.C = C
         self.tol = tol
         self.max_iter = max_iter
@@ -322,18 +323,29 @@ class _LinearSVM(ClassifierMixin, BaseEstimator):
         # liblinear's intercept: a constant feature (intercept_scaling=1) penalised like the weights.
         x1 = np.hstack([X, np.ones((len(X), 1), np.float32)])
         shape = (x1.shape[1], len(columns))
+        # Precondition with the Hessian the objective has while every row is inside the margin,
+        # I + 2C x1'x1 = LL' (shared by all classes): L-BFGS runs on V = L'W, where it is ~I.
+        hessian = (x1.T @ x1).astype(np.float64) * (2 * self.C)
+        hessian[np.diag_indices_from(hessian)] += 1
+        chol = scipy.linalg.cholesky(hessian, lower=True)
 
-        def objective(w):
-            margin_loss = np.maximum(1 - signs * (x1 @ w.reshape(shape).astype(np.float32)), 0)
-            loss = 0.5 * w @ w + self.C * np.square(margin_loss, dtype=np.float64).sum()
-            return loss, w - 2 * self.C * (x1.T @ (signs * margin_loss)).ravel()
+        def weights(v):
+            return scipy.linalg.solve_triangular(chol, v.reshape(shape), lower=True, trans="T")
+
+        def objective(v):
+            w = weights(v)
+            margin_loss = np.maximum(1 - signs * (x1 @ w.astype(np.float32)), 0)
+            loss = 0.5 * np.sum(w * w) + self.C * np.square(margin_loss, dtype=np.float64).sum()
+            grad = w - 2 * self.C * (x1.T @ (signs * margin_loss))
+            return loss, scipy.linalg.solve_triangular(chol, grad, lower=True).ravel()
 
         result = scipy.optimize.minimize(objective, np.zeros(np.prod(shape)), jac=True, method="L-BFGS-B",
                                          options={"maxiter": self.max_iter, "gtol": self.tol})
         if not result.success:
             warnings.warn(f"linear SVM: L-BFGS stopped before converging ({result.message})", ConvergenceWarning)
-        weights = result.x.reshape(shape)
-        self.coef_, self.intercept_ = weights[:-1].T, weights[-1]
+        w = weights(result.x)
+        self.coef_, self.intercept_ = w[:-1].T, w[-1]
+        self.n_iter_ = result.nit
         return self
 
     def decision_function(self, X):
