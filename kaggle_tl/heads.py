@@ -362,7 +362,8 @@ class SVMHead(_PipelineHead):
 
     C=0.001 by measurement on CIFAR-10-small Lite0 features (log loss 0.760 vs. 0.899 at 0.01).
     kernel="linear" (default): LinearSVC's model solved by `_LinearSVM`, inside
-    CalibratedClassifierCV(method="sigmoid", cv=3) — memory linear in the rows. kernel="rbf" (or
+    CalibratedClassifierCV(method="sigmoid", cv=3) — memory linear in the rows, plus a features x
+    features matrix. kernel="rbf" (or
     another libsvm kernel): SVC(probability=True), whose internal 5-fold Platt scaling needs the
     O(n^2) kernel matrix: fine for a few thousand rows only; ``random_state`` seeds it.
     """
