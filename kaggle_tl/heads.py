@@ -324,20 +324,25 @@ class _LinearSVM(ClassifierMixin, BaseEstimator):
         x1 = np.hstack([X, np.ones((len(X), 1), np.float32)])
         shape = (x1.shape[1], len(columns))
         # Precondition with the Hessian the objective has while every row is inside the margin,
-        # I + 2C x1'x1 = LL' (shared by all classes): L-BFGS runs on V = L'W, where it is ~I.
-        hessian = (x1.T @ x1).astype(np.float64) * (2 * self.C)
-        hessian[np.diag_indices_from(hessian)] += 1
-        chol = scipy.linalg.cholesky(hessian, lower=True)
+        # I + 2C x1'x1 = LL' (shared by all classes): L-BFGS runs on V = L'W, where it is ~I. Its
+        # n d^2 + d^3/3 set-up pays only when rows outnumber features: on 160 x 1280, plain L-BFGS
+        # took 6.6 ms and preconditioned 68 ms.
+        chol = None
+        if len(x1) >= x1.shape[1]:
+            hessian = (x1.T @ x1).astype(np.float64) * (2 * self.C)
+            hessian[np.diag_indices_from(hessian)] += 1
+            chol = scipy.linalg.cholesky(hessian, lower=True)
 
         def weights(v):
-            return scipy.linalg.solve_triangular(chol, v.reshape(shape), lower=True, trans="T")
+            v = v.reshape(shape)
+            return v if chol is None else scipy.linalg.solve_triangular(chol, v, lower=True, trans="T")
 
         def objective(v):
             w = weights(v)
             margin_loss = np.maximum(1 - signs * (x1 @ w.astype(np.float32)), 0)
             loss = 0.5 * np.sum(w * w) + self.C * np.square(margin_loss, dtype=np.float64).sum()
             grad = w - 2 * self.C * (x1.T @ (signs * margin_loss))
-            return loss, scipy.linalg.solve_triangular(chol, grad, lower=True).ravel()
+            return loss, (grad if chol is None else scipy.linalg.solve_triangular(chol, grad, lower=True)).ravel()
 
         result = scipy.optimize.minimize(objective, np.zeros(np.prod(shape)), jac=True, method="L-BFGS-B",
                                          options={"maxiter": self.max_iter, "gtol": self.tol})

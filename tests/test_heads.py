@@ -194,9 +194,9 @@ def test_dense_head_matches_the_keras_model_it_replaces():
     assert log_loss(y[test], head.predict_proba(X[test])) == pytest.approx(keras_loss, abs=0.05)
 
 
-@pytest.mark.parametrize("n_classes", [2, 4])
-def test_linear_svm_solves_the_model_of_liblinear(n_classes):
-    X, y = blobs(n_per_class=50, n_classes=n_classes, dim=16, spread=4.0, seed=5)
+@pytest.mark.parametrize("n_classes, dim", [(2, 16), (4, 16), (3, 200)])  # dim 200 > 150 rows: not preconditioned
+def test_linear_svm_solves_the_model_of_liblinear(n_classes, dim):
+    X, y = blobs(n_per_class=50, n_classes=n_classes, dim=dim, spread=4.0, seed=5)
     X = StandardScaler().fit_transform(X)
     ours = _LinearSVM(C=0.01).fit(X, y)
     theirs = LinearSVC(C=0.01, dual=True, tol=1e-8, max_iter=100_000).fit(X, y)
