@@ -87,6 +87,11 @@ class Head(ClassifierMixin, BaseEstimator):
     name = "head"  # set by register_head; names the head in error messages
     _param_rules: dict[str, Rule] = {}
 
+    @property
+    def uses_fold_for_early_stopping(self) -> bool:
+        """True when ``fit`` wants ``validation_data=(the CV fold's held-out rows)``: scores then optimistic."""
+        return False
+
     def _check_params(self) -> None:
         for param, (kind, test, text) in self._param_rules.items():
             value = getattr(self, param)

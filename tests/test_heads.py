@@ -42,6 +42,7 @@ def test_create_head_builds_each_registered_head_with_its_defaults():
     assert (dense.max_epochs, dense.dropout, dense.learning_rate, dense.patience) == (50, 0.5, 1e-3, 5)
     assert dense.early_stopping == "inner" and not dense.uses_fold_for_early_stopping
     assert create_head("dense", early_stopping="fold").uses_fold_for_early_stopping
+    assert not create_head("svm").uses_fold_for_early_stopping and not create_head("logreg").uses_fold_for_early_stopping
     assert isinstance(create_head("logreg"), LogRegHead) and create_head("logreg").C == 0.005
     assert isinstance(create_head("svm"), SVMHead) and create_head("svm").C == 0.001
     assert create_head("logreg", C=1).C == 1  # an int where a float is expected is fine
