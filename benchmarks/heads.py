@@ -13,7 +13,8 @@ Two data sizes, as in the competitor's loop (issue 11):
 Features are read from DIR (default /work/feats): cifar_small_lite0_train_{original,hflip}.npy and
 cifar_small_y.npy; when they are missing, synthetic Gaussian blobs of the same shapes stand in and
 the output says so. Each fit predicts its held-out fold; the scores are those of the view-averaged
-out-of-fold probabilities (kaggle_tl.cv.score). All fits run under threadpoolctl's
+out-of-fold probabilities (kaggle_tl.cv.score), and of the first view's alone (``*_view1``: the
+figures to compare with a baseline fitted on one view). All fits run under threadpoolctl's
 ``threadpool_limits(1)`` (one BLAS/OpenMP thread); the old Keras dense head's TensorFlow pools are
 not under threadpoolctl and keep TensorFlow's defaults (printed).
 
@@ -120,11 +121,12 @@ def time_head(factory, passes_validation: bool, features_by_view: dict, y: np.nd
             oof[v][np.ix_(val_rows, head.classes_)] = head.predict_proba(X[val_rows])
             epochs.append(getattr(head, "n_epochs_", np.nan))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    scores = score(y, oof.mean(axis=0))
+    scores, first = score(y, oof.mean(axis=0)), score(y, oof[0])
     fits = len(epochs)
     return {"fits": fits, "wall_s": wall, "cpu_s": cpu, "wall_s_10_fits": wall * 10 / fits,
             "cpu_s_10_fits": cpu * 10 / fits, "est": "" if fits == 10 else "est.",
-            "cv_logloss": scores["logloss"], "accuracy": scores["accuracy"], "mean_epochs": float(np.mean(epochs))}
+            "cv_logloss": scores["logloss"], "accuracy": scores["accuracy"],
+            "logloss_view1": first["logloss"], "accuracy_view1": first["accuracy"], "mean_epochs": float(np.mean(epochs))}
 
 
 def thread_settings() -> str:

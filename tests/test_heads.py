@@ -8,13 +8,15 @@ import pytest
 from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.heads import DenseHead, LogRegHead, SVMHead, _LinearSVM, create_head, list_heads, register_head
+from kaggle_tl.heads import (DenseHead, LogRegHead, SVMHead, _Adam, _keep_mask, _LinearSVM, create_head, list_heads,
+                             register_head)
 
 
 def blobs(n_per_class=40, n_classes=3, dim=32, seed=0, spread=0.6):
@@ -40,6 +42,7 @@ def test_create_head_builds_each_registered_head_with_its_defaults():
     assert (dense.max_epochs, dense.dropout, dense.learning_rate, dense.patience) == (50, 0.5, 1e-3, 5)
     assert dense.early_stopping == "inner" and not dense.uses_fold_for_early_stopping
     assert create_head("dense", early_stopping="fold").uses_fold_for_early_stopping
+    assert not create_head("svm").uses_fold_for_early_stopping and not create_head("logreg").uses_fold_for_early_stopping
     assert isinstance(create_head("logreg"), LogRegHead) and create_head("logreg").C == 0.005
     assert isinstance(create_head("svm"), SVMHead) and create_head("svm").C == 0.001
     assert create_head("logreg", C=1).C == 1  # an int where a float is expected is fine
@@ -192,9 +195,9 @@ def test_dense_head_matches_the_keras_model_it_replaces():
     assert log_loss(y[test], head.predict_proba(X[test])) == pytest.approx(keras_loss, abs=0.05)
 
 
-@pytest.mark.parametrize("n_classes", [2, 4])
-def test_linear_svm_solves_the_model_of_liblinear(n_classes):
-    X, y = blobs(n_per_class=50, n_classes=n_classes, dim=16, spread=4.0, seed=5)
+@pytest.mark.parametrize("n_classes, dim", [(2, 16), (4, 16), (3, 200)])  # dim 200 > 150 rows: not preconditioned
+def test_linear_svm_solves_the_model_of_liblinear(n_classes, dim):
+    X, y = blobs(n_per_class=50, n_classes=n_classes, dim=dim, spread=4.0, seed=5)
     X = StandardScaler().fit_transform(X)
     ours = _LinearSVM(C=0.01).fit(X, y)
     theirs = LinearSVC(C=0.01, dual=True, tol=1e-8, max_iter=100_000).fit(X, y)
@@ -207,3 +210,38 @@ def test_svm_head_matches_the_calibrated_liblinear_head_it_replaces():
         LinearSVC(C=0.001), method="sigmoid", cv=3)).fit(X[:200], y[:200])
     head = SVMHead().fit(X[:200], y[:200])
     np.testing.assert_allclose(head.predict_proba(X[200:]), liblinear.predict_proba(X[200:]), atol=1e-3)
+
+
+def test_linear_svm_warns_when_it_runs_out_of_steps():
+    X, y = blobs(n_per_class=30, spread=4.0)
+    with pytest.warns(ConvergenceWarning, match="max_iter=1 "):
+        _LinearSVM(C=1.0, max_iter=1).fit(X, y)
+
+
+def test_dense_gradients_apply_inverted_dropout_to_forward_and_backward_pass():
+    rng = np.random.default_rng(0)
+    xb, yb = rng.normal(size=(8, 5)).astype(np.float32), np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    params = [rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)]
+    head = DenseHead(dropout=0.25)
+    grad_w, grad_b = head._gradients(xb.copy(), yb, params, np.random.default_rng(1))
+    dropped = xb * _keep_mask(np.random.default_rng(1), xb.shape, 0.25) / 0.75  # the same mask, by seed
+    logits = dropped @ params[0] + params[1]
+    dlogits = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True) - np.eye(3)[yb]) / len(yb)
+    np.testing.assert_allclose(grad_w, dropped.T @ dlogits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad_b, dlogits.sum(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_dense_adam_steps_match_keras_train_on_batch():
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(0)
+    xb, yb = rng.normal(size=(16, 6)).astype(np.float32), rng.integers(0, 3, 16)
+    params = [rng.normal(size=(6, 3)).astype(np.float32), np.zeros(3, np.float32)]
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.set_weights([p.copy() for p in params])
+    head, adam = DenseHead(dropout=0.0), _Adam(params, 1e-3)
+    for _ in range(3):  # more than one step: Adam's bias correction changes with the step count
+        model.train_on_batch(xb, yb)
+        adam.step(head._gradients(xb.copy(), yb, params, rng))
+    for ours, theirs in zip(params, model.get_weights()):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
