@@ -13,7 +13,7 @@ Two data sizes, as in the competitor's loop (issue 11):
 Features are read from DIR (default /work/feats): cifar_small_lite0_train_{original,hflip}.npy and
 cifar_small_y.npy; when they are missing, synthetic Gaussian blobs of the same shapes stand in and
 the output says so. Each fit predicts its held-out fold; the scores are those of the view-averaged
-out-of-fold probabilities (kaggle_tl.cv.score), and of the first view's alone (``*_view1``: the
+out-of-fold probabilities (kaggle_tl.metrics.score), and of the first view's alone (``*_view1``: the
 figures to compare with a baseline fitted on one view). All fits run under threadpoolctl's
 ``threadpool_limits(1)`` (one BLAS/OpenMP thread); the old Keras dense head's TensorFlow pools are
 not under threadpoolctl and keep TensorFlow's defaults (printed).
@@ -107,7 +107,7 @@ def head_variants(heads_module, names: list[str], label: str):
 
 
 def time_head(factory, passes_validation: bool, features_by_view: dict, y: np.ndarray, folds: np.ndarray) -> dict:
-    from kaggle_tl.cv import score
+    from kaggle_tl.metrics import score
 
     n_classes = int(y.max()) + 1
     oof = np.zeros((len(features_by_view), len(y), n_classes))
