@@ -11,12 +11,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from kaggle_tl.cache import FeatureCache, cache_key
-from kaggle_tl.images import ImageError, hflip, iter_image_batches
+from kaggle_tl.images import VIEW_TRANSFORMS, ImageError, iter_image_batches
 
 log = logging.getLogger(__name__)
 
 FEATURE_VERSION = 2  # bump when decoding/resizing changes, so old caches are not served
-VIEW_TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"original": lambda x: x, "hflip": hflip}
 
 
 @dataclass(frozen=True)
