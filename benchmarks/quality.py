@@ -6,8 +6,9 @@ features are extracted with kaggle_tl (``backbone_identity`` + ``extract_feature
 ``--cache``), then a logistic-regression head (``kaggle_tl.heads.LogRegHead``) is scored by 5-fold
 CV (``kaggle_tl.cv.make_folds``, probabilities clipped as submitted). With several views, one head
 per view and the OOF probabilities averaged, as a run does. "mean of sets" averages the sets' OOF
-probabilities. s/img: extraction wall time per image (all views), summed over a set's backbones,
-recorded when the features were computed (a later run reads them from the cache and reuses it).
+probabilities. s/img: extraction wall time per image (all views, model build included), summed
+over a set's backbones (each backbone once for "mean of sets"), recorded when the features were
+computed (a later run reads them from the cache and reuses that time).
 
     python benchmarks/quality.py --data data/cifar10-small --limit 2000
     python benchmarks/quality.py --data /tmp/demo --resize squash,crop,pad --logreg-c 0.2
@@ -130,9 +131,9 @@ def main(argv=None) -> int:
             rows.append({"resize": resize, "set": "+".join(backbone_set), **scores(proba, y),
                          "s_per_image": None if None in times else sum(times)})
         if len(sets) > 1:
+            times = [t for _, t in per_backbone.values()]  # each backbone extracted once for all sets
             rows.append({"resize": resize, "set": "mean of sets", **scores(np.mean(oof, axis=0), y),
-                         "s_per_image": None if any(r["s_per_image"] is None for r in rows[-len(sets):])
-                         else sum(r["s_per_image"] for r in rows[-len(sets):])})
+                         "s_per_image": None if None in times else sum(times)})
     print_markdown(rows, views)
     print(common.load_line())
     common.write_json(args.json, {"benchmark": "quality", "args": vars(args), "machine": machine, "rows": rows})
