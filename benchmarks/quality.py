@@ -28,11 +28,14 @@ DEFAULT_SETS = ("efficientnet_lite0,efficientnet_lite1,efficientnet_lite2,"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from kaggle_tl.images import DEFAULT_RESIZE
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="competition folder (Kaggle layout)")
     p.add_argument("--sets", default=DEFAULT_SETS, help="comma-separated backbone sets; '+' concatenates "
                                                         "(default: %(default)s)")
-    p.add_argument("--resize", default="squash", help="comma-separated resize policies (default: %(default)s)")
+    p.add_argument("--resize", default=DEFAULT_RESIZE,
+                   help="comma-separated resize policies: squash, crop, pad (default: kaggle_tl's, %(default)s)")
     p.add_argument("--views", default="original", help="comma-separated views (default: %(default)s)")
     p.add_argument("--weights", default="imagenet", help="imagenet | none | file | folder (default: %(default)s)")
     p.add_argument("--limit", type=int, help="use this many training images (classes balanced)")
