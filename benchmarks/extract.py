@@ -32,7 +32,6 @@ applications only if already in Keras' cache) and random weights (``none``) othe
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -92,35 +91,10 @@ def resolve_weights(name: str, weights: str) -> str:
 
 
 def flops_per_image(model) -> dict[str, float]:
-    """GFLOP per image: 2 x conv/dense multiply-accumulates from layer shapes, and TF's profiler."""
-    import keras
+    """GFLOP per image: kaggle_tl's count (2 x conv/dense multiply-accumulates) and TF's profiler."""
+    from kaggle_tl.backbones.flops import model_gflops
 
-    macs = 0
-    for layer in _layers(model):
-        if isinstance(layer, (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D, keras.layers.Conv2D,
-                              keras.layers.Dense)):
-            c_in, out = layer.input.shape[-1], layer.output.shape
-            positions = math.prod(out[1:-1])  # output pixels (or rows, for Dense on (N, D))
-            if isinstance(layer, keras.layers.SeparableConv2D):
-                kh, kw = layer.kernel_size
-                macs += positions * c_in * layer.depth_multiplier * (kh * kw + out[-1])
-            elif isinstance(layer, keras.layers.DepthwiseConv2D):
-                kh, kw = layer.kernel_size
-                macs += positions * kh * kw * c_in * layer.depth_multiplier
-            elif isinstance(layer, keras.layers.Conv2D):
-                kh, kw = layer.kernel_size
-                macs += positions * kh * kw * (c_in // layer.groups) * out[-1]
-            else:
-                macs += positions * c_in * layer.units
-    return {"gflop_per_image": 2 * macs / 1e9, "profiler_gflop_per_image": _profiler_gflop(model)}
-
-
-def _layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):  # a nested model
-            yield from _layers(layer)
-        else:
-            yield layer
+    return {"gflop_per_image": model_gflops(model), "profiler_gflop_per_image": _profiler_gflop(model)}
 
 
 def _profiler_gflop(model) -> float | None:

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.images import DEFAULT_RESIZE, RESIZE_POLICIES, VIEW_TRANSFORMS
+
+VIEWS = tuple(VIEW_TRANSFORMS)
 
 MISSION_BACKBONES = ("xception", "inception_v3")
 # The embedded default main job: offline, pretrained, finishes in minutes on 2 CPU cores.
 DEMO_DATA = "data/demo"
 DEMO_BACKBONES = ("efficientnet_lite0",)
-VIEWS = ("original", "hflip", "vflip", "rot90", "rot180", "rot270")
-RESIZE_POLICIES = ("squash", "crop", "pad")
 ENGINES = ("local", "dask")
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and scikit-learn's seeding accepts
 
@@ -42,7 +43,7 @@ class RunConfig:
     image_size: int | None = None  # None: each backbone's native size (299 for the mission pair)
     weights: str = "imagenet"  # imagenet | none | path to a weights file or folder
     views: tuple[str, ...] = ("original", "hflip")  # test-time augmentation views, each its own features
-    resize: str = "squash"  # squash | crop | pad: how an image becomes the backbone's square input
+    resize: str = DEFAULT_RESIZE  # squash | crop | pad: how an image becomes the backbone's square input
     heads: tuple[str, ...] = ("dense",)
     head_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # head name -> parameters
     folds: int = 5

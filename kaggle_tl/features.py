@@ -3,35 +3,24 @@ from __future__ import annotations
 
 import collections
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from kaggle_tl.backbones import BackboneRef
 from kaggle_tl.cache import FeatureCache, cache_key
-from kaggle_tl.images import ImageError, hflip, iter_image_batches
+from kaggle_tl.images import VIEW_TRANSFORMS, ImageError, iter_image_batches
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 2  # bump when decoding/resizing changes, so old caches are not served
-VIEW_TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"original": lambda x: x, "hflip": hflip}
-
-
-@dataclass(frozen=True)
-class BackboneRef:
-    """What identifies a backbone's features without building the model."""
-
-    name: str
-    weights_id: str
-    input_size: int
-    dim: int
+FEATURE_VERSION = 3  # bump when decoding/resizing changes, so old caches are not served (3: reduced JPEG decode)
 
 
 def feature_key(image_key: str, ref: BackboneRef, view: str) -> str:
     return cache_key(images=image_key, backbone=ref.name, weights=ref.weights_id, size=ref.input_size,
-                     view=view, version=FEATURE_VERSION)
+                     resize=ref.resize, view=view, version=FEATURE_VERSION)
 
 
 DEFAULT_CHUNK_ROWS = 1024  # rows per cache chunk: what a killed run can lose, at most
@@ -55,8 +44,8 @@ def extract_features(paths: Sequence[Path], image_key: str, refs: Sequence[Backb
     Returns {(backbone name, view): memory-mapped (N, dim) float32 array}.
     """
     entries = {(ref.name, view): cache.entry(feature_key(image_key, ref, view), len(paths), ref.dim, chunk_rows,
-                                             {"backbone": ref.name, "weights": ref.weights_id,
-                                              "size": ref.input_size, "view": view, "images": image_key})
+                                             {"backbone": ref.name, "weights": ref.weights_id, "size": ref.input_size,
+                                              "resize": ref.resize, "view": view, "images": image_key})
                for ref in refs for view in views}
     result = {k: e.load() for k, e in entries.items()}
     todo = {k: entries[k] for k, arr in result.items() if arr is None}
@@ -82,8 +71,10 @@ def extract_features(paths: Sequence[Path], image_key: str, refs: Sequence[Backb
     pending: dict[tuple[str, str], list[np.ndarray]] = {k: [] for k in todo}
     n_pending = done = 0
     sizes = sorted({r.input_size for r in refs_needed})
+    (resize,) = {r.resize for r in refs_needed}  # one policy per run (the run's resize setting)
     with tqdm(total=len(rows), desc=desc, unit="img", disable=None) as bar:
-        for batch in iter_image_batches([paths[i] for i in rows], sizes, batch_size, threads, on_error=on_error):
+        for batch in iter_image_batches([paths[i] for i in rows], sizes, batch_size, threads, on_error=on_error,
+                                        resize=resize):
             n = len(next(iter(batch.values())))
             bad = [p - done for p in failed if done <= p < done + n]
             for key in todo:

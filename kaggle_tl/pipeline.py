@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from kaggle_tl import __version__
-from kaggle_tl.backbones import create_backbone, get_backbone_spec, is_user_model, weights_identity
+from kaggle_tl.backbones import BackboneRef, backbone_identity, create_backbone, is_user_model
 from kaggle_tl.cache import FeatureCache, array_digest, atomic_write_bytes, cache_key
 from kaggle_tl.competition import Competition, data_fingerprint, drop_undecodable, image_set_key, read_competition
 from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
 from kaggle_tl.cv import cross_validate, make_folds
-from kaggle_tl.features import BackboneRef, concat_views, extract_features, feature_key
+from kaggle_tl.features import concat_views, extract_features, feature_key
 from kaggle_tl.heads import create_head
 from kaggle_tl.plots import plot_report
 from kaggle_tl.runs import (ModelRecord, Predictions, RunRecord, ensure_writable, new_run_id, package_versions,
@@ -33,18 +33,8 @@ FIGURES_CACHE = "figures"  # under cache_dir: the PNGs drawn for one best model'
 
 
 def backbone_refs(config: RunConfig) -> list[BackboneRef]:
-    """Identify each backbone's features without building it (so a cached run builds nothing)."""
-    refs = []
-    for name in config.backbones:
-        if is_user_model(name):
-            backbone = create_backbone(name)  # input size and dim come from the saved model itself
-            refs.append(BackboneRef(name, backbone.weights_id, backbone.input_size, backbone.dim))
-            continue
-        spec = get_backbone_spec(name)
-        size = config.image_size or spec.input_size
-        weights = None if config.weights in ("none", None) else config.weights
-        refs.append(BackboneRef(name, weights_identity(weights), size, spec.dim))
-    return refs
+    """Each backbone's feature identity (backbones.backbone_identity): nothing is built for it."""
+    return [backbone_identity(name, config.weights, config.image_size, config.resize) for name in config.backbones]
 
 
 def features_for(competition: Competition, config: RunConfig, refs: list[BackboneRef]) -> tuple:

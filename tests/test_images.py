@@ -355,3 +355,65 @@ def test_batches_mark_undecodable_images_when_asked(tmp_path, noisy_rgb):
     assert list(seen) == [1] and "not an image" in seen[1]
     assert [len(b[16]) for b in batches] == [2, 1]
     assert not batches[0][16][1].any()  # the failed image is zeros, the caller marks its rows
+
+
+# -- views and resize policies ------------------------------------------------------------------
+def test_view_transforms_on_a_known_array():
+    image = np.arange(6, dtype=np.uint8).reshape(1, 2, 3, 1)  # [[0 1 2], [3 4 5]]
+    expected = {"original": [[0, 1, 2], [3, 4, 5]], "hflip": [[2, 1, 0], [5, 4, 3]],
+                "vflip": [[3, 4, 5], [0, 1, 2]], "rot90": [[2, 5], [1, 4], [0, 3]],  # counter-clockwise
+                "rot180": [[5, 4, 3], [2, 1, 0]], "rot270": [[3, 0], [4, 1], [5, 2]]}
+    assert list(images.VIEW_TRANSFORMS) == list(expected)
+    for view, want in expected.items():
+        np.testing.assert_array_equal(images.VIEW_TRANSFORMS[view](image)[0, ..., 0], want, err_msg=view)
+    np.testing.assert_array_equal(image[0, ..., 0], expected["original"])  # views never write
+
+
+@pytest.fixture
+def blue_green_red() -> np.ndarray:
+    """40 x 80 RGB: a blue quarter on the left, a green half in the middle, a red quarter right."""
+    image = np.zeros((40, 80, 3), np.uint8)
+    image[:, :20, 2], image[:, 20:60, 1], image[:, 60:, 0] = 255, 255, 255
+    return image
+
+
+def test_squash_keeps_everything_and_distorts(blue_green_red):
+    out = images.resize_image(blue_green_red, 32, "squash")
+    assert out.shape == (32, 32, 3)
+    assert out[16, 2, 2] == 255 and out[16, 16, 1] == 255 and out[16, 29, 0] == 255
+
+
+def test_crop_takes_the_centre(blue_green_red):
+    out = images.resize_image(blue_green_red, 32, "crop")
+    # Shorter side 40 -> round(32 / 0.875) = 37 (width 74), centre 32 columns: the green middle only.
+    assert out.shape == (32, 32, 3)
+    assert (out[..., 1] == 255).all() and out[..., [0, 2]].max() == 0
+
+
+def test_pad_keeps_the_aspect_ratio(blue_green_red):
+    out = images.resize_image(blue_green_red, 32, "pad")
+    assert out.shape == (32, 32, 3)
+    # 80 x 40 -> 32 x 16, centred: 8 rows of the padding colour above and below.
+    assert (out[:8] == images.PAD_RGB).all() and (out[24:] == images.PAD_RGB).all()
+    content = out[8:24]
+    assert (content[:, 1:7, 2] == 255).all() and (content[:, 9:23, 1] == 255).all()
+    assert (content[:, 25:, 0] == 255).all()
+
+
+def test_pad_and_crop_on_square_and_tall_images(noisy_rgb):
+    square = noisy_rgb[:, :48]
+    np.testing.assert_array_equal(images.resize_image(square, 32, "pad"), images.resize_image(square, 32, "squash"))
+    tall = np.ascontiguousarray(noisy_rgb.transpose(1, 0, 2))  # 64 x 48
+    for policy in images.RESIZE_POLICIES:
+        assert images.resize_image(tall, 224, policy).shape == (224, 224, 3)
+        assert images.resize_image(np.zeros((1, 500, 3), np.uint8), 32, policy).shape == (32, 32, 3)
+    with pytest.raises(KaggleTLError, match="resize: unknown policy 'stretch'"):
+        images.resize_image(square, 32, "stretch")
+
+
+def test_batches_follow_the_resize_policy(tmp_path, blue_green_red):
+    path = tmp_path / "bgr.png"
+    path.write_bytes(png_bytes(blue_green_red[..., ::-1]))
+    (batch,) = iter_image_batches([path], [32], batch_size=1, threads=1, resize="crop")
+    np.testing.assert_array_equal(batch[32][0], images.resize_image(blue_green_red, 32, "crop"))
+    np.testing.assert_array_equal(load_resized(path, [32], "pad")[32], images.resize_image(blue_green_red, 32, "pad"))

