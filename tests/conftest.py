@@ -57,6 +57,12 @@ def make_competition(root: Path, n_per_class: int = 10, n_test: int = 9, seed: i
     return root
 
 
+@pytest.fixture(autouse=True)
+def private_digest_cache(tmp_path_factory, monkeypatch):
+    """Weights digests are remembered under $XDG_CACHE_HOME: keep the tests' out of the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+
+
 @pytest.fixture
 def competition(tmp_path: Path) -> Path:
     return make_competition(tmp_path / "comp")

@@ -251,7 +251,8 @@ def test_missing_or_unreadable_weights(case, weights_comp, tmp_path, capsys):
     code, line = cli_run(capsys, weights_comp, tmp_path, "--weights", weights)
     assert code == 2
     expected = {"nonexistent": "/nonexistent: weights file not found",
-                "folder-without-file": f"{MOBILENET_FILE}: weights file for mobilenet_v2 not found",
+                "folder-without-file": f"weights file not found for mobilenet_v2 in this folder (expected the file name "
+                                       f"{MOBILENET_FILE})",
                 "garbage-file": f"{MOBILENET_FILE}: cannot load weights for mobilenet_v2",
                 "garbage-in-folder": f"{MOBILENET_FILE}: cannot load weights for mobilenet_v2"}[case]
     assert expected in line
