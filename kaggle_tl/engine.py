@@ -66,7 +66,9 @@ class Engine:
         if self._client is None:
             try:
                 from distributed import Client, LocalCluster
-            except ImportError:
+            except ModuleNotFoundError as exc:
+                if exc.name not in ("dask", "distributed"):
+                    raise
                 raise KaggleTLError("engine dask needs Dask: pip install 'kaggle-tl[dask]' "
                                     "(or pip install 'dask[distributed]')") from None
             if self.address is None:
@@ -84,7 +86,7 @@ class Engine:
                 log.info("connected to the Dask scheduler at %s", self.address)
         return self._client
 
-    def map_unordered(self, fn: Callable, jobs: Sequence, shared_folder: Path, shared_file: str) -> Iterator:
+    def map_unordered(self, fn: Callable, jobs: Sequence, shared_folder: Path, shared_file: str | None) -> Iterator:
         """``fn(job)`` for every job as one Dask task each (retried), yielding results as they complete.
 
         First checks that every worker sees ``shared_folder`` (where the tasks write) and
@@ -108,7 +110,7 @@ class Engine:
         finally:
             client.cancel([f for f in futures if not f.done()])
 
-    def _check_shared(self, client, folder: Path, shared_file: str) -> None:
+    def _check_shared(self, client, folder: Path, shared_file: str | None) -> None:
         """Fail with one line if a worker cannot see the driver's cache folder or images."""
         if (str(folder), shared_file) in self._checked:
             return
@@ -144,7 +146,7 @@ class Engine:
             yield
 
 
-def shared_problem(probe: str, token: str, shared_file: str) -> str | None:
+def shared_problem(probe: str, token: str, shared_file: str | None) -> str | None:
     """Run on each worker: what it cannot see of the driver's files, or None."""
     try:
         seen = Path(probe).read_text()
@@ -152,6 +154,6 @@ def shared_problem(probe: str, token: str, shared_file: str) -> str | None:
         seen = None
     if seen != token:
         return f"(host {socket.gethostname()}) cannot see the cache folder"
-    if not os.path.isfile(shared_file):
+    if shared_file is not None and not os.path.isfile(shared_file):
         return f"(host {socket.gethostname()}) cannot see the image {shared_file}"
     return None

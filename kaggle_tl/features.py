@@ -59,6 +59,10 @@ class BackboneBuilder:
 
     weights: str | None = "imagenet"
 
+    def __post_init__(self):
+        if self.weights not in (None, "imagenet", "none"):  # a path: workers may run in another folder
+            object.__setattr__(self, "weights", os.path.abspath(self.weights))
+
     def __call__(self, refs: Sequence[BackboneRef]) -> dict:
         from kaggle_tl.backbones import create_backbone  # TensorFlow is imported only where a model runs
 
@@ -117,7 +121,8 @@ def compute_chunk(job: ChunkJob, progress: Callable[[int], None] | None = None) 
         if progress is not None:
             progress(n)
     for key in sorted(job.write):
-        job.entries[key].write_chunk(job.index, np.concatenate(pending[key]))
+        entry = job.entries[key]
+        entry.write_chunk(job.index, np.concatenate(pending[key]) if done else np.empty((0, entry.dim), np.float32))
     return job.index, {job.first_row + p: problem for p, problem in failed.items()}
 
 
@@ -204,7 +209,7 @@ def _run_jobs(jobs: list[ChunkJob], engine: Engine | None, cache_root: Path, des
     failed: dict[int, str] = {}
     with tqdm(total=sum(sizes.values()), desc=desc, unit="img", disable=None) as bar:
         results = ((compute_chunk(job, bar.update) for job in jobs) if local
-                   else engine.map_unordered(compute_chunk, jobs, cache_root, jobs[0].paths[0]))
+                   else engine.map_unordered(compute_chunk, jobs, cache_root, next(iter(jobs[0].paths), None)))
         for index, bad_rows in results:
             if not local:  # a local job reports each batch as it goes
                 bar.update(sizes[index])
