@@ -9,12 +9,13 @@ a fully cached run starts no cluster.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 from kaggle_tl.errors import KaggleTLError
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 ENGINES = ("local", "dask")
 TASK_RETRIES = 2  # a task that raises is run again this often; a worker lost mid-task is Dask's allowed-failures
 CONNECT_TIMEOUT_S = 30
+IN_FLIGHT_PER_THREAD = 2  # tasks out per worker thread: one running, one queued behind it
 # One compute thread per LocalCluster worker, the workers being as many as the cores: TensorFlow
 # and BLAS would otherwise each start a thread per core in every worker.
 ONE_THREAD_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1",
@@ -72,7 +74,7 @@ class Engine:
                 raise KaggleTLError("engine dask needs Dask: pip install 'kaggle-tl[dask]' "
                                     "(or pip install 'dask[distributed]')") from None
             if self.address is None:
-                cores = os.cpu_count() or 1
+                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
                 log.info("starting a Dask LocalCluster: %d worker(s) x 1 thread", cores)
                 self._cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True,
                                              dashboard_address=None, env=ONE_THREAD_ENV)
@@ -86,11 +88,13 @@ class Engine:
                 log.info("connected to the Dask scheduler at %s", self.address)
         return self._client
 
-    def map_unordered(self, fn: Callable, jobs: Sequence, shared_folder: Path, shared_file: str | None) -> Iterator:
+    def map_unordered(self, fn: Callable, jobs: Iterable, shared_folder: Path, shared_file: str) -> Iterator:
         """``fn(job)`` for every job as one Dask task each (retried), yielding results as they complete.
 
         First checks that every worker sees ``shared_folder`` (where the tasks write) and
-        ``shared_file`` (an input). Tasks still queued when the caller stops are cancelled.
+        ``shared_file`` (an input). Jobs are sent a few per worker thread at a time, so neither
+        the driver nor the scheduler holds them all. Tasks still out when the caller stops are
+        cancelled.
         """
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
@@ -98,19 +102,30 @@ class Engine:
         client = self.client()
         self._check_shared(client, Path(shared_folder), shared_file)
         run = uuid.uuid4().hex[:8]  # two runs on one cluster never share a task key
-        futures = [client.submit(fn, job, key=f"kaggle_tl-{run}-{i}", retries=TASK_RETRIES, pure=False)
-                   for i, job in enumerate(jobs)]
+        jobs = enumerate(jobs)
+
+        def send(n: int) -> list:
+            return [client.submit(fn, job, key=f"kaggle_tl-{run}-{i}", retries=TASK_RETRIES, pure=False)
+                    for i, job in itertools.islice(jobs, max(0, n))]
+
+        def out_per_thread() -> int:  # re-read on each result: workers may join during the run
+            threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+            return max(1, IN_FLIGHT_PER_THREAD * threads)
+
+        pending = as_completed(send(out_per_thread()))
         try:
-            for future in as_completed(futures):
+            for future in pending:
                 try:
-                    yield future.result()
+                    result = future.result()
                 except KilledWorker as exc:
                     raise KaggleTLError(f"{shared_folder}: Dask workers kept dying on one task ({exc}); "
                                         f"out of memory? Re-run to resume from the chunks written") from None
+                pending.update(send(out_per_thread() - pending.count()))
+                yield result
         finally:
-            client.cancel([f for f in futures if not f.done()])
+            client.cancel(list(pending.futures))
 
-    def _check_shared(self, client, folder: Path, shared_file: str | None) -> None:
+    def _check_shared(self, client, folder: Path, shared_file: str) -> None:
         """Fail with one line if a worker cannot see the driver's cache folder or images."""
         if (str(folder), shared_file) in self._checked:
             return
@@ -146,7 +161,7 @@ class Engine:
             yield
 
 
-def shared_problem(probe: str, token: str, shared_file: str | None) -> str | None:
+def shared_problem(probe: str, token: str, shared_file: str) -> str | None:
     """Run on each worker: what it cannot see of the driver's files, or None."""
     try:
         seen = Path(probe).read_text()
@@ -154,6 +169,6 @@ def shared_problem(probe: str, token: str, shared_file: str | None) -> str | Non
         seen = None
     if seen != token:
         return f"(host {socket.gethostname()}) cannot see the cache folder"
-    if shared_file is not None and not os.path.isfile(shared_file):
-        return f"(host {socket.gethostname()}) cannot see the image {shared_file}"
+    if not os.path.exists(shared_file):
+        return f"(host {socket.gethostname()}) cannot see the input {shared_file}"
     return None

@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -171,10 +171,12 @@ def extract_features(paths: Sequence[Path], image_key: str, refs: Sequence[Backb
         if not todo:
             log.info("%s: all %d arrays from the cache", desc, len(result))
             return result
-        jobs = _chunk_jobs(paths, refs, views, todo, build_backbones, batch_size, threads)
-        log.info("%s: computing %d chunk(s) of %d images for %s", desc, len(jobs),
-                 sum(len(j.paths) for j in jobs), sorted(todo))
-        failed = _run_jobs(jobs, engine, cache.root, desc)
+        sizes, make_job = _plan(paths, refs, views, todo, build_backbones, batch_size, threads)
+        log.info("%s: computing %d chunk(s) of %d images for %s", desc, len(sizes), sum(sizes.values()),
+                 sorted(todo))
+        # Jobs are made as they are run or sent: the driver never holds every chunk's paths twice.
+        an_input = os.path.abspath(paths[0]) if len(paths) else str(cache.root)
+        failed = _run_jobs(map(make_job, sizes), sizes, engine, cache.root, an_input, desc)
         for row, problem in sorted(failed.items()):
             log.warning("%s: %s: %s; its features are NaN", desc, paths[row], problem)
         if failed:
@@ -184,32 +186,36 @@ def extract_features(paths: Sequence[Path], image_key: str, refs: Sequence[Backb
     return result
 
 
-def _chunk_jobs(paths: Sequence[Path], refs: Sequence[BackboneRef], views: Sequence[str],
-                todo: dict[tuple[str, str], CacheEntry], build_backbones: Callable, batch_size: int,
-                threads: int) -> list[ChunkJob]:
-    """One job per chunk missing from any entry in ``todo``."""
+def _plan(paths: Sequence[Path], refs: Sequence[BackboneRef], views: Sequence[str],
+          todo: dict[tuple[str, str], CacheEntry], build_backbones: Callable, batch_size: int,
+          threads: int) -> tuple[dict[int, int], Callable[[int], ChunkJob]]:
+    """{chunk missing from any entry in ``todo``: its rows}, and how to make the job computing one."""
     missing = {k: set(e.missing_chunks()) for k, e in todo.items()}
     # Every entry shares the chunk layout; a chunk missing for any of them is computed for all
     # (they differ only when a run was killed between two writes of the same chunk).
     layout = next(iter(todo.values()))
     refs_needed = tuple(r for r in refs if any(k[0] == r.name for k in todo))
-    jobs = []
+
+    def make_job(index: int) -> ChunkJob:
+        rows = layout.chunk_slice(index)
+        return ChunkJob(index, rows.start, tuple(os.path.abspath(p) for p in paths[rows]), refs_needed, tuple(views),
+                        todo, frozenset(k for k in todo if index in missing[k]), build_backbones, batch_size, threads)
+
+    sizes = {}
     for index in sorted(set().union(*missing.values())):
         rows = layout.chunk_slice(index)
-        jobs.append(ChunkJob(index, rows.start, tuple(os.path.abspath(p) for p in paths[rows]), refs_needed,
-                             tuple(views), todo, frozenset(k for k in todo if index in missing[k]), build_backbones,
-                             batch_size, threads))
-    return jobs
+        sizes[index] = rows.stop - rows.start
+    return sizes, make_job
 
 
-def _run_jobs(jobs: list[ChunkJob], engine: Engine | None, cache_root: Path, desc: str) -> dict[int, str]:
-    """Run every job here or on the engine's cluster, with progress; {row: problem} of undecodable images."""
+def _run_jobs(jobs: Iterator[ChunkJob], sizes: dict[int, int], engine: Engine | None, cache_root: Path,
+              an_input: str, desc: str) -> dict[int, str]:
+    """Run the jobs here or on the engine's cluster, with progress; {row: problem} of undecodable images."""
     local = engine is None or engine.kind == "local"
-    sizes = {job.index: len(job.paths) for job in jobs}
     failed: dict[int, str] = {}
     with tqdm(total=sum(sizes.values()), desc=desc, unit="img", disable=None) as bar:
         results = ((compute_chunk(job, bar.update) for job in jobs) if local
-                   else engine.map_unordered(compute_chunk, jobs, cache_root, next(iter(jobs[0].paths), None)))
+                   else engine.map_unordered(compute_chunk, jobs, cache_root, an_input))
         for index, bad_rows in results:
             if not local:  # a local job reports each batch as it goes
                 bar.update(sizes[index])
