@@ -77,7 +77,7 @@ class Engine:
                 cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
                 log.info("starting a Dask LocalCluster: %d worker(s) x 1 thread", cores)
                 self._cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True,
-                                             dashboard_address=None, env=ONE_THREAD_ENV)
+                                             dashboard_address=None, env=ONE_THREAD_ENV, silence_logs=logging.ERROR)
                 self._client = Client(self._cluster)
             else:
                 try:
@@ -108,11 +108,11 @@ class Engine:
             return [client.submit(fn, job, key=f"kaggle_tl-{run}-{i}", retries=TASK_RETRIES, pure=False)
                     for i, job in itertools.islice(jobs, max(0, n))]
 
-        def out_per_thread() -> int:  # re-read on each result: workers may join during the run
+        def window() -> int:  # tasks to keep out; re-read on each result, as workers may join or leave
             threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
             return max(1, IN_FLIGHT_PER_THREAD * threads)
 
-        pending = as_completed(send(out_per_thread()))
+        pending = as_completed(send(window()))
         try:
             for future in pending:
                 try:
@@ -120,7 +120,7 @@ class Engine:
                 except KilledWorker as exc:
                     raise KaggleTLError(f"{shared_folder}: Dask workers kept dying on one task ({exc}); "
                                         f"out of memory? Re-run to resume from the chunks written") from None
-                pending.update(send(out_per_thread() - pending.count()))
+                pending.update(send(window() - pending.count()))
                 yield result
         finally:
             client.cancel(list(pending.futures))
