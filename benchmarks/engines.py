@@ -73,8 +73,10 @@ def extraction_worker(engine_kind: str, paths: list[str], options: dict) -> dict
             if record.getMessage().endswith("written"):
                 chunk_times.append(time.perf_counter() - started)
 
-    logging.getLogger("kaggle_tl.features").setLevel(logging.DEBUG)
-    logging.getLogger("kaggle_tl.features").addHandler(ChunkClock(logging.DEBUG))
+    clock = logging.getLogger("kaggle_tl.features")
+    clock.setLevel(logging.DEBUG)
+    clock.addHandler(ChunkClock(logging.DEBUG))
+    clock.propagate = False  # its DEBUG lines are for the clock, not the table
     load_before = os.getloadavg()[0]
     spec = get_backbone_spec(options["backbone"])
     weights = None if options["weights"] == "none" else options["weights"]
