@@ -96,6 +96,7 @@ def extraction_worker(engine_kind: str, paths: list[str], options: dict) -> dict
                                         batch_size=options["batch_size"], threads=options["decode_threads"],
                                         chunk_rows=options["chunk_rows"] or DEFAULT_CHUNK_ROWS, engine=engine)
             wall = time.perf_counter() - started
+            peak_rss = common.peak_rss_mib()  # before the digests below read the features into memory
         digests = {view: hashlib.sha1(features[ref.name, view].tobytes()).hexdigest()[:16]
                    for view in options["views"]}
     finally:
@@ -104,7 +105,7 @@ def extraction_worker(engine_kind: str, paths: list[str], options: dict) -> dict
             "cluster_start_s": cluster_s, "first_chunk_s": chunk_times[0], "last_chunk_s": chunk_times[-1],
             "images_per_s": len(paths) / wall,
             "passes_per_s": len(paths) * len(options["views"]) / wall,
-            "driver_peak_rss_mib": common.peak_rss_mib(), "load_1min_before": load_before,
+            "driver_peak_rss_mib": peak_rss, "load_1min_before": load_before,
             "load_1min_after": os.getloadavg()[0], "digests": digests}
 
 
