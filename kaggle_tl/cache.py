@@ -5,12 +5,14 @@ Layout of one entry (``<root>/<key>/``)::
     chunk_0000002048-0000003072_<sha1>.npy   rows [2048, 3072) while extraction runs
     features.npy             all rows, once complete (chunks are then removed)
     meta.json                shape, dtype, checksum of features.npy and what the key stands for
+    .lock                    present while a run holds the entry (``CacheEntry.locked``)
 
 Every file appears by an atomic rename, so a run killed at any moment leaves either a whole
 chunk or none; the next run resumes from the chunks that verify. A chunk's name holds its row
 range and checksum: one that is truncated, of another shape or row range, or whose content does
 not match its checksum is deleted and recomputed, never trusted; likewise features.npy against
-meta.json.
+meta.json. Two runs sharing a cache take turns on an entry (a file lock), so neither finalises
+over the other's chunks nor writes a chunk twice.
 """
 from __future__ import annotations
 
@@ -30,6 +32,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from kaggle_tl.errors import KaggleTLError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so two runs sharing a cache are not kept apart there
+    fcntl = None
 
 log = logging.getLogger(__name__)
 _CHUNK = re.compile(r"chunk_(\d{10})-(\d{10})_([0-9a-f]{16})\.npy$")
@@ -132,6 +139,43 @@ class CacheEntry:
 
     def chunk_slice(self, index: int) -> slice:
         return slice(index * self.chunk_rows, min(self.n_rows, (index + 1) * self.chunk_rows))
+
+    @contextlib.contextmanager
+    def locked(self, waiting_message: str = "") -> Iterator[None]:
+        """Hold this entry exclusively (flock on ``.lock`` in its folder) while reading, computing and finalising.
+
+        The lock file is removed on release, so a complete entry holds only its two files. A
+        waiter may then hold a lock on that removed file, which guards nothing: it checks that
+        the path still names the file it locked, and starts again if not. A killed holder's lock
+        is released by the kernel; its stale ``.lock`` is reused.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            yield
+            return
+        path = self.folder / ".lock"
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise KaggleTLError(f"{path}: cannot lock the feature cache entry ({exc.strerror or exc})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting_message:
+                    log.info("%s: %s", self.folder, waiting_message)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # before unlocking: a waiter then sees it and starts again
+            os.close(fd)
 
     # -- complete arrays -------------------------------------------------------------------
     def load(self) -> np.ndarray | None:

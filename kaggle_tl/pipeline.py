@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from kaggle_tl import __version__
-from kaggle_tl.backbones import BackboneRef, backbone_identity, create_backbone, is_user_model
+from kaggle_tl.backbones import BackboneRef, backbone_identity, is_user_model
 from kaggle_tl.cache import FeatureCache, array_digest, atomic_write_bytes, cache_key
 from kaggle_tl.competition import Competition, data_fingerprint, drop_undecodable, image_set_key, read_competition
 from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
 from kaggle_tl.cv import cross_validate, make_folds
-from kaggle_tl.features import concat_views, extract_features, feature_key
+from kaggle_tl.engine import Engine
+from kaggle_tl.features import BackboneBuilder, concat_views, extract_features, feature_key
 from kaggle_tl.heads import create_head
 from kaggle_tl.plots import plot_report
 from kaggle_tl.runs import (ModelRecord, Predictions, RunRecord, ensure_writable, new_run_id, package_versions,
@@ -37,25 +38,17 @@ def backbone_refs(config: RunConfig) -> list[BackboneRef]:
     return [backbone_identity(name, config.weights, config.image_size, config.resize) for name in config.backbones]
 
 
-def features_for(competition: Competition, config: RunConfig, refs: list[BackboneRef]) -> tuple:
+def features_for(competition: Competition, config: RunConfig, refs: list[BackboneRef],
+                 engine: Engine | None = None) -> tuple:
+    """{view: (N, sum of dims)} train and test features, and the image-set keys they are cached under."""
     cache = FeatureCache(config.cache_dir)
-    built: dict = {}
-
-    def build(needed: list[BackboneRef]) -> dict:
-        for ref in needed:
-            if ref.name not in built:
-                log.info("building %s (weights=%s, %d px)", ref.name, config.weights, ref.input_size)
-                if ref.weights_id == "none":  # one cache key for every random init: make it the same init
-                    import keras
-                    keras.utils.set_random_seed(0)
-                built[ref.name] = create_backbone(ref.name, config.weights, ref.input_size)
-        return built
-
+    build = BackboneBuilder(config.weights)  # picklable: each Dask worker builds a model once
     keys, out = {}, {}
     for split, paths in (("train", competition.train_paths), ("test", competition.test_paths)):
         keys[split] = image_set_key(paths)
         features = extract_features(paths, keys[split], refs, config.views, cache, build,
-                                    batch_size=config.batch_size, threads=config.decode_threads, desc=split)
+                                    batch_size=config.batch_size, threads=config.decode_threads, desc=split,
+                                    engine=engine)
         out[split] = concat_views(features, [r.name for r in refs], config.views)
     return out["train"], out["test"], keys
 
@@ -104,10 +97,16 @@ def run(config: RunConfig) -> RunRecord:
         ensure_writable(directory, what)
     competition = read_competition(config)
     refs = backbone_refs(config)
-    timings: dict[str, float] = {}
 
+    with Engine(config.engine, config.address) as engine:  # connects to a cluster only if work needs one
+        return _run(config, competition, refs, engine, started)
+
+
+def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], engine: Engine,
+         started: float) -> RunRecord:
+    timings: dict[str, float] = {}
     t = time.perf_counter()
-    train_by_view, test_by_view, image_keys = features_for(competition, config, refs)
+    train_by_view, test_by_view, image_keys = features_for(competition, config, refs, engine)
     competition, train_by_view = drop_undecodable(competition, train_by_view, test_by_view, config)
     timings["features_s"] = time.perf_counter() - t
     folds = make_folds(competition.y, config.folds, config.seed)
@@ -129,7 +128,8 @@ def run(config: RunConfig) -> RunRecord:
     for head_name in config.heads:
         t = time.perf_counter()
         key = keys[head_name] = predictions_key(config, head_name, refs, image_keys, competition, folds)
-        preds, cached = head_predictions(head_name, config, competition, train_by_view, test_by_view, folds, key)
+        with engine.head_parallelism():  # joblib's Dask backend with --engine dask
+            preds, cached = head_predictions(head_name, config, competition, train_by_view, test_by_view, folds, key)
         name = model_name(config, head_name)
         record.save_predictions(name, preds)
         scores = preds.score()

@@ -92,7 +92,7 @@ def forbid_model_builds(monkeypatch) -> None:
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr("kaggle_tl.pipeline.create_backbone", no_model)
+    monkeypatch.setattr("kaggle_tl.backbones.create_backbone", no_model)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -164,7 +168,7 @@ def test_chunk_rows_need_not_be_a_multiple_of_the_batch(reference, image_paths, 
     folder = interrupted(image_paths, tmp_path / "again", calls=4, chunk_rows=7, batch_size=3)  # 12 rows: [0, 7)
     assert len(chunks(folder)) == 1 and "0000000000-0000000007" in chunks(folder)[0].name
     features, backbone = extract(image_paths, tmp_path / "again", chunk_rows=7, batch_size=3)
-    assert backbone.images_seen == N_IMAGES - 7
+    assert backbone.images_seen == N_IMAGES - 7 + 1  # chunk 1's last batch, of one image, is padded to two
     np.testing.assert_array_equal(features, reference)
 
 
@@ -214,3 +218,67 @@ def test_atomic_write_never_clobbers_when_asked(tmp_path):
     with pytest.raises(FileExistsError):
         atomic_write_bytes(path, b"second", overwrite=False)
     assert path.read_bytes() == b"first" and [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+# Extraction in its own process with a stand-in CNN. Given two more file names, it writes the first
+# at its first model call (the cache entries are then its own) and waits there for the second.
+CONCURRENT = """
+import logging, sys, time
+from pathlib import Path
+import numpy as np
+from kaggle_tl.cache import FeatureCache
+from kaggle_tl.features import BackboneRef, extract_features
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+images, cache_dir, signals = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+
+class Backbone:
+    seen = 0
+    def features(self, batch):
+        if signals and not Path(signals[1]).exists():
+            Path(signals[0]).touch()
+            while not Path(signals[1]).exists():
+                time.sleep(0.01)
+        Backbone.seen += len(batch)
+        x = batch.astype(np.float32)
+        return np.concatenate([x.mean(axis=(1, 2)), x[:, 0, 0, :]], axis=1)
+
+extract_features(sorted(images.iterdir()), "images-key", [BackboneRef("fake", "none", 16, 6)], ["original", "hflip"],
+                 FeatureCache(cache_dir), lambda refs: {"fake": Backbone()}, batch_size=4, threads=2, chunk_rows=8)
+print("computed", Backbone.seen, flush=True)
+"""
+
+
+def test_two_runs_sharing_a_cache_take_turns(image_paths, tmp_path):
+    script = tmp_path / "extract.py"
+    script.write_text(CONCURRENT)
+    images, shared, alone = image_paths[0].parent, tmp_path / "shared", tmp_path / "alone"
+    computing, go = tmp_path / "computing", tmp_path / "go"
+
+    def start(cache: Path, *extra: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), str(images), str(cache), *map(str, extra)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start(shared, computing, go)  # in the middle of computing until `go` exists
+    deadline = time.monotonic() + 60
+    while not computing.exists():
+        assert first.poll() is None, first.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the first run never started computing"
+        time.sleep(0.01)
+    second = start(shared)
+    unstick = threading.Timer(60, go.touch)  # should the second run never say it waits
+    unstick.start()
+    for line in second.stderr:  # the second run says it waits, and does
+        if "another run is extracting these features; waiting for it" in line:
+            break
+    go.touch()
+    unstick.cancel()
+    outputs = [p.communicate(timeout=120) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], [err[-2000:] for _, err in outputs]
+    computed = [int(out.split()[-1]) for out, _ in outputs]
+    assert computed == [N_IMAGES * 2, 0]  # the second read what the first wrote: nothing computed twice
+
+    assert subprocess.run([sys.executable, str(script), str(images), str(alone)], capture_output=True).returncode == 0
+    for entry in alone.iterdir():
+        assert sorted(p.name for p in (shared / entry.name).iterdir()) == ["features.npy", "meta.json"]
+        np.testing.assert_array_equal(np.load(shared / entry.name / "features.npy"), np.load(entry / "features.npy"))

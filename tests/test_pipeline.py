@@ -94,7 +94,7 @@ def test_second_run_reads_features_and_predictions_from_the_cache(mission_run, m
     def no_fit(*args, **kwargs):
         raise AssertionError("a head was refitted although its predictions are cached")
 
-    monkeypatch.setattr("kaggle_tl.pipeline.create_backbone", no_model)
+    monkeypatch.setattr("kaggle_tl.backbones.create_backbone", no_model)
     monkeypatch.setattr(LogRegHead, "fit", no_fit)
     second = run(config.replace(heads=("logreg",), head_params={}))
     assert second.run_id != first.run_id and second.timings["head_logreg_cached"] == 1.0
