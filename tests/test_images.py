@@ -248,17 +248,23 @@ def test_cmyk_jpeg_becomes_rgb(tmp_path):
     assert r > 200 and g < 40 and b < 40
 
 
-def test_exif_orientation_is_applied(tmp_path):
-    # Stored 40 wide x 20 high, left half red, right half blue, EXIF orientation 6 ("rotate 90 CW
-    # to display"): a viewer shows it 20 wide x 40 high, red on top. So does read_image.
-    stored = np.zeros((20, 40, 3), np.uint8)
-    stored[:, :20, 0] = 255
-    stored[:, 20:, 2] = 255
+def rotated_photo(tmp_path: Path, height: int, width: int) -> Path:
+    """A JPEG stored height x width, left half red, right half blue, EXIF orientation 6 (shown rotated 90 CW)."""
+    stored = np.zeros((height, width, 3), np.uint8)
+    stored[:, :width // 2, 0] = 255
+    stored[:, width // 2:, 2] = 255
     image = Image.fromarray(stored)
     exif = image.getexif()
     exif[0x0112] = 6
     path = tmp_path / "phone.jpg"
     image.save(path, "JPEG", exif=exif.tobytes(), quality=95)
+    return path
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # Stored 40 wide x 20 high, left half red, right half blue, EXIF orientation 6 ("rotate 90 CW
+    # to display"): a viewer shows it 20 wide x 40 high, red on top. So does read_image.
+    path = rotated_photo(tmp_path, 20, 40)
     out = read_image(path)
     assert out.shape == (40, 20, 3)
     assert out[5, 10, 0] > 200 and out[5, 10, 2] < 60  # top: red
@@ -314,14 +320,7 @@ def test_reduced_jpeg_decode_resizes_close_to_a_full_decode(tmp_path, photo):
 
 
 def test_reduced_jpeg_decode_applies_exif_orientation(tmp_path):
-    stored = np.zeros((200, 400, 3), np.uint8)  # left half red, right half blue; shown rotated 90 CW
-    stored[:, :200, 0] = 255
-    stored[:, 200:, 2] = 255
-    image = Image.fromarray(stored)
-    exif = image.getexif()
-    exif[0x0112] = 6
-    path = tmp_path / "phone.jpg"
-    image.save(path, "JPEG", exif=exif.tobytes(), quality=95)
+    path = rotated_photo(tmp_path, 200, 400)
     out = read_image(path, min_side=50)
     assert out.shape == (100, 50, 3)  # 1/4 scale, then rotated as the full decode is
     assert out[10, 25, 0] > 200 and out[10, 25, 2] < 60 and out[90, 25, 2] > 200 and out[90, 25, 0] < 60
