@@ -78,8 +78,10 @@ def head_predictions(head_name: str, config: RunConfig, competition: Competition
         except Exception as exc:  # noqa: BLE001 -- a damaged cache file is recomputed, never served
             log.warning("%s: %s; refitting", path, exc)
     head = create_head(head_name, random_state=config.seed, **config.head_params[head_name])
+    # joblib runs n_jobs=1 in this process whatever the backend: on a cluster, use every worker.
+    n_jobs = -1 if config.engine == "dask" else config.head_jobs
     preds = cross_validate(head, train_by_view, test_by_view, competition.y, folds, competition.n_classes,
-                           n_jobs=config.head_jobs, blas_threads=1, desc=head_name)
+                           n_jobs=n_jobs, blas_threads=1, desc=head_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     preds.save(path)
     return preds, False
