@@ -167,7 +167,7 @@ def _apply_bad_image_policy(competition: Competition, bad_train: dict[int, str],
     skipped = [{"id": competition.train_ids[i], "path": str(competition.train_paths[i]), "problem": problem}
                for i, problem in sorted(bad_train.items())]
     note = (f"{len(skipped)} unusable training image(s) left out (--skip-bad-train-images), "
-            f"e.g. {skipped[0]['path']}: {skipped[0]['problem']}; all in record.json skipped_images")
+            f"e.g. {skipped[0]['path']}: {skipped[0]['problem']}; all in the run record's skipped_images")
     competition = dataclasses.replace(
         competition, train_ids=[competition.train_ids[i] for i in keep],
         train_paths=[competition.train_paths[i] for i in keep], y=competition.y[keep],
