@@ -60,10 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def extraction_worker(engine_kind: str, paths: list[str], options: dict) -> dict:
     """One extraction into a fresh cache, timed from before TensorFlow or Dask is imported."""
     started = time.perf_counter()
-    from kaggle_tl.backbones import get_backbone_spec, weights_identity
+    from kaggle_tl.backbones import backbone_identity
     from kaggle_tl.cache import FeatureCache
     from kaggle_tl.engine import Engine
-    from kaggle_tl.features import DEFAULT_CHUNK_ROWS, BackboneBuilder, BackboneRef, extract_features
+    from kaggle_tl.features import DEFAULT_CHUNK_ROWS, BackboneBuilder, extract_features
 
     common.quiet_logs()
     chunk_times = []  # when the driver learnt of each written chunk (extract_features logs it at DEBUG)
@@ -78,9 +78,7 @@ def extraction_worker(engine_kind: str, paths: list[str], options: dict) -> dict
     clock.addHandler(ChunkClock(logging.DEBUG))
     clock.propagate = False  # its DEBUG lines are for the clock, not the table
     load_before = os.getloadavg()[0]
-    spec = get_backbone_spec(options["backbone"])
-    weights = None if options["weights"] == "none" else options["weights"]
-    ref = BackboneRef(spec.name, weights_identity(weights), options["image_size"], spec.dim)
+    ref = backbone_identity(options["backbone"], options["weights"], options["image_size"], options.get("resize", "pad"))
     cache = Path(tempfile.mkdtemp(prefix="dist-bench-", dir=common.BENCH_DIR))
     try:
         with Engine(engine_kind) as engine:

@@ -62,14 +62,8 @@ def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
         _atomic_write(path, lambda handle: handle.write(data), overwrite)
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` by the same atomic rename; a full disk is one line naming the folder."""
-    with _full_disk_as_error(path):
-        _atomic_save_npy(path, array)
-
-
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """atomic_save_npy, but OSError (ENOSPC included) reaches the caller, whose message knows more.
+    """``np.save`` by the same atomic rename; OSError (ENOSPC included) reaches the caller, whose message knows more.
 
     FeatureCache.write_chunk says the chunks already written are kept and a re-run resumes.
     """

@@ -14,7 +14,7 @@ from kaggle_tl.errors import KaggleTLError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of a whole PNG
-JPEG_SOS, JPEG_EOI = b"\xff\xda", b"\xff\xd9"
+JPEG_EOI = b"\xff\xd9"
 _HEAD_BYTES, _TAIL_BYTES = 16, 64
 # Formats people meet in Kaggle folders that kaggle_tl does not read (named, so the user knows what to convert).
 UNSUPPORTED_FORMATS = ("GIF", "HEIC", "AVIF", "JPEG 2000")

@@ -51,7 +51,7 @@ def leaderboard_table(models: list[RunModel], per_view: bool = False) -> pd.Data
             oof_by_row.append((tuple(run.train_ids), preds.y, proba))
     if rows:
         best = min(range(len(rows)), key=lambda i: rows[i]["cv_logloss"])
-        best_rows, best_y, best_proba = oof_by_row[best]
+        best_rows, _, best_proba = oof_by_row[best]
         for i, (row, (train_ids, y, proba)) in enumerate(zip(rows, oof_by_row)):
             if train_ids != best_rows:
                 row.update(diff_vs_best=float("nan"), diff_se=float("nan"), within_noise="other rows")

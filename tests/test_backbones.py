@@ -7,8 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from kaggle_tl.backbones import (backbone_identity, create_backbone, get_backbone_spec, list_backbones,
-                                 weights_identity)
+from kaggle_tl.backbones import backbone_identity, create_backbone, get_backbone_spec, list_backbones
 from kaggle_tl.backbones import digest
 from kaggle_tl.backbones.catalog import backbones_table
 from kaggle_tl.backbones.flops import backbone_gflops, published_gflops
@@ -136,9 +135,9 @@ def _rewrite(path, data: bytes, mtime_s: float | None = None) -> None:
 def test_weights_replaced_in_place_get_a_new_identity(tmp_path):
     weights = tmp_path / "w.h5"
     _rewrite(weights, b"a" * 1000)
-    first = weights_identity(str(weights))
+    first = backbone_identity("mobilenet_v2", str(weights)).weights_id
     _rewrite(weights, b"b" * 1000)  # same path, same size, written within the same second
-    second = weights_identity(str(weights))
+    second = backbone_identity("mobilenet_v2", str(weights)).weights_id
     assert first != second and first.startswith("w.h5@sha256:")
     # A folder: the identity is the digest of this backbone's own file, not of the folder's path.
     folder = tmp_path / "folder"

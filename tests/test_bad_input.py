@@ -24,7 +24,7 @@ from kaggle_tl import cache, cli
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.pipeline import run
-from kaggle_tl.runs import RunRecord
+from kaggle_tl.runs import Predictions, RunRecord
 from kaggle_tl.submission import build_submission, write_submission
 from conftest import make_competition  # noqa: E402
 
@@ -316,15 +316,16 @@ def fill_disk(monkeypatch, error: int = errno.ENOSPC, room: int = 100) -> None:
 
 @pytest.mark.parametrize("error, what", [(errno.ENOSPC, "no space left on device"),
                                          (errno.EDQUOT, "disk quota exceeded")])
-@pytest.mark.parametrize("writer", ["bytes", "npy"])
+@pytest.mark.parametrize("writer", ["bytes", "predictions"])
 def test_full_disk_is_one_line_naming_the_folder_and_leaves_no_temp_file(tmp_path, monkeypatch, error, what, writer):
     fill_disk(monkeypatch, error)
     folder = tmp_path / "runs" / "r1"
-    with pytest.raises(KaggleTLError, match=rf"runs/r1: {what} while writing (record.json|oof.npy)$") as exc:
+    with pytest.raises(KaggleTLError, match=rf"runs/r1: {what} while writing (record.json|predictions.npz)$") as exc:
         if writer == "bytes":
             cache.atomic_write_bytes(folder / "record.json", b"{}" * 1000)
-        else:
-            cache.atomic_save_npy(folder / "oof.npy", np.zeros((100, 10)))
+        else:  # how a run stores a model's predictions
+            Predictions(["original"], np.full((1, 4, 2), 0.5), np.full((1, 2, 3, 2), 0.5), np.array([0, 1, 0, 1]),
+                        np.array([0, 1, 1, 0])).save(folder / "predictions.npz")
     assert "\n" not in str(exc.value)
     assert list(folder.iterdir()) == []  # neither the file nor its temporary
 
@@ -351,9 +352,9 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
         cache.atomic_write_bytes(tmp_path / "record.json", b"{}")
-        cache.atomic_save_npy(tmp_path / "oof.npy", np.zeros(3))
+        cache._atomic_save_npy(tmp_path / "chunk.npy", np.zeros(3))
         cache.atomic_write_bytes(tmp_path / "sub.csv", b"id\n", overwrite=False)
     finally:
         os.umask(old)
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == \
-        {"record.json": mode, "oof.npy": mode, "sub.csv": mode}
+        {"record.json": mode, "chunk.npy": mode, "sub.csv": mode}

@@ -190,14 +190,6 @@ def _weights_id(resolved: str | None) -> str:
     return f"{Path(resolved).name}@sha256:{file_digest(resolved)[:16]}"
 
 
-def weights_identity(weights: object, weights_file: str | None = None) -> str:
-    """A stable string naming the weights: "none", "imagenet", or the file's name and content digest.
-
-    ``weights_file`` is the name looked up when ``weights`` is a folder.
-    """
-    return _weights_id(resolve_weights(weights, weights_file, "weights"))
-
-
 USER_MODEL_SUFFIXES = (".keras", ".h5")
 
 
