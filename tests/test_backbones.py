@@ -15,13 +15,6 @@ from kaggle_tl.cache import FeatureCache
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.features import extract_features
 
-# One backbone per family (the smallest) builds in the default run; every other registered one
-# too with KAGGLE_TL_ALL_BACKBONES=1 (the large ones take a minute each to build on 2 cores).
-FAMILY_SMALLEST = {"convnext_tiny", "densenet121", "efficientnet_b0", "efficientnetv2_b0", "efficientnet_lite0",
-                   "inception_resnet_v2", "inception_v3", "mobilenet", "mobilenet_v2", "mobilenet_v3_small",
-                   "nasnet_mobile", "resnet50", "resnet50_v2", "vgg16", "xception"}
-ALL_BACKBONES = os.environ.get("KAGGLE_TL_ALL_BACKBONES") == "1"
-
 # What each backbone's preprocessing must do to RGB in [0, 255].
 CONVENTIONS = {
     "tf": lambda x: x / 127.5 - 1.0,
@@ -57,8 +50,8 @@ def test_registry_covers_keras_applications():
 
 @pytest.mark.parametrize("name", list_backbones())
 def test_backbone_builds_at_its_minimum_size(name):
-    if name not in FAMILY_SMALLEST and not ALL_BACKBONES:
-        pytest.skip("set KAGGLE_TL_ALL_BACKBONES=1 to build every backbone")
+    # Every backbone, offline and with random weights: 173 s for all 43 on a quiet 2-core machine
+    # (the largest, efficientnetv2_l, 10.6 s).
     import keras
 
     spec = get_backbone_spec(name)
