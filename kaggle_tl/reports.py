@@ -175,6 +175,11 @@ def compare_models(models: Sequence[RunModel], y: np.ndarray, folds: np.ndarray,
         row["submission"] = ""
     rows.sort(key=lambda r: r["cv_logloss"])
     notes = []
+    optimistic = [m.key for m in models if m.entry.optimistic]
+    if optimistic:
+        notes.append(f"{len(optimistic)} model(s) stopped early on the rows they are scored on (optimistic): "
+                     f"{', '.join(optimistic)}; every row that weights them inherits that optimism. Re-run them with "
+                     "the default early_stopping = \"inner\" to compare honestly")
     if not pairs and any(len(m.entry.backbones) > 1 for m in models):
         notes.append("concat_vs_average: no single-backbone models with the concatenated model's head, views, "
                      "weights and image size; run each backbone alone to compare")

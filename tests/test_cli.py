@@ -322,3 +322,17 @@ def test_views_and_resize_reach_the_run_end_to_end(tmp_path):
     assert crop.image_keys == pad.image_keys and crop.backbones[0]["resize"] != pad.backbones[0]["resize"]
     # Each (view, resize) has its own cached features: 3 views x 2 splits x 2 policies.
     assert len(list((tmp_path / "cache").glob("*/features.npy"))) == 12
+
+
+def test_ensemble_names_optimistic_models(tmp_path, capsys):
+    competition = make_competition(tmp_path / "comp")
+    runs_dir = tmp_path / "runs"
+    make_run(runs_dir, competition, "r1", SINGLE_X, minutes=1)
+    make_run(runs_dir, competition, "r2", {"xception__dense": (["xception"], 2.0)}, minutes=2, optimistic=True)
+    argv = ["ensemble", "--all", "--runs-dir", str(runs_dir), "--strategies", "mean", "--submit", "none",
+            "--out", str(tmp_path / "ens")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1 model(s) stopped early on the rows they are scored on (optimistic): r2/xception__dense" in out
+    (folder,) = (tmp_path / "ens").iterdir()
+    assert any("optimistic" in note for note in json.loads((folder / "ensemble.json").read_text())["notes"])
