@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tomllib
 import warnings
@@ -286,6 +287,8 @@ def quiet_unless(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if verbose:
         return
+    # Dask sets its loggers from its config when imported (here and in spawned workers, which inherit this).
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     for name in ("tensorflow", "absl", "keras", "h5py", "distributed"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="(keras|tensorflow|absl)")

@@ -55,6 +55,9 @@ class BackboneBuilder:
 
     def __call__(self, refs: Sequence[BackboneRef]) -> dict:
         from kaggle_tl.backbones import create_backbone  # TensorFlow is imported only where a model runs
+        from kaggle_tl.quiet import import_tensorflow
+
+        import_tensorflow()  # quietly, in a Dask worker too, before the seeding below imports Keras
 
         for ref in refs:
             if (ref, self.weights) not in _BUILT:
