@@ -293,6 +293,22 @@ def test_a_run_prints_progress_and_tables_without_tensorflow_noise(tmp_path):
         assert noise not in done.stderr, noise
 
 
+def test_a_fully_cached_rerun_does_not_import_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    competition = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    argv = ["run", "--data", str(competition), "--backbones", "efficientnet_lite0", "--image-size", "32",
+            "--heads", "logreg,dense", "--folds", "2", "--cache-dir", str(tmp_path / "cache"),
+            "--runs-dir", str(tmp_path / "runs"), "--submissions-dir", str(tmp_path / "subs")]
+    assert main(argv) == 0
+    rerun = (f"import sys; from kaggle_tl.cli import main; code = main({argv!r}); "
+             "print('exit', code, 'tensorflow imported:', 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", rerun], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines()[-1] == "exit 0 tensorflow imported: False", done.stdout + done.stderr
+    assert len(list((tmp_path / "subs").glob("*.csv"))) == 4  # the re-run's submissions were written too
+
+
 # --------------------------------------------------------------------------- backbones, views, resize
 def test_backbones_lists_every_backbone_with_offline_weights(capsys):
     from kaggle_tl.backbones import list_backbones

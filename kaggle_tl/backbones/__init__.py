@@ -2,10 +2,11 @@
 
 Adding a backbone is one decorated builder function (see ``keras_apps.py``)::
 
-    @register_backbone("inception_v3", input_size=299, dim=2048, min_size=75,
-                       preprocess=keras.applications.inception_v3.preprocess_input,
+    @register_backbone("inception_v3", input_size=299, dim=2048, min_size=75, preprocess=scale_to_pm1,
                        weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", top1=77.9)
     def inception_v3(weights, input_size):
+        import keras  # here, not at the top: registering must not import TensorFlow
+
         return keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights,
                                               input_shape=(input_size, input_size, 3))
 
@@ -70,10 +71,8 @@ def register_backbone(name: str, *, input_size: int, dim: int, preprocess: Prepr
 
 
 def _load_builtin() -> None:
-    # Imported lazily so that `import kaggle_tl` stays cheap (no TensorFlow import).
-    from kaggle_tl.quiet import import_tensorflow
-
-    import_tensorflow()
+    # Registering imports no TensorFlow (builders import it): a config resolves, a Dask driver
+    # plans and a fully cached run finishes without it.
     from kaggle_tl.backbones import efficientnet_lite, keras_apps  # noqa: F401
 
 

