@@ -215,11 +215,14 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def quiet_logs(verbose: bool = False) -> None:
     """Keep kaggle_tl's INFO progress (unless ``verbose``) and TensorFlow's warnings out of the tables."""
     import logging
+    import os
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    for name in ("tensorflow", "absl", "h5py"):
+    for name in ("tensorflow", "absl", "h5py", "distributed"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if not verbose:  # Dask reads it when imported, here and in the workers it spawns (as the CLI does)
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 
 
 # -- output ----------------------------------------------------------------------------------------

@@ -264,23 +264,31 @@ class CacheEntry:
                                 f"the chunks already written are kept and a re-run resumes from them") from None
 
     def finalize(self) -> np.ndarray:
-        """Join the chunks into features.npy (streamed: memory stays at one chunk), checking each again."""
+        """Join the chunks into features.npy, checking each again.
+
+        Streamed with plain writes, one chunk in memory at a time: a memory map of the output
+        would count every written page in this process's RSS, and a Dask driver finalising 1M
+        images must stay as small as one finalising 1,000.
+        """
         chunks = self._chunks_on_disk()
         if sorted(chunks) != list(range(self.n_chunks)):
             raise KaggleTLError(f"{self.folder}: cannot finalise, chunks missing")
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".features.npy.", suffix=".tmp")
-        os.close(fd)
         try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(self.n_rows, self.dim))
-            for index, (path, digest) in sorted(chunks.items()):
-                rows = self._load_chunk(index, path, digest)
-                if rows is None:
-                    path.unlink(missing_ok=True)
-                    raise KaggleTLError(f"{path}: feature chunk changed on disk during the run; re-run to recompute it")
-                out[self.chunk_slice(index)] = rows
-            out.flush()
-            digest = array_digest(out)
-            del out
+            whole = hashlib.sha1()  # array_digest of the joined array, computed as it is written
+            with os.fdopen(fd, "wb") as out:
+                np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                           "fortran_order": False, "shape": (self.n_rows, self.dim)})
+                for index, (path, digest) in sorted(chunks.items()):
+                    rows = self._load_chunk(index, path, digest)
+                    if rows is None:
+                        path.unlink(missing_ok=True)
+                        raise KaggleTLError(f"{path}: feature chunk changed on disk during the run; "
+                                            "re-run to recompute it")
+                    data = np.ascontiguousarray(rows, dtype=np.float32).tobytes()
+                    whole.update(data)
+                    out.write(data)
+            digest = whole.hexdigest()[:16]
             os.replace(tmp, self.folder / "features.npy")
             meta = {"shape": [self.n_rows, self.dim], "dtype": "float32", "sha1": digest, **self.info}
             atomic_write_bytes(self.folder / "meta.json", json.dumps(meta, indent=1, default=str).encode())

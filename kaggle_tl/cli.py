@@ -307,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kaggle-tl: interrupted; completed feature chunks are kept and the next run resumes", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kaggle-tl backbones | head`: the reader left; no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout at exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -200,6 +200,39 @@ def test_disk_full_while_writing_a_chunk_is_one_clear_error(image_paths, tmp_pat
     assert backbone.images_seen == N_IMAGES - CHUNK
 
 
+def test_finalise_streams_chunks_into_a_checked_file_and_a_full_disk_keeps_the_chunks(tmp_path, monkeypatch):
+    rows = np.random.default_rng(1).normal(size=(N_IMAGES, DIM)).astype(np.float32)
+    entry = FeatureCache(tmp_path).entry("k", N_IMAGES, DIM, CHUNK)
+    for index in range(entry.n_chunks):
+        entry.write_chunk(index, rows[entry.chunk_slice(index)])
+    real_fdopen = cache_module.os.fdopen
+
+    def fdopen_full(fd, mode="rb", **kwargs):
+        class Full:  # the joined file's writes fail as on a full disk
+            def __init__(self):
+                self.file = real_fdopen(fd, mode, **kwargs)
+
+            def write(self, data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.file.close()
+        return Full()
+
+    monkeypatch.setattr(cache_module.os, "fdopen", fdopen_full)
+    with pytest.raises(KaggleTLError, match="cannot write features.npy .No space left on device.; the chunks are kept"):
+        entry.finalize()
+    assert len(chunks(entry.folder)) == entry.n_chunks and not list(entry.folder.glob(".*"))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(entry.finalize(), rows)
+    reopened = FeatureCache(tmp_path).entry("k", N_IMAGES, DIM, CHUNK).load()  # checksum checked on load
+    assert reopened is not None and array_digest(reopened) == array_digest(rows)
+    assert sorted(p.name for p in entry.folder.iterdir()) == ["features.npy", "meta.json"]
+
+
 def test_undecodable_image_gives_nan_rows_that_are_cached(reference, image_paths, tmp_path, caplog):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 garbage \xff\xda more garbage \xff\xd9")  # passes the scan
