@@ -285,7 +285,7 @@ class CacheEntry:
                         path.unlink(missing_ok=True)
                         raise KaggleTLError(f"{path}: feature chunk changed on disk during the run; "
                                             "re-run to recompute it")
-                    data = np.ascontiguousarray(rows, dtype=np.float32).tobytes()
+                    data = memoryview(np.ascontiguousarray(rows, dtype=np.float32)).cast("B")  # no copy
                     whole.update(data)
                     out.write(data)
             digest = whole.hexdigest()[:16]
