@@ -44,7 +44,12 @@ _LOAD_ERRORS = (ValueError, OSError, EOFError)  # what np.load raises on a damag
 
 
 def array_digest(array: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(array).view(np.uint8).reshape(-1)).hexdigest()[:16]
+    return _short(hashlib.sha1(np.ascontiguousarray(array).view(np.uint8).reshape(-1)))
+
+
+def _short(sha1) -> str:
+    """The digest as chunk names and meta.json hold it."""
+    return sha1.hexdigest()[:16]
 
 
 def cache_key(**parts: Any) -> str:
@@ -288,7 +293,7 @@ class CacheEntry:
                     data = memoryview(np.ascontiguousarray(rows, dtype=np.float32)).cast("B")  # no copy
                     whole.update(data)
                     out.write(data)
-            digest = whole.hexdigest()[:16]
+            digest = _short(whole)
             os.replace(tmp, self.folder / "features.npy")
             meta = {"shape": [self.n_rows, self.dim], "dtype": "float32", "sha1": digest, **self.info}
             atomic_write_bytes(self.folder / "meta.json", json.dumps(meta, indent=1, default=str).encode())

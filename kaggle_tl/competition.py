@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kaggle_tl.config import RunConfig
-from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.images import IMAGE_EXTENSIONS, find_bad_images, image_problem
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
         # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would rename column 1.
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as exc:
-        raise KaggleTLError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+        raise KaggleTLError(f"{path}: not a readable CSV ({one_line(exc)})") from None
     check_csv_header(path, frame)
     absent = [c for c in required if c not in frame.columns]
     if absent:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from kaggle_tl.engine import ENGINES
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.images import DEFAULT_RESIZE, RESIZE_POLICIES, VIEW_TRANSFORMS
 
@@ -23,7 +24,6 @@ MISSION_BACKBONES = ("xception", "inception_v3")
 # The embedded default main job: offline, pretrained, finishes in minutes on 2 CPU cores.
 DEMO_DATA = "data/demo"
 DEMO_BACKBONES = ("efficientnet_lite0",)
-ENGINES = ("local", "dask")
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and scikit-learn's seeding accepts
 
 

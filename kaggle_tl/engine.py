@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.errors import KaggleTLError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Engine:
                     self._client = Client(self.address, timeout=f"{CONNECT_TIMEOUT_S}s")
                 except (OSError, TimeoutError) as exc:
                     raise KaggleTLError(f"address {self.address}: cannot connect to a Dask scheduler "
-                                        f"({str(exc).splitlines()[0][:200]})") from None
+                                        f"({one_line(exc)})") from None
                 log.info("connected to the Dask scheduler at %s", self.address)
         return self._client
 
@@ -148,17 +148,20 @@ class Engine:
         self._checked.add((str(folder), shared_file))
 
     @contextlib.contextmanager
-    def head_parallelism(self) -> Iterator[None]:
-        """Inside, ``joblib.Parallel`` runs on the cluster (joblib's Dask backend) for a Dask engine;
-        for a local one joblib keeps its default backend."""
+    def head_parallelism(self, head_jobs: int = 1) -> Iterator[int]:
+        """The ``n_jobs`` for head fits; inside, ``joblib.Parallel`` runs where this engine runs.
+
+        Local: joblib's default backend and ``head_jobs``. Dask: joblib's Dask backend and -1, as
+        joblib runs ``n_jobs=1`` in this process whatever the backend: every worker takes fits.
+        """
         if self.kind == "local":
-            yield
+            yield head_jobs
             return
         import joblib
 
         self.client()  # the backend sends work to the current (latest) client
         with joblib.parallel_config(backend="dask"):
-            yield
+            yield -1
 
 
 def shared_problem(probe: str, token: str, shared_file: str) -> str | None:

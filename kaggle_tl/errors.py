@@ -7,3 +7,9 @@ class KaggleTLError(Exception):
     `kaggle-tl` and `run_all.py` print it on one line and exit non-zero; any other
     exception reaching the user is a bug in kaggle_tl.
     """
+
+
+def one_line(exc: BaseException) -> str:
+    """Another library's whole message on one line, for a KaggleTLError: cutting it mid-sentence
+    (or at its first line) hid the part that says why."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -292,11 +292,16 @@ RESIZERS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "squash": resize_square, "crop": resize_crop, "pad": resize_pad}
 
 
-def resize_image(image: np.ndarray, size: int, resize: str = DEFAULT_RESIZE) -> np.ndarray:
-    """(H, W, 3) -> (size, size, 3) by the ``resize`` policy: squash, crop or pad."""
+def check_resize(resize: str) -> str:
+    """``resize`` if it names a policy, else the one-line refusal."""
     if resize not in RESIZERS:
         raise KaggleTLError(f"resize: unknown policy {resize!r}; choose from {', '.join(RESIZE_POLICIES)}")
-    return RESIZERS[resize](image, size)
+    return resize
+
+
+def resize_image(image: np.ndarray, size: int, resize: str = DEFAULT_RESIZE) -> np.ndarray:
+    """(H, W, 3) -> (size, size, 3) by the ``resize`` policy: squash, crop or pad."""
+    return RESIZERS[check_resize(resize)](image, size)
 
 
 # A JPEG much larger than the target is decoded at 1/2, 1/4 or 1/8 size by libjpeg, keeping the

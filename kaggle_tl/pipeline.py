@@ -69,8 +69,8 @@ def predictions_key(config: RunConfig, head_name: str, refs: list[BackboneRef], 
 
 
 def head_predictions(head_name: str, config: RunConfig, competition: Competition, train_by_view: dict,
-                     test_by_view: dict, folds: np.ndarray, key: str) -> tuple[Predictions, bool]:
-    """A head's fold x view predictions: from the prediction cache, or fitted (then cached)."""
+                     test_by_view: dict, folds: np.ndarray, key: str, n_jobs: int = 1) -> tuple[Predictions, bool]:
+    """A head's fold x view predictions: from the prediction cache, or fitted ``n_jobs`` at a time (then cached)."""
     path = Path(config.cache_dir) / PREDICTIONS_CACHE / f"{head_name}-{key}.npz"
     if path.is_file():
         try:
@@ -78,8 +78,6 @@ def head_predictions(head_name: str, config: RunConfig, competition: Competition
         except Exception as exc:  # noqa: BLE001 -- a damaged cache file is recomputed, never served
             log.warning("%s: %s; refitting", path, exc)
     head = create_head(head_name, random_state=config.seed, **config.head_params[head_name])
-    # joblib runs n_jobs=1 in this process whatever the backend: on a cluster, use every worker.
-    n_jobs = -1 if config.engine == "dask" else config.head_jobs
     preds = cross_validate(head, train_by_view, test_by_view, competition.y, folds, competition.n_classes,
                            n_jobs=n_jobs, blas_threads=1, desc=head_name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,8 +128,9 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], e
     for head_name in config.heads:
         t = time.perf_counter()
         key = keys[head_name] = predictions_key(config, head_name, refs, image_keys, competition, folds)
-        with engine.head_parallelism():  # joblib's Dask backend with --engine dask
-            preds, cached = head_predictions(head_name, config, competition, train_by_view, test_by_view, folds, key)
+        with engine.head_parallelism(config.head_jobs) as n_jobs:
+            preds, cached = head_predictions(head_name, config, competition, train_by_view, test_by_view, folds, key,
+                                             n_jobs)
         name = model_name(config, head_name)
         record.save_predictions(name, preds)
         scores = preds.score()

@@ -10,7 +10,7 @@ import pandas as pd
 from kaggle_tl.cache import atomic_write_bytes
 from kaggle_tl.competition import check_csv_header
 from kaggle_tl.metrics import KAGGLE_EPS, clip_proba, score
-from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.errors import KaggleTLError, one_line
 
 ROW_SUM_TOLERANCE = 1e-6
 
@@ -103,7 +103,7 @@ def _read_text_csv(path: Path, what: str, required: list[str]) -> pd.DataFrame:
     except FileNotFoundError:
         raise KaggleTLError(f"{path}: {what} file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as exc:
-        raise KaggleTLError(f"{path}: {what} is not a readable CSV ({str(exc).splitlines()[0]})") from None
+        raise KaggleTLError(f"{path}: {what} is not a readable CSV ({one_line(exc)})") from None
     except OSError as exc:
         raise KaggleTLError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     check_csv_header(path, frame)  # never a column the file does not have ("Unnamed: 4", "cat.1")

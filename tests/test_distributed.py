@@ -178,8 +178,11 @@ def test_heads_through_the_dask_backend_match_serial_fits(cluster):
     model = LogisticRegression(C=0.5, max_iter=200)
     splits = [(folds != f, folds == f) for f in range(4)]
     serial = [fit_predict(model, X, y, train, test)[0] for train, test in splits]
-    with Engine("dask", cluster[0].scheduler_address) as engine, engine.head_parallelism():
-        results = Parallel(n_jobs=-1)(delayed(fit_predict)(model, X, y, train, test) for train, test in splits)
+    with Engine("local").head_parallelism(3) as n_jobs:
+        assert n_jobs == 3  # --head-jobs, on joblib's own backend
+    with Engine("dask", cluster[0].scheduler_address) as engine, engine.head_parallelism(1) as n_jobs:
+        # Every worker, whatever --head-jobs says: joblib would run n_jobs=1 in the driver.
+        results = Parallel(n_jobs=n_jobs)(delayed(fit_predict)(model, X, y, train, test) for train, test in splits)
     for (proba, _), expected in zip(results, serial):
         np.testing.assert_array_equal(proba, expected)
     assert {pid for _, pid in results} <= set(cluster[1].run(os.getpid).values())  # fitted on the workers

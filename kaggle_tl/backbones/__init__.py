@@ -2,7 +2,7 @@
 
 Adding a backbone is one decorated builder function (see ``keras_apps.py``)::
 
-    @register_backbone("inception_v3", input_size=299, dim=2048, min_size=75, preprocess=scale_to_pm1,
+    @register_backbone("inception_v3", input_size=299, dim=2048, min_size=75, preprocess=to_minus1_plus1,
                        weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", top1=77.9)
     def inception_v3(weights, input_size):
         import keras  # here, not at the top: registering must not import TensorFlow
@@ -10,7 +10,8 @@ Adding a backbone is one decorated builder function (see ``keras_apps.py``)::
         return keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights,
                                               input_shape=(input_size, input_size, 3))
 
-The builder receives ``weights`` as ``"imagenet"``, ``None`` (random init) or the path of a
+``preprocess`` maps float32 RGB in [0, 255] to the model's input (here a function doing
+``x / 127.5 - 1``). The builder receives ``weights`` as ``"imagenet"``, ``None`` (random init) or the path of a
 weights file (``create_backbone`` has already found the backbone's file in a weights folder), and
 returns a Keras model mapping preprocessed float32 NHWC images to an (N, dim) array.
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from kaggle_tl.backbones.digest import file_digest
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.images import DEFAULT_RESIZE, RESIZE_POLICIES
+from kaggle_tl.images import DEFAULT_RESIZE, check_resize
 
 Builder = Callable[[object, int], object]
 Preprocess = Callable[[np.ndarray], np.ndarray]
@@ -136,8 +137,7 @@ def backbone_identity(name: str, weights: object = "imagenet", image_size: int |
     KaggleTLError for an unknown name, a size below the minimum, missing weights or an unknown
     resize policy, so a bad setting stops the run before any extraction.
     """
-    if resize not in RESIZE_POLICIES:
-        raise KaggleTLError(f"resize: unknown policy {resize!r}; choose from {', '.join(RESIZE_POLICIES)}")
+    check_resize(resize)
     if is_user_model(name):
         # A user model has one fixed input size: image_size does not apply to it.
         backbone = _create_user_backbone(name)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kaggle_tl.backbones import Preprocess, register_backbone
-from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.quiet import import_tensorflow
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def build_application(name: str, constructor: str, weights, input_size: int, fil
                 f"({type(exc).__name__}); put {filename} in that folder, or pass --weights FOLDER holding it"
             ) from None
         source = weights if weights != "imagenet" else cached
-        raise KaggleTLError(f"{source}: cannot load weights for {name} ({_one_line(exc)})") from None
+        raise KaggleTLError(f"{source}: cannot load weights for {name} ({one_line(exc)})") from None
 
 
 def _model_normalises(x: np.ndarray) -> np.ndarray:
@@ -146,7 +146,7 @@ def build_user_model(model_path: str | Path, layer: str | None) -> tuple[keras.M
     try:
         model = keras.models.load_model(model_path, compile=False)
     except Exception as exc:
-        raise KaggleTLError(f"{model_path}: cannot load Keras model ({_one_line(exc)})") from None
+        raise KaggleTLError(f"{model_path}: cannot load Keras model ({one_line(exc)})") from None
     try:
         output = model.get_layer(layer).output if layer else model.output
     except ValueError:
@@ -160,8 +160,3 @@ def build_user_model(model_path: str | Path, layer: str | None) -> tuple[keras.M
     if height is None or height != width:
         raise KaggleTLError(f"{model_path}: input shape {model.input_shape} is not a fixed square image")
     return keras.Model(model.inputs, output), int(height), int(output.shape[-1])
-
-
-def _one_line(exc: Exception) -> str:
-    """Keras' whole refusal on one line: cutting it mid-sentence hid the part that says why."""
-    return " ".join(str(exc).split()) or type(exc).__name__
