@@ -3,9 +3,9 @@
 
 For a competition folder, each resize policy and each backbone set ("a+b" concatenates features),
 features are extracted with kaggle_tl (``backbone_identity`` + ``extract_features``, cached under
-``--cache``), then a logistic-regression head (``kaggle_tl.heads.LogRegHead``) is scored by 5-fold
-CV (``kaggle_tl.cv.make_folds``, probabilities clipped as submitted). With several views, one head
-per view and the OOF probabilities averaged, as a run does. "mean of sets" averages the sets' OOF
+``--cache``), then the logreg head (``create_head("logreg")``) is scored by 5-fold CV exactly as a
+run scores it (``kaggle_tl.cv.cross_validate``: one head per view, OOF probabilities averaged over
+views, ``kaggle_tl.metrics.score``). "mean of sets" averages the sets' OOF
 probabilities. s/img: extraction wall time per image (all views, model build included), summed
 over a set's backbones (each backbone once for "mean of sets"), recorded when the features were
 computed (a later run reads them from the cache and reuses that time).
@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, help="use this many training images (classes balanced)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--logreg-c", type=float, default=0.005, help="LogRegHead C (default: %(default)s)")
+    p.add_argument("--logreg-c", type=float, default=0.005, help="the logreg head's C (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=4, help="decode threads")
     p.add_argument("--cache", default=str(common.BENCH_DIR / "quality-cache"), help="feature cache folder")
@@ -51,18 +51,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def extract(paths, image_key: str, ref, views, cache_dir: Path, weights: str, args) -> tuple[dict, float | None]:
     """{view: (N, dim)} for one backbone, and its extraction seconds per image (None if unknown)."""
-    from kaggle_tl.backbones import create_backbone
     from kaggle_tl.cache import FeatureCache
-    from kaggle_tl.features import extract_features, feature_key
+    from kaggle_tl.features import BackboneBuilder, extract_features, feature_key
 
     timings_path = cache_dir / "quality-timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     key = "|".join(feature_key(image_key, ref, v) for v in views)
     built = []
 
-    def build(refs):
+    def build(refs):  # kaggle_tl's builder, noting that the features were computed now
         built.append(True)
-        return {r.name: create_backbone(r.name, weights, r.input_size) for r in refs}
+        return BackboneBuilder(weights)(refs)
 
     start = time.perf_counter()
     features = extract_features(paths, image_key, [ref], views, FeatureCache(cache_dir), build,
@@ -73,25 +72,23 @@ def extract(paths, image_key: str, ref, views, cache_dir: Path, weights: str, ar
     return {view: features[(ref.name, view)] for view in views}, timings.get(key)
 
 
-def cv_proba(features_by_view: dict, y, folds, c: float):
-    """OOF probabilities of LogRegHead, one head per view, averaged over views."""
+def cv_proba(features_by_view: dict, y, folds, n_classes: int, c: float, seed: int):
+    """View-averaged OOF probabilities of the logreg head, fitted as a run fits it."""
     import numpy as np
-    from sklearn.model_selection import PredefinedSplit, cross_val_predict
 
-    from kaggle_tl.heads import LogRegHead
+    from kaggle_tl.cv import cross_validate
+    from kaggle_tl.heads import create_head
 
-    return np.mean([cross_val_predict(LogRegHead(C=c), np.asarray(x), y, cv=PredefinedSplit(folds),
-                                      method="predict_proba") for x in features_by_view.values()], axis=0)
+    train = {v: np.asarray(x) for v, x in features_by_view.items()}
+    test = {v: x[:1] for v, x in train.items()}  # only the OOF rows are scored; one row keeps the shapes
+    return cross_validate(create_head("logreg", random_state=seed, C=c), train, test, y, folds, n_classes).oof_mean
 
 
 def scores(proba, y) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, log_loss
+    from kaggle_tl.metrics import score
 
-    from kaggle_tl.cv import clip_proba
-
-    proba = clip_proba(proba)
-    return {"cv_logloss": log_loss(y, proba, labels=list(range(proba.shape[1]))),
-            "cv_accuracy": accuracy_score(y, proba.argmax(axis=1))}
+    result = score(y, proba)
+    return {"cv_logloss": result["logloss"], "cv_accuracy": result["accuracy"]}
 
 
 def main(argv=None) -> int:
@@ -117,7 +114,7 @@ def main(argv=None) -> int:
     print(common.describe_machine(machine))
     print(common.load_line())
     print(f"data: {root} ({len(paths)} training images, {competition.n_classes} classes); views {views}; "
-          f"LogRegHead C={args.logreg_c}; {args.folds}-fold CV, seed {args.seed}")
+          f"logreg C={args.logreg_c}; {args.folds}-fold CV, seed {args.seed}")
 
     rows = []
     for resize in [r.strip() for r in args.resize.split(",") if r.strip()]:
@@ -128,7 +125,7 @@ def main(argv=None) -> int:
             print(f"  {resize} {name}: features ready ({common.load_line()})", flush=True)
         for backbone_set in sets:
             by_view = {v: np.concatenate([per_backbone[b][0][v] for b in backbone_set], axis=1) for v in views}
-            proba = cv_proba(by_view, y, folds, args.logreg_c)
+            proba = cv_proba(by_view, y, folds, competition.n_classes, args.logreg_c, args.seed)
             oof.append(proba)
             times = [per_backbone[b][1] for b in backbone_set]
             rows.append({"resize": resize, "set": "+".join(backbone_set), **scores(proba, y),
