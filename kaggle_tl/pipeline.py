@@ -24,7 +24,7 @@ from kaggle_tl.engine import Engine
 from kaggle_tl.features import BackboneBuilder, concat_views, extract_features, feature_key
 from kaggle_tl.heads import create_head
 from kaggle_tl.plots import plot_report
-from kaggle_tl.runs import (ModelRecord, Predictions, RunRecord, ensure_writable, new_run_id, package_versions,
+from kaggle_tl.runs import (ModelRecord, Predictions, RunRecord, claim_run_dir, ensure_writable, package_versions,
                             to_json)
 from kaggle_tl.submission import build_submission, write_submission
 
@@ -111,9 +111,9 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], e
     timings["features_s"] = time.perf_counter() - t
     folds = make_folds(competition.y, config.folds, config.seed)
 
-    run_id = new_run_id()
+    run_dir = claim_run_dir(config.runs_dir)
     record = RunRecord(
-        run_id=run_id, config=config.to_dict(), competition=str(Path(config.data).resolve()),
+        run_id=run_dir.name, config=config.to_dict(), competition=str(Path(config.data).resolve()),
         data_fingerprint=data_fingerprint(competition, image_keys["train"], image_keys["test"]),
         image_keys=image_keys, classes=competition.classes, id_column=competition.id_column,
         submission_columns=list(competition.sample_submission.columns), train_ids=competition.train_ids,
@@ -121,7 +121,7 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], e
         backbones=[r.__dict__ for r in refs], random_weights=config.weights == "none",
         notes=list(competition.notes),
         skipped_images=list(competition.skipped_images),
-        versions=package_versions(), timings=timings, run_dir=Path(config.runs_dir) / run_id)
+        versions=package_versions(), timings=timings, run_dir=run_dir)
     record.save()
 
     keys = {}

@@ -27,7 +27,7 @@ from kaggle_tl.ensemble import compare_strategies
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.leaderboard import write_table
 from kaggle_tl.plots import plot_report
-from kaggle_tl.runs import (RunModel, RunRecord, check_comparable, ensure_writable, load_models, new_run_id,
+from kaggle_tl.runs import (RunModel, RunRecord, check_comparable, claim_run_dir, ensure_writable, load_models,
                             package_versions, to_json)
 from kaggle_tl.submission import build_submission, read_sample_submission, write_submission
 
@@ -200,8 +200,8 @@ def ensemble_runs(run_dirs: Sequence[str | Path], strategies: Sequence[str] | No
     ensure_writable(out_root, "ensembles")
     ensure_writable(submissions_dir, "submissions")
 
-    ensemble_id = new_run_id()
-    out_dir = Path(out_root) / ensemble_id
+    out_dir = claim_run_dir(out_root)
+    ensemble_id = out_dir.name
     classes = records[-1].classes
     versions = package_versions()
     submissions = {}

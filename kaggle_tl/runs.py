@@ -48,6 +48,23 @@ def new_run_id() -> str:
     return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
+def claim_run_dir(parent: str | Path) -> Path:
+    """A new, empty folder ``<parent>/<run id>``, created exclusively.
+
+    Runs launched together (a grid script, jobs on a cluster sharing one runs folder) can draw
+    the same second and suffix; taking the folder with an exclusive mkdir means a second run
+    draws again instead of overwriting the first one's record.
+    """
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    while True:
+        folder = Path(parent) / new_run_id()
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -184,7 +201,9 @@ class RunRecord:
     test_ids: list[str]
     train_paths: list[str]
     backbones: list[dict[str, Any]]  # feature identities (name, weights id, size, ...)
-    created: str = field(default_factory=lambda: dt.datetime.now().isoformat(timespec="seconds"))
+    # Microseconds, because runs started within one second (a script, a test) must still list in
+    # the order they were made; the run id's random suffix does not sort by time.
+    created: str = field(default_factory=lambda: dt.datetime.now().isoformat(timespec="microseconds"))
     models: list[ModelRecord] = field(default_factory=list)
     random_weights: bool = False
     notes: list[str] = field(default_factory=list)

@@ -22,7 +22,7 @@ from kaggle_tl.config import RunConfig
 from kaggle_tl.cv import make_folds
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.runs import (RECORD_FILE, SCHEMA_VERSION, ModelRecord, Predictions, RunRecord, check_comparable,
-                            list_runs, load_models, resolve_run_dir, same_folds_as_newest, select_runs)
+                            claim_run_dir, list_runs, load_models, resolve_run_dir, same_folds_as_newest, select_runs)
 
 VIEWS = ["original", "hflip"]
 
@@ -37,9 +37,12 @@ def competition_labels(competition: Path) -> tuple[list[str], np.ndarray, list[s
 
 
 def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, tuple[list[str], float]],
-             fingerprint: str = "fp-a", seed: int = 42, folds: int = 5, minutes: int = 0,
+             fingerprint: str = "fp-a", seed: int = 42, folds: int = 5, minutes: int | None = 0,
              head: str = "logreg", optimistic: bool = False) -> RunRecord:
-    """A run of ``models``: name -> (backbones, signal); a larger signal gives a better model."""
+    """A run of ``models``: name -> (backbones, signal); a larger signal gives a better model.
+
+    ``minutes`` after a fixed time stamps the run; None leaves the record's own "now" stamp.
+    """
     classes, y, train_ids, test_ids = competition_labels(competition)
     fold_ids = make_folds(y, folds, seed)
     rng = np.random.default_rng(zlib.crc32(run_id.encode()))
@@ -50,9 +53,9 @@ def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, t
         image_keys={"train": "k1", "test": "k2"}, classes=classes, id_column="id", submission_columns=["id", *classes],
         train_ids=train_ids, test_ids=test_ids,
         train_paths=[str(p.resolve()) for i in train_ids for p in (competition / "train").glob(f"{i}.*")],
-        backbones=[], random_weights=True,
-        created=(dt.datetime(2024, 5, 1, 12) + dt.timedelta(minutes=minutes)).isoformat(),
-        run_dir=runs_dir / run_id)
+        backbones=[], random_weights=True, run_dir=runs_dir / run_id)
+    if minutes is not None:
+        record.created = (dt.datetime(2024, 5, 1, 12) + dt.timedelta(minutes=minutes)).isoformat()
     for name, (backbones, signal) in models.items():
         onehot = np.eye(len(classes))[y]
         oof = softmax(rng.normal(0, 1, (len(VIEWS), len(y), len(classes))) + signal * onehot, axis=2)
@@ -106,6 +109,23 @@ def test_list_runs_oldest_first_and_names_damaged_records(runs):
     assert any("null" in p and "not a JSON object" in p for p in problems)
     assert any("old" in p and "schema version 1" in p for p in problems)
     assert any("truncated" in p and "damaged run record" in p for p in problems)
+
+
+def test_runs_made_within_one_second_list_in_the_order_they_were_made(tmp_path, competition):
+    # Run ids share the second and end in a random suffix, so only the creation stamp orders them.
+    for run_id in ["20261125-074047-ffff", "20261125-074047-0000", "20261125-074047-8888"]:
+        make_run(tmp_path / "runs", competition, run_id, {"xception__logreg": (["xception"], 1.0)}, minutes=None)
+    records, _ = list_runs(tmp_path / "runs")
+    assert [r.run_id[-4:] for r in records] == ["ffff", "0000", "8888"]
+
+
+def test_a_run_id_already_taken_is_drawn_again_not_shared(tmp_path, monkeypatch):
+    # Two runs launched together can draw the same id; the second must not write into the first's folder.
+    drawn = iter(["20261125-074047-abcd", "20261125-074047-abcd", "20261125-074047-abce"])
+    monkeypatch.setattr("kaggle_tl.runs.new_run_id", lambda: next(drawn))
+    first, second = claim_run_dir(tmp_path / "runs"), claim_run_dir(tmp_path / "runs")
+    assert (first.name, second.name) == ("20261125-074047-abcd", "20261125-074047-abce")
+    assert first.is_dir() and second.is_dir()
 
 
 def test_a_model_without_its_score_or_predictions_is_a_one_line_error(runs):
