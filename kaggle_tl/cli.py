@@ -23,7 +23,7 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--weights", dict(help="imagenet | none | path to a weights file or folder")),
     ("--views", dict(help="comma-separated TTA views: original, hflip, vflip, rot90, rot180, rot270 "
                           "(default original,hflip)")),
-    ("--resize", dict(help="squash | crop | pad: how images become the backbone's square input (default squash)")),
+    ("--resize", dict(help="pad | squash | crop: how images become the backbone's square input (default pad)")),
     ("--heads", dict(help="comma-separated heads: dense, svm, logreg (default dense)")),
     ("--head-param", dict(dest="head_param", action="append", metavar="HEAD.NAME=VALUE",
                           help="a head parameter, e.g. logreg.C=0.2 or dense.early_stopping=fold (repeatable)")),

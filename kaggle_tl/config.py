@@ -43,7 +43,7 @@ class RunConfig:
     image_size: int | None = None  # None: each backbone's native size (299 for the mission pair)
     weights: str = "imagenet"  # imagenet | none | path to a weights file or folder
     views: tuple[str, ...] = ("original", "hflip")  # test-time augmentation views, each its own features
-    resize: str = DEFAULT_RESIZE  # squash | crop | pad: how an image becomes the backbone's square input
+    resize: str = DEFAULT_RESIZE  # pad | squash | crop: how an image becomes the backbone's square input
     heads: tuple[str, ...] = ("dense",)
     head_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # head name -> parameters
     folds: int = 5

@@ -1,6 +1,7 @@
 """`kaggle-tl leaderboard | ensemble | score` end to end on fake runs; exit 0, or 2 with one line."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -352,3 +353,19 @@ def test_ensemble_names_optimistic_models(tmp_path, capsys):
     assert "1 model(s) stopped early on the rows they are scored on (optimistic): r2/xception__dense" in out
     (folder,) = (tmp_path / "ens").iterdir()
     assert any("optimistic" in note for note in json.loads((folder / "ensemble.json").read_text())["notes"])
+
+
+def test_every_flag_default_in_the_help_is_the_configs_default():
+    # The help is read by users deciding what to change; it must state the default a run really uses.
+    from kaggle_tl.cli import RUN_FLAGS
+    from kaggle_tl.config import MISSION_BACKBONES, RunConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)} | {"backbones": MISSION_BACKBONES}
+    checked = 0
+    for flag, options in RUN_FLAGS:
+        stated = re.search(r"\(default ([^);]*)", options.get("help", ""))  # "(default: ...)" describes, not states
+        if stated:
+            default = defaults[options.get("dest", flag[2:].replace("-", "_"))]
+            assert stated.group(1) == (",".join(default) if isinstance(default, tuple) else str(default)), flag
+            checked += 1
+    assert checked >= 15
