@@ -1,7 +1,7 @@
 """Local CV leaderboard: every model of every run on one data set, ranked by CV log loss.
 
 Beside each score, its standard error over rows; beside each model, its paired log-loss
-difference from the best model on the same rows (metrics.paired_difference) and whether that
+difference from the best model on the same rows (metrics.versus_best) and whether that
 difference is within noise (within 2 standard errors of zero). Tables are written twice: CSV
 (cells a spreadsheet would run as a formula are escaped) and Markdown.
 """
@@ -50,15 +50,9 @@ def leaderboard_table(models: list[RunModel], per_view: bool = False) -> pd.Data
                          "accuracy_se": scores["accuracy_se"], "submission": submission})
             oof_by_row.append((tuple(run.train_ids), preds.y, proba))
     if rows:
-        best = min(range(len(rows)), key=lambda i: rows[i]["cv_logloss"])
-        best_rows, _, best_proba = oof_by_row[best]
-        for i, (row, (train_ids, y, proba)) in enumerate(zip(rows, oof_by_row)):
-            if train_ids != best_rows:
-                row.update(diff_vs_best=float("nan"), diff_se=float("nan"), within_noise="other rows")
-                continue
-            paired = metrics.paired_difference(y, proba, best_proba)
-            row.update(diff_vs_best=paired["diff"], diff_se=paired["diff_se"],
-                       within_noise="best" if i == best else ("yes" if paired["within_noise"] else "no"))
+        rows_of, y_of, proba_of = zip(*oof_by_row)
+        for row, paired in zip(rows, metrics.versus_best([r["cv_logloss"] for r in rows], y_of, proba_of, rows_of)):
+            row.update(paired)
     columns = COLUMNS[:11] + ["view"] + COLUMNS[11:] if per_view else COLUMNS
     table = pd.DataFrame(rows, columns=[c for c in columns if c != "rank"])
     table = table.sort_values(["cv_logloss", "date"], kind="stable", ignore_index=True)

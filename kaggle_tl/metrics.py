@@ -12,6 +12,8 @@ tighter than comparing two independent standard errors.
 """
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 import numpy as np
 
 CLIP_EPS = 1e-7  # what a submission is clipped to, and so what every CV score is computed on
@@ -57,3 +59,22 @@ def paired_difference(y: np.ndarray, proba: np.ndarray, reference: np.ndarray) -
     mean, se = float(diff.mean()), _standard_error(diff)
     within = abs(mean) <= TIE or not abs(mean) > NOISE_Z * se  # a NaN standard error (one row) is noise too
     return {"diff": mean, "diff_se": se, "within_noise": bool(within)}
+
+
+def versus_best(losses: Sequence[float], ys: Sequence[np.ndarray], probas: Sequence[np.ndarray],
+                rows: Sequence[Hashable] | None = None) -> list[dict[str, float | str]]:
+    """Each candidate's paired difference from the best one (lowest of ``losses``), as tables show it.
+
+    ``within_noise`` reads "best", "yes" or "no"; a candidate scored on other rows than the best
+    (``rows`` differ: runs that left out different unusable images) cannot be paired: "other rows".
+    """
+    best = int(np.argmin(losses))
+    out = []
+    for i, (y, proba) in enumerate(zip(ys, probas)):
+        if rows is not None and rows[i] != rows[best]:
+            out.append({"diff_vs_best": float("nan"), "diff_se": float("nan"), "within_noise": "other rows"})
+            continue
+        paired = paired_difference(y, proba, probas[best])
+        out.append({"diff_vs_best": paired["diff"], "diff_se": paired["diff_se"],
+                    "within_noise": "best" if i == best else ("yes" if paired["within_noise"] else "no")})
+    return out

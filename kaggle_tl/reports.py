@@ -144,11 +144,9 @@ def with_significance(rows: list[dict], y: np.ndarray, oof_by_row: dict[str, np.
         scores = metrics.score(y, oof_by_row[row["strategy"]])
         row.update(cv_logloss=scores["logloss"], cv_logloss_se=scores["logloss_se"],
                    cv_accuracy=scores["accuracy"], cv_accuracy_se=scores["accuracy_se"])
-    best = min(rows, key=lambda r: r["cv_logloss"])["strategy"]
-    for row in rows:
-        paired = metrics.paired_difference(y, oof_by_row[row["strategy"]], oof_by_row[best])
-        row.update(diff_vs_best=paired["diff"], diff_se=paired["diff_se"],
-                   within_noise="best" if row["strategy"] == best else ("yes" if paired["within_noise"] else "no"))
+    probas = [oof_by_row[row["strategy"]] for row in rows]
+    for row, paired in zip(rows, metrics.versus_best([r["cv_logloss"] for r in rows], [y] * len(rows), probas)):
+        row.update(paired)
     return rows
 
 

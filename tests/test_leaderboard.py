@@ -8,6 +8,7 @@ import pytest
 from kaggle_tl import metrics
 from kaggle_tl.leaderboard import OPTIMISTIC_NOTE, escape_formula, leaderboard_table, to_markdown, write_table
 from kaggle_tl.runs import list_runs, load_models, select_runs
+from conftest import make_competition
 from test_runs import make_run
 
 
@@ -61,6 +62,19 @@ def test_a_close_second_is_within_noise_and_optimistic_models_are_marked(tmp_pat
     assert table["within_noise"].tolist() == ["best", "yes"]  # same signal, different noise draws
     assert table.set_index("model").loc["xception__dense", "note"] == OPTIMISTIC_NOTE
     assert table.set_index("model").loc["xception__logreg", "note"] == ""
+
+
+def test_a_model_scored_on_other_rows_is_not_paired_with_the_best(tmp_path, competition):
+    # As when one run left out an unreadable image: its rows differ, so no paired difference exists.
+    runs_dir = tmp_path / "runs"
+    make_run(runs_dir, competition, "r1", {"xception__logreg": (["xception"], 4.0)}, minutes=1)
+    fewer = make_competition(tmp_path / "fewer", n_per_class=9)
+    make_run(runs_dir, fewer, "r2", {"xception__svm": (["xception"], 1.0)}, minutes=2)
+    make_run(runs_dir, competition, "r3", {"xception__dense": (["xception"], 1.0)}, minutes=3)
+    table = leaderboard_table(selected(runs_dir)).set_index("model")
+    assert table["within_noise"].to_dict() == {"xception__logreg": "best", "xception__svm": "other rows",
+                                               "xception__dense": "no"}
+    assert np.isnan(table.loc["xception__svm", "diff_vs_best"]) and table.loc["xception__dense", "diff_vs_best"] > 0
 
 
 def test_default_selection_is_the_newest_runs_data(board_runs):
