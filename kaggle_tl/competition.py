@@ -68,13 +68,11 @@ def read_competition(config: RunConfig, root: str | Path | None = None) -> Compe
         raise KaggleTLError(f"{test_dir}: test folder not found")
     test_files, test_others = _images_by_id(test_dir, ignored)
     if sample_path.is_file():
-        sample = _read_csv(sample_path, required=[config.id_column])
+        sample = read_text_csv(sample_path, "sample submission", required=[config.id_column])
         classes = [c for c in sample.columns if c != config.id_column]
         if not classes:
             raise KaggleTLError(f"{sample_path}: no class columns besides {config.id_column!r}")
         test_ids = sample[config.id_column].tolist()
-        if not test_ids:
-            raise KaggleTLError(f"{sample_path}: no rows (a submission needs at least one test id)")
         _check_unique(test_ids, sample_path, config.id_column)
         # Some samples name test images with their extension ("0a1b.jpg"); the id stays as written.
         test_files.update({i: test_files[_strip_extension(i)] for i in test_ids
@@ -177,17 +175,28 @@ def _apply_bad_image_policy(competition: Competition, bad_train: dict[int, str],
     return competition, keep
 
 
-def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
+def read_text_csv(path: str | Path, what: str, required: list[str]) -> pd.DataFrame:
+    """A CSV of strings with the ``required`` columns and at least one row, or one line naming ``what`` is wrong.
+
+    Every CSV kaggle_tl reads (labels, sample submissions, submissions to score) comes through here.
+    """
+    path = Path(path)
     try:
         # dtype=str: ids like "00123" must keep their zeros; keep_default_na: "NA" is a valid id.
         # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would rename column 1.
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as exc:
-        raise KaggleTLError(f"{path}: not a readable CSV ({one_line(exc)})") from None
-    check_csv_header(path, frame)
-    absent = [c for c in required if c not in frame.columns]
-    if absent:
-        raise KaggleTLError(f"{path}: missing column(s) {absent}; found {list(frame.columns)[:8]}")
+    except FileNotFoundError:
+        raise KaggleTLError(f"{path}: {what} file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as exc:
+        raise KaggleTLError(f"{path}: {what} is not a readable CSV ({one_line(exc)})") from None
+    except OSError as exc:
+        raise KaggleTLError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    check_csv_header(path, frame)  # never a column the file does not have ("Unnamed: 4", "cat.1")
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise KaggleTLError(f"{path}: missing column(s) {missing} in the {what}; found {list(frame.columns)[:8]}")
+    if frame.empty:
+        raise KaggleTLError(f"{path}: no rows in the {what}")
     return frame
 
 
@@ -296,9 +305,7 @@ def _stop_on_unsupported(missing: list[str], others: dict[str, Path], csv_path: 
 
 def _labels_from_csv(labels_path: Path, train_dir: Path, config: RunConfig, notes: list[str],
                      ignored: dict[str, list[Path]]):
-    frame = _read_csv(labels_path, required=[config.id_column, config.label_column])
-    if frame.empty:
-        raise KaggleTLError(f"{labels_path}: no rows")
+    frame = read_text_csv(labels_path, "labels", required=[config.id_column, config.label_column])
     ids = [_strip_extension(i) for i in frame[config.id_column]]
     _check_unique(ids, labels_path, config.id_column)
     files, others = _images_by_id(train_dir, ignored)

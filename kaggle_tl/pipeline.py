@@ -21,6 +21,7 @@ from kaggle_tl.competition import Competition, data_fingerprint, drop_undecodabl
 from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
 from kaggle_tl.cv import cross_validate, make_folds
 from kaggle_tl.engine import Engine
+from kaggle_tl.errors import one_line
 from kaggle_tl.features import BackboneBuilder, concat_views, extract_features, feature_key
 from kaggle_tl.heads import create_head
 from kaggle_tl.plots import plot_report
@@ -124,7 +125,7 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], e
         versions=package_versions(), timings=timings, run_dir=run_dir)
     record.save()
 
-    keys = {}
+    keys, oof_by_head = {}, {}
     for head_name in config.heads:
         t = time.perf_counter()
         key = keys[head_name] = predictions_key(config, head_name, refs, image_keys, competition, folds)
@@ -133,6 +134,7 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], e
                                              n_jobs)
         name = model_name(config, head_name)
         record.save_predictions(name, preds)
+        oof_by_head[head_name] = preds.oof_mean
         scores = preds.score()
         head = create_head(head_name, **config.head_params[head_name])
         entry = ModelRecord(name=name, head=head_name, head_params=config.head_params[head_name],
@@ -150,20 +152,21 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], e
     t = time.perf_counter()
     best = min(record.models, key=lambda m: m.cv_logloss)
     try:
-        record.plots = figures(record, best, competition, train_by_view[config.views[0]],
+        record.plots = figures(record, oof_by_head[best.head], competition, train_by_view[config.views[0]],
                                Path(config.cache_dir) / FIGURES_CACHE / keys[best.head])
     except Exception as exc:  # noqa: BLE001 -- figures are optional; the run is already recorded
-        log.warning("figures skipped: %s", exc)
-        record.notes.append(f"figures skipped: {exc}")
+        log.warning("figures skipped: %s", one_line(exc))
+        record.notes.append(f"figures skipped: {one_line(exc)}")
     timings["plots_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     record.save()
     return record
 
 
-def figures(record: RunRecord, best: ModelRecord, competition: Competition, features: np.ndarray,
+def figures(record: RunRecord, oof: np.ndarray, competition: Competition, features: np.ndarray,
             cached: Path) -> dict[str, str]:
-    """The best model's figures in the run's plots folder: drawn once per predictions, then copied.
+    """The best model's figures (its (N, C) view-averaged ``oof``) in the run's plots folder: drawn
+    once per predictions, then copied.
 
     t-SNE and the image grid cost seconds that a re-run with cached predictions would otherwise
     spend redrawing identical pictures. ``cached`` is named by the best model's predictions key,
@@ -171,7 +174,7 @@ def figures(record: RunRecord, best: ModelRecord, competition: Competition, feat
     """
     if not cached.is_dir():
         drawing = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        plot_report(drawing, competition.y, record.predictions(best.name).oof_mean, competition.classes,
+        plot_report(drawing, competition.y, oof, competition.classes,
                     image_paths=competition.train_paths, features=features)
         try:
             os.replace(drawing, cached)

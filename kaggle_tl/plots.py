@@ -23,6 +23,7 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 from threadpoolctl import threadpool_limits
 
+from kaggle_tl.errors import one_line
 from kaggle_tl.images import read_image
 
 logger = logging.getLogger(__name__)
@@ -232,5 +233,5 @@ def plot_report(
         try:
             written[name] = plot(folder / f"{name}.png")
         except Exception as exc:  # noqa: BLE001 -- see the docstring
-            logger.warning("could not draw %s.png: %s", name, (str(exc).splitlines() or [type(exc).__name__])[0])
+            logger.warning("could not draw %s.png: %s", name, one_line(exc))
     return written

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from kaggle_tl.cache import atomic_write_bytes
-from kaggle_tl.competition import check_csv_header
+from kaggle_tl.competition import read_text_csv
 from kaggle_tl.metrics import KAGGLE_EPS, clip_proba, score
-from kaggle_tl.errors import KaggleTLError, one_line
+from kaggle_tl.errors import KaggleTLError
 
 ROW_SUM_TOLERANCE = 1e-6
 
@@ -93,26 +93,7 @@ SCORE_ROW_SUM_TOLERANCE = 1e-3  # hand-written files with 4 decimals still pass;
 
 def read_sample_submission(path: str | Path, id_column: str = "id") -> pd.DataFrame:
     """A sample submission as strings (ids like "00123" keep their zeros), checked for its id column."""
-    return _read_text_csv(Path(path), "sample submission", required=[id_column])
-
-
-def _read_text_csv(path: Path, what: str, required: list[str]) -> pd.DataFrame:
-    try:
-        # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would rename column 1.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise KaggleTLError(f"{path}: {what} file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as exc:
-        raise KaggleTLError(f"{path}: {what} is not a readable CSV ({one_line(exc)})") from None
-    except OSError as exc:
-        raise KaggleTLError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
-    check_csv_header(path, frame)  # never a column the file does not have ("Unnamed: 4", "cat.1")
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise KaggleTLError(f"{path}: {what} is missing column(s) {missing}; found {list(frame.columns)[:8]}")
-    if frame.empty:
-        raise KaggleTLError(f"{path}: {what} has no rows")
-    return frame
+    return read_text_csv(Path(path), "sample submission", required=[id_column])
 
 
 def _first_duplicate(ids: pd.Series, path: Path, column: str) -> None:
@@ -165,9 +146,9 @@ def score_submission(submission: str | Path, labels: str | Path, sample: str | P
     {"logloss", "accuracy", "rows", "classes"}
     """
     submission, labels = Path(submission), Path(labels)
-    truth = _read_text_csv(labels, "labels", required=[id_column, label_column])
+    truth = read_text_csv(labels, "labels", required=[id_column, label_column])
     _first_duplicate(truth[id_column], labels, id_column)
-    frame = _read_text_csv(submission, "submission", required=[id_column])
+    frame = read_text_csv(submission, "submission", required=[id_column])
     if sample is not None:
         expected = [c for c in read_sample_submission(sample, id_column).columns if c != id_column]
         missing = [c for c in expected if c not in frame.columns]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import io
-import json
 import os
 import stat
 from pathlib import Path
@@ -24,7 +23,7 @@ from kaggle_tl import cache, cli
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.pipeline import run
-from kaggle_tl.runs import Predictions, RunRecord
+from kaggle_tl.runs import RECORD_FILE, Predictions, RunRecord
 from kaggle_tl.submission import build_submission, write_submission
 from conftest import make_competition  # noqa: E402
 
@@ -178,7 +177,7 @@ def test_runs_never_share_or_overwrite_outputs(odd_runs):
     assert submissions[0] != submissions[1] and all(p.with_suffix(".json").is_file() for p in submissions)
     for folder in (results[0].run_dir.parent, submissions[0].parent):
         assert not [p for p in folder.rglob(".*") if p.is_file()]  # no temp file left behind
-    assert all((r.run_dir / "record.json").is_file() for r in results)
+    assert all((r.run_dir / RECORD_FILE).is_file() for r in results)
 
 
 # -- stops before any model exists ----------------------------------------------------------------
