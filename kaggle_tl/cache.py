@@ -25,7 +25,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -278,7 +277,7 @@ class CacheEntry:
         chunks = self._chunks_on_disk()
         if sorted(chunks) != list(range(self.n_chunks)):
             raise KaggleTLError(f"{self.folder}: cannot finalise, chunks missing")
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".features.npy.", suffix=".tmp")
+        fd, tmp = _create_temp(self.folder / "features.npy")  # not mkstemp: its 0600 would reach features.npy
         try:
             whole = hashlib.sha1()  # array_digest of the joined array, computed as it is written
             with os.fdopen(fd, "wb") as out:

@@ -353,7 +353,11 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
         cache.atomic_write_bytes(tmp_path / "record.json", b"{}")
         cache._atomic_save_npy(tmp_path / "chunk.npy", np.zeros(3))
         cache.atomic_write_bytes(tmp_path / "sub.csv", b"id\n", overwrite=False)
+        entry = cache.FeatureCache(tmp_path / "cache").entry("key", 4, 2, 4)
+        entry.write_chunk(0, np.ones((4, 2), np.float32))
+        entry.finalize()
     finally:
         os.umask(old)
-    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == \
-        {"record.json": mode, "chunk.npy": mode, "sub.csv": mode}
+    written = [*tmp_path.glob("*.*"), *entry.folder.iterdir()]
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in written} == \
+        {"record.json": mode, "chunk.npy": mode, "sub.csv": mode, "features.npy": mode, "meta.json": mode}
