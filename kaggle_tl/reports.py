@@ -27,7 +27,7 @@ from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.leaderboard import write_table
 from kaggle_tl.plots import plot_report
 from kaggle_tl.runs import (RunModel, RunRecord, check_comparable, claim_run_dir, ensure_writable, load_models,
-                            package_versions, to_json)
+                            oldest_first, package_versions, to_json)
 from kaggle_tl.submission import build_submission, read_sample_submission, write_submission
 
 TABLE_COLUMNS = ["section", "strategy", "cv_logloss", "cv_logloss_se", "cv_accuracy", "cv_accuracy_se",
@@ -134,7 +134,7 @@ def unique_runs(run_dirs: Iterable[str | Path]) -> list[RunRecord]:
     for run_dir in run_dirs:
         record = RunRecord.load(run_dir)
         records.setdefault(record.run_id, record)
-    return sorted(records.values(), key=lambda r: (r.created, r.run_id))
+    return oldest_first(records.values())
 
 
 def with_significance(rows: list[dict], y: np.ndarray, oof_by_row: dict[str, np.ndarray]) -> list[dict]:

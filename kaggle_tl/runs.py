@@ -27,6 +27,7 @@ import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -298,6 +299,11 @@ class RunRecord:
         return record
 
 
+def oldest_first(records: Iterable[RunRecord]) -> list[RunRecord]:
+    """Runs in the order they were made: "the newest run" everywhere is the last of these."""
+    return sorted(records, key=lambda r: (r.created, r.run_id))
+
+
 def list_runs(runs_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
     """Every readable run under ``runs_dir`` oldest first, and one line for each that is not.
 
@@ -313,8 +319,7 @@ def list_runs(runs_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
             records.append(RunRecord.load(path.parent))
         except KaggleTLError as exc:
             problems.append(f"left out: {exc}")
-    records.sort(key=lambda r: (r.created, r.run_id))
-    return records, problems
+    return oldest_first(records), problems
 
 
 def resolve_run_dir(run: str | Path, runs_dir: str | Path) -> Path:
@@ -341,7 +346,7 @@ def select_runs(records: list[RunRecord], data: str | Path | None = None,
         records = [r for r in records if r.data_fingerprint.startswith(fingerprint)]
     if not records:
         return [], []
-    newest = max(records, key=lambda r: (r.created, r.run_id)).data_fingerprint
+    newest = oldest_first(records)[-1].data_fingerprint
     notes = []
     for other in sorted({r.data_fingerprint for r in records} - {newest}):
         others = [r for r in records if r.data_fingerprint == other]
