@@ -7,8 +7,8 @@ from kaggle_tl.errors import KaggleTLError
 
 __version__ = "0.1.0"
 __all__ = ["KaggleTLError", "RunConfig", "RunRecord", "Predictions", "__version__", "compare_strategies",
-           "create_backbone", "create_head", "create_strategy", "list_backbones", "list_heads", "resolve_config",
-           "run"]
+           "create_backbone", "create_head", "create_strategy", "list_backbones", "list_heads", "list_strategies",
+           "resolve_config", "run"]
 
 _LAZY = {
     "RunConfig": "kaggle_tl.config", "resolve_config": "kaggle_tl.config", "run": "kaggle_tl.pipeline",
@@ -16,6 +16,7 @@ _LAZY = {
     "create_backbone": "kaggle_tl.backbones", "list_backbones": "kaggle_tl.backbones",
     "create_head": "kaggle_tl.heads", "list_heads": "kaggle_tl.heads",
     "create_strategy": "kaggle_tl.ensemble", "compare_strategies": "kaggle_tl.ensemble",
+    "list_strategies": "kaggle_tl.ensemble",
 }
 
 

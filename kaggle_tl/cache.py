@@ -1,11 +1,24 @@
-"""Keyed on-disk feature arrays: chunked atomic writes, checksummed, memory-mapped reads.
+"""The cache folder: every keyed thing kaggle_tl computes once and reads again, and read-only layers.
 
-Layout of one entry (``<root>/<key>/``)::
+Layout of a cache root (``--cache-dir``; a ``--cache-from`` layer has the same layout)::
 
-    chunk_0000002048-0000003072_<sha1>.npy   rows [2048, 3072) while extraction runs
+    features/<key>/       one (N, D) float32 array: features.npy + meta.json (see FeatureEntry)
+    predictions/<key>.npz one head's fold x view predictions (runs.Predictions' file)
+    figures/<key>/*.png   the figures drawn for one model's predictions
+    models/<key>/         a backbone converted for another runtime (OpenVINO's model.xml/.bin)
+
+Every key comes from ``cache_key(**parts)``: the parts are everything that determines the
+entry's content (the callers say which), hashed. Read-only layers (a Kaggle dataset made from an
+earlier run's cache) are searched after the writable root: what they hold is used as it is,
+verified by its checksum, and never written, locked or modified; a damaged entry there is named
+on one line and recomputed into the writable root.
+
+A feature entry while extraction runs::
+
+    chunk_0000002048-0000003072_<sha1>.npy   rows [2048, 3072)
     features.npy             all rows, once complete (chunks are then removed)
     meta.json                shape, dtype, checksum of features.npy and what the key stands for
-    .lock                    present while a run holds the entry (``CacheEntry.locked``)
+    .lock                    present while a run holds the entry (``FeatureEntry.locked``)
 
 Every file appears by an atomic rename, so a run killed at any moment leaves either a whole
 chunk or none; the next run resumes from the chunks that verify. A chunk's name holds its row
@@ -17,20 +30,21 @@ over the other's chunks nor writes a chunk twice.
 from __future__ import annotations
 
 import contextlib
-import errno
+import datetime as dt
 import hashlib
 import json
 import logging
 import os
 import re
-import secrets
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.files import atomic_save_npy, atomic_write_bytes, create_temp, remove_stale_temps, temp_path
 
 try:
     import fcntl
@@ -40,6 +54,7 @@ except ImportError:  # Windows: no flock, so two runs sharing a cache are not ke
 log = logging.getLogger(__name__)
 _CHUNK = re.compile(r"chunk_(\d{10})-(\d{10})_([0-9a-f]{16})\.npy$")
 _LOAD_ERRORS = (ValueError, OSError, EOFError)  # what np.load raises on a damaged .npy
+KINDS = ("features", "predictions", "figures", "models")
 
 
 def array_digest(array: np.ndarray) -> str:
@@ -52,84 +67,176 @@ def _short(sha1) -> str:
 
 
 def cache_key(**parts: Any) -> str:
-    """A short stable key from named parts (backbone, weights, size, view, image set...)."""
+    """The one key function: a short stable key from named parts (backbone, weights, size, view, image set...)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
-def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
-    """Write via a temp file in the same folder and rename; with overwrite=False never clobber.
+class Cache:
+    """A writable cache root and the read-only layers searched after it."""
 
-    A full disk (or quota) is a KaggleTLError naming the folder; no temporary file is left behind.
-    """
-    with _full_disk_as_error(path):
-        _atomic_write(path, lambda handle: handle.write(data), overwrite)
+    def __init__(self, root: str | Path, read_only: Sequence[str | Path] = ()):
+        self.root = Path(os.path.abspath(root))  # workers may run in another folder
+        self.layers = [Path(os.path.abspath(layer)) for layer in read_only]
+        for layer in self.layers:
+            check_layer(layer)
+
+    # -- features ------------------------------------------------------------------------------
+    def features(self, key: str, n_rows: int, dim: int, chunk_rows: int, info: dict | None = None) -> "FeatureEntry":
+        """The writable entry ``key`` (chunks are computed into it)."""
+        return FeatureEntry(self.root / "features" / key, n_rows, dim, chunk_rows, info or {})
+
+    def read_only_features(self, entry: "FeatureEntry") -> tuple[np.ndarray, Path] | None:
+        """``entry``'s array from the first read-only layer holding it intact, and that layer; else None."""
+        for layer in self.layers:
+            found = FeatureEntry(layer / "features" / entry.folder.name, entry.n_rows, entry.dim, entry.chunk_rows,
+                                 entry.info, read_only=True)
+            array = found.load()
+            if array is not None:
+                return array, layer
+        return None
+
+    # -- predictions ---------------------------------------------------------------------------
+    def predictions_path(self, key: str) -> Path:
+        """Where predictions with ``key`` are written."""
+        return self.root / "predictions" / f"{key}.npz"
+
+    def find_predictions(self, key: str) -> list[Path]:
+        """Existing prediction files for ``key``: the writable root's first, then each layer's."""
+        return [p for p in [self.predictions_path(key), *(layer / "predictions" / f"{key}.npz" for layer in self.layers)]
+                if p.is_file()]
+
+    def write_predictions(self, key: str, data: bytes) -> Path:
+        path = self.predictions_path(key)
+        atomic_write_bytes(path, data)
+        return path
+
+    # -- figures and converted models ----------------------------------------------------------
+    def figures(self, key: str) -> Path:
+        """The folder of figures for ``key`` (drawn there once; see ``publish_folder``)."""
+        for folder in [self.root / "figures" / key, *(layer / "figures" / key for layer in self.layers)]:
+            if folder.is_dir():
+                return folder
+        return self.root / "figures" / key
+
+    def model_dir(self, key: str) -> Path:
+        """The folder of a converted backbone ``key``: a layer's when it holds one, else the writable root's."""
+        for folder in [self.root / "models" / key, *(layer / "models" / key for layer in self.layers)]:
+            if folder.is_dir():
+                return folder
+        return self.root / "models" / key
+
+    # -- what the cache holds (kaggle-tl clean, kaggle-tl cache export) -------------------------
+    def entries(self) -> list["Entry"]:
+        """Every entry of the writable root, with its size, last use and what it holds."""
+        found = []
+        for kind in KINDS:
+            folder = self.root / kind
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.name.startswith("."):
+                    continue
+                found.append(Entry(kind, path.stem if kind == "predictions" else path.name, path))
+        return found
+
+    def export(self, keys: dict[str, Sequence[str]], destination: str | Path) -> list[Path]:
+        """Copy the entries ``{kind: [key, ...]}`` (from the root or a layer) into ``destination`` as a cache.
+
+        What a Kaggle notebook attaches as a dataset and reads with ``--cache-from``. Features are
+        copied complete only (features.npy + meta.json), never half-computed chunks.
+        """
+        destination = Path(destination)
+        copied = []
+        for kind, wanted in keys.items():
+            for key in wanted:
+                source = self._find(kind, key)
+                if source is None:
+                    raise KaggleTLError(f"{self.root}: no {kind} entry {key} in the cache or its layers; "
+                                        "re-run to compute it, then export")
+                target = destination / kind / source.name
+                if target.exists():
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = temp_path(target)
+                if source.is_dir():
+                    files = (["features.npy", "meta.json"] if kind == "features"
+                             else [p.name for p in source.iterdir() if not p.name.startswith(".")])
+                    tmp.mkdir()
+                    for name in files:
+                        shutil.copyfile(source / name, tmp / name)
+                else:
+                    shutil.copyfile(source, tmp)
+                os.replace(tmp, target)
+                copied.append(target)
+        return copied
+
+    def _find(self, kind: str, key: str) -> Path | None:
+        name = f"{key}.npz" if kind == "predictions" else key
+        for root in (self.root, *self.layers):
+            path = root / kind / name
+            if kind == "features" and not (path / "features.npy").is_file():
+                continue
+            if path.exists():
+                return path
+        return None
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` by the same atomic rename; OSError (ENOSPC included) reaches the caller, whose message knows more.
-
-    FeatureCache.write_chunk says the chunks already written are kept and a re-run resumes.
-    """
-    _atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False), overwrite=True)
-
-
-@contextlib.contextmanager
-def _full_disk_as_error(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            what = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
-            raise KaggleTLError(f"{path.parent}: {what} while writing {path.name}") from None
-        raise
+def check_layer(layer: Path) -> None:
+    """One line unless ``layer`` is a kaggle_tl cache folder (``--cache-from``)."""
+    if not layer.is_dir():
+        raise KaggleTLError(f"{layer}: --cache-from folder not found")
+    if not any((layer / kind).is_dir() for kind in KINDS):
+        raise KaggleTLError(f"{layer}: not a kaggle_tl cache (no {', '.join(f'{k}/' for k in KINDS)} folder); "
+                            "--cache-from takes a --cache-dir of an earlier run, or a `kaggle-tl cache export`")
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], overwrite: bool) -> None:
-    """Create a temp file beside ``path`` (and its folder), ``write(handle)``, fsync, rename it to ``path``."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temp(path)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp, path)
+@dataclass(frozen=True)
+class Entry:
+    """One cache entry as ``kaggle-tl clean`` lists it."""
+
+    kind: str
+    key: str
+    path: Path
+
+    @property
+    def size(self) -> int:
+        if self.path.is_file():
+            return self.path.stat().st_size
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    @property
+    def last_used(self) -> dt.datetime:
+        """When a run last read or wrote it (reads touch meta.json)."""
+        stamp = self.path / "meta.json" if (self.path / "meta.json").is_file() else self.path
+        return dt.datetime.fromtimestamp(stamp.stat().st_mtime)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What a feature entry stands for (backbone, view, data set...), from its meta.json."""
+        try:
+            meta = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return meta if isinstance(meta, dict) else {}
+
+    def remove(self) -> None:
+        if self.path.is_dir():
+            shutil.rmtree(self.path)
         else:
-            os.link(tmp, path)  # fails with FileExistsError instead of replacing
-            os.unlink(tmp)
-    except BaseException:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+            self.path.unlink(missing_ok=True)
 
 
-def _create_temp(path: Path) -> tuple[int, str]:
-    """A new, exclusively created hidden file beside ``path``: (descriptor, name).
+class FeatureEntry:
+    """One keyed (N, dim) float32 array, computed in chunks; read-only when it lies in a --cache-from layer."""
 
-    Unlike tempfile.mkstemp (always mode 0600), mode 0666 lets the umask decide, so outputs
-    are as readable as any other file the user creates. 64 random bits make a name collision
-    (FileExistsError, never an overwrite: O_EXCL) negligible.
-    """
-    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
-    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
-
-
-class FeatureCache:
-    """A folder of keyed (N, D) float32 feature arrays."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    def entry(self, key: str, n_rows: int, dim: int, chunk_rows: int, info: dict | None = None) -> "CacheEntry":
-        return CacheEntry(self.root / key, n_rows, dim, chunk_rows, info or {})
-
-
-class CacheEntry:
-    def __init__(self, folder: Path, n_rows: int, dim: int, chunk_rows: int, info: dict):
+    def __init__(self, folder: Path, n_rows: int, dim: int, chunk_rows: int, info: dict, read_only: bool = False):
         self.folder, self.n_rows, self.dim, self.chunk_rows, self.info = folder, n_rows, dim, chunk_rows, info
+        self.read_only = read_only
+
+    @property
+    def key(self) -> str:
+        return self.folder.name
 
     @property
     def n_chunks(self) -> int:
@@ -138,23 +245,31 @@ class CacheEntry:
     def chunk_slice(self, index: int) -> slice:
         return slice(index * self.chunk_rows, min(self.n_rows, (index + 1) * self.chunk_rows))
 
+    def is_complete(self) -> bool:
+        return (self.folder / "features.npy").is_file() and (self.folder / "meta.json").is_file()
+
     @contextlib.contextmanager
     def locked(self, waiting_message: str = "") -> Iterator[None]:
         """Hold this entry exclusively (flock on ``.lock`` in its folder) while reading, computing and finalising.
 
-        The lock file is removed on release, so a complete entry holds only its two files. A
-        waiter may then hold a lock on that removed file, which guards nothing: it checks that
-        the path still names the file it locked, and starts again if not. A killed holder's lock
-        is released by the kernel; its stale ``.lock`` is reused.
+        The lock file is removed on release, and the folder too when it is left empty (a run
+        that failed before writing anything leaves nothing behind). A waiter may then hold a
+        lock on that removed file, which guards nothing: it checks that the path still names
+        the file it locked, and starts again if not. A killed holder's lock is released by the
+        kernel; its stale ``.lock`` is reused.
         """
+        assert not self.read_only, "a read-only layer is never locked"
         self.folder.mkdir(parents=True, exist_ok=True)
         if fcntl is None:
             yield
             return
         path = self.folder / ".lock"
         while True:
+            self.folder.mkdir(parents=True, exist_ok=True)
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except FileNotFoundError:
+                continue  # the holder before us left the folder empty and removed it
             except OSError as exc:
                 raise KaggleTLError(f"{path}: cannot lock the feature cache entry ({exc.strerror or exc})") from None
             try:
@@ -170,17 +285,21 @@ class CacheEntry:
                 pass
             os.close(fd)
         try:
+            remove_stale_temps(self.folder)  # of runs killed mid-write: no live process writes here now
             yield
         finally:
             path.unlink(missing_ok=True)  # before unlocking: a waiter then sees it and starts again
             os.close(fd)
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only when empty: nothing was computed into it
 
     # -- complete arrays -------------------------------------------------------------------
     def load(self) -> np.ndarray | None:
         """The complete array (memory-mapped) if present and intact, else None.
 
-        A truncated file, a wrong shape or a failed checksum is logged and removed so that it
-        is recomputed, never trusted.
+        A truncated file, a wrong shape or a failed checksum is named on one line; in the
+        writable root it is removed so that it is recomputed, in a read-only layer it is left
+        as it is and passed over.
         """
         meta_path, data_path = self.folder / "meta.json", self.folder / "features.npy"
         if not meta_path.exists() or not data_path.exists():
@@ -196,7 +315,13 @@ class CacheEntry:
         except _LOAD_ERRORS as exc:  # json.JSONDecodeError is a ValueError
             problem = f"unreadable ({type(exc).__name__}: {exc})"
         if problem is None:
+            if not self.read_only:
+                with contextlib.suppress(OSError):
+                    os.utime(meta_path)  # "last used", for kaggle-tl clean
             return array
+        if self.read_only:
+            log.warning("read-only cache %s: %s; skipped, computing it into the writable cache", data_path, problem)
+            return None
         log.warning("feature cache %s: %s; recomputing", data_path, problem)
         meta_path.unlink(missing_ok=True)
         data_path.unlink(missing_ok=True)
@@ -262,7 +387,7 @@ class CacheEntry:
         name = f"chunk_{expected.start:010d}-{expected.stop:010d}_{array_digest(rows)}.npy"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            _atomic_save_npy(self.folder / name, rows)
+            atomic_save_npy(self.folder / name, rows)
         except OSError as exc:
             raise KaggleTLError(f"{self.folder / name}: cannot write features ({exc.strerror or exc}); "
                                 f"the chunks already written are kept and a re-run resumes from them") from None
@@ -277,7 +402,7 @@ class CacheEntry:
         chunks = self._chunks_on_disk()
         if sorted(chunks) != list(range(self.n_chunks)):
             raise KaggleTLError(f"{self.folder}: cannot finalise, chunks missing")
-        fd, tmp = _create_temp(self.folder / "features.npy")  # not mkstemp: its 0600 would reach features.npy
+        fd, tmp = create_temp(self.folder / "features.npy")  # not mkstemp: its 0600 would reach features.npy
         try:
             whole = hashlib.sha1()  # array_digest of the joined array, computed as it is written
             with os.fdopen(fd, "wb") as out:
@@ -304,10 +429,4 @@ class CacheEntry:
                 os.unlink(tmp)
         for path, _ in chunks.values():
             path.unlink(missing_ok=True)
-        # Temp files of runs killed mid-write, and chunks named the pre-row-range way.
-        for stale in [*self.folder.glob(".*.tmp"), *self.folder.glob("chunk_?????_*.npy")]:
-            stale.unlink(missing_ok=True)
         return np.load(self.folder / "features.npy", mmap_mode="r")
-
-    def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,4 +1,12 @@
-"""`kaggle-tl` command line: the only place that prints tables and exits."""
+"""kaggle-tl: pretrained-CNN features, honest 5-fold CV heads and ensembles, and Kaggle submissions
+for image competitions.
+
+Point it at a competition folder (train/, labels.csv, test/, sample_submission.csv):
+`kaggle-tl run --data DIR` extracts features, fits the heads, scores them by cross-validation and
+writes a validated submission per model; `leaderboard` ranks every run on the data set;
+`ensemble` combines runs and scores each combination honestly (nested CV). With no --data, `run`
+uses the embedded demo competition.
+"""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +32,8 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--views", dict(help="comma-separated TTA views: original, hflip, vflip, rot90, rot180, rot270 "
                           "(default original,hflip)")),
     ("--resize", dict(help="pad | squash | crop: how images become the backbone's square input (default pad)")),
+    ("--runtime", dict(help="tensorflow | openvino: what runs the backbones (default tensorflow)")),
+    ("--precision", dict(help="fp32 | bf16 (bf16: openvino on a CPU with native bf16) (default fp32)")),
     ("--heads", dict(help="comma-separated heads: dense, svm, logreg (default dense)")),
     ("--head-param", dict(dest="head_param", action="append", metavar="HEAD.NAME=VALUE",
                           help="a head parameter, e.g. logreg.C=0.2 or dense.early_stopping=fold (repeatable)")),
@@ -35,9 +45,18 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--decode-threads", dict(type=int, help="image decoding threads (default 4)")),
     ("--engine", dict(help="local | dask: where features are extracted and heads fitted (default local)")),
     ("--address", dict(help="dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster here)")),
-    ("--cache-dir", dict(help="feature cache folder (default cache)")),
+    ("--time-limit", dict(type=float, metavar="MINUTES",
+                          help="stop before extraction when it is estimated to take longer (default: no limit)")),
+    ("--cache-dir", dict(help="the writable cache folder: features, predictions, figures (default cache)")),
+    ("--cache-from", dict(dest="cache_from", action="append", metavar="DIR",
+                          help="a read-only cache to read first, e.g. a Kaggle dataset of an earlier run's cache "
+                               "(repeatable)")),
     ("--runs-dir", dict(help="run records folder (default runs)")),
     ("--submissions-dir", dict(help="submissions folder (default submissions)")),
+    ("--submission-file", dict(help="also write the chosen model's submission to exactly this file "
+                                    "(in a Kaggle notebook: /kaggle/working/submission.csv)")),
+    ("--submit-model", dict(help="the head (or model name) --submission-file gets (default: best CV log loss)")),
+    ("--competition", dict(help="the Kaggle competition's slug, for the upload command printed at the end")),
     ("--train-dir", dict(help="train images sub-folder (default train)")),
     ("--test-dir", dict(help="test images sub-folder (default test)")),
     ("--labels-csv", dict(help="labels file name (default labels.csv)")),
@@ -52,7 +71,9 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML file of RunConfig settings; flags override it")
+    parser.add_argument("--config", help="TOML file of run settings (flag names with underscores); flags override it")
+    parser.add_argument("--new-run", action="store_true",
+                        help="run even when a finished run has the same settings and data (default: reuse it)")
     for flag, options in RUN_FLAGS:
         parser.add_argument(flag, **options)
 
@@ -89,113 +110,141 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return resolve_config(config)
 
 
-def print_run(record) -> None:
+def print_run(record, config: RunConfig) -> None:
     import pandas as pd
 
     print(f"\nrun {record.run_id}  ({record.run_dir})")
     if record.random_weights:
         print("WARNING: weights=none — random backbone weights; these scores say nothing about pretrained features")
     for entry in record.models:
-        preds = record.predictions(entry.name)
-        scores = preds.score_table()
-        table = scores.pivot(index="fold", columns="view", values=["logloss", "accuracy"])
-        table = table.reindex([*sorted(i for i in table.index if i != "all"), "all"])
+        table = record.predictions(entry.name).score_table()
+        table["view"] = table["view"].where(~table["view"].str.contains(r"\+"), "mean of views")
+        wide = table.pivot(index="fold", columns="view", values="cv_logloss")
+        wide = wide.reindex(index=[*sorted(i for i in wide.index if i != "all"), "all"],
+                            columns=[*record.views, *(["mean of views"] if len(record.views) > 1 else [])])
         optimistic = "  (optimistic: stopped early on the scored fold)" if entry.optimistic else ""
-        print(f"\n{entry.name}: CV log loss {entry.cv_logloss:.4f} ± {entry.cv_logloss_se:.4f}, "
-              f"accuracy {entry.cv_accuracy:.4f} ± {entry.cv_accuracy_se:.4f}{optimistic}")
-        with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
-            print(table.to_string())
-        print(f"submission: {entry.submission}")
+        print(f"\n{entry.name}: CV log loss {entry.score.logloss:.4f} ± {entry.score.logloss_se:.4f}, "
+              f"accuracy {entry.score.accuracy:.4f} ± {entry.score.accuracy_se:.4f}{optimistic}")
+        print(f"  {entry.recipe}")
+        with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 118):
+            print("  CV log loss by fold and view:")
+            print("\n".join("  " + line for line in wide.to_string().splitlines()))
+        print(f"  submission: {entry.submission}")
     for note in record.notes:
         print(f"note: {note}")
     if record.plots:
         print("figures: " + "  ".join(str(record.plots_dir / name) for name in record.plots.values()))
-    print("\ntimings: " + ", ".join(f"{k} {v:.1f}" for k, v in record.timings.items() if k.endswith("_s")))
+    print("\ntimings (s): " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in record.timings.items() if k.endswith("_s")))
     cached = [k[5:-7] for k, v in record.timings.items() if k.endswith("_cached") and v]
     if cached:
         print(f"predictions from the cache (nothing refitted): {', '.join(cached)}")
+    _print_upload(record, config)
+
+
+def _print_upload(record, config: RunConfig) -> None:
+    """The exact command that uploads the chosen submission, where the competition's slug is known."""
+    from kaggle_tl.config import in_kaggle_notebook
+    from kaggle_tl.pipeline import chosen_model
+
+    if not config.competition or in_kaggle_notebook() or not record.models:
+        return
+    entry = chosen_model(config, record)
+    path = config.submission_file or entry.submission
+    message = f"kaggle_tl {record.run_id} {entry.name} CV {entry.score.logloss:.4f}"
+    print(f"\nupload: kaggle competitions submit -c {config.competition} -f {path} -m \"{message}\"")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from kaggle_tl.pipeline import run
 
-    print_run(run(config_from_args(args)))
+    config = config_from_args(args)
+    print_run(run(config, new_run=args.new_run, report=print), config)
     return 0
 
 
-def _print_paths(title: str, paths: dict) -> None:
-    if paths:
-        print(f"{title}: " + "  ".join(str(p) for p in paths.values()))
+def _selected_models(args: argparse.Namespace) -> list:
+    """Every usable model of the runs of one data set under --runs-dir, by --data and --fingerprint.
 
-
-def _print_table(table) -> None:
-    import pandas as pd
-
-    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 250,
-                           "display.max_colwidth", 90, "display.max_rows", 500):
-        print(table.to_string(index=False))
-
-
-def _selected_runs(args: argparse.Namespace) -> list:
-    """Runs of one data set under --runs-dir, by --data and --fingerprint; notes go to stderr."""
-    from kaggle_tl.runs import list_runs, select_runs, with_models
+    Damaged runs and damaged or replaced predictions are left out, each named on stderr.
+    """
+    from kaggle_tl.runs import list_runs, load_models, select_runs, with_models
 
     records, problems = list_runs(args.runs_dir)
     records, notes = select_runs(records, args.data, args.fingerprint)
     records, empty = with_models(records)
-    for note in [*problems, *notes, *empty]:
+    models, damaged = load_models(records)
+    for note in [*problems, *notes, *empty, *damaged]:
         print(f"note: {note}", file=sys.stderr)
-    if not records:
+    if not models:
         where = " ".join(f"{flag} {value}" for flag, value in (("--data", args.data), ("--fingerprint", args.fingerprint))
                          if value)
         raise KaggleTLError(f"{args.runs_dir}: no runs found{' for ' + where if where else ''}; "
                             "`kaggle-tl run` makes one")
-    return records
+    return models
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from kaggle_tl.leaderboard import leaderboard_table, write_table
+    from kaggle_tl.leaderboard import TERMINAL_COLUMNS, leaderboard_table
     from kaggle_tl.metrics import NOISE_Z
-    from kaggle_tl.runs import load_models
+    from kaggle_tl.tables import Column, terminal_text, write_table
 
-    records = _selected_runs(args)
-    table = leaderboard_table(load_models(records), per_view=args.models)
-    first = records[0]
-    print(f"\nleaderboard: {len(records)} run(s) on {first.competition} "
-          f"(data fingerprint {first.data_fingerprint}), by CV log loss (lower is better)")
-    _print_table(table)
-    print(f"\n_se: standard error over rows. diff_vs_best: paired log-loss difference from the best model on the "
-          f"same rows;\nwithin_noise=yes when it is within {NOISE_Z:g} standard errors of 0 (the models are not "
-          "distinguishable on this data).")
-    csv_path, md_path = write_table(table, Path(args.out or Path(args.runs_dir) / "leaderboard"),
+    models = _selected_models(args)
+    table = leaderboard_table(models, per_view=args.models)
+    first = models[0].run
+    runs = {m.run.run_id for m in models}
+    print(f"\nleaderboard: {len(runs)} run(s) on {first.competition} (data fingerprint {first.data_fingerprint}), "
+          "best CV log loss first")
+    columns = TERMINAL_COLUMNS if not args.models else [*TERMINAL_COLUMNS[:2], Column("view", lambda r: r.view,
+                                                                                     align="<"), *TERMINAL_COLUMNS[2:]]
+    print(terminal_text(table, columns))
+    print(f"\nse: standard error over rows. vs best: paired log-loss difference from the best model on the same rows;"
+          f"\nnoise = yes: within {NOISE_Z:g} standard errors of 0 (not distinguishable on this data).")
+    csv_path, md_path = write_table(table, _output_folder(args.out or Path(args.runs_dir) / "leaderboard"),
                                     "leaderboard_models" if args.models else "leaderboard")
-    print(f"\ntable: {csv_path}  {md_path}")
+    print(f"every column: {csv_path}  {md_path}")
     return 0
 
 
+def _output_folder(folder: str | Path) -> Path:
+    from kaggle_tl.files import ensure_writable
+
+    return ensure_writable(folder, "output")
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from kaggle_tl.reports import ensemble_runs
-    from kaggle_tl.runs import resolve_run_dir, same_folds_as_newest
+    from kaggle_tl.reports import ensemble_models
+    from kaggle_tl.runs import RunRecord, load_models, resolve_run_dir, same_folds_as_newest
+    from kaggle_tl.tables import Column, plus_minus, terminal_text
 
     if args.all:
-        records, notes = same_folds_as_newest(_selected_runs(args))
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        run_dirs = [r.run_dir for r in records]
+        models, notes = same_folds_as_newest(_selected_models(args))
     else:
-        run_dirs = [resolve_run_dir(run, args.runs_dir) for run in args.runs]
+        records = {}
+        for run in args.runs:
+            record = RunRecord.load(resolve_run_dir(run, args.runs_dir))
+            records.setdefault(record.run_id, record)
+        models, notes = load_models(list(records.values()))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else None
-    result = ensemble_runs(run_dirs, strategies, args.submit, out_root=args.out or Path(args.runs_dir) / "ensembles",
-                           submissions_dir=args.submissions_dir)
-    print(f"\nensemble {result.ensemble_id}: {len(result.models)} model(s) from "
-          f"{len({m.run.run_id for m in result.models})} run(s); scores are nested-CV where a strategy is fitted")
-    _print_table(result.table.drop(columns="submission"))
-    for note in result.notes:
+    record = ensemble_models(models, strategies, args.submit, out_root=args.out or Path(args.runs_dir) / "ensembles",
+                             submissions_dir=args.submissions_dir)
+    print(f"\nensemble {record.ensemble_id}: {len(record.models)} model(s) from {len(record.runs)} run(s); "
+          "scores are nested CV where a strategy is fitted")
+    print(terminal_text(record.frame, [
+        Column("strategy", lambda r: r.strategy, flexible=True, align="<"),
+        Column("CV log loss ± se", lambda r: plus_minus(r.cv_logloss, r.cv_logloss_se)),
+        Column("accuracy", lambda r: f"{r.cv_accuracy:.4f}"),
+        Column("vs best ± se", lambda r: plus_minus(r.diff_vs_best, r.diff_se)),
+        Column("noise", lambda r: str(r.within_noise), align="<"),
+        Column("description", lambda r: r.description, flexible=True, align="<")]))
+    for note in record.notes:
         print(f"note: {note}")
-    for name, path in result.submissions.items():
+    for name, path in record.submissions.items():
         print(f"submission ({name}): {path}")
-    _print_paths("table", dict(enumerate(result.tables)))
-    _print_paths("figures", result.plots)
+    print(f"every column: {'  '.join(record.tables)}")
+    if record.plots:
+        print("figures: " + "  ".join(record.plots.values()))
     return 0
 
 
@@ -210,15 +259,92 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_backbones(args: argparse.Namespace) -> int:
     from kaggle_tl.backbones.catalog import backbones_table
+    from kaggle_tl.tables import Column, terminal_text
 
     table = backbones_table(args.weights)
-    shown = table.assign(gflops=table["gflops"].map("{:.2f}".format),
-                         imagenet_top1=table["imagenet_top1"].map(lambda v: "" if v != v or v is None else f"{v:.1f}"))
-    _print_table(shown)
+    print(terminal_text(table, [
+        Column("backbone", lambda r: r.backbone, align="<"),
+        Column("px", lambda r: str(r.native_px)), Column("min px", lambda r: str(r.min_px)),
+        Column("dim", lambda r: str(r.dim)), Column("GFLOPs", lambda r: f"{r.gflops:.2f}"),
+        Column("top-1", lambda r: "" if r.imagenet_top1 != r.imagenet_top1 or r.imagenet_top1 is None
+               else f"{r.imagenet_top1:.1f}"),
+        Column("weights offline", lambda r: r.weights_offline, align="<"),
+        Column("weights file", lambda r: r.weights_file or "", flexible=True, align="<")]))
     available = table[table["weights_offline"] != "no"]["backbone"].tolist()
     print(f"\n{len(table)} backbones; GFLOPs per image at the native size (counted from the layers), ImageNet top-1 "
-          f"as published in the Keras documentation.\nweights_offline: where imagenet weights load from without a "
-          f"network right now ({len(available)} of {len(table)}); a --weights folder must hold weights_file.")
+          f"as published.\nweights offline: where imagenet weights load from without a network now "
+          f"({len(available)} of {len(table)});\na --weights folder must hold the weights file.")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from kaggle_tl.clean import clean
+
+    clean(args.cache_dir, older_than_days=args.older_than, data=args.data, backbone=args.backbone, kind=args.kind,
+          remove=args.yes, out=print)
+    return 0
+
+
+def cmd_cache_export(args: argparse.Namespace) -> int:
+    from kaggle_tl.cache import Cache
+    from kaggle_tl.runs import RunRecord, list_runs, resolve_run_dir
+
+    if args.run:
+        record = RunRecord.load(resolve_run_dir(args.run, args.runs_dir))
+    else:
+        records, _ = list_runs(args.runs_dir)
+        if not records:
+            raise KaggleTLError(f"{args.runs_dir}: no runs to export the cache entries of; `kaggle-tl run` makes one")
+        record = records[-1]
+    cache = Cache(args.cache_dir or record.config.cache_dir, args.cache_from or record.config.cache_from)
+    wanted = {kind: list(keys) for kind, keys in record.cache_entries.items()}
+    copied = cache.export(wanted, args.out)
+    total = sum(len(keys) for keys in wanted.values())
+    print(f"{args.out}: {total} cache entries of run {record.run_id} ({len(copied)} copied, the rest already there); "
+          f"upload it as a Kaggle dataset and pass --cache-from with its path")
+    return 0
+
+
+def cmd_wheels(args: argparse.Namespace) -> int:
+    from kaggle_tl.kaggle import INSTALL_README, write_wheels
+
+    wheels = write_wheels(args.out, _names(args.extras), args.include or [], args.all, args.python_version,
+                          args.platform or [])
+    size = sum(p.stat().st_size for p in wheels) / 2**20
+    print(f"{args.out}: {len(wheels)} wheel(s), {size:.1f} MiB: {', '.join(p.name for p in wheels)}")
+    print(f"install offline: see {Path(args.out) / INSTALL_README}")
+    return 0
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def cmd_kernel(args: argparse.Namespace) -> int:
+    from kaggle_tl.config import OPERATIONAL, PATH_SETTINGS
+    from kaggle_tl.kaggle import KERNEL_METADATA, write_kernel
+    from kaggle_tl.runs import RunRecord, list_runs, resolve_run_dir
+
+    if args.config:
+        config = resolve_config(RunConfig.from_toml(args.config))
+    else:
+        if args.run:
+            record = RunRecord.load(resolve_run_dir(args.run, args.runs_dir))
+        else:
+            records, _ = list_runs(args.runs_dir)
+            if not records:
+                raise KaggleTLError(f"{args.runs_dir}: no run to take the settings from; pass --run or --config")
+            record = records[-1]
+        config = record.config
+    # The notebook names its own folders and weights; the rest are the run's settings, so that the
+    # cache keys of its features are those of the features dataset.
+    settings = config.to_toml(leave_out=tuple({*PATH_SETTINGS, *OPERATIONAL} - {"batch_size", "decode_threads"})
+                              + (("weights",) if args.weights_dataset else ()))
+    run_arguments = [*(["--time-limit", f"{args.time_limit:g}"] if args.time_limit else [])]
+    meta, script = write_kernel(args.out, args.competition, run_arguments, settings,
+                                args.id or f"{args.user}/kaggle-tl-{args.competition}", args.wheels_dataset,
+                                args.features_dataset, args.weights_dataset, _names(args.extras), args.gpu)
+    print(f"{meta}\n{script}\npush it: kaggle kernels push -p {args.out}")
     return 0
 
 
@@ -229,25 +355,36 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kaggle-tl", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kaggle-tl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show every log line, TensorFlow's included (default: progress, tables, warnings)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run_parser = sub.add_parser("run", help="features -> CV heads -> submission")
-    add_run_arguments(run_parser)
-    run_parser.set_defaults(func=cmd_run)
+                        help="show kaggle_tl's every log line and TensorFlow's start-up (default: progress, tables, "
+                             "warnings)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    board = sub.add_parser("leaderboard", help="all runs on one data set, ranked by CV log loss",
-                           description="Every model of every run on one data set (one data fingerprint), best CV "
-                                       "log loss first; printed and written as CSV and Markdown.")
+    def command(name: str, summary: str, description: str, func) -> argparse.ArgumentParser:
+        made = sub.add_parser(name, help=summary, description=description)
+        made.set_defaults(func=func)
+        return made
+
+    add_run_arguments(command(
+        "run", "features -> CV heads -> scores -> submissions (python run_all.py does the same)",
+        "Extract pooled features of every train and test image (cached), fit each head on 5 folds x views, "
+        "print the CV scores with standard errors and write one validated submission per model. Settings come "
+        "from flags, a TOML file (--config) or both; every one is checked before any work starts.", cmd_run))
+
+    board = command("leaderboard", "all runs on one data set, ranked by CV log loss",
+                    "Every model of every run on one data set (one data fingerprint), best CV log loss first, with "
+                    "standard errors and the paired difference from the best; printed in short, written in full "
+                    "as CSV and Markdown.", cmd_leaderboard)
     add_selection_arguments(board)
     board.add_argument("--models", action="store_true", help="one row per model and view (original, flip, average)")
     board.add_argument("--out", help="folder for leaderboard.csv/.md (default RUNS_DIR/leaderboard)")
-    board.set_defaults(func=cmd_leaderboard)
 
-    ens = sub.add_parser("ensemble", help="compare ensembling strategies on runs' OOF predictions, write submissions",
-                         description="Combine the models of one or more runs (same data, same folds) and score "
-                                     "each strategy by nested CV on their OOF predictions.")
+    ens = command("ensemble", "combine runs' models; score each strategy by nested CV; write submissions",
+                  "Combine the models of one or more runs (same data, same folds) and score each strategy by "
+                  "nested CV on their out-of-fold predictions; write the table, figures and the chosen "
+                  "strategies' submissions.", cmd_ensemble)
     which = ens.add_mutually_exclusive_group(required=True)
     which.add_argument("--runs", nargs="+", metavar="RUN_ID_OR_DIR", help="runs to combine")
     which.add_argument("--all", action="store_true", help="every run on one data set (--data/--fingerprint)")
@@ -257,34 +394,99 @@ def build_parser() -> argparse.ArgumentParser:
     ens.add_argument("--submit", default="best", help="best | all | none | comma-separated strategy names (default best)")
     ens.add_argument("--out", help="folder for ensemble outputs (default RUNS_DIR/ensembles)")
     ens.add_argument("--submissions-dir", default="submissions", help="submissions folder (default submissions)")
-    ens.set_defaults(func=cmd_ensemble)
 
-    catalog = sub.add_parser("backbones", help="every backbone: input size, feature dim, GFLOPs, ImageNet top-1, "
-                                                "whether its weights are available offline")
+    catalog = command("backbones", "every backbone: input size, feature dim, GFLOPs, ImageNet top-1, offline weights",
+                      "List every registered backbone with its native and minimum input size, pooled feature size, "
+                      "cost, published ImageNet accuracy and whether its weights load without a network.",
+                      cmd_backbones)
     catalog.add_argument("--weights", help="a weights folder to check for each backbone's file")
-    catalog.set_defaults(func=cmd_backbones)
 
-    grade = sub.add_parser("score", help="score a submission CSV against a labels file like the Kaggle grader")
+    grade = command("score", "score a submission CSV against a labels file like the Kaggle grader",
+                    "Check a submission's format as Kaggle does, then compute its log loss (clipped at 1e-15) and "
+                    "accuracy against an id,label file.", cmd_score)
     grade.add_argument("submission", help="submission CSV (id, one column per class)")
     grade.add_argument("--labels", required=True, help="CSV of id,label for the scored rows")
     grade.add_argument("--sample", help="sample submission: its class columns must all be present")
     grade.add_argument("--id-column", default="id", help="id column name (default id)")
     grade.add_argument("--label-column", default="label", help="label column name in --labels (default label)")
-    grade.set_defaults(func=cmd_score)
+
+    tidy = command("clean", "list what the cache holds; remove what you name or what is old",
+                   "List the cache's entries by kind, data set and backbone with their sizes and last use. With a "
+                   "selection (--older-than, --data, --backbone, --kind) show what would be removed; add --yes to "
+                   "remove it.", cmd_clean)
+    tidy.add_argument("--cache-dir", default="cache", help="the cache folder (default cache)")
+    tidy.add_argument("--older-than", type=float, metavar="DAYS", help="entries not used for this many days")
+    tidy.add_argument("--data", help="entries of this data set (the competition folder's name)")
+    tidy.add_argument("--backbone", help="feature entries of this backbone")
+    tidy.add_argument("--kind", choices=["features", "predictions", "figures", "models"], help="entries of this kind")
+    tidy.add_argument("--yes", action="store_true", help="remove the selected entries (default: only list them)")
+
+    cache = command("cache", "cache tools: export a run's entries as a folder to attach to a Kaggle notebook",
+                    "Cache tools.", cmd_cache_export)
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
+    export = cache_sub.add_parser("export", help="copy the cache entries a run used into a folder",
+                                  description="Copy exactly the cache entries a run used (features and predictions) "
+                                              "into OUT, laid out as a cache: upload OUT as a Kaggle dataset and "
+                                              "pass its path to --cache-from, so the notebook computes only what is "
+                                              "new (the hidden test images).")
+    export.set_defaults(func=cmd_cache_export)
+    export.add_argument("out", help="the folder to write (created)")
+    export.add_argument("--run", help="run id or folder (default: the newest run in --runs-dir)")
+    export.add_argument("--runs-dir", default="runs", help="run records folder (default runs)")
+    export.add_argument("--cache-dir", help="the run's cache folder (default: the one it used)")
+    export.add_argument("--cache-from", action="append", metavar="DIR", help="read-only caches it used (repeatable)")
+
+    wheels = command("wheels", "a folder of wheels to install kaggle_tl with no network (a Kaggle dataset)",
+                     "Build kaggle_tl's wheel and download the wheels of every requirement a Kaggle image lacks "
+                     "(or all, with --all) into OUT, with a README.txt holding the one install line. Upload OUT "
+                     "as a dataset; in the notebook: pip install --no-index --find-links /kaggle/input/NAME "
+                     "kaggle_tl.", cmd_wheels)
+    wheels.add_argument("out", help="the folder to write (created)")
+    wheels.add_argument("--extras", help="comma-separated extras to include, e.g. lite,openvino")
+    wheels.add_argument("--include", action="append", metavar="NAME",
+                        help="also a wheel of this requirement, e.g. one the Kaggle image lacks (repeatable)")
+    wheels.add_argument("--all", action="store_true", help="every requirement and its dependencies, TensorFlow "
+                                                            "included (for a machine with nothing installed)")
+    wheels.add_argument("--python-version", help="the target's Python, e.g. 3.11 (default: this one's)")
+    wheels.add_argument("--platform", action="append", help="the target's platform tag, e.g. "
+                                                            "manylinux2014_x86_64 (repeatable; default: this one)")
+
+    kernel = command("kernel", "write a notebook folder for `kaggle kernels push`: offline install, one run",
+                     "Write kernel-metadata.json and a script that installs kaggle_tl from the wheels dataset "
+                     "(no internet), then runs with the settings of a run (--run, default the newest) or a "
+                     "TOML file on /kaggle/input/COMPETITION, the features dataset as a read-only cache and "
+                     "writes /kaggle/working/submission.csv. Inputs are read from $KAGGLE_TL_INPUT and outputs "
+                     "written to $KAGGLE_TL_WORKING when set (a local rehearsal).", cmd_kernel)
+    kernel.add_argument("out", help="the folder to write (created)")
+    kernel.add_argument("--competition", required=True, help="the competition's slug (kaggle.com/competitions/SLUG)")
+    kernel.add_argument("--id", help="the notebook's USER/SLUG (default USER/kaggle-tl-COMPETITION)")
+    kernel.add_argument("--user", default="me", help="your Kaggle user name, for the default --id (default me)")
+    kernel.add_argument("--wheels-dataset", metavar="USER/NAME", help="the dataset of `kaggle-tl wheels`")
+    kernel.add_argument("--features-dataset", metavar="USER/NAME", help="the dataset of `kaggle-tl cache export`")
+    kernel.add_argument("--weights-dataset", metavar="USER/NAME", help="a dataset of Keras weights files")
+    kernel.add_argument("--extras", help="extras to install, e.g. lite")
+    kernel.add_argument("--gpu", action="store_true", help="ask Kaggle for a GPU (enable_gpu)")
+    kernel.add_argument("--time-limit", type=float, metavar="MINUTES",
+                        help="stop before extraction if the hidden test set would take longer")
+    source = kernel.add_mutually_exclusive_group()
+    source.add_argument("--run", help="take the settings of this run (id or folder)")
+    source.add_argument("--config", help="take the settings of this TOML file")
+    kernel.add_argument("--runs-dir", default="runs", help="run records folder (default runs)")
     return parser
 
 
 def quiet_unless(verbose: bool) -> None:
-    """By default a user sees progress bars, tables and real warnings; -v shows everything.
+    """By default a user sees progress bars, tables and real warnings; -v shows kaggle_tl's every line.
 
-    TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, oneDNN notes; see
-    kaggle_tl.quiet) and Keras' retracing warnings are noise to a user.
+    Other libraries stay at warning level either way (matplotlib alone logs ~300 font-search lines
+    at debug level); -v also lets TensorFlow's C++ start-up lines through (kaggle_tl.quiet).
     """
     from kaggle_tl import quiet
 
     quiet.verbose = verbose
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("kaggle_tl").setLevel(logging.DEBUG if verbose else logging.WARNING)
     if verbose:
         return
     # Dask sets its loggers from its config when imported (here and in spawned workers, which inherit this).

@@ -1,11 +1,16 @@
 """Read a Kaggle competition folder: train ids + labels, classes, test ids in submission order."""
 from __future__ import annotations
 
+import bz2
 import csv
 import dataclasses
+import gzip
 import hashlib
+import io
 import logging
+import lzma
 import os
+import zipfile
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,18 +19,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.images import IMAGE_EXTENSIONS, find_bad_images, image_problem
 
 log = logging.getLogger(__name__)
 # Left in data folders by tools, never images: Windows' thumbnail caches and folder settings.
 SYSTEM_FILES = ("thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini")
+# Kaggle ships some CSVs compressed (sample_submission.csv.zip): read where the plain file is absent.
+COMPRESSED_SUFFIXES = (".zip", ".gz", ".bz2", ".xz")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a competition folder keeps its parts: sub-folders, CSV names and columns."""
+
+    train_dir: str = "train"
+    test_dir: str = "test"
+    labels_csv: str = "labels.csv"
+    sample_submission: str = "sample_submission.csv"
+    id_column: str = "id"
+    label_column: str = "label"
 
 
 @dataclass
 class Competition:
     root: Path
+    layout: Layout
     classes: list[str]  # submission column order
     train_ids: list[str]
     train_paths: list[Path]
@@ -33,7 +52,6 @@ class Competition:
     test_ids: list[str]  # sample_submission row order
     test_paths: list[Path]
     sample_submission: pd.DataFrame  # as read (ids as strings); fixes columns and row order
-    id_column: str
     notes: list[str]  # handled oddities (ignored files, ...) recorded in the run
     skipped_images: list[dict] = field(default_factory=list)  # {"id", "path", "problem"}: --skip-bad-train-images
 
@@ -41,52 +59,103 @@ class Competition:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def id_column(self) -> str:
+        return self.layout.id_column
 
-def read_competition(config: RunConfig, root: str | Path | None = None) -> Competition:
-    """Read and validate the folder named by ``config.data`` (or ``root``).
+    def without(self, rows: dict[int, str], note: str) -> "Competition":
+        """The competition without the training ``rows`` ({row: problem}), each recorded as skipped."""
+        keep = np.array([i for i in range(len(self.train_ids)) if i not in rows], dtype=np.int64)
+        skipped = [{"id": self.train_ids[i], "path": str(self.train_paths[i]), "problem": problem}
+                   for i, problem in sorted(rows.items())]
+        return dataclasses.replace(self, train_ids=[self.train_ids[i] for i in keep],
+                                   train_paths=[self.train_paths[i] for i in keep], y=self.y[keep],
+                                   notes=[*self.notes, note], skipped_images=[*self.skipped_images, *skipped])
 
-    Every train and test image file is checked cheaply (``images.image_problem``: header, size,
-    end marker) before any model exists; unusable ones stop the run, all named at once, except
-    training images with ``config.skip_bad_train_images``, which are left out and recorded.
+    def with_usable_images(self, bad_train: dict[int, str], bad_test: dict[int, str], skip_bad_train: bool,
+                           folds: int) -> "Competition":
+        """Stop on any bad test image, and on bad training images unless skipping; else leave them out.
+
+        ``bad_*`` map row positions to problems (from the pre-scan, or from decoding). Images left
+        out are recorded, and the class counts are checked again against ``folds``.
+        """
+        if not bad_train and not bad_test:
+            return self
+        found = ([(self.train_paths[i], p) for i, p in sorted(bad_train.items())]
+                 + [(self.test_paths[i], p) for i, p in sorted(bad_test.items())])
+        for path, problem in found:  # the full list; the error line names the first few
+            log.error("unusable image %s: %s", path, problem)
+        n_train_stopping = 0 if skip_bad_train else len(bad_train)
+        stopping = found[len(bad_train) - n_train_stopping:]
+        if stopping:
+            what = ", ".join([f"{n_train_stopping} in {self.layout.train_dir}/"] * bool(n_train_stopping)
+                             + [f"{len(bad_test)} in {self.layout.test_dir}/"] * bool(bad_test))
+            hint = ("a submission needs every test image, so no flag skips them: replace them" if bad_test
+                    else "fix or remove them, or pass --skip-bad-train-images to leave them out")
+            examples = "; ".join(f"{path}: {problem}" for path, problem in stopping[:3])
+            raise KaggleTLError(f"{len(stopping)} unusable image(s) ({what}; all listed in the log): {examples}"
+                                f"{'; ...' if len(stopping) > 3 else ''} ({hint})")
+        if len(bad_train) == len(self.train_ids):
+            raise KaggleTLError(f"{self.root / self.layout.train_dir}: none of the {len(bad_train)} training images "
+                                f"is usable, e.g. {found[0][0]}: {found[0][1]}")
+        first = sorted(bad_train.items())[0]
+        note = (f"{len(bad_train)} unusable training image(s) left out (--skip-bad-train-images), "
+                f"e.g. {self.train_paths[first[0]]}: {first[1]}; all in the run record's skipped_images")
+        competition = self.without(bad_train, note)
+        check_class_counts(competition.y, competition.classes, folds,
+                           f"{self.root / self.layout.train_dir} after leaving out unusable images")
+        return competition
+
+    def scan_images(self) -> tuple[dict[int, str], dict[int, str]]:
+        """Every train and test image checked cheaply (header, declared size, end marker): {row: problem} each."""
+        return find_bad_images(self.train_paths), find_bad_images(self.test_paths)
+
+
+def read_competition(root: str | Path, layout: Layout = Layout()) -> Competition:
+    """Read and validate a competition folder: ids, labels, classes, test ids in submission order.
+
+    Nothing is decoded here; ``Competition.scan_images`` checks the image files cheaply and
+    ``Competition.with_usable_images`` applies the bad-image policy to what it (or decoding) found.
     """
-    root = Path(root if root is not None else config.data)
+    root = Path(root)
     if not root.is_dir():
         raise KaggleTLError(f"{root}: competition folder not found")
     notes: list[str] = []
     ignored: dict[str, list[Path]] = defaultdict(list)  # kind -> paths left out of every listing
-    train_dir, test_dir = root / config.train_dir, root / config.test_dir
+    train_dir, test_dir = root / layout.train_dir, root / layout.test_dir
     if not train_dir.is_dir():
         raise KaggleTLError(f"{train_dir}: train folder not found")
-    labels_path = root / config.labels_csv
+    labels_path = _csv_path(root, layout.labels_csv)
     if labels_path.is_file():
-        train_ids, train_paths, labels = _labels_from_csv(labels_path, train_dir, config, notes, ignored)
+        train_ids, train_paths, labels = _labels_from_csv(labels_path, train_dir, layout, notes, ignored)
     else:
-        train_ids, train_paths, labels = _labels_from_folders(train_dir, labels_path, ignored)
+        train_ids, train_paths, labels = _labels_from_folders(train_dir, labels_path, notes, ignored)
 
-    sample_path = root / config.sample_submission
+    sample_path = _csv_path(root, layout.sample_submission)
     if not test_dir.is_dir():
         raise KaggleTLError(f"{test_dir}: test folder not found")
     test_files, test_others = _images_by_id(test_dir, ignored)
     if sample_path.is_file():
-        sample = read_text_csv(sample_path, "sample submission", required=[config.id_column])
-        classes = [c for c in sample.columns if c != config.id_column]
+        sample = read_text_csv(sample_path, "sample submission", required=[layout.id_column])
+        classes = [c for c in sample.columns if c != layout.id_column]
         if not classes:
-            raise KaggleTLError(f"{sample_path}: no class columns besides {config.id_column!r}")
-        test_ids = sample[config.id_column].tolist()
-        _check_unique(test_ids, sample_path, config.id_column)
+            raise KaggleTLError(f"{sample_path}: no class columns besides {layout.id_column!r}")
+        test_ids = sample[layout.id_column].tolist()
+        _check_unique(test_ids, sample_path, layout.id_column)
         # Some samples name test images with their extension ("0a1b.jpg"); the id stays as written.
         test_files.update({i: test_files[_strip_extension(i)] for i in test_ids
                            if i not in test_files and _strip_extension(i) in test_files})
     else:
         classes = sorted(set(labels))
         test_ids = sorted(test_files)
-        sample = pd.DataFrame({config.id_column: test_ids, **{c: 1.0 / len(classes) for c in classes}})
+        sample = pd.DataFrame({layout.id_column: test_ids, **{c: 1.0 / len(classes) for c in classes}})
         notes.append(f"no {sample_path.name}: classes taken from the labels, test ids from {test_dir.name}/")
     if not test_ids:
         raise KaggleTLError(f"{test_dir}: no test images (a submission needs at least one)")
     missing = [i for i in test_ids if i not in test_files]
     if missing:
         _stop_on_unsupported(missing, test_others, sample_path)
+        _stop_on_hidden(missing, ignored["hidden"], sample_path)
         raise KaggleTLError(f"{sample_path}: {len(missing)} id(s) have no image in {test_dir}/, "
                             f"e.g. {missing[:3]}")
     extra_test = sorted({p.name for p in test_files.values()} - {test_files[i].name for i in test_ids})
@@ -102,96 +171,45 @@ def read_competition(config: RunConfig, root: str | Path | None = None) -> Compe
         notes.append(f"class(es) {no_train[:5]} have no training image: their probabilities stay near 0")
     class_index = {c: i for i, c in enumerate(classes)}
     y = np.array([class_index[label] for label in labels], dtype=np.int64)
-    _check_class_counts(y, classes, config.folds, labels_path)
     notes.extend(_ignored_notes(ignored, root))
-    competition = Competition(root, classes, train_ids, train_paths, y, test_ids,
-                              [test_files[i] for i in test_ids], sample, config.id_column, notes)
-    competition, _ = _apply_bad_image_policy(competition, find_bad_images(competition.train_paths),
-                                             find_bad_images(competition.test_paths), config)
-    for note in competition.notes:
+    for note in notes:
         log.warning(note)
+    return Competition(root, layout, classes, train_ids, train_paths, y, test_ids,
+                       [test_files[i] for i in test_ids], sample, notes)
+
+
+def usable_competition(root: str | Path, layout: Layout, folds: int, skip_bad_train_images: bool) -> Competition:
+    """``read_competition``, its images scanned and the bad-image policy applied, its classes checked for ``folds``."""
+    competition = read_competition(root, layout)
+    competition = competition.with_usable_images(*competition.scan_images(), skip_bad_train_images, folds)
+    check_class_counts(competition.y, competition.classes, folds, competition.root / layout.labels_csv)
     return competition
 
 
-def drop_undecodable(competition: Competition, train_by_view: dict[str, np.ndarray],
-                     test_by_view: dict[str, np.ndarray],
-                     config: RunConfig) -> tuple[Competition, dict[str, np.ndarray]]:
-    """Apply the bad-image policy to images that passed the scan but failed to decode.
-
-    Their feature rows are NaN (``features.extract_features``). A test image stops the run; a
-    training image does too, unless ``config.skip_bad_train_images``: then its rows are dropped
-    from the competition and the features, and recorded. Everything extracted stays cached, so
-    a re-run with the flag computes nothing.
-    """
-    def failed(features_by_view: dict[str, np.ndarray]) -> dict[int, str]:
-        masks = [~np.isfinite(np.asarray(a)).all(axis=1) for a in features_by_view.values()]
-        rows = np.flatnonzero(np.logical_or.reduce(masks))
-        return {int(i): "could not be decoded (no finite features)" for i in rows}
-
-    bad_train, bad_test = failed(train_by_view), failed(test_by_view)
-    if not bad_train and not bad_test:
-        return competition, train_by_view
-    competition, keep = _apply_bad_image_policy(competition, bad_train, bad_test, config)
-    return competition, {view: np.asarray(a)[keep] for view, a in train_by_view.items()}
-
-
-def _apply_bad_image_policy(competition: Competition, bad_train: dict[int, str], bad_test: dict[int, str],
-                            config: RunConfig) -> tuple[Competition, np.ndarray]:
-    """Stop on any bad test image, and on bad training images unless skipping; else leave them out.
-
-    ``bad_*`` map row positions to problems. Returns the competition and the training rows kept.
-    """
-    keep = np.arange(len(competition.train_ids))
-    if not bad_train and not bad_test:
-        return competition, keep
-    found = ([(competition.train_paths[i], p) for i, p in sorted(bad_train.items())]
-             + [(competition.test_paths[i], p) for i, p in sorted(bad_test.items())])
-    for path, problem in found:  # the full list; the error line names the first few
-        log.error("unusable image %s: %s", path, problem)
-    n_train_stopping = 0 if config.skip_bad_train_images else len(bad_train)
-    stopping = found[len(bad_train) - n_train_stopping:]
-    if stopping:
-        what = ", ".join([f"{n_train_stopping} in {config.train_dir}/"] * bool(n_train_stopping)
-                         + [f"{len(bad_test)} in {config.test_dir}/"] * bool(bad_test))
-        hint = ("a submission needs every test image, so no flag skips them: replace them" if bad_test
-                else "fix or remove them, or pass --skip-bad-train-images to leave them out")
-        examples = "; ".join(f"{path}: {problem}" for path, problem in stopping[:3])
-        raise KaggleTLError(f"{len(stopping)} unusable image(s) ({what}; all listed in the log): {examples}"
-                            f"{'; ...' if len(stopping) > 3 else ''} ({hint})")
-    keep = np.array([i for i in keep if i not in bad_train], dtype=np.int64)
-    if len(keep) == 0:
-        raise KaggleTLError(f"{competition.root / config.train_dir}: none of the {len(bad_train)} training images "
-                            f"is usable, e.g. {found[0][0]}: {found[0][1]}")
-    skipped = [{"id": competition.train_ids[i], "path": str(competition.train_paths[i]), "problem": problem}
-               for i, problem in sorted(bad_train.items())]
-    note = (f"{len(skipped)} unusable training image(s) left out (--skip-bad-train-images), "
-            f"e.g. {skipped[0]['path']}: {skipped[0]['problem']}; all in the run record's skipped_images")
-    competition = dataclasses.replace(
-        competition, train_ids=[competition.train_ids[i] for i in keep],
-        train_paths=[competition.train_paths[i] for i in keep], y=competition.y[keep],
-        notes=[*competition.notes, note], skipped_images=[*competition.skipped_images, *skipped])
-    _check_class_counts(competition.y, competition.classes, config.folds,
-                        f"{competition.root / config.train_dir} after leaving out unusable images")
-    return competition, keep
+def _csv_path(root: Path, name: str) -> Path:
+    """``root/name``, or its compressed form (``name.zip``...) when only that exists."""
+    path = root / name
+    if not path.exists():
+        for suffix in COMPRESSED_SUFFIXES:
+            if (root / f"{name}{suffix}").is_file():
+                return root / f"{name}{suffix}"
+    return path
 
 
 def read_text_csv(path: str | Path, what: str, required: list[str]) -> pd.DataFrame:
     """A CSV of strings with the ``required`` columns and at least one row, or one line naming ``what`` is wrong.
 
-    Every CSV kaggle_tl reads (labels, sample submissions, submissions to score) comes through here.
+    Every CSV kaggle_tl reads (labels, sample submissions, submissions to score) comes through here,
+    plain or compressed as Kaggle ships them (``.zip`` holding one CSV, ``.gz``, ``.bz2``, ``.xz``).
     """
     path = Path(path)
+    text = _csv_text(path, what)
     try:
         # dtype=str: ids like "00123" must keep their zeros; keep_default_na: "NA" is a valid id.
-        # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would rename column 1.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise KaggleTLError(f"{path}: {what} file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as exc:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise KaggleTLError(f"{path}: {what} is not a readable CSV ({one_line(exc)})") from None
-    except OSError as exc:
-        raise KaggleTLError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
-    check_csv_header(path, frame)  # never a column the file does not have ("Unnamed: 4", "cat.1")
+    check_csv_header(path, text, frame)  # never a column the file does not have ("Unnamed: 4", "cat.1")
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise KaggleTLError(f"{path}: missing column(s) {missing} in the {what}; found {list(frame.columns)[:8]}")
@@ -200,30 +218,56 @@ def read_text_csv(path: str | Path, what: str, required: list[str]) -> pd.DataFr
     return frame
 
 
-def check_csv_header(path: Path, frame: pd.DataFrame) -> None:
-    """Stop unless ``frame`` (read from ``path`` by pandas) has exactly the file's header as columns.
+def _csv_text(path: Path, what: str) -> str:
+    """The file's text, decompressed by its suffix; utf-8-sig: a CSV saved by Excel starts with a byte-order mark."""
+    try:
+        if path.suffix.lower() == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                members = [m for m in archive.namelist() if not m.endswith("/") and not m.startswith("__MACOSX")]
+                if len(members) != 1:
+                    raise KaggleTLError(f"{path}: a zipped {what} must hold exactly one file, found {len(members)}")
+                data = archive.read(members[0])
+        else:
+            opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+            with opener(path, "rb") as handle:
+                data = handle.read()
+        return data.decode("utf-8-sig")
+    except FileNotFoundError:
+        raise KaggleTLError(f"{path}: {what} file not found") from None
+    except IsADirectoryError:
+        raise KaggleTLError(f"{path}: the {what} is a folder, not a CSV file") from None
+    except UnicodeDecodeError as exc:
+        raise KaggleTLError(f"{path}: {what} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except (zipfile.BadZipFile, gzip.BadGzipFile, lzma.LZMAError, OSError, EOFError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise KaggleTLError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+        raise KaggleTLError(f"{path}: {what} is damaged or not the compressed CSV its name says "
+                            f"({one_line(exc)})") from None
+
+
+def check_csv_header(path: Path, text: str, frame: pd.DataFrame) -> None:
+    """Stop unless ``frame`` (read from ``text``, the file's content, by pandas) has exactly the file's header.
 
     pandas renames an empty header cell ("id,cat,dog,", a trailing comma) to "Unnamed: 3" and a
     repeated one to "cat.1", and makes the first column the index when rows have more fields
     than the header: each would invent a submission column or label that the file does not have.
     The header is read here with the csv module, which renames nothing.
     """
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = csv.reader(handle)
-        header = next((row for row in rows if row), [])  # pandas skips blank lines before the header
-        first_position: dict[str, int] = {}
-        for position, name in enumerate(header, start=1):
-            if name == "":
-                raise KaggleTLError(f"{path}: empty column name at position {position} of the header "
-                                    f"(a trailing comma?); name the column or remove it")
-            if name in first_position:
-                raise KaggleTLError(f"{path}: duplicated column {name!r} in the header (positions "
-                                    f"{first_position[name]} and {position}); rename or remove one")
-            first_position[name] = position
-        if not isinstance(frame.index, pd.RangeIndex):
-            line = next((rows.line_num for row in rows if len(row) > len(header)), "?")
-            raise KaggleTLError(f"{path}: line {line} has more fields than the {len(header)} of the header "
-                                f"(a trailing comma?)")
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = next((row for row in rows if row), [])  # pandas skips blank lines before the header
+    first_position: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if name == "":
+            raise KaggleTLError(f"{path}: empty column name at position {position} of the header "
+                                f"(a trailing comma?); name the column or remove it")
+        if name in first_position:
+            raise KaggleTLError(f"{path}: duplicated column {name!r} in the header (positions "
+                                f"{first_position[name]} and {position}); rename or remove one")
+        first_position[name] = position
+    if not isinstance(frame.index, pd.RangeIndex):
+        line = next((rows.line_num for row in rows if len(row) > len(header)), "?")
+        raise KaggleTLError(f"{path}: line {line} has more fields than the {len(header)} of the header "
+                            f"(a trailing comma?)")
     if list(frame.columns) != header:
         raise KaggleTLError(f"{path}: header {header[:8]} was read as {list(frame.columns)[:8]}")
 
@@ -303,26 +347,37 @@ def _stop_on_unsupported(missing: list[str], others: dict[str, Path], csv_path: 
         raise KaggleTLError(f"{found[0]}: {problem} ({len(found)} id(s) of {csv_path.name} have only such a file)")
 
 
-def _labels_from_csv(labels_path: Path, train_dir: Path, config: RunConfig, notes: list[str],
+def _stop_on_hidden(missing: list[str], hidden: list[Path], csv_path: Path) -> None:
+    """Say so when an id's only image is a hidden file (its name starts with "."), which is never read."""
+    by_id = {_strip_extension(p.name): p for p in hidden if p.is_file()}
+    found = [by_id[i] for i in missing if i in by_id]
+    if found:
+        raise KaggleTLError(f"{found[0]}: {len(found)} id(s) of {csv_path.name} (e.g. {found[0].name!r}) name "
+                            "hidden files (starting with '.'), which kaggle_tl ignores as system files; rename "
+                            "the images and their ids")
+
+
+def _labels_from_csv(labels_path: Path, train_dir: Path, layout: Layout, notes: list[str],
                      ignored: dict[str, list[Path]]):
-    frame = read_text_csv(labels_path, "labels", required=[config.id_column, config.label_column])
-    ids = [_strip_extension(i) for i in frame[config.id_column]]
-    _check_unique(ids, labels_path, config.id_column)
+    frame = read_text_csv(labels_path, "labels", required=[layout.id_column, layout.label_column])
+    ids = [_strip_extension(i) for i in frame[layout.id_column]]
+    _check_unique(ids, labels_path, layout.id_column)
     files, others = _images_by_id(train_dir, ignored)
     missing = [i for i in ids if i not in files]
     if missing:
         _stop_on_unsupported(missing, others, labels_path)
+        _stop_on_hidden(missing, ignored["hidden"], labels_path)
         raise KaggleTLError(f"{labels_path}: {len(missing)} id(s) have no image in {train_dir}/, "
                             f"e.g. {missing[:3]}")
-    empty = [i for i, label in zip(ids, frame[config.label_column]) if label == ""]
+    empty = [i for i, label in zip(ids, frame[layout.label_column]) if label == ""]
     if empty:
-        raise KaggleTLError(f"{labels_path}: {len(empty)} row(s) have an empty {config.label_column}, "
+        raise KaggleTLError(f"{labels_path}: {len(empty)} row(s) have an empty {layout.label_column}, "
                             f"e.g. id {empty[0]!r}")
     unlabelled = sorted(files[i].name for i in set(files) - set(ids))
     if unlabelled:
         notes.append(f"{len(unlabelled)} image(s) in {train_dir.name}/ have no row in {labels_path.name}: "
                      f"ignored, e.g. {unlabelled[:3]}")
-    return ids, [files[i] for i in ids], frame[config.label_column].tolist()
+    return ids, [files[i] for i in ids], frame[layout.label_column].tolist()
 
 
 def _strip_extension(value: str) -> str:
@@ -330,19 +385,33 @@ def _strip_extension(value: str) -> str:
     return value[: -len(suffix)] if suffix in IMAGE_EXTENSIONS else value
 
 
-def _labels_from_folders(train_dir: Path, labels_path: Path, ignored: dict[str, list[Path]]):
+def _labels_from_folders(train_dir: Path, labels_path: Path, notes: list[str], ignored: dict[str, list[Path]]):
+    """train/<class>/<image>: one level of class folders. Loose files beside them and deeper folders are
+    not read; they are counted in a note, since a user who put them there expected them to count."""
     ids, paths, labels = [], [], []
-    for class_dir in _list_folder(train_dir, ignored)[1]:
-        for image_id, path in _images_by_id(class_dir, ignored)[0].items():
+    loose, class_dirs = _list_folder(train_dir, ignored)
+    deeper: list[Path] = []
+    for class_dir in class_dirs:
+        images, _ = _images_by_id(class_dir, ignored)
+        deeper.extend(p for p in sorted(class_dir.iterdir()) if p.is_dir() and not _ignored_kind(p.name))
+        for image_id, path in images.items():
             ids.append(f"{class_dir.name}/{image_id}")
             paths.append(path)
             labels.append(class_dir.name)
     if not ids:
         raise KaggleTLError(f"{labels_path}: not found, and {train_dir}/ has no class sub-folders of images")
+    if loose:
+        notes.append(f"{len(loose)} file(s) directly in {train_dir.name}/ have no class folder: ignored, "
+                     f"e.g. {loose[0].name} (labels come from train/<class>/ folders when there is no "
+                     f"{labels_path.name})")
+    if deeper:
+        count = sum(1 for folder in deeper for p in folder.rglob("*") if p.is_file())
+        notes.append(f"{len(deeper)} folder(s) inside class folders ({count} file(s)) are not read: only "
+                     f"train/<class>/<image> counts, e.g. {deeper[0].relative_to(train_dir)}")
     return ids, paths, labels
 
 
-def _check_class_counts(y: np.ndarray, classes: list[str], folds: int, source: Path | str) -> None:
+def check_class_counts(y: np.ndarray, classes: list[str], folds: int, source: Path | str) -> None:
     counts = np.bincount(y, minlength=len(classes))
     small = [(classes[i], int(n)) for i, n in enumerate(counts) if 0 < n < folds]
     if small:

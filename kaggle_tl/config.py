@@ -2,21 +2,28 @@
 
 ``resolve_config`` turns what a user wrote (flags, TOML, or Python) into the complete config a
 run uses and saves: the demo folder and its backbone when no data is given, the mission's
-backbones otherwise, and every head's full parameter set. The CLI and ``kaggle_tl.run`` both
-call it, so ``python run_all.py`` and ``kaggle_tl.run(RunConfig())`` do the same thing.
+backbones otherwise, every head's full parameter set, and the Kaggle notebook's folders when
+running inside one. The CLI and ``kaggle_tl.run`` both call it, so ``python run_all.py`` and
+``kaggle_tl.run(RunConfig())`` do the same thing. Only ``cli.py``, this module and ``pipeline.py``
+know RunConfig: lower modules receive the values they use.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from kaggle_tl.engine import ENGINES
-from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.errors import KaggleTLError, did_you_mean
 from kaggle_tl.images import DEFAULT_RESIZE, RESIZE_POLICIES, VIEW_TRANSFORMS
+from kaggle_tl.runtimes import PRECISIONS, RUNTIMES
 
 VIEWS = tuple(VIEW_TRANSFORMS)
 
@@ -25,6 +32,19 @@ MISSION_BACKBONES = ("xception", "inception_v3")
 DEMO_DATA = "data/demo"
 DEMO_BACKBONES = ("efficientnet_lite0",)
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and scikit-learn's seeding accepts
+POOLINGS = ("avg", "gem")
+
+# Inside a Kaggle notebook (Kaggle sets this variable) only /kaggle/working is writable, and the
+# grader reads /kaggle/working/submission.csv.
+KAGGLE_ENV = "KAGGLE_KERNEL_RUN_TYPE"
+KAGGLE_WORKING = "/kaggle/working"
+
+# Settings that say where files go or how fast work runs, never what a run computes: two runs
+# that differ only in these are the same run (pipeline's "identical to run X").
+OPERATIONAL = ("cache_dir", "cache_from", "runs_dir", "submissions_dir", "submission_file", "batch_size",
+               "decode_threads", "head_jobs", "engine", "address", "time_limit", "competition", "submit_model")
+# Settings holding paths: in a TOML file they are read relative to the file's folder.
+PATH_SETTINGS = ("data", "cache_dir", "cache_from", "runs_dir", "submissions_dir", "submission_file")
 
 
 @dataclass(frozen=True)
@@ -44,20 +64,28 @@ class RunConfig:
     weights: str = "imagenet"  # imagenet | none | path to a weights file or folder
     views: tuple[str, ...] = ("original", "hflip")  # test-time augmentation views, each its own features
     resize: str = DEFAULT_RESIZE  # pad | squash | crop: how an image becomes the backbone's square input
+    runtime: str = "tensorflow"  # tensorflow | openvino: what runs the backbones
+    precision: str = "fp32"  # fp32 | bf16 (openvino on a CPU with native bf16)
     heads: tuple[str, ...] = ("dense",)
     head_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # head name -> parameters
     folds: int = 5
     seed: int = 42
+    skip_bad_train_images: bool = False
+
     head_jobs: int = 1  # parallel fold x view fits (1 BLAS thread each when > 1)
     batch_size: int = 32
     decode_threads: int = 4
-    skip_bad_train_images: bool = False
     engine: str = "local"  # local | dask
     address: str | None = None  # dask scheduler; None with engine dask: a LocalCluster on this machine
+    time_limit: float | None = None  # minutes: stop before extraction when the estimate is longer
 
     cache_dir: str = "cache"
+    cache_from: tuple[str, ...] = ()  # read-only caches (a Kaggle dataset of an earlier run's cache)
     runs_dir: str = "runs"
     submissions_dir: str = "submissions"
+    submission_file: str | None = None  # also write the chosen model's submission exactly here
+    submit_model: str | None = None  # which model submission_file gets; None: the best CV log loss
+    competition: str | None = None  # the Kaggle competition's slug, for the upload command
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(RunConfig)
@@ -69,17 +97,21 @@ class RunConfig:
         def bad(name: str, why: str) -> KaggleTLError:
             return KaggleTLError(f"setting {name}: {why}, got {getattr(self, name)!r}")
 
-        if self.backbones is not None and not self.backbones:
-            raise bad("backbones", "at least one backbone is needed")
+        if self.backbones is not None:
+            if not self.backbones:
+                raise bad("backbones", "at least one backbone is needed")
+            if len(set(self.backbones)) != len(self.backbones):
+                raise bad("backbones", "each backbone once (its features would be duplicated)")
         if self.image_size is not None and self.image_size < 1:
             raise bad("image_size", "must be a positive number of pixels")
         unknown = [v for v in self.views if v not in VIEWS]
         if unknown or not self.views or len(set(self.views)) != len(self.views):
-            raise bad("views", f"must be distinct names from {', '.join(VIEWS)}")
-        if self.resize not in RESIZE_POLICIES:
-            raise bad("resize", f"must be one of {', '.join(RESIZE_POLICIES)}")
-        if self.engine not in ENGINES:
-            raise bad("engine", f"must be one of {', '.join(ENGINES)}")
+            raise bad("views", f"must be distinct names from {', '.join(VIEWS)}"
+                               f"{did_you_mean(unknown[0], VIEWS) if unknown else ''}")
+        for name, choices in (("resize", RESIZE_POLICIES), ("engine", ENGINES), ("runtime", RUNTIMES),
+                              ("precision", PRECISIONS)):
+            if getattr(self, name) not in choices:
+                raise bad(name, f"must be one of {', '.join(choices)}{did_you_mean(getattr(self, name), choices)}")
         if not self.heads or len(set(self.heads)) != len(self.heads):
             raise bad("heads", "must name at least one head, each once")
         if self.folds < 2:
@@ -89,6 +121,14 @@ class RunConfig:
         for name in ("batch_size", "decode_threads", "head_jobs"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise bad("time_limit", "must be a positive number of minutes")
+        if self.time_limit is not None and self.engine != "local":
+            raise bad("time_limit", "is estimated with engine = local only")
+        if self.address is not None:
+            if self.engine != "dask":
+                raise bad("address", "is only used with engine = dask")
+            check_address(self.address)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -97,29 +137,41 @@ class RunConfig:
                 out[name] = list(value)
         return out
 
+    def to_toml(self, leave_out: tuple[str, ...] = ()) -> str:
+        """The settings (but ``leave_out`` and those left None) as a TOML file ``from_toml`` reads back."""
+        values = {k: v for k, v in self.to_dict().items() if v is not None and k not in leave_out}
+        tables = {k: values.pop(k) for k in list(values) if isinstance(values[k], dict)}
+        lines = [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        for name, table in tables.items():
+            for sub, entries in table.items():
+                lines += ["", f"[{name}.{sub}]", *(f"{k} = {_toml_value(v)}" for k, v in entries.items())]
+        return "\n".join(lines) + "\n"
+
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that decide what a run computes (every one but OPERATIONAL)."""
+        return {k: v for k, v in self.to_dict().items() if k not in OPERATIONAL}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "RunConfig":
         """From TOML or flag values; ``flips = false`` is shorthand for ``views = ["original"]``."""
         try:
-            return cls(**_views_from_flips(values, set(f.name for f in fields(cls))))
+            return cls(**_views_from_flips(values, [f.name for f in fields(cls)]))
         except KaggleTLError as exc:
             raise KaggleTLError(f"{source}: {exc}") from None
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
-        path = Path(path)
-        try:
-            values = tomllib.loads(path.read_bytes().decode("utf-8"))
-        except FileNotFoundError:
-            raise KaggleTLError(f"{path}: config file not found") from None
-        except UnicodeDecodeError as exc:
-            raise KaggleTLError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise KaggleTLError(f"{path}: not valid TOML ({exc})") from None
-        values = values.get("kaggle_tl", values)  # allow a [kaggle_tl] table or top-level keys
+        """The file's settings, flags (``overrides``) on top; relative paths in the file are read from its folder."""
+        path = Path(path).absolute()
+        values = read_toml(path)
+        for name in PATH_SETTINGS:
+            if name in values:
+                values[name] = _relative_to(values[name], path.parent)
+        if isinstance(values.get("weights"), str) and values["weights"] not in ("imagenet", "none"):
+            values["weights"] = str(_relative_to(values["weights"], path.parent))
         if "head_params" in overrides and "head_params" in values:  # flags refine the file's head parameters
             merged = {h: dict(p) for h, p in _checked("head_params", values["head_params"],
                                                        dict[str, dict[str, Any]]).items()}
@@ -132,7 +184,62 @@ class RunConfig:
         return cls.from_dict(values, source=str(path))
 
 
-def _views_from_flips(values: dict[str, Any], known: set[str]) -> dict[str, Any]:
+def _toml_value(value: Any) -> str:
+    # JSON's strings, numbers, booleans and arrays of them are TOML's too.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A config file's settings: top-level keys and a ``[kaggle_tl]`` table merged, or one line saying why not."""
+    if path.is_dir():
+        raise KaggleTLError(f"{path}: is a folder; --config takes a TOML file")
+    try:
+        # utf-8-sig: editors on Windows save a byte-order mark, which TOML itself does not allow.
+        values = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except FileNotFoundError:
+        raise KaggleTLError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise KaggleTLError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise KaggleTLError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise KaggleTLError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    if "kaggle_tl" not in values:
+        return values
+    table = values.pop("kaggle_tl")
+    if not isinstance(table, dict):
+        raise KaggleTLError(f"{path}: kaggle_tl must be a table ([kaggle_tl] followed by settings), "
+                            f"got {table!r}")
+    # A [kaggle_tl] table followed by [head_params.x] tables puts those at the top level: merge them.
+    both = sorted(set(table) & set(values))
+    if both:
+        raise KaggleTLError(f"{path}: {', '.join(both)} set both under [kaggle_tl] and at the top level; "
+                            "keep one")
+    return {**values, **table}
+
+
+def _relative_to(value: Any, folder: Path) -> Any:
+    """A path setting (or list of them) read relative to ``folder``; other values are left for the type check."""
+    if isinstance(value, str) and value:
+        return os.path.normpath(folder / Path(value).expanduser())
+    if isinstance(value, list):
+        return [_relative_to(v, folder) for v in value]
+    return value
+
+
+def check_address(address: str) -> str:
+    """A Dask scheduler address with a host and a port (``tcp://host:8786`` or ``host:8786``), or one line."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None or parts.scheme not in ("tcp", "tls", "ucx", "inproc", "ws", "wss"):
+        raise KaggleTLError(f"setting address: expected a scheduler address like tcp://host:8786, got {address!r}")
+    return address
+
+
+def _views_from_flips(values: dict[str, Any], known: list[str]) -> dict[str, Any]:
     """``values`` with the ``flips`` shorthand turned into ``views``; unknown settings refused."""
     values = dict(values)
     if "flips" in values:
@@ -142,9 +249,10 @@ def _views_from_flips(values: dict[str, Any], known: set[str]) -> dict[str, Any]
             raise KaggleTLError(f"flips = {str(flips).lower()} contradicts views = {values['views']!r}; "
                                 "set one of them")
         values["views"] = shorthand
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise KaggleTLError(f"unknown setting(s) {', '.join(unknown)}")
+        raise KaggleTLError(f"unknown setting {unknown[0]!r}{did_you_mean(unknown[0], known)}"
+                            f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}")
     return values
 
 
@@ -155,7 +263,7 @@ def _checked(name: str, value: Any, kind: Any) -> Any:
     so accepting it would silently turn flips on.
     """
     origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         (kind,) = [a for a in args if a is not type(None)]
@@ -177,20 +285,24 @@ def _checked(name: str, value: Any, kind: Any) -> Any:
             raise refuse("a number")
         return float(value)
     if kind is str:
-        if not isinstance(value, str):
+        if not isinstance(value, (str, os.PathLike)):
             raise refuse("a string")
-        return value
-    if typing.get_origin(kind) is tuple:
+        return str(value)
+    if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, os.PathLike)) for v in value):
             raise refuse("a list of names")
-        return tuple(value)
-    if typing.get_origin(kind) is dict:
+        return tuple(str(v) for v in value)
+    if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
             raise refuse("a table of head name -> parameters, e.g. [head_params.logreg] C = 0.2")
         return {str(k): dict(v) for k, v in value.items()}
     raise AssertionError(f"no check for {kind}")  # a new field type needs its check here
+
+
+def in_kaggle_notebook() -> bool:
+    return bool(os.environ.get(KAGGLE_ENV))
 
 
 def resolve_config(config: RunConfig) -> RunConfig:
@@ -198,11 +310,16 @@ def resolve_config(config: RunConfig) -> RunConfig:
 
     - no data: the embedded demo (``data/demo``) with EfficientNet-Lite0, unless backbones are given;
     - data but no backbones: the mission's Xception + InceptionV3;
-    - every head's parameters filled in from its defaults and checked (``create_head``);
-    - each backbone's identity checked (known name, image size not below its minimum).
+    - the data folder as an absolute path (the record names it; a notebook re-runs from another folder);
+    - in a Kaggle notebook, output folders left at their defaults go under /kaggle/working, and the
+      chosen model's submission to /kaggle/working/submission.csv;
+    - every head's parameters filled in from its defaults and checked;
+    - each backbone checked (known name, image size not below its minimum), runtime and precision
+      available on this machine.
     """
-    from kaggle_tl.backbones import get_backbone_spec, is_user_model
+    from kaggle_tl.backbones import backbone_spec
     from kaggle_tl.heads import create_head
+    from kaggle_tl.runtimes import check_runtime
 
     changes: dict[str, Any] = {}
     if config.data is None:
@@ -211,6 +328,14 @@ def resolve_config(config: RunConfig) -> RunConfig:
             changes["backbones"] = DEMO_BACKBONES
     elif config.backbones is None:
         changes["backbones"] = MISSION_BACKBONES
+    changes["data"] = str(Path(changes.get("data", config.data)).expanduser().absolute())
+    if in_kaggle_notebook():
+        defaults = RunConfig()
+        for name in ("cache_dir", "runs_dir", "submissions_dir"):
+            if getattr(config, name) == getattr(defaults, name):
+                changes[name] = f"{KAGGLE_WORKING}/{getattr(defaults, name)}"
+        if config.submission_file is None:
+            changes["submission_file"] = f"{KAGGLE_WORKING}/submission.csv"
     unused = sorted(set(config.head_params) - set(config.heads))
     if unused:
         raise KaggleTLError(f"setting head_params: parameters for {', '.join(unused)}, which is not among heads "
@@ -221,11 +346,12 @@ def resolve_config(config: RunConfig) -> RunConfig:
         params[name] = {k: v for k, v in head.get_params().items() if k != "random_state"}
     changes["head_params"] = params
     resolved = config.replace(**changes)
+    if resolved.submit_model is not None:  # a head, or a model name "<backbones>__<head>"
+        head = resolved.submit_model.rpartition("__")[2]
+        if head not in resolved.heads:
+            raise KaggleTLError(f"setting submit_model: {resolved.submit_model!r} names none of the heads "
+                                f"{', '.join(resolved.heads)}{did_you_mean(head, resolved.heads)}")
     for name in resolved.backbones:
-        if is_user_model(name):
-            continue  # its input size comes from the model file, read when its identity is computed
-        spec = get_backbone_spec(name)
-        if resolved.image_size is not None and resolved.image_size < spec.min_size:
-            raise KaggleTLError(f"setting image_size: {name} needs at least {spec.min_size} px, "
-                                f"got {resolved.image_size}")
+        backbone_spec(name).check_size(resolved.image_size)
+    check_runtime(resolved.runtime, resolved.precision)
     return resolved

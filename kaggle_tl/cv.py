@@ -39,7 +39,9 @@ def _fit_fold(head, X: np.ndarray, X_test: np.ndarray, y: np.ndarray, folds: np.
     threads run many times slower than one thread each (oversubscription, BENCHMARKS.md).
     """
     fit_rows, val_rows = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-    with threadpool_limits(limits=blas_threads):
+    # A diverging head (an absurd regularisation) overflows: the caller names it on one line
+    # instead of numpy's warnings from deep inside the fit.
+    with threadpool_limits(limits=blas_threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         model = clone(head)
         # Only a head told to stop early on the held-out fold sees its rows (optimistic, recorded as such).
         extra = ({"validation_data": (X[val_rows], y[val_rows])}

@@ -22,6 +22,7 @@ from sklearn.model_selection import PredefinedSplit
 
 from kaggle_tl import metrics
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +40,13 @@ __all__ = [
     "Weighted",
     "compare_strategies",
     "create_strategy",
+    "list_strategies",
     "nested_cv_predict",
-    "normalise",
     "register_strategy",
 ]
 
 
 # --------------------------------------------------------------------------- helpers
-def normalise(proba: np.ndarray) -> np.ndarray:
-    """Clip probabilities to [metrics.CLIP_EPS, 1] and renormalise each row to sum to 1."""
-    return metrics.clip_proba(proba)
-
-
 def _stack(probas: Sequence[np.ndarray]) -> np.ndarray:
     """Stack per-model (N, C) arrays into one float64 (M, N, C) array."""
     return np.stack([np.asarray(p, dtype=np.float64) for p in probas])
@@ -74,24 +70,21 @@ def _format_weights(weights: np.ndarray, model_names: Sequence[str], min_weight:
 
 
 # --------------------------------------------------------------------------- registry
-STRATEGIES: dict[str, type[Strategy]] = {}
+STRATEGIES: Registry[type[Strategy]] = Registry("ensemble strategy")
 
 
 def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
     """Class decorator that makes a strategy available to `create_strategy` under `name`."""
+    return STRATEGIES.register(name)
 
-    def decorator(cls: type[Strategy]) -> type[Strategy]:
-        STRATEGIES[name] = cls
-        return cls
 
-    return decorator
+def list_strategies() -> list[str]:
+    return STRATEGIES.names()
 
 
 def create_strategy(name: str, **params) -> Strategy:
     """Build a registered strategy by name, e.g. ``create_strategy("greedy", n_rounds=50)``."""
-    if name not in STRATEGIES:
-        raise KaggleTLError(f"unknown ensemble strategy {name!r}; choose one of {sorted(STRATEGIES)}")
-    return STRATEGIES[name](**params)
+    return STRATEGIES.create(name, **params)
 
 
 # --------------------------------------------------------------------------- strategies
@@ -119,7 +112,7 @@ class _WeightedAverage(Strategy):
 
     def combine(self, probas: Sequence[np.ndarray]) -> np.ndarray:
         """Weighted arithmetic mean of the models' probabilities."""
-        return normalise(np.tensordot(self.weights_, _stack(probas), axes=1))
+        return metrics.clip_proba(np.tensordot(self.weights_, _stack(probas), axes=1))
 
     def describe(self, model_names: Sequence[str]) -> str:
         """Weights of the models that take part."""
@@ -173,7 +166,7 @@ class GeometricMean(Strategy):
     def combine(self, probas: Sequence[np.ndarray]) -> np.ndarray:
         """exp(mean log p), renormalised; clipping first keeps one zero from vetoing a class."""
         log_proba = np.log(np.clip(_stack(probas), EPS, 1.0))
-        return normalise(np.exp(log_proba.mean(axis=0)))
+        return metrics.clip_proba(np.exp(log_proba.mean(axis=0)))
 
     def describe(self, model_names: Sequence[str]) -> str:
         """Equal weights in log space."""
@@ -294,7 +287,7 @@ class Stacking(Strategy):
         """Stacker probabilities, with a column for every class even if one was absent in fit."""
         proba = np.zeros((probas[0].shape[0], self.n_classes_))
         proba[:, self.model_.classes_] = self.model_.predict_proba(self._features(probas))
-        return normalise(proba)
+        return metrics.clip_proba(proba)
 
     def describe(self, model_names: Sequence[str]) -> str:
         """The stacker and its input."""
@@ -316,7 +309,7 @@ def _resolve_strategies(strategies: Iterable[str] | Mapping[str, Strategy] | Non
     """Name → unfitted strategy, from names, a ready mapping, or None for all registered."""
     if isinstance(strategies, Mapping):
         return dict(strategies)
-    names = list(STRATEGIES) if strategies is None else list(strategies)
+    names = STRATEGIES.names() if strategies is None else list(strategies)
     return {name: create_strategy(name) for name in names}
 
 
@@ -384,18 +377,8 @@ def compare_strategies(
         if test is not None:
             test_by_strategy[name] = final.combine([test[m] for m in model_names])
         scores = metrics.score(y, oof_by_strategy[name])
-        logger.info("ensemble %-15s cv logloss %.5f  accuracy %.4f", name, scores["logloss"], scores["accuracy"])
-        rows.append(
-            {
-                "strategy": name,
-                "cv_logloss": scores["logloss"],
-                "cv_logloss_se": scores["logloss_se"],
-                "cv_accuracy": scores["accuracy"],
-                "cv_accuracy_se": scores["accuracy_se"],
-                "description": final.describe(model_names),
-            }
-        )
-    table = pd.DataFrame(rows, columns=["strategy", "cv_logloss", "cv_logloss_se", "cv_accuracy", "cv_accuracy_se",
-                                        "description"])
+        logger.info("ensemble %-15s cv logloss %.5f  accuracy %.4f", name, scores.logloss, scores.accuracy)
+        rows.append({"strategy": name, **scores.columns(), "description": final.describe(model_names)})
+    table = pd.DataFrame(rows, columns=["strategy", *metrics.Score.COLUMNS, "description"])
     table = table.sort_values("cv_logloss", kind="stable", ignore_index=True)
     return table, oof_by_strategy, test_by_strategy

@@ -1,16 +1,25 @@
-"""extract_features(): images x backbones x views -> cached (N, D) float32 arrays.
+"""Images x backbones x views -> cached (N, D) float32 features, and the rows that could not be decoded.
 
-The unit of work is one cache chunk: ``compute_chunk`` decodes a chunk's images once, runs every
-backbone and view on them and writes the chunk files itself. The local engine runs the missing
-chunks here, one after the other; the Dask engine (``engine.py``) runs one task per missing chunk
-on a cluster. Both feed the models the same batches, so their features are bit-identical.
+``plan_features`` looks in the caches (the writable one, then the read-only layers) for every
+entry, holds the writable ones it must compute, and says how much work is left, so that the
+caller can estimate the time before spending it; ``FeaturePlan.extract`` then computes the
+missing chunks. The unit of work is one cache chunk: ``compute_chunk`` decodes a chunk's images
+once, runs every backbone and view on them and writes the chunk files itself. The local engine
+runs the missing chunks here, one after the other; the Dask engine (``engine.py``) runs one task
+per missing chunk on a cluster. Both feed the models the same batches, so their features are
+bit-identical.
+
+A backbone may yield several outputs (the pooled features of its last stages): each output of
+each view is a cache entry of its own, so a run asking for fewer stages reads what a run with
+more computed.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
@@ -18,7 +27,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from kaggle_tl.backbones import BackboneRef
-from kaggle_tl.cache import CacheEntry, FeatureCache, cache_key
+from kaggle_tl.cache import Cache, FeatureEntry, cache_key
+from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.images import VIEW_TRANSFORMS, ImageError, iter_image_batches
 
 if TYPE_CHECKING:
@@ -26,22 +36,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 3  # bump when decoding/resizing changes, so old caches are not served (3: reduced JPEG decode)
-
-
-def feature_key(image_key: str, ref: BackboneRef, view: str) -> str:
-    return cache_key(images=image_key, backbone=ref.name, weights=ref.weights_id, size=ref.input_size,
-                     resize=ref.resize, view=view, version=FEATURE_VERSION)
-
-
+FEATURE_VERSION = 4  # bump when decoding/resizing changes, so old caches are not served (4: crop in source pixels)
 DEFAULT_CHUNK_ROWS = 1024  # rows per cache chunk: what a killed run can lose, at most; one Dask task
+
+EntryId = tuple[str, str, str]  # (backbone, view, output)
+
+
+def feature_key(image_key: str, ref: BackboneRef, view: str, output: str = "pooled") -> str:
+    """Everything that determines one entry's numbers: images by content, backbone, weights by content,
+    size, resize policy, view, the output (stage) and the decoding version."""
+    return cache_key(images=image_key, backbone=ref.name, weights=ref.weights_id, size=ref.input_size,
+                     resize=ref.resize, view=view, output=output, version=FEATURE_VERSION)
+
+
+def outputs_of(ref: BackboneRef) -> list[tuple[str, int]]:
+    """(output name, dim) of each of the backbone's outputs, in the order its features concatenate them."""
+    return [("pooled", ref.dim)]
+
 
 _BUILT: dict[tuple, object] = {}  # this process's models by identity: a worker builds each once, not per task
 
 
 @dataclass(frozen=True)
 class BackboneBuilder:
-    """``build_backbones`` for registered backbones and user model files; picklable, for Dask workers.
+    """Builds the backbones for registered names and user model files; picklable, for Dask workers.
 
     It carries only the weights option ("imagenet", "none" or a path every worker also sees): each
     process builds a model the first time a chunk needs it and keeps it for the next chunks.
@@ -57,14 +75,10 @@ class BackboneBuilder:
         from kaggle_tl.backbones import create_backbone  # TensorFlow is imported only where a model runs
         from kaggle_tl.quiet import import_tensorflow
 
-        import_tensorflow()  # quietly, in a Dask worker too, before the seeding below imports Keras
-
+        import_tensorflow()  # quietly, in a Dask worker too
         for ref in refs:
             if (ref, self.weights) not in _BUILT:
                 log.info("building %s (weights=%s, %d px)", ref.name, self.weights, ref.input_size)
-                if ref.weights_id == "none":  # one cache key for every random init: make it the same init
-                    import keras
-                    keras.utils.set_random_seed(0)
                 _BUILT[ref, self.weights] = create_backbone(ref.name, self.weights, ref.input_size)
         return {ref.name: _BUILT[ref, self.weights] for ref in refs}
 
@@ -78,8 +92,8 @@ class ChunkJob:
     paths: tuple[str, ...]  # this chunk's images, absolute, in row order
     refs: tuple[BackboneRef, ...]
     views: tuple[str, ...]
-    entries: dict[tuple[str, str], CacheEntry]  # (backbone, view) -> entry; all are computed...
-    write: frozenset[tuple[str, str]]  # ...and written where the chunk is missing
+    entries: dict[EntryId, FeatureEntry]  # all are computed...
+    write: frozenset[EntryId]  # ...and written where the chunk is missing
     build_backbones: Callable[[list[BackboneRef]], dict]
     batch_size: int
     threads: int
@@ -97,7 +111,7 @@ def compute_chunk(job: ChunkJob, progress: Callable[[int], None] | None = None) 
     def on_error(position: int, error: ImageError) -> None:
         failed[position] = error.problem
 
-    pending: dict[tuple[str, str], list[np.ndarray]] = {key: [] for key in job.entries}
+    pending: dict[EntryId, list[np.ndarray]] = {key: [] for key in job.entries}
     done = 0
     sizes = sorted({r.input_size for r in job.refs})
     (resize,) = {r.resize for r in job.refs}  # one policy per run (the run's resize setting)
@@ -108,10 +122,16 @@ def compute_chunk(job: ChunkJob, progress: Callable[[int], None] | None = None) 
         bad = [p - done for p in failed.copy() if done <= p < done + n]
         for ref in job.refs:
             for view in job.views:
-                if (ref.name, view) in pending:
-                    features = _features(backbones[ref.name], VIEW_TRANSFORMS[view](batch[ref.input_size]))
-                    features[bad] = np.nan
-                    pending[ref.name, view].append(features)
+                if not any(key[:2] == (ref.name, view) for key in pending):
+                    continue
+                features = _features(backbones[ref.name], VIEW_TRANSFORMS[view](batch[ref.input_size]))
+                _check_model_output(features, bad, ref, job.paths[done:done + n])
+                features[bad] = np.nan
+                start = 0
+                for output, dim in outputs_of(ref):
+                    if (ref.name, view, output) in pending:
+                        pending[ref.name, view, output].append(features[:, start:start + dim])
+                    start += dim
         done += n
         if progress is not None:
             progress(n)
@@ -119,6 +139,16 @@ def compute_chunk(job: ChunkJob, progress: Callable[[int], None] | None = None) 
         entry = job.entries[key]
         entry.write_chunk(job.index, np.concatenate(pending[key]) if done else np.empty((0, entry.dim), np.float32))
     return job.index, {job.first_row + p: problem for p, problem in failed.items()}
+
+
+def _check_model_output(features: np.ndarray, bad: list[int], ref: BackboneRef, paths: Sequence[str]) -> None:
+    """NaN or infinite features of images that decoded fine are the model's fault: name it and its weights."""
+    wrong = ~np.isfinite(features).all(axis=1)
+    wrong[bad] = False
+    if wrong.any():
+        raise KaggleTLError(f"{ref.name} (weights {ref.weights_id}) gave NaN or infinite features for "
+                            f"{int(wrong.sum())} image(s) that decoded fine, e.g. {paths[int(np.argmax(wrong))]}; "
+                            "its weights or the model are at fault, not the images")
 
 
 def _features(backbone, images: np.ndarray) -> np.ndarray:
@@ -134,73 +164,192 @@ def _features(backbone, images: np.ndarray) -> np.ndarray:
     return np.array(backbone.features(images), dtype=np.float32)
 
 
-def extract_features(paths: Sequence[Path], image_key: str, refs: Sequence[BackboneRef], views: Sequence[str],
-                     cache: FeatureCache, build_backbones: Callable[[list[BackboneRef]], dict],
-                     batch_size: int = 32, threads: int = 4, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                     desc: str = "features", engine: Engine | None = None) -> dict[tuple[str, str], np.ndarray]:
-    """Features for every (backbone, view), computing only the cache chunks that are missing.
+@dataclass
+class Features:
+    """What extraction found for one image list: the arrays, the rows that could not be decoded, and
+    where each entry came from."""
 
-    ``build_backbones(refs)`` is called only when something must be computed, so a fully cached
-    run never builds (or calls) a model, and never starts a cluster. ``engine``: None or a local
-    Engine computes here; a Dask Engine runs one task per missing chunk on its cluster, and then
-    ``build_backbones`` must be picklable (``BackboneBuilder``). A killed run resumes from the
-    chunks already written. Another run extracting the same entries is waited for, then read.
+    arrays: dict[tuple[str, str], np.ndarray]  # (backbone, view) -> (N, dim of every output)
+    bad_rows: dict[int, str]  # row -> why it has no features (it could not be decoded)
+    sources: dict[str, str] = field(default_factory=dict)  # cache key -> computed | cache | <read-only layer>
 
-    An image that cannot be decoded does not stop extraction: its rows are NaN, cached like the
-    others (decoding depends only on the file's bytes, which the key covers), and the caller
-    decides what that means (``competition.drop_undecodable``).
+    def by_view(self, backbone_names: Sequence[str], views: Sequence[str],
+                rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """{view: (N, sum of dims)}: each view's features concatenated across backbones, in order."""
+        out = {}
+        for view in views:
+            parts = [np.asarray(self.arrays[(b, view)]) for b in backbone_names]
+            out[view] = np.concatenate([p if rows is None else p[rows] for p in parts], axis=1)
+        return out
 
-    Returns {(backbone name, view): memory-mapped (N, dim) float32 array}.
+
+@dataclass
+class _Split:
+    """One image list's part of a plan."""
+
+    paths: Sequence[Path]
+    image_key: str
+    entries: dict[EntryId, FeatureEntry]
+    found: dict[EntryId, np.ndarray]
+    sources: dict[str, str]
+    todo: dict[EntryId, FeatureEntry] = field(default_factory=dict)
+    missing: dict[EntryId, set[int]] = field(default_factory=dict)
+
+    @property
+    def chunks(self) -> dict[int, int]:
+        """{chunk missing from any entry: its rows}."""
+        if not self.todo:
+            return {}
+        layout = next(iter(self.todo.values()))
+        return {i: layout.chunk_slice(i).stop - layout.chunk_slice(i).start
+                for i in sorted(set().union(*self.missing.values()))}
+
+
+class FeaturePlan:
+    """What the caches hold of every (split, backbone, view, output) and what is left to compute.
+
+    Use as a context manager: the writable entries to compute stay locked from planning to the
+    end of ``extract``, so two runs sharing a cache never compute the same chunk twice.
     """
-    cache = FeatureCache(os.path.abspath(cache.root))  # workers may run in another folder
-    entries = {(ref.name, view): cache.entry(feature_key(image_key, ref, view), len(paths), ref.dim, chunk_rows,
-                                             {"backbone": ref.name, "weights": ref.weights_id, "size": ref.input_size,
-                                              "resize": ref.resize, "view": view, "images": image_key})
-               for ref in refs for view in views}
-    with contextlib.ExitStack() as locks:
+
+    def __init__(self, cache: Cache, splits: dict[str, tuple[Sequence[Path], str]], refs: Sequence[BackboneRef],
+                 views: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS, info: dict | None = None):
+        self.cache, self.refs, self.views = cache, list(refs), list(views)
+        self._info = info or {}
+        self.splits: dict[str, _Split] = {}
+        for split, (paths, image_key) in splits.items():
+            entries = {(ref.name, view, output): cache.features(
+                feature_key(image_key, ref, view, output), len(paths), dim, chunk_rows,
+                {"backbone": ref.name, "weights": ref.weights_id, "size": ref.input_size, "resize": ref.resize,
+                 "view": view, "output": output, "images": image_key, "split": split, **self._info})
+                for ref in refs for view in views for output, dim in outputs_of(ref)}
+            self.splits[split] = _Split(list(paths), image_key, entries, {}, {})
+        self._locks = contextlib.ExitStack()
+
+    def __enter__(self) -> "FeaturePlan":
+        try:
+            self._plan()
+        except BaseException:
+            self._locks.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._locks.close()
+
+    def _plan(self) -> None:
+        for split in self.splits.values():
+            for key, entry in split.entries.items():
+                if entry.is_complete():
+                    continue
+                found = self.cache.read_only_features(entry)
+                if found is not None:
+                    split.found[key], layer = found
+                    split.sources[entry.key] = str(layer)
         # In folder order, so two runs needing overlapping entries never each hold one the other needs.
-        for entry in sorted(entries.values(), key=lambda e: e.folder):
-            locks.enter_context(entry.locked(f"{desc}: another run is extracting these features; waiting for it"))
-        result = {k: e.load() for k, e in entries.items()}
-        todo = {k: entries[k] for k, arr in result.items() if arr is None}
-        if not todo:
-            log.info("%s: all %d arrays from the cache", desc, len(result))
-            return result
-        sizes, make_job = _plan(paths, refs, views, todo, build_backbones, batch_size, threads)
-        log.info("%s: computing %d chunk(s) of %d images for %s", desc, len(sizes), sum(sizes.values()),
-                 sorted(todo))
+        held = sorted((e for s in self.splits.values() for k, e in s.entries.items() if k not in s.found),
+                      key=lambda e: e.folder)
+        for entry in held:
+            self._locks.enter_context(entry.locked("another run is extracting these features; waiting for it"))
+        for split in self.splits.values():
+            for key, entry in split.entries.items():
+                if key in split.found:
+                    continue
+                array = entry.load()
+                if array is None:
+                    split.todo[key] = entry
+                else:
+                    split.found[key] = array
+                    split.sources[entry.key] = "cache"
+            # Every entry of a split shares the chunk layout; a chunk missing from any is computed for all
+            # (they differ only when a run was killed between two writes of the same chunk).
+            split.missing = {k: set(e.missing_chunks()) for k, e in split.todo.items()}
+
+    def images_to_compute(self, split: str | None = None) -> int:
+        return sum(sum(s.chunks.values()) for name, s in self.splits.items() if split in (None, name))
+
+    def passes(self) -> int:
+        """Model calls per image summed over what is left: images x views x backbones."""
+        total = 0
+        for split in self.splits.values():
+            for index, rows in split.chunks.items():
+                needed = {(k[0], k[1]) for k, chunks in split.missing.items() if index in chunks}
+                total += rows * len(needed)
+        return total
+
+    def refs_to_compute(self) -> list[BackboneRef]:
+        names = {k[0] for s in self.splits.values() for k in s.todo}
+        return [r for r in self.refs if r.name in names]
+
+    def extract(self, build_backbones: Callable[[list[BackboneRef]], dict], batch_size: int = 32, threads: int = 4,
+                engine: Engine | None = None) -> dict[str, Features]:
+        """Compute what is missing (``build_backbones`` is called only then); every split's Features.
+
+        ``engine``: None or a local Engine computes here; a Dask Engine runs one task per missing
+        chunk on its cluster, and then ``build_backbones`` must be picklable (``BackboneBuilder``).
+        A killed run resumes from the chunks already written.
+
+        An image that cannot be decoded does not stop extraction: its rows are NaN, cached like the
+        others (decoding depends only on the file's bytes, which the key covers), and reported in
+        ``Features.bad_rows``; the caller decides what that means.
+        """
+        out = {}
+        for name, split in self.splits.items():
+            failed: dict[int, str] = {}
+            if not split.todo:
+                log.info("%s: all %d entries from the caches", name, len(split.entries))
+            else:
+                log.info("%s: computing %d chunk(s) of %d images for %d entries", name, len(split.chunks),
+                         sum(split.chunks.values()), len(split.todo))
+                failed = self._compute(name, split, build_backbones, batch_size, threads, engine)
+                for key, entry in split.todo.items():
+                    split.found[key] = entry.finalize()
+                    split.sources[entry.key] = "computed"
+            out[name] = self._features(split, failed)
+        return out
+
+    def _compute(self, name: str, split: _Split, build_backbones, batch_size, threads, engine) -> dict[int, str]:
+        refs_needed = tuple(r for r in self.refs if any(k[0] == r.name for k in split.todo))
+        layout = next(iter(split.todo.values()))
+
+        def make_job(index: int) -> ChunkJob:
+            rows = layout.chunk_slice(index)
+            return ChunkJob(index, rows.start, tuple(os.path.abspath(p) for p in split.paths[rows]), refs_needed,
+                            tuple(self.views), split.todo, frozenset(k for k in split.todo if index in split.missing[k]),
+                            build_backbones, batch_size, threads)
+
+        sizes = split.chunks
         # Jobs are made as they are run or sent: the driver never holds every chunk's paths twice.
-        an_input = os.path.abspath(paths[0]) if len(paths) else str(cache.root)
-        failed = _run_jobs(map(make_job, sizes), sizes, engine, cache.root, an_input, desc)
+        an_input = os.path.abspath(split.paths[0]) if len(split.paths) else str(self.cache.root)
+        failed = _run_jobs(map(make_job, sizes), sizes, engine, self.cache.root, an_input, name)
         for row, problem in sorted(failed.items()):
-            log.warning("%s: %s: %s; its features are NaN", desc, paths[row], problem)
+            log.warning("%s: %s: %s; its features are NaN", name, split.paths[row], problem)
         if failed:
-            log.warning("%s: %d image(s) could not be decoded", desc, len(failed))
-        for key, entry in todo.items():
-            result[key] = entry.finalize()
-    return result
+            log.warning("%s: %d image(s) could not be decoded", name, len(failed))
+        return failed
+
+    def _features(self, split: _Split, failed: dict[int, str]) -> Features:
+        arrays = {}
+        for ref in self.refs:
+            for view in self.views:
+                parts = [split.found[ref.name, view, output] for output, _ in outputs_of(ref)]
+                arrays[ref.name, view] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        # NaN rows are what "could not be decoded" looks like in the cache; this run's decoder said why.
+        bad = np.zeros(len(split.paths), dtype=bool)
+        for array in arrays.values():
+            bad |= ~np.isfinite(np.asarray(array)).all(axis=1)
+        bad_rows = {int(i): failed.get(int(i), "could not be decoded (no finite features in the cache)")
+                    for i in np.flatnonzero(bad)}
+        return Features(arrays, bad_rows, dict(split.sources))
 
 
-def _plan(paths: Sequence[Path], refs: Sequence[BackboneRef], views: Sequence[str],
-          todo: dict[tuple[str, str], CacheEntry], build_backbones: Callable, batch_size: int,
-          threads: int) -> tuple[dict[int, int], Callable[[int], ChunkJob]]:
-    """{chunk missing from any entry in ``todo``: its rows}, and how to make the job computing one."""
-    missing = {k: set(e.missing_chunks()) for k, e in todo.items()}
-    # Every entry shares the chunk layout; a chunk missing for any of them is computed for all
-    # (they differ only when a run was killed between two writes of the same chunk).
-    layout = next(iter(todo.values()))
-    refs_needed = tuple(r for r in refs if any(k[0] == r.name for k in todo))
-
-    def make_job(index: int) -> ChunkJob:
-        rows = layout.chunk_slice(index)
-        return ChunkJob(index, rows.start, tuple(os.path.abspath(p) for p in paths[rows]), refs_needed, tuple(views),
-                        todo, frozenset(k for k in todo if index in missing[k]), build_backbones, batch_size, threads)
-
-    sizes = {}
-    for index in sorted(set().union(*missing.values())):
-        rows = layout.chunk_slice(index)
-        sizes[index] = rows.stop - rows.start
-    return sizes, make_job
+def extract_features(paths: Sequence[Path], image_key: str, refs: Sequence[BackboneRef], views: Sequence[str],
+                     cache: Cache, build_backbones: Callable[[list[BackboneRef]], dict],
+                     batch_size: int = 32, threads: int = 4, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                     desc: str = "features", engine: Engine | None = None) -> Features:
+    """Features of one image list, computing only the cache chunks that are missing (a plan of one split)."""
+    with FeaturePlan(cache, {desc: (paths, image_key)}, refs, views, chunk_rows) as plan:
+        return plan.extract(build_backbones, batch_size, threads, engine)[desc]
 
 
 def _run_jobs(jobs: Iterator[ChunkJob], sizes: dict[int, int], engine: Engine | None, cache_root: Path,
@@ -219,8 +368,76 @@ def _run_jobs(jobs: Iterator[ChunkJob], sizes: dict[int, int], engine: Engine | 
     return failed
 
 
-def concat_views(features: dict[tuple[str, str], np.ndarray], backbone_names: Sequence[str],
-                 views: Sequence[str]) -> dict[str, np.ndarray]:
-    """{view: (N, sum of dims)}: each view's features concatenated across backbones, in order."""
-    return {view: np.concatenate([np.asarray(features[(b, view)]) for b in backbone_names], axis=1)
-            for view in views}
+def seconds_per_image(build_backbones: Callable[[list[BackboneRef]], dict], refs: Sequence[BackboneRef],
+                      views: Sequence[str], sample: Sequence[Path], batch_size: int, threads: int) -> float:
+    """Seconds one image takes here, decoding, resizing and every backbone and view included.
+
+    Timed on up to two batches of ``sample`` (real images of the run) after a warm-up batch that
+    pays the models' tracing; builds the models, which the extraction that follows reuses. The
+    price of knowing the time before spending it is these few batches of compute.
+    """
+    backbones = build_backbones(list(refs))
+    sizes = sorted({r.input_size for r in refs})
+    (resize,) = {r.resize for r in refs}
+
+    def process(paths: Sequence[Path]) -> int:
+        count = 0
+        for batch in iter_image_batches(paths, sizes, batch_size, threads, on_error=lambda *_: None, resize=resize):
+            for ref in refs:
+                for view in views:
+                    _features(backbones[ref.name], VIEW_TRANSFORMS[view](batch[ref.input_size]))
+            count += len(batch[sizes[0]])
+        return count
+
+    process(sample[:batch_size])  # warm-up
+    timed = sample[batch_size:3 * batch_size] or sample[:batch_size]
+    start = time.perf_counter()
+    count = process(timed)
+    return (time.perf_counter() - start) / max(1, count)
+
+
+# Live activation bytes per input float of a CNN at inference, generous: the largest activation
+# of the common ImageNet CNNs holds 5-8 floats per input float (EfficientNet-Lite0's 112x112x96
+# expansion at 224 px is 8), and TensorFlow keeps two or three alive at once.
+ACTIVATION_FACTOR = 24
+
+
+def extraction_memory(refs: Sequence[BackboneRef], batch_size: int) -> int:
+    """Bytes extraction needs at its peak, estimated before any model is built.
+
+    The largest backbone's activations for one batch (backbones run one after the other), plus
+    the decoded batches in flight (two ahead, uint8, every size).
+    """
+    activations = max(batch_size * r.input_size ** 2 * 3 * 4 * ACTIVATION_FACTOR for r in refs)
+    decoded = 2 * batch_size * sum(size ** 2 * 3 for size in {r.input_size for r in refs})
+    return activations + decoded
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still use: MemAvailable, or a smaller cgroup (container) limit; None if unknown."""
+    found = []
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            found.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_memory(refs: Sequence[BackboneRef], batch_size: int) -> None:
+    """One line, before extraction, when it would need more memory than the machine has left."""
+    needed, available = extraction_memory(refs, batch_size), available_memory()
+    if available is not None and needed > available:
+        largest = max(refs, key=lambda r: r.input_size)
+        raise KaggleTLError(f"setting batch_size/image_size: extraction would need about {needed / 2**30:.1f} GiB "
+                            f"({batch_size} images of {largest.input_size} px per batch for {largest.name}), "
+                            f"{available / 2**30:.1f} GiB are available; lower --batch-size or --image-size")

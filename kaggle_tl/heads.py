@@ -32,6 +32,7 @@ from sklearn.svm import SVC
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.registry import Registry
 
 # A parameter's rule: its type, a test of its value, and how the test reads in an error message.
 Rule = tuple[type, Callable[[Any], bool], str]
@@ -45,7 +46,7 @@ _TYPE_TESTS: dict[type, tuple[Callable[[Any], bool], str]] = {
 }
 _SEED_RULE: Rule = (int, lambda v: v >= 0, ">= 0")
 
-_REGISTRY: dict[str, type[Head]] = {}
+HEADS: Registry[type[Head]] = Registry("head")
 
 
 def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
@@ -53,14 +54,13 @@ def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
 
     def decorate(cls: type[Head]) -> type[Head]:
         cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return HEADS.register(name, cls)
 
     return decorate
 
 
 def list_heads() -> list[str]:
-    return sorted(_REGISTRY)
+    return HEADS.names()
 
 
 def create_head(name: str, **params) -> Head:
@@ -69,14 +69,8 @@ def create_head(name: str, **params) -> Head:
     Unknown names, unknown parameters and out-of-range or mistyped values raise a one-line
     `KaggleTLError` naming ``head_params.<head>.<parameter>``, before any model is built.
     """
-    if name not in _REGISTRY:
-        raise KaggleTLError(f"unknown head {name!r}; choose from: {', '.join(list_heads())}")
-    cls = _REGISTRY[name]
-    valid = sorted(cls().get_params())
-    for key in params:
-        if key not in valid:
-            raise KaggleTLError(f"head_params.{name}: unknown parameter {key!r}; valid: {', '.join(valid)}")
-    head = cls(**params)
+    HEADS.check_params(name, params, where=f"head_params.{name}")
+    head = HEADS.get(name)(**params)
     head._check_params()
     return head
 
@@ -91,6 +85,14 @@ class Head(ClassifierMixin, BaseEstimator):
     def uses_fold_for_early_stopping(self) -> bool:
         """True when ``fit`` wants ``validation_data=(the CV fold's held-out rows)``: scores then optimistic."""
         return False
+
+    def training_problem(self, min_class_rows: int) -> str | None:
+        """Why this head cannot be fitted when a class has only ``min_class_rows`` training rows, or None."""
+        return None
+
+    def describe_params(self) -> str:
+        """Its parameters, for a message: 'l2=1e+300, dropout=0.5, ...'."""
+        return ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if k != "random_state")
 
     def _check_params(self) -> None:
         for param, (kind, test, text) in self._param_rules.items():
@@ -390,6 +392,14 @@ class SVMHead(_PipelineHead):
         self.kernel = kernel
         self.calibration_folds = calibration_folds
         self.random_state = random_state
+
+    def training_problem(self, min_class_rows: int) -> str | None:
+        # Platt scaling fits on calibration_folds splits of a fold's training rows: each needs every class.
+        if self.kernel == "linear" and min_class_rows < self.calibration_folds:
+            return (f"head svm calibrates on {self.calibration_folds} splits of each fold's training rows, but a "
+                    f"class has only {min_class_rows} training row(s) in some fold; lower "
+                    f"head_params.svm.calibration_folds (>= 2), raise --folds, or use another head")
+        return None
 
     def fit(self, X, y):
         self._check_params()

@@ -15,7 +15,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of a whole PNG
 JPEG_EOI = b"\xff\xd9"
-_HEAD_BYTES, _TAIL_BYTES = 16, 64
+# The first bytes read of every file: the magic number and, but for JPEG, the declared size.
+_HEAD_BYTES, _TAIL_BYTES = 64, 64
+# Decoding allocates height x width x 3 bytes before reading a pixel: a 12 KB PNG may declare
+# 50,000 x 50,000. Larger than any camera's photo (~200 MP), smaller than what OpenCV refuses (2^30).
+MAX_PIXELS = 2**28
 # Formats people meet in Kaggle folders that kaggle_tl does not read (named, so the user knows what to convert).
 UNSUPPORTED_FORMATS = ("GIF", "HEIC", "AVIF", "JPEG 2000")
 # A file ending in zero bytes is called a zero-filled interrupted download only when the zeros are
@@ -127,6 +131,10 @@ def _bytes_problem(head: bytes, tail: bytes, size: int, read_all: Callable[[], b
             return "truncated JPEG (no end-of-image marker)"
     if kind == "PNG" and not end.endswith(PNG_END) and PNG_END not in read_all():
         return "truncated PNG (no IEND chunk)"
+    dims = _declared_size(kind, head)
+    if dims is not None and dims[0] * dims[1] > MAX_PIXELS:
+        return (f"declares {dims[1]} x {dims[0]} pixels ({dims[0] * dims[1] / 1e6:.0f} MP), more than kaggle_tl "
+                f"decodes ({MAX_PIXELS / 1e6:.0f} MP); shrink it")
     declared = size
     if kind in ("BMP", "WebP") and len(head) >= 8:
         # BMP stores the file size at bytes 2-5, RIFF the size after byte 8 at bytes 4-7.
@@ -148,6 +156,46 @@ def _bytes_problem(head: bytes, tail: bytes, size: int, read_all: Callable[[], b
             if zeros >= size * (ZERO_TAIL_SHARE_COMPRESSED if compressed else ZERO_TAIL_SHARE):
                 return f"zero-filled {kind} (its last {zeros} of {size} bytes are zeros: an interrupted download?)"
     return None
+
+
+def _declared_size(kind: str, head: bytes) -> tuple[int, int] | None:
+    """(height, width) as the file's header declares them, before any pixel is decoded; None if unknown.
+
+    Not for JPEG: libjpeg decodes a large JPEG at a reduced size (``read_image``), and OpenCV's
+    own refusal of a huge one becomes an ImageError at decode time.
+    """
+    if kind == "PNG" and len(head) >= 24:
+        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+    if kind == "BMP" and len(head) >= 26:
+        width, height = (int.from_bytes(head[18:22], "little", signed=True),
+                         int.from_bytes(head[22:26], "little", signed=True))
+        return abs(height), abs(width)  # a negative height means top-down rows
+    if kind == "WebP" and len(head) >= 30:
+        chunk = head[12:16]
+        if chunk == b"VP8X":
+            return int.from_bytes(head[27:30], "little") + 1, int.from_bytes(head[24:27], "little") + 1
+        if chunk == b"VP8 ":
+            return int.from_bytes(head[28:30], "little") & 0x3FFF, int.from_bytes(head[26:28], "little") & 0x3FFF
+        if chunk == b"VP8L":
+            bits = int.from_bytes(head[21:25], "little")
+            return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    if kind == "TIFF":
+        return _tiff_size(head) if _tiff_directory(head) + 2 < len(head) else None
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageLength (257) and ImageWidth (256) of a TIFF's first directory."""
+    order = "little" if data[:2] == b"II" else "big"
+    offset = _tiff_directory(data)
+    found = {}
+    count = int.from_bytes(data[offset:offset + 2], order)
+    for entry in range(offset + 2, min(len(data) - 11, offset + 2 + 12 * count), 12):
+        tag, kind = int.from_bytes(data[entry:entry + 2], order), int.from_bytes(data[entry + 2:entry + 4], order)
+        if tag in (256, 257):
+            width = 2 if kind == 3 else 4  # SHORT or LONG
+            found[tag] = int.from_bytes(data[entry + 8:entry + 8 + width], order)
+    return (found[257], found[256]) if len(found) == 2 else None
 
 
 def _tiff_directory(head: bytes) -> int:
@@ -212,7 +260,10 @@ def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
     problem = _bytes_problem(data[:_HEAD_BYTES].tobytes(), data[-_TAIL_BYTES:].tobytes(), data.size, data.tobytes)
     if problem:
         raise ImageError(path, problem)
-    image = cv2.imdecode(data, _decode_flags(data, min_side))
+    try:
+        image = cv2.imdecode(data, _decode_flags(data, min_side))
+    except cv2.error as exc:  # OpenCV raises rather than returning None for some damage and for huge images
+        raise ImageError(path, f"not a decodable image ({' '.join(str(exc).split())[-200:]})") from None
     if image is None or image.size == 0:
         raise ImageError(path, "not a decodable image")
     # OpenCV decodes to BGR while every Keras preprocess_input expects RGB; public kernels that
@@ -265,14 +316,16 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Shorter side to size / 0.875 (aspect kept), then the centre size x size (ImageNet-style)."""
+    """The centre square of the shorter side x 0.875, resized to size x size (ImageNet evaluation style).
+
+    The same pixels as resizing the shorter side to size / 0.875 and cropping the centre, but
+    cropped in source pixels first, so nothing larger than the source or the output is ever
+    allocated (a 1 x 200,000 strip resized first would ask for gigabytes).
+    """
     h, w = image.shape[:2]
-    scale = size / CROP_FRACTION / min(h, w)
-    # Never below size: a very thin image would otherwise leave less than size pixels to crop.
-    width, height = max(size, round(w * scale)), max(size, round(h * scale))
-    resized = _resize_to(image, width, height)
-    top, left = (height - size) // 2, (width - size) // 2
-    return resized[top:top + size, left:left + size]
+    side = max(1, round(min(h, w) * CROP_FRACTION))
+    top, left = (h - side) // 2, (w - side) // 2
+    return _resize_to(image[top:top + side, left:left + side], size, size)
 
 
 def resize_pad(image: np.ndarray, size: int) -> np.ndarray:

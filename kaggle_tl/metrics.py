@@ -13,6 +13,8 @@ tighter than comparing two independent standard errors.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -43,11 +45,36 @@ def _standard_error(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
-def score(y: np.ndarray, proba: np.ndarray, eps: float = CLIP_EPS) -> dict[str, float]:
+@dataclass(frozen=True)
+class Score:
+    """A model's (or a strategy's) log loss and accuracy over rows, each with its standard error.
+
+    ``columns()`` names them the one way every table and record does (run table, record,
+    leaderboard, ensemble table).
+    """
+
+    logloss: float
+    logloss_se: float
+    accuracy: float
+    accuracy_se: float
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ("cv_logloss", "cv_logloss_se", "cv_accuracy", "cv_accuracy_se")
+
+    def columns(self) -> dict[str, float]:
+        return dict(zip(self.COLUMNS, (self.logloss, self.logloss_se, self.accuracy, self.accuracy_se)))
+
+    @classmethod
+    def from_columns(cls, values: dict[str, float]) -> "Score":
+        return cls(*(float(values[c]) for c in cls.COLUMNS))
+
+    def __str__(self) -> str:
+        return f"{self.logloss:.4f} ± {self.logloss_se:.4f} (accuracy {self.accuracy:.4f} ± {self.accuracy_se:.4f})"
+
+
+def score(y: np.ndarray, proba: np.ndarray, eps: float = CLIP_EPS) -> Score:
     """Log loss and accuracy of (N, C) probabilities against integer labels, with standard errors."""
     losses, correct = row_logloss(y, proba, eps), row_correct(y, proba)
-    return {"logloss": float(losses.mean()), "logloss_se": _standard_error(losses),
-            "accuracy": float(correct.mean()), "accuracy_se": _standard_error(correct)}
+    return Score(float(losses.mean()), _standard_error(losses), float(correct.mean()), _standard_error(correct))
 
 
 def paired_difference(y: np.ndarray, proba: np.ndarray, reference: np.ndarray) -> dict[str, float]:

@@ -1,5 +1,10 @@
 """run(config): competition -> features (cached) -> CV heads (cached) -> submission + run record.
 
+Each stage hands what it found to the next: the competition (read, its images scanned), the
+backbones' feature identities, the feature plan (what the caches hold, what is left, how long it
+will take), the features with the rows that could not be decoded, the folds, each head's
+predictions, the submissions. Only this module, ``config.py`` and ``cli.py`` know RunConfig.
+
 Writes go in an order that never loses a run: the record is saved before the first head and
 again after each step (predictions, submission, figures), so whatever fails later, everything
 already computed is on the leaderboard.
@@ -11,156 +16,277 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from kaggle_tl import __version__
-from kaggle_tl.backbones import BackboneRef, backbone_identity, is_user_model
-from kaggle_tl.cache import FeatureCache, array_digest, atomic_write_bytes, cache_key
-from kaggle_tl.competition import Competition, data_fingerprint, drop_undecodable, image_set_key, read_competition
+from kaggle_tl.backbones import BackboneRef, backbone_spec
+from kaggle_tl.cache import Cache, array_digest, cache_key
+from kaggle_tl.competition import Competition, Layout, data_fingerprint, image_set_key, usable_competition
 from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
 from kaggle_tl.cv import cross_validate, make_folds
 from kaggle_tl.engine import Engine
-from kaggle_tl.errors import one_line
-from kaggle_tl.features import BackboneBuilder, concat_views, extract_features, feature_key
+from kaggle_tl.errors import KaggleTLError, one_line
+from kaggle_tl.features import (BackboneBuilder, FeaturePlan, Features, check_memory, feature_key,
+                                seconds_per_image)
+from kaggle_tl.files import ensure_writable, temp_path
 from kaggle_tl.heads import create_head
 from kaggle_tl.plots import plot_report
-from kaggle_tl.runs import (ModelRecord, Predictions, RunRecord, claim_run_dir, ensure_writable, package_versions,
-                            to_json)
-from kaggle_tl.submission import build_submission, write_submission
+from kaggle_tl.runs import ModelRecord, Predictions, RunRecord, claim_run_dir, list_runs, package_versions
+from kaggle_tl.submission import (SubmissionInfo, build_submission, check_submission_file, submission_folder,
+                                  write_submission, write_submission_file)
 
 log = logging.getLogger(__name__)
-PREDICTIONS_CACHE = "predictions"  # under cache_dir: one .npz per (features, folds, head, parameters)
-FIGURES_CACHE = "figures"  # under cache_dir: the PNGs drawn for one best model's predictions
+Report = Callable[[str], None]
+
+
+def layout_of(config: RunConfig) -> Layout:
+    return Layout(config.train_dir, config.test_dir, config.labels_csv, config.sample_submission, config.id_column,
+                  config.label_column)
 
 
 def backbone_refs(config: RunConfig) -> list[BackboneRef]:
-    """Each backbone's feature identity (backbones.backbone_identity): nothing is built for it."""
-    return [backbone_identity(name, config.weights, config.image_size, config.resize) for name in config.backbones]
-
-
-def features_for(competition: Competition, config: RunConfig, refs: list[BackboneRef],
-                 engine: Engine | None = None) -> tuple:
-    """{view: (N, sum of dims)} train and test features, and the image-set keys they are cached under."""
-    cache = FeatureCache(config.cache_dir)
-    build = BackboneBuilder(config.weights)  # picklable: each Dask worker builds a model once
-    keys, out = {}, {}
-    for split, paths in (("train", competition.train_paths), ("test", competition.test_paths)):
-        keys[split] = image_set_key(paths)
-        features = extract_features(paths, keys[split], refs, config.views, cache, build,
-                                    batch_size=config.batch_size, threads=config.decode_threads, desc=split,
-                                    engine=engine)
-        out[split] = concat_views(features, [r.name for r in refs], config.views)
-    return out["train"], out["test"], keys
+    """Each backbone's feature identity: nothing is built for a registered backbone."""
+    return [backbone_spec(name).identity(config.weights, config.image_size, config.resize)
+            for name in config.backbones]
 
 
 def model_name(config: RunConfig, head_name: str) -> str:
-    backbone_set = "user" if any(map(is_user_model, config.backbones)) else "+".join(config.backbones)
-    return f"{backbone_set}__{head_name}"
+    return f"{'+'.join(backbone_spec(b).label for b in config.backbones)}__{head_name}"
 
 
-def predictions_key(config: RunConfig, head_name: str, refs: list[BackboneRef], image_keys: dict[str, str],
-                    competition: Competition, folds: np.ndarray) -> str:
-    """What a head's predictions depend on: the exact features, rows, labels, folds, head and version."""
-    return cache_key(features=[feature_key(image_keys[split], ref, view) for split in ("train", "test")
-                               for ref in refs for view in config.views],
-                     train_ids=array_digest(np.array(competition.train_ids, dtype=str)),
-                     y=array_digest(competition.y), folds=array_digest(folds), head=head_name,
-                     params=config.head_params[head_name], seed=config.seed, version=__version__)
+def recipe(config: RunConfig, refs: list[BackboneRef], head_name: str) -> str:
+    """The model's settings in short, beyond its name: what two models that look alike differ in."""
+    parts = ["+".join(f"{r.input_size}px" for r in refs), config.resize]
+    if tuple(config.views) != ("original", "hflip"):
+        parts.append("views " + "+".join(config.views))
+    if config.weights != "imagenet":
+        parts.append(f"weights {Path(config.weights).name}")
+    if (config.runtime, config.precision) != ("tensorflow", "fp32"):
+        parts.append(f"{config.runtime} {config.precision}")
+    defaults = {k: v for k, v in create_head(head_name).get_params().items() if k != "random_state"}
+    changed = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+               for k, v in config.head_params[head_name].items() if defaults.get(k) != v]
+    return " ".join(parts) + " | " + " ".join([head_name, *changed])
 
 
-def head_predictions(head_name: str, config: RunConfig, competition: Competition, train_by_view: dict,
-                     test_by_view: dict, folds: np.ndarray, key: str, n_jobs: int = 1) -> tuple[Predictions, bool]:
-    """A head's fold x view predictions: from the prediction cache, or fitted ``n_jobs`` at a time (then cached)."""
-    path = Path(config.cache_dir) / PREDICTIONS_CACHE / f"{head_name}-{key}.npz"
-    if path.is_file():
-        try:
-            return Predictions.load(path), True
-        except Exception as exc:  # noqa: BLE001 -- a damaged cache file is recomputed, never served
-            log.warning("%s: %s; refitting", path, exc)
-    head = create_head(head_name, random_state=config.seed, **config.head_params[head_name])
-    preds = cross_validate(head, train_by_view, test_by_view, competition.y, folds, competition.n_classes,
-                           n_jobs=n_jobs, blas_threads=1, desc=head_name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    preds.save(path)
-    return preds, False
+def run(config: RunConfig, *, new_run: bool = False, report: Report = log.info) -> RunRecord:
+    """Run the whole pipeline for ``config``; returns the run's record (models, scores, paths).
 
-
-def run(config: RunConfig) -> RunRecord:
-    """Run the whole pipeline for ``config``; returns the run's record (models, scores, paths)."""
+    A run whose settings, data and kaggle_tl version are those of a finished run is that run:
+    its record is returned and nothing is recomputed or written again (``new_run`` forces a new
+    one). ``report`` receives the lines a user should see (the CLI prints them).
+    """
     started = time.perf_counter()
     config = resolve_config(config)
-    if config.data == DEMO_DATA:
+    if config.data == str(Path(DEMO_DATA).absolute()):
         from kaggle_tl.demo import ensure_demo_competition
-        ensure_demo_competition(DEMO_DATA)
+        ensure_demo_competition(config.data)
     for directory, what in ((config.cache_dir, "cache"), (config.runs_dir, "runs"),
                             (config.submissions_dir, "submissions")):
         ensure_writable(directory, what)
-    competition = read_competition(config)
+    if config.submission_file:
+        check_submission_file(config.submission_file)
+    cache = Cache(config.cache_dir, config.cache_from)
     refs = backbone_refs(config)
 
+    competition = usable_competition(config.data, layout_of(config), config.folds, config.skip_bad_train_images)
+    folds = make_folds(competition.y, config.folds, config.seed)
+    _check_heads_can_fit(config, competition.y, folds)
+    image_keys = {"train": image_set_key(competition.train_paths), "test": image_set_key(competition.test_paths)}
+    fingerprint = data_fingerprint(competition, image_keys["train"], image_keys["test"])
+    if not new_run:
+        same = identical_run(config, fingerprint)
+        if same is not None:
+            report(f"identical to run {same.run_id} ({same.run_dir}): same settings, data and kaggle_tl version; "
+                   "nothing recomputed (--new-run forces a new run)")
+            if config.submission_file:
+                _write_chosen_submission(config, same, competition)
+            return same
+
     with Engine(config.engine, config.address) as engine:  # connects to a cluster only if work needs one
-        return _run(config, competition, refs, engine, started)
+        return _run(config, competition, refs, image_keys, fingerprint, folds, cache, engine, report, started)
 
 
-def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], engine: Engine,
+def identical_run(config: RunConfig, fingerprint: str) -> RunRecord | None:
+    """The newest finished run of these settings on this data by this version of kaggle_tl, if any."""
+    records, _ = list_runs(config.runs_dir)
+    wanted = config.result_settings()
+    for record in reversed(records):
+        if (record.data_fingerprint == fingerprint and record.config.result_settings() == wanted
+                and record.versions.get("kaggle-tl") == __version__
+                and {m.head for m in record.models} == set(config.heads)):
+            return record
+    return None
+
+
+def _check_heads_can_fit(config: RunConfig, y: np.ndarray, folds: np.ndarray) -> None:
+    """One line now, before extraction, for a head the data is too small for (SVM calibration, say)."""
+    counts = [np.bincount(y[folds != k], minlength=int(y.max()) + 1) for k in range(config.folds)]
+    present = np.bincount(y) > 0
+    smallest = int(min(c[present].min() for c in counts))
+    for name in config.heads:
+        problem = create_head(name, **config.head_params[name]).training_problem(smallest)
+        if problem:
+            raise KaggleTLError(f"setting heads: {problem}")
+
+
+def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], image_keys: dict[str, str],
+         fingerprint: str, folds: np.ndarray, cache: Cache, engine: Engine, report: Report,
          started: float) -> RunRecord:
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    train_by_view, test_by_view, image_keys = features_for(competition, config, refs, engine)
-    competition, train_by_view = drop_undecodable(competition, train_by_view, test_by_view, config)
+    build = BackboneBuilder(config.weights)  # picklable: each Dask worker builds a model once
+    splits = {"train": (competition.train_paths, image_keys["train"]),
+              "test": (competition.test_paths, image_keys["test"])}
+    with FeaturePlan(cache, splits, refs, config.views, info={"data": competition.root.name}) as plan:
+        _announce(plan, config, build, report)
+        features = plan.extract(build, config.batch_size, config.decode_threads, engine)
     timings["features_s"] = time.perf_counter() - t
-    folds = make_folds(competition.y, config.folds, config.seed)
+    competition, train_rows = _usable_rows(competition, features, config)
+    if train_rows is not None:
+        folds = make_folds(competition.y, config.folds, config.seed)
+    names = [r.name for r in refs]
+    train_by_view = features["train"].by_view(names, config.views, train_rows)
+    test_by_view = features["test"].by_view(names, config.views)
 
     run_dir = claim_run_dir(config.runs_dir)
     record = RunRecord(
-        run_id=run_dir.name, config=config.to_dict(), competition=str(Path(config.data).resolve()),
-        data_fingerprint=data_fingerprint(competition, image_keys["train"], image_keys["test"]),
-        image_keys=image_keys, classes=competition.classes, id_column=competition.id_column,
-        submission_columns=list(competition.sample_submission.columns), train_ids=competition.train_ids,
-        test_ids=competition.test_ids, train_paths=[str(Path(p).resolve()) for p in competition.train_paths],
-        backbones=[r.__dict__ for r in refs], random_weights=config.weights == "none",
-        notes=list(competition.notes),
+        run_id=run_dir.name, config=config, data_fingerprint=fingerprint, image_keys=image_keys,
+        classes=competition.classes, submission_columns=list(competition.sample_submission.columns),
+        train_ids=competition.train_ids, test_ids=competition.test_ids,
+        train_paths=[str(Path(p).resolve()) for p in competition.train_paths],
+        test_paths=[str(Path(p).resolve()) for p in competition.test_paths],
+        backbones=[r.__dict__ for r in refs], notes=list(competition.notes),
         skipped_images=list(competition.skipped_images),
+        cache_entries={"features": {k: v for split in features.values() for k, v in split.sources.items()}},
         versions=package_versions(), timings=timings, run_dir=run_dir)
     record.save()
 
-    keys, oof_by_head = {}, {}
+    n_fits = config.folds * len(config.views)
+    head_jobs = min(config.head_jobs, n_fits)
+    if head_jobs < config.head_jobs:
+        record.notes.append(f"head_jobs {config.head_jobs} capped at the {n_fits} fits of a head")
+    keys, frames = {}, {}
+    record.cache_entries["predictions"] = {}
     for head_name in config.heads:
         t = time.perf_counter()
         key = keys[head_name] = predictions_key(config, head_name, refs, image_keys, competition, folds)
-        with engine.head_parallelism(config.head_jobs) as n_jobs:
-            preds, cached = head_predictions(head_name, config, competition, train_by_view, test_by_view, folds, key,
+        head = create_head(head_name, random_state=config.seed, **config.head_params[head_name])
+        with engine.head_parallelism(head_jobs) as n_jobs:
+            preds, source = head_predictions(head, competition, train_by_view, test_by_view, folds, key, cache,
                                              n_jobs)
-        name = model_name(config, head_name)
-        record.save_predictions(name, preds)
-        oof_by_head[head_name] = preds.oof_mean
-        scores = preds.score()
-        head = create_head(head_name, **config.head_params[head_name])
-        entry = ModelRecord(name=name, head=head_name, head_params=config.head_params[head_name],
-                            backbones=list(config.backbones), cv_logloss=scores["logloss"],
-                            cv_logloss_se=scores["logloss_se"], cv_accuracy=scores["accuracy"],
-                            cv_accuracy_se=scores["accuracy_se"],
-                            optimistic=bool(getattr(head, "uses_fold_for_early_stopping", False)))
-        record.models.append(entry)
+        record.cache_entries["predictions"][key] = source
         timings[f"head_{head_name}_s"] = time.perf_counter() - t
-        timings[f"head_{head_name}_cached"] = float(cached)
+        timings[f"head_{head_name}_cached"] = float(source != "computed")
+        if not preds.is_finite():
+            message = (f"head {head_name} ({head.describe_params()}) diverged: its predictions hold NaN or infinite "
+                       "values; this model is left out, the run's other models are kept")
+            log.warning(message)
+            record.notes.append(message)
+            record.save()
+            continue
+        name = model_name(config, head_name)
+        _, sha1 = record.save_predictions(name, preds)
+        entry = ModelRecord(name=name, head=head_name, head_params=config.head_params[head_name],
+                            backbones=list(config.backbones), score=preds.score(),
+                            optimistic=head.uses_fold_for_early_stopping, recipe=recipe(config, refs, head_name),
+                            predictions_sha1=sha1)
+        record.models.append(entry)
         record.save()
-        entry.submission = str(write_model_submission(record, entry, preds, competition))
+        path, frames[name] = write_model_submission(record, entry, preds, competition)
+        entry.submission = str(path)
         record.save()
+    if not record.models:
+        raise KaggleTLError(f"run {record.run_id}: no head finished ({'; '.join(record.notes[-len(config.heads):])})")
 
     t = time.perf_counter()
-    best = min(record.models, key=lambda m: m.cv_logloss)
+    best = min(record.models, key=lambda m: m.score.logloss)
     try:
-        record.plots = figures(record, oof_by_head[best.head], competition, train_by_view[config.views[0]],
-                               Path(config.cache_dir) / FIGURES_CACHE / keys[best.head])
+        figures_key = cache_key(predictions=keys[best.head], classes=competition.classes)
+        record.plots = figures(record, record.predictions(best.name).oof_mean, competition,
+                               train_by_view[config.views[0]], cache.figures(figures_key))
+        record.cache_entries["figures"] = {figures_key: "cache"}
     except Exception as exc:  # noqa: BLE001 -- figures are optional; the run is already recorded
         log.warning("figures skipped: %s", one_line(exc))
         record.notes.append(f"figures skipped: {one_line(exc)}")
     timings["plots_s"] = time.perf_counter() - t
+    if config.submission_file:
+        path = _write_chosen_submission(config, record, competition, frames)
+        record.notes.append(f"submission file {path}: {chosen_model(config, record).name}")
     timings["total_s"] = time.perf_counter() - started
     record.save()
     return record
+
+
+def _announce(plan: FeaturePlan, config: RunConfig, build: BackboneBuilder, report: Report) -> None:
+    """Say how much extraction is left and how long it will take; stop now if over --time-limit or memory."""
+    images, passes = plan.images_to_compute(), plan.passes()
+    if not images:
+        report("features: all from the caches")
+        return
+    check_memory(plan.refs_to_compute(), config.batch_size)
+    counts = ", ".join(f"{plan.images_to_compute(name)} of {len(split.paths)} {name}"
+                       for name, split in plan.splits.items())
+    line = f"features: {images} image(s) to compute ({counts}), {passes} passes (images x views x backbones)"
+    if config.engine != "local":
+        report(f"{line}; no time estimate with engine {config.engine}")
+        return
+    sample = next(s.paths for s in plan.splits.values() if s.todo)[:3 * config.batch_size]
+    per_image = seconds_per_image(build, plan.refs_to_compute(), config.views, sample, config.batch_size,
+                                  config.decode_threads)
+    minutes = per_image * images / 60
+    report(f"{line}; estimated {minutes:.1f} min at {1 / per_image:.1f} images/s, measured here")
+    if config.time_limit is not None and minutes > config.time_limit:
+        raise KaggleTLError(f"setting time_limit: extraction is estimated at {minutes:.1f} min, over the "
+                            f"{config.time_limit:g} min limit ({images} images, {passes} passes at "
+                            f"{1 / per_image:.1f} images/s); nothing was computed")
+
+
+def _usable_rows(competition: Competition, features: dict[str, Features],
+                 config: RunConfig) -> tuple[Competition, np.ndarray | None]:
+    """Apply the bad-image policy to images that passed the scan but failed to decode.
+
+    A test image stops the run; a training image does too, unless skipping: then its rows are
+    left out (the returned row indices are those kept). Everything extracted stays cached, so a
+    re-run with the flag computes nothing.
+    """
+    bad_train, bad_test = features["train"].bad_rows, features["test"].bad_rows
+    if not bad_train and not bad_test:
+        return competition, None
+    usable = competition.with_usable_images(bad_train, bad_test, config.skip_bad_train_images, config.folds)
+    return usable, np.array([i for i in range(len(competition.train_ids)) if i not in bad_train], dtype=np.int64)
+
+
+def predictions_key(config: RunConfig, head_name: str, refs: list[BackboneRef], image_keys: dict[str, str],
+                    competition: Competition, folds: np.ndarray) -> str:
+    """What a head's predictions depend on: the exact features, rows, labels, classes, folds, head and version."""
+    return cache_key(features=[feature_key(image_keys[split], ref, view) for split in ("train", "test")
+                               for ref in refs for view in config.views],
+                     train_ids=array_digest(np.array(competition.train_ids, dtype=str)),
+                     y=array_digest(competition.y), classes=competition.classes, folds=array_digest(folds),
+                     head=head_name, params=config.head_params[head_name], seed=config.seed, version=__version__)
+
+
+def head_predictions(head, competition: Competition, train_by_view: dict, test_by_view: dict, folds: np.ndarray,
+                     key: str, cache: Cache, n_jobs: int = 1) -> tuple[Predictions, str]:
+    """A head's fold x view predictions and where they came from: a cache (the writable one or a layer), or
+    fitted ``n_jobs`` at a time ("computed", then cached unless they diverged)."""
+    for path in cache.find_predictions(key):
+        try:
+            preds = Predictions.load(path)
+        except KaggleTLError as exc:  # a damaged cache file is recomputed, never served
+            log.warning("%s; refitting", exc)
+            continue
+        if preds.oof.shape[1:] == (len(competition.y), competition.n_classes):
+            return preds, "cache" if path.is_relative_to(cache.root) else str(path.parents[1])
+        log.warning("%s: predictions of another shape; refitting", path)
+    preds = cross_validate(head, train_by_view, test_by_view, competition.y, folds, competition.n_classes,
+                           n_jobs=n_jobs, blas_threads=1, desc=head.name)
+    if preds.is_finite():
+        cache.write_predictions(key, preds.to_bytes())
+    return preds, "computed"
 
 
 def figures(record: RunRecord, oof: np.ndarray, competition: Competition, features: np.ndarray,
@@ -169,16 +295,18 @@ def figures(record: RunRecord, oof: np.ndarray, competition: Competition, featur
     once per predictions, then copied.
 
     t-SNE and the image grid cost seconds that a re-run with cached predictions would otherwise
-    spend redrawing identical pictures. ``cached`` is named by the best model's predictions key,
-    which covers everything the figures show (labels, OOF predictions, train images, features).
+    spend redrawing identical pictures. ``cached`` is named by the best model's predictions key
+    and the class names, which cover everything the figures show.
     """
     if not cached.is_dir():
-        drawing = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        plot_report(drawing, competition.y, oof, competition.classes,
-                    image_paths=competition.train_paths, features=features)
+        drawing = temp_path(cached)
         try:
+            plot_report(drawing, competition.y, oof, competition.classes,
+                        image_paths=competition.train_paths, features=features)
             os.replace(drawing, cached)
         except OSError:  # another run drew the same figures first: keep theirs
+            pass
+        finally:
             shutil.rmtree(drawing, ignore_errors=True)
     record.plots_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -189,15 +317,35 @@ def figures(record: RunRecord, oof: np.ndarray, competition: Competition, featur
 
 
 def write_model_submission(record: RunRecord, entry: ModelRecord, preds: Predictions,
-                           competition: Competition) -> Path:
-    """The model's view x fold averaged test predictions as a validated CSV, with a JSON note of its origin."""
+                           competition: Competition):
+    """The model's view x fold averaged test predictions as a validated CSV (in the competition's folder
+    under the submissions folder), with a JSON note of its origin; returns the path and the frame."""
     frame = build_submission(preds.test_mean, competition.test_ids, competition.classes,
                              competition.sample_submission, competition.id_column)
-    config = record.config
-    path = write_submission(frame, competition.sample_submission, config["submissions_dir"],
-                            f"{record.run_id}_{entry.head}_{entry.cv_logloss:.4f}", competition.id_column)
-    atomic_write_bytes(path.with_suffix(".json"), to_json({
-        "run_id": record.run_id, "run_dir": str(record.run_dir.resolve()), "model": entry.name,
-        "cv_logloss": entry.cv_logloss, "cv_accuracy": entry.cv_accuracy, "optimistic": entry.optimistic,
-        "random_weights": record.random_weights}), overwrite=False)
-    return path
+    folder = submission_folder(record.config.submissions_dir, record.competition)
+    path = write_submission(frame, competition.sample_submission, folder,
+                            f"{record.run_id}_{entry.head}_{entry.score.logloss:.4f}", competition.id_column)
+    SubmissionInfo(source="run", source_id=record.run_id, source_dir=str(record.run_dir.resolve()), model=entry.name,
+                   score=entry.score, data_fingerprint=record.data_fingerprint, optimistic=entry.optimistic,
+                   random_weights=record.random_weights, description=entry.recipe).save(path)
+    return path, frame
+
+
+def chosen_model(config: RunConfig, record: RunRecord) -> ModelRecord:
+    """--submit-model's model, or the run's best by CV log loss."""
+    if config.submit_model:
+        return record.model(config.submit_model.rpartition("__")[2])
+    return min(record.models, key=lambda m: m.score.logloss)
+
+
+def _write_chosen_submission(config: RunConfig, record: RunRecord, competition: Competition,
+                             frames: dict | None = None) -> Path:
+    """The chosen model's submission, also at exactly --submission-file (what Kaggle's grader reads)."""
+    entry = chosen_model(config, record)
+    if frames is not None and entry.name in frames:
+        frame = frames[entry.name]
+    else:
+        frame = build_submission(record.predictions(entry.name).test_mean, record.test_ids, record.classes,
+                                 competition.sample_submission, competition.id_column)
+    return write_submission_file(frame, competition.sample_submission, config.submission_file,
+                                 competition.id_column)

@@ -51,17 +51,28 @@ def _save(figure: Figure, path: str | os.PathLike) -> Path:
 
 
 def plot_strategy_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Horizontal bars of each ensemble strategy's CV log loss, best on top, annotated with accuracy."""
-    table = table.sort_values("cv_logloss", ascending=False, kind="stable")  # barh draws bottom-up
+    """Each ensemble strategy's CV log loss with ±1 standard-error bars, best on top, annotated with accuracy.
+
+    The axis spans the data, not zero to the largest: strategies often differ by 0.002-0.05, which
+    bars drawn from zero would hide.
+    """
+    table = table.sort_values("cv_logloss", ascending=False, kind="stable")  # drawn bottom-up
     figure = _new_figure(8, 1.2 + 0.45 * len(table))
     ax = figure.subplots()
-    bars = ax.barh(table["strategy"], table["cv_logloss"], color="tab:blue")
-    best = table["cv_logloss"].idxmin()
-    bars[table.index.get_loc(best)].set_color("tab:green")
-    labels = [f"{loss:.4f}  (acc {acc:.3f})" for loss, acc in zip(table["cv_logloss"], table["cv_accuracy"])]
-    ax.bar_label(bars, labels=labels, padding=3, fontsize=9)
-    ax.set_xlim(0, table["cv_logloss"].max() * 1.35)  # room for the labels right of the bars
-    ax.set_xlabel("CV log loss (lower is better)")
+    loss, se = table["cv_logloss"].to_numpy(), table["cv_logloss_se"].fillna(0).to_numpy()
+    positions = np.arange(len(table))
+    best = int(np.argmin(loss))
+    colours = ["tab:green" if i == best else "tab:blue" for i in positions]
+    ax.errorbar(loss, positions, xerr=se, fmt="none", ecolor="0.4", capsize=3, zorder=1)
+    ax.scatter(loss, positions, c=colours, s=36, zorder=2)
+    ax.set_yticks(positions, table["strategy"])
+    low, high = float((loss - se).min()), float((loss + se).max())
+    pad = max(high - low, 1e-3) * 0.08
+    ax.set_xlim(low - pad, high + (high - low + 2 * pad) * 0.45)  # room right of the points for the labels
+    for i, (value, error, accuracy) in enumerate(zip(loss, se, table["cv_accuracy"])):
+        ax.annotate(f"{value:.4f} ± {error:.4f}  (acc {accuracy:.3f})", (value + error, i), xytext=(6, 0),
+                    textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlabel("CV log loss, ±1 standard error (lower is better)")
     ax.set_title("Ensemble strategies (nested CV)")
     ax.grid(axis="x", alpha=0.3)
     return _save(figure, path)

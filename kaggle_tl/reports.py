@@ -6,44 +6,79 @@ and folds — exactly what that model's own CV score and submission use. Flip vi
 augmentation of one model, not independent models, so they are never weighted separately.
 
 Everything is written under ``<runs>/ensembles/<ensemble-id>/``: ``ensemble.csv`` and
-``ensemble.md`` (the table), ``ensemble.json`` (what was combined, scores, files), figures, and
-one submission per chosen strategy in the submissions folder, validated like a run's.
+``ensemble.md`` (the table), ``ensemble.json`` (``EnsembleRecord``: what was combined, scores,
+files), figures, and one submission per chosen strategy in the submissions folder, validated
+like a run's.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from kaggle_tl import metrics
-from kaggle_tl.cache import atomic_write_bytes
+from kaggle_tl.competition import image_set_key
 from kaggle_tl.ensemble import compare_strategies
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.leaderboard import write_table
+from kaggle_tl.files import atomic_write_bytes, ensure_writable, read_json, to_json
 from kaggle_tl.plots import plot_report
-from kaggle_tl.runs import (RunModel, RunRecord, check_comparable, claim_run_dir, ensure_writable, load_models,
-                            oldest_first, package_versions, to_json)
-from kaggle_tl.submission import build_submission, read_sample_submission, write_submission
+from kaggle_tl.runs import RunModel, RunRecord, check_comparable, claim_run_dir, oldest_first, package_versions
+from kaggle_tl.submission import (SubmissionInfo, build_submission, read_sample_submission, submission_folder,
+                                  write_submission)
+from kaggle_tl.tables import write_table
 
-TABLE_COLUMNS = ["section", "strategy", "cv_logloss", "cv_logloss_se", "cv_accuracy", "cv_accuracy_se",
-                 "diff_vs_best", "diff_se", "within_noise", "description", "submission"]
+TABLE_COLUMNS = ["section", "strategy", *metrics.Score.COLUMNS, "diff_vs_best", "diff_se", "within_noise",
+                 "description", "submission"]
+RECORD_FILE = "ensemble.json"
 
 
 @dataclass
-class EnsembleResult:
+class EnsembleRecord:
+    """What an ensemble combined and found: ``ensemble.json``, written and read here only."""
+
     ensemble_id: str
-    out_dir: Path
-    table: pd.DataFrame  # TABLE_COLUMNS; strategies by CV log loss, then the concat_vs_average rows
-    models: list[RunModel]
-    tables: tuple[Path, Path]  # CSV, Markdown
-    submissions: dict[str, Path] = field(default_factory=dict)
-    plots: dict[str, Path] = field(default_factory=dict)
+    data_fingerprint: str
+    competition: str
+    runs: list[str]
+    models: list[dict[str, Any]]  # key, backbones, head, views, score of each model combined
+    table: list[dict[str, Any]]  # TABLE_COLUMNS rows: strategies by CV log loss, then concat_vs_average
+    best: str
+    created: str = field(default_factory=lambda: dt.datetime.now().isoformat(timespec="seconds"))
+    submissions: dict[str, str] = field(default_factory=dict)
+    plots: dict[str, str] = field(default_factory=dict)
+    tables: list[str] = field(default_factory=list)  # the CSV and Markdown files of the table
     notes: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    unit: str = "model = backbone set x head of one run; OOF averaged over views, test over views and folds"
+    out_dir: Path = field(default=Path("."), repr=False, compare=False)  # where it lives; not saved
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.table, columns=TABLE_COLUMNS)
+
+    def save(self) -> Path:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "out_dir"}
+        path = self.out_dir / RECORD_FILE
+        atomic_write_bytes(path, to_json(values))
+        return path
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "EnsembleRecord":
+        path = Path(out_dir) / RECORD_FILE
+        values = read_json(path, "ensemble record")
+        try:
+            record = cls(**values)
+        except TypeError as exc:
+            raise KaggleTLError(f"{path}: damaged ensemble record ({exc})") from None
+        record.out_dir = path.parent
+        return record
 
 
 def concat_vs_average(models: Sequence[RunModel]) -> list[tuple[RunModel, list[RunModel]]]:
@@ -88,13 +123,13 @@ def _concat_rows(pairs) -> tuple[list[dict], dict[str, np.ndarray], dict[str, np
     return rows, oof, test
 
 
-def _sample_submission(record: RunRecord) -> tuple[pd.DataFrame, list[str], str]:
-    """(sample submission, test ids in prediction order, id column) of a run, without reading images.
+def _sample_submission(record: RunRecord) -> pd.DataFrame:
+    """The competition's sample submission, checked to still describe what the run predicted.
 
-    The competition's sample file must still describe what the run predicted: a class or an id
-    added or removed since then means the run's predictions no longer fit the competition.
+    A class or an id added or removed since then, or test images replaced under the same ids (a
+    stage-2 test set), means the run's test predictions no longer fit the competition.
     """
-    path = Path(record.competition) / record.config["sample_submission"]
+    path = Path(record.competition) / record.config.sample_submission
     if not path.is_file():
         raise KaggleTLError(f"{path}: sample submission not found; restore the competition folder to write "
                             "submissions (or pass --submit none)")
@@ -105,7 +140,14 @@ def _sample_submission(record: RunRecord) -> tuple[pd.DataFrame, list[str], str]
     if set(sample[record.id_column].astype(str)) != set(record.test_ids):
         raise KaggleTLError(f"{path}: the competition changed since run {record.run_id} (test ids differ from the "
                             "ones it predicted); re-run it")
-    return sample, record.test_ids, record.id_column
+    missing = [p for p in record.test_paths if not Path(p).is_file()]
+    if missing:
+        raise KaggleTLError(f"{missing[0]}: test image of run {record.run_id} missing ({len(missing)} in all); "
+                            "restore the test images or pass --submit none")
+    if image_set_key([Path(p) for p in record.test_paths]) != record.image_keys["test"]:
+        raise KaggleTLError(f"{Path(record.test_paths[0]).parent}: the test images changed since run {record.run_id} "
+                            "(same ids, other content); its test predictions are for the old images: re-run it")
+    return sample
 
 
 def _chosen(submit: str, table: pd.DataFrame) -> list[str]:
@@ -128,27 +170,6 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
 
 
-def unique_runs(run_dirs: Iterable[str | Path]) -> list[RunRecord]:
-    """Records of the given run folders, each run once, oldest first (so "newest wins" is well defined)."""
-    records = {}
-    for run_dir in run_dirs:
-        record = RunRecord.load(run_dir)
-        records.setdefault(record.run_id, record)
-    return oldest_first(records.values())
-
-
-def with_significance(rows: list[dict], y: np.ndarray, oof_by_row: dict[str, np.ndarray]) -> list[dict]:
-    """Each row's scores (metrics.score) and its paired log-loss difference from the best row."""
-    for row in rows:
-        scores = metrics.score(y, oof_by_row[row["strategy"]])
-        row.update(cv_logloss=scores["logloss"], cv_logloss_se=scores["logloss_se"],
-                   cv_accuracy=scores["accuracy"], cv_accuracy_se=scores["accuracy_se"])
-    probas = [oof_by_row[row["strategy"]] for row in rows]
-    for row, paired in zip(rows, metrics.versus_best([r["cv_logloss"] for r in rows], [y] * len(rows), probas)):
-        row.update(paired)
-    return rows
-
-
 def compare_models(models: Sequence[RunModel], y: np.ndarray, folds: np.ndarray,
                    strategies: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict, dict, list[str]]:
     """Score every strategy, and concatenated vs averaged backbones, on the models' OOF predictions.
@@ -165,12 +186,15 @@ def compare_models(models: Sequence[RunModel], y: np.ndarray, folds: np.ndarray,
     rows = [{"section": "strategy", **row} for row in table.to_dict(orient="records")]
     pairs = concat_vs_average(models)
     concat_rows, concat_oof, concat_test = _concat_rows(pairs)
+    for row in concat_rows:
+        row.update(metrics.score(y, concat_oof[row["strategy"]]).columns())
     oof_by_row.update(concat_oof)
     test_by_row.update(concat_test)
-    with_significance(rows + concat_rows, y, oof_by_row)
-    for row in rows + concat_rows:
-        row["submission"] = ""
-    rows.sort(key=lambda r: r["cv_logloss"])
+    every = rows + concat_rows
+    paired = metrics.versus_best([r["cv_logloss"] for r in every], [y] * len(every),
+                                 [oof_by_row[r["strategy"]] for r in every])
+    for row, difference in zip(every, paired):
+        row.update(difference, submission="")
     notes = []
     optimistic = [m.key for m in models if m.entry.optimistic]
     if optimistic:
@@ -180,54 +204,47 @@ def compare_models(models: Sequence[RunModel], y: np.ndarray, folds: np.ndarray,
     if not pairs and any(len(m.entry.backbones) > 1 for m in models):
         notes.append("concat_vs_average: no single-backbone models with the concatenated model's head, views, "
                      "weights and image size; run each backbone alone to compare")
-    return pd.DataFrame(rows + concat_rows, columns=TABLE_COLUMNS), oof_by_row, test_by_row, notes
+    return pd.DataFrame(every, columns=TABLE_COLUMNS), oof_by_row, test_by_row, notes
 
 
-def ensemble_runs(run_dirs: Sequence[str | Path], strategies: Sequence[str] | None = None, submit: str = "best",
-                  out_root: str | Path = "runs/ensembles", submissions_dir: str | Path = "submissions") -> EnsembleResult:
-    """Combine every model of the given runs, score the strategies, write table, figures, submissions."""
-    records = unique_runs(run_dirs)
-    y, folds = check_comparable(records)
-    models = load_models(records)
+def ensemble_models(models: Sequence[RunModel], strategies: Sequence[str] | None = None, submit: str = "best",
+                    out_root: str | Path = "runs/ensembles",
+                    submissions_dir: str | Path = "submissions") -> EnsembleRecord:
+    """Combine the models (of one data set and folds), score the strategies, write table, figures, submissions."""
     if not models:
-        raise KaggleTLError("the selected runs hold no models; finish a `kaggle-tl run` first")
-    sample, test_ids, id_column = _sample_submission(records[-1])
+        raise KaggleTLError("the selected runs hold no usable models; finish a `kaggle-tl run` first")
+    y, folds = check_comparable(list(models))
+    records = oldest_first({m.run.run_id: m.run for m in models}.values())
+    newest = records[-1]
     table, oof_by, test_by, notes = compare_models(models, y, folds, strategies)
     chosen = _chosen(submit, table)
+    sample = _sample_submission(newest) if chosen else None  # --submit none needs no competition folder
     ensure_writable(out_root, "ensembles")
-    ensure_writable(submissions_dir, "submissions")
-
+    if chosen:
+        ensure_writable(submissions_dir, "submissions")
     out_dir = claim_run_dir(out_root)
-    ensemble_id = out_dir.name
-    classes = records[-1].classes
-    versions = package_versions()
-    submissions = {}
+    record = EnsembleRecord(
+        ensemble_id=out_dir.name, data_fingerprint=newest.data_fingerprint, competition=newest.competition,
+        runs=[r.run_id for r in records], best=table.loc[table["cv_logloss"].idxmin(), "strategy"],
+        models=[{"key": m.key, "backbones": m.entry.backbones, "head": m.entry.head, "recipe": m.entry.recipe,
+                 "views": m.predictions.views, **m.entry.score.columns()} for m in models],
+        table=[], notes=notes, versions=package_versions(), out_dir=out_dir)
     for name in chosen:
         row = table[table["strategy"] == name].iloc[0]
-        frame = build_submission(test_by[name], test_ids, classes, sample, id_column)
-        stem = f"ens-{ensemble_id}_{_file_safe(name)}_{row.cv_logloss:.4f}"
-        path = write_submission(frame, sample, submissions_dir, stem, id_column)
-        atomic_write_bytes(path.with_suffix(".json"), to_json({
-            "ensemble_id": ensemble_id, "strategy": name, "description": row.description,
-            "cv_logloss": row.cv_logloss, "cv_accuracy": row.cv_accuracy, "runs": [r.run_id for r in records],
-            "models": [m.key for m in models], "data_fingerprint": records[0].data_fingerprint}),
-            overwrite=False)
-        submissions[name] = path
+        frame = build_submission(test_by[name], newest.test_ids, newest.classes, sample, newest.id_column)
+        stem = f"ens-{record.ensemble_id}_{_file_safe(name)}_{row.cv_logloss:.4f}"
+        path = write_submission(frame, sample, submission_folder(submissions_dir, newest.competition), stem,
+                                newest.id_column)
+        SubmissionInfo(source="ensemble", source_id=record.ensemble_id, source_dir=str(out_dir.resolve()),
+                       model=name, score=metrics.Score.from_columns(row), data_fingerprint=record.data_fingerprint,
+                       optimistic=any(m.entry.optimistic for m in models), description=row.description,
+                       models=[m.key for m in models]).save(path)
+        record.submissions[name] = str(path)
         table.loc[table["strategy"] == name, "submission"] = str(path)
-
-    best = table.loc[table["cv_logloss"].idxmin(), "strategy"]
-    plots = plot_report(out_dir, y, oof_by[best], classes, image_paths=records[-1].train_paths,
-                        strategy_table=table[["strategy", "cv_logloss", "cv_accuracy"]])
-    tables = write_table(table, out_dir, "ensemble")
-    atomic_write_bytes(out_dir / "ensemble.json", to_json({
-        "ensemble_id": ensemble_id, "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "data_fingerprint": records[0].data_fingerprint, "competition": records[-1].competition,
-        "runs": [r.run_id for r in records],
-        "unit": "model = backbone set x head of one run; OOF averaged over views, test over views and folds",
-        "models": [{"key": m.key, "backbones": m.entry.backbones, "head": m.entry.head,
-                    "views": m.predictions.views, "cv_logloss": m.entry.cv_logloss,
-                    "cv_accuracy": m.entry.cv_accuracy} for m in models],
-        "table": table.to_dict(orient="records"), "best": best,
-        "submissions": {k: str(v) for k, v in submissions.items()},
-        "plots": {k: str(v) for k, v in plots.items()}, "notes": notes, "versions": versions}))
-    return EnsembleResult(ensemble_id, out_dir, table, models, tables, submissions, plots, notes)
+    plots = plot_report(out_dir, y, oof_by[record.best], newest.classes, image_paths=newest.train_paths,
+                        strategy_table=table[table["section"] == "strategy"])
+    record.plots = {k: str(v) for k, v in plots.items()}
+    record.tables = [str(p) for p in write_table(table, out_dir, "ensemble")]
+    record.table = table.to_dict(orient="records")
+    record.save()
+    return record

@@ -18,31 +18,33 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import io
-import json
-import os
 import platform
 import secrets
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from kaggle_tl import metrics
-from kaggle_tl.cache import atomic_write_bytes
+from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.files import atomic_write_bytes, read_json, to_json
+from kaggle_tl.metrics import Score
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RECORD_FILE = "record.json"
 MODELS_DIR = "models"
 PREDICTIONS_FILE = "predictions.npz"
 PLOTS_DIR = "plots"
-PACKAGES = ("kaggle-tl", "tensorflow", "keras", "numpy", "pandas", "scikit-learn", "opencv-python-headless", "joblib")
+PACKAGES = ("kaggle-tl", "tensorflow", "keras", "numpy", "pandas", "scikit-learn", "opencv-python-headless", "joblib",
+            "openvino")
 
 
 def new_run_id() -> str:
@@ -74,23 +76,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-def to_json(value: Any) -> bytes:
-    return json.dumps(value, indent=1, default=str, ensure_ascii=False).encode("utf-8")
-
-
-def ensure_writable(directory: str | Path, what: str) -> Path:
-    """Fail now, with one line, rather than after hours of extraction."""
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise KaggleTLError(f"{directory}: {what} folder is not writable ({exc.strerror or exc})") from None
-    return directory
 
 
 # --------------------------------------------------------------------------- predictions
@@ -130,12 +115,15 @@ class Predictions:
         """(M, C) test predictions averaged over views x folds: what the submission holds."""
         return self.test.mean(axis=(0, 1))
 
-    def score(self) -> dict[str, float]:
+    def score(self) -> Score:
         """The model's CV score (metrics.score of the view-averaged OOF predictions)."""
         return metrics.score(self.y, self.oof_mean)
 
+    def is_finite(self) -> bool:
+        return bool(np.isfinite(self.oof).all() and np.isfinite(self.test).all())
+
     def score_table(self) -> pd.DataFrame:
-        """Log loss / accuracy per fold and overall, for each view and (with several) their average."""
+        """Scores per fold and overall (Score columns), for each view and (with several) their average."""
         columns = [(view, self.oof[v]) for v, view in enumerate(self.views)]
         if len(self.views) > 1:
             columns.append(("+".join(self.views), self.oof_mean))
@@ -143,16 +131,15 @@ class Predictions:
         for name, proba in columns:
             for k in range(int(self.folds.max()) + 1):
                 rows.append({"view": name, "fold": str(k),
-                             **metrics.score(self.y[self.folds == k], proba[self.folds == k])})
-            rows.append({"view": name, "fold": "all", **metrics.score(self.y, proba)})
+                             **metrics.score(self.y[self.folds == k], proba[self.folds == k]).columns()})
+            rows.append({"view": name, "fold": "all", **metrics.score(self.y, proba).columns()})
         return pd.DataFrame(rows)
 
-    def save(self, path: str | Path) -> Path:
-        """Write atomically as one .npz (a killed write leaves the previous file or none)."""
+    def to_bytes(self) -> bytes:
+        """The .npz file's bytes (the prediction cache and the run folder hold the same file)."""
         buffer = io.BytesIO()
         np.savez(buffer, oof=self.oof, test=self.test, folds=self.folds, y=self.y, views=np.array(self.views))
-        atomic_write_bytes(Path(path), buffer.getvalue())
-        return Path(path)
+        return buffer.getvalue()
 
     @classmethod
     def load(cls, path: str | Path) -> "Predictions":
@@ -164,9 +151,14 @@ class Predictions:
             raise KaggleTLError(f"{path}: predictions missing") from None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise KaggleTLError(f"{path}: predictions damaged ({type(exc).__name__}: {exc})") from None
-        if not (np.isfinite(preds.oof).all() and np.isfinite(preds.test).all()):
+        if not preds.is_finite():
             raise KaggleTLError(f"{path}: predictions hold NaN or infinite values; re-run to recompute them")
         return preds
+
+
+def file_sha1(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha1").hexdigest()
 
 
 # --------------------------------------------------------------------------- records
@@ -178,12 +170,21 @@ class ModelRecord:
     head: str
     head_params: dict[str, Any]
     backbones: list[str]
-    cv_logloss: float
-    cv_logloss_se: float
-    cv_accuracy: float
-    cv_accuracy_se: float
+    score: Score
     optimistic: bool  # True when the head stopped early on the rows it was scored on
+    recipe: str  # the feature recipe and the head's parameters in short: what tells two models apart
+    predictions_sha1: str  # of models/<name>/predictions.npz: a file swapped in from elsewhere is refused
+    fitted: dict[str, list] = field(default_factory=dict)  # per fold x view, what a head chose (C = "auto")
     submission: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["score"] = self.score.columns()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelRecord":
+        return cls(**{**values, "score": Score.from_columns(values["score"])})
 
 
 @dataclass
@@ -191,24 +192,23 @@ class RunRecord:
     """Everything the leaderboard, ensembles, scoring and figures need later, without the images."""
 
     run_id: str
-    config: dict[str, Any]  # the resolved RunConfig, as saved
-    competition: str  # absolute path of the competition folder
+    config: RunConfig  # the resolved config, rebuilt typed on load
     data_fingerprint: str
-    image_keys: dict[str, str]
+    image_keys: dict[str, str]  # split -> content key of its image list
     classes: list[str]
-    id_column: str
     submission_columns: list[str]
     train_ids: list[str]
     test_ids: list[str]
     train_paths: list[str]
+    test_paths: list[str]
     backbones: list[dict[str, Any]]  # feature identities (name, weights id, size, ...)
     # Microseconds, because runs started within one second (a script, a test) must still list in
     # the order they were made; the run id's random suffix does not sort by time.
     created: str = field(default_factory=lambda: dt.datetime.now().isoformat(timespec="microseconds"))
     models: list[ModelRecord] = field(default_factory=list)
-    random_weights: bool = False
     notes: list[str] = field(default_factory=list)
     skipped_images: list[dict[str, str]] = field(default_factory=list)  # id, path, problem of each left out
+    cache_entries: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> {key: where it came from}
     versions: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     plots: dict[str, str] = field(default_factory=dict)  # figure name -> file name under plots/
@@ -216,8 +216,21 @@ class RunRecord:
     run_dir: Path = field(default=Path("."), repr=False, compare=False)  # where it was found; not saved
 
     @property
+    def competition(self) -> str:
+        """The competition folder (absolute)."""
+        return str(self.config.data)
+
+    @property
+    def id_column(self) -> str:
+        return self.config.id_column
+
+    @property
+    def random_weights(self) -> bool:
+        return self.config.weights == "none"
+
+    @property
     def views(self) -> list[str]:
-        return list(self.config["views"])
+        return list(self.config.views)
 
     @property
     def plots_dir(self) -> Path:
@@ -225,38 +238,41 @@ class RunRecord:
 
     def model(self, name: str) -> ModelRecord:
         for entry in self.models:
-            if entry.name == name:
+            if entry.name == name or entry.head == name:
                 return entry
-        raise KaggleTLError(f"{self.run_dir}: run {self.run_id} has no model {name!r}")
+        raise KaggleTLError(f"{self.run_dir}: run {self.run_id} has no model {name!r} "
+                            f"(models: {', '.join(m.name for m in self.models) or 'none'})")
 
     def predictions_path(self, name: str) -> Path:
         return self.run_dir / MODELS_DIR / name / PREDICTIONS_FILE
 
     def predictions(self, name: str) -> Predictions:
-        preds = Predictions.load(self.predictions_path(name))
+        """A model's predictions, refused with one line unless they are the very file this run saved."""
+        path = self.predictions_path(name)
+        if not path.is_file():
+            raise KaggleTLError(f"{path}: predictions of run {self.run_id} missing")
+        if file_sha1(path) != self.model(name).predictions_sha1:
+            raise KaggleTLError(f"{path}: not the predictions run {self.run_id} saved (replaced or damaged since; "
+                                "its record holds another checksum)")
+        preds = Predictions.load(path)
         if preds.oof.shape[2] != len(self.classes) or preds.test.shape[2] != len(self.test_ids):
-            raise KaggleTLError(f"{self.predictions_path(name)}: predictions do not match the run record "
+            raise KaggleTLError(f"{path}: predictions do not match the run record "
                                 f"({len(self.classes)} classes, {len(self.test_ids)} test rows)")
         return preds
 
-    def targets(self) -> tuple[np.ndarray, np.ndarray]:
-        """(y, folds) of the run: every model of a run shares them."""
-        if not self.models:
-            raise KaggleTLError(f"{self.run_dir}: run {self.run_id} holds no finished model")
-        preds = self.predictions(self.models[0].name)
-        return preds.y, preds.folds
-
     # ------------------------------------------------------------------ writing
-    def save_predictions(self, name: str, preds: Predictions) -> Path:
+    def save_predictions(self, name: str, preds: Predictions) -> tuple[Path, str]:
+        """Write a model's predictions; returns the path and the checksum its ModelRecord keeps."""
         path = self.predictions_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return preds.save(path)
+        data = preds.to_bytes()
+        atomic_write_bytes(path, data)
+        return path, hashlib.sha1(data).hexdigest()
 
     def save(self) -> Path:
         """(Re)write record.json atomically; called after every step so a run is never lost."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        values = dataclasses.asdict(self)
-        del values["run_dir"]
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "run_dir"}
+        values["config"] = self.config.to_dict()
+        values["models"] = [m.to_dict() for m in self.models]
         path = self.run_dir / RECORD_FILE
         atomic_write_bytes(path, to_json(values))
         return path
@@ -266,35 +282,29 @@ class RunRecord:
     def load(cls, run_dir: str | Path) -> "RunRecord":
         """The record in ``run_dir``, or one KaggleTLError line saying what is wrong with it."""
         path = Path(run_dir) / RECORD_FILE
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise KaggleTLError(f"{path}: not a kaggle_tl run ({RECORD_FILE} missing)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise KaggleTLError(f"{path}: damaged run record ({exc})") from None
+        if not path.is_file() and Path(run_dir).is_dir():
+            raise KaggleTLError(f"{path}: not a kaggle_tl run ({RECORD_FILE} missing)")
+        values = read_json(path, "run record")
         if not isinstance(values, dict):
             raise KaggleTLError(f"{path}: damaged run record (not a JSON object)")
         version = values.get("schema_version")
         if version != SCHEMA_VERSION:
             raise KaggleTLError(f"{path}: run record of schema version {version}, this kaggle_tl reads "
                                 f"{SCHEMA_VERSION}; re-run it with this version")
-        names = {f.name for f in dataclasses.fields(cls)} - {"run_dir"}
-        model_names = {f.name for f in dataclasses.fields(ModelRecord)}
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "run_dir"}
+        missing = sorted(n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING)
+        unknown = sorted(set(values) - set(fields))
+        if missing or unknown:
+            raise KaggleTLError(f"{path}: damaged run record ({'missing ' + ', '.join(missing) if missing else ''}"
+                                f"{'; ' if missing and unknown else ''}"
+                                f"{'unknown ' + ', '.join(unknown) if unknown else ''})")
         try:
-            missing = sorted(n for n in names if n not in values and cls.__dataclass_fields__[n].default
-                             is dataclasses.MISSING and cls.__dataclass_fields__[n].default_factory
-                             is dataclasses.MISSING)
-            if missing:
-                raise KaggleTLError(f"{path}: damaged run record (missing {', '.join(missing)})")
-            models = []
-            for i, entry in enumerate(values.get("models") or []):
-                lacking = sorted(model_names - set(entry) - {"submission"}) if isinstance(entry, dict) else ["all"]
-                if lacking:
-                    raise KaggleTLError(f"{path}: damaged run record (model {i} lacks {', '.join(lacking)})")
-                models.append(ModelRecord(**{k: entry[k] for k in model_names if k in entry}))
-            record = cls(**{k: values[k] for k in names if k in values and k != "models"}, models=models)
-        except TypeError as exc:
-            raise KaggleTLError(f"{path}: damaged run record ({exc})") from None
+            config = RunConfig.from_dict(values["config"], source=f"{path}: saved config")
+            models = [ModelRecord.from_dict(m) for m in values.get("models") or []]
+            record = cls(**{**values, "config": config, "models": models})
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise KaggleTLError(f"{path}: damaged run record ({type(exc).__name__}: {exc})") from None
         record.run_dir = path.parent
         return record
 
@@ -362,53 +372,6 @@ def with_models(records: list[RunRecord]) -> tuple[list[RunRecord], list[str]]:
     return kept, ([f"{len(empty)} run(s) without a finished model left out ({', '.join(empty[:5])})"] if empty else [])
 
 
-def same_folds_as_newest(records: list[RunRecord]) -> tuple[list[RunRecord], list[str]]:
-    """The runs (of one data set) cross-validated on the newest run's labels and folds, and a note on the rest."""
-    records, notes = with_models(records)
-    if not records:
-        return [], notes
-    y, folds = records[-1].targets()
-    kept, skipped = [], []
-    for record in records:
-        other_y, other_folds = record.targets()
-        if np.array_equal(other_y, y) and np.array_equal(other_folds, folds):
-            kept.append(record)
-        else:
-            skipped.append(record.run_id)
-    if skipped:
-        notes.append(f"{len(skipped)} run(s) on other folds left out ({', '.join(skipped[:5])}): "
-                     f"different --folds or --seed from run {records[-1].run_id}")
-    return kept, notes
-
-
-def check_comparable(records: list[RunRecord]) -> tuple[np.ndarray, np.ndarray]:
-    """Raise unless every run has the same data and folds; return their shared (y, folds).
-
-    Models from runs on different data cannot be combined at all; models cross-validated on
-    different folds cannot be stacked or weighted honestly, because each row's OOF predictions
-    would come from models that saw different rows.
-    """
-    if not records:
-        raise KaggleTLError("no runs to ensemble; pass --runs RUN_ID ... or --all")
-    first = records[0]
-    y, folds = first.targets()
-    for record in records[1:]:
-        pair = f"runs {first.run_id} and {record.run_id}"
-        if record.data_fingerprint != first.data_fingerprint:
-            raise KaggleTLError(f"{pair} are on different data (fingerprints {first.data_fingerprint} "
-                                f"and {record.data_fingerprint}); ensemble runs of one data set only")
-        for name in ("classes", "test_ids", "train_ids"):
-            if getattr(record, name) != getattr(first, name):
-                raise KaggleTLError(f"{pair} have different {name}; ensemble runs of one data set only")
-        other_y, other_folds = record.targets()
-        if not np.array_equal(other_y, y):
-            raise KaggleTLError(f"{pair} have different training labels; ensemble runs of one data set only")
-        if not np.array_equal(other_folds, folds):
-            raise KaggleTLError(f"{pair} were cross-validated on different folds (other --folds or --seed); "
-                                "re-run one with the other's folds and seed to ensemble them")
-    return y, folds
-
-
 # --------------------------------------------------------------------------- models across runs
 @dataclass
 class RunModel:
@@ -425,12 +388,61 @@ class RunModel:
 
     @property
     def settings(self) -> tuple:
-        """What else must match for two models' features to be comparable (weights, size, views)."""
+        """What else must match for two models' features to be comparable (weights, size, runtime, views)."""
         config = self.run.config
-        return (str(config.get("weights")), str(config.get("image_size")), str(config.get("resize")),
+        return (config.weights, config.image_size, config.resize, config.runtime, config.precision,
                 tuple(self.predictions.views))
 
 
-def load_models(records: list[RunRecord]) -> list[RunModel]:
-    """Every finished model of the given runs, predictions loaded."""
-    return [RunModel(record, entry, record.predictions(entry.name)) for record in records for entry in record.models]
+def load_models(records: list[RunRecord]) -> tuple[list[RunModel], list[str]]:
+    """Every finished model of the given runs, predictions loaded; a line for each left out (damaged, replaced)."""
+    models, problems = [], []
+    for record in records:
+        for entry in record.models:
+            try:
+                models.append(RunModel(record, entry, record.predictions(entry.name)))
+            except KaggleTLError as exc:
+                problems.append(f"left out: {exc}")
+    return models, problems
+
+
+def same_folds_as_newest(models: list[RunModel]) -> tuple[list[RunModel], list[str]]:
+    """The models (of one data set) cross-validated on the newest run's labels and folds, and a note on the rest."""
+    if not models:
+        return [], []
+    newest = oldest_first({m.run.run_id: m.run for m in models}.values())[-1]
+    reference = next(m.predictions for m in models if m.run is newest)
+    kept = [m for m in models if np.array_equal(m.predictions.y, reference.y)
+            and np.array_equal(m.predictions.folds, reference.folds)]
+    skipped = sorted({m.run.run_id for m in models} - {m.run.run_id for m in kept})
+    notes = [f"{len(skipped)} run(s) on other folds left out ({', '.join(skipped[:5])}): "
+             f"different --folds or --seed from run {newest.run_id}"] if skipped else []
+    return kept, notes
+
+
+def check_comparable(models: list[RunModel]) -> tuple[np.ndarray, np.ndarray]:
+    """Raise unless every model has the same data and folds; return their shared (y, folds).
+
+    Models from runs on different data cannot be combined at all; models cross-validated on
+    different folds cannot be stacked or weighted honestly, because each row's OOF predictions
+    would come from models that saw different rows.
+    """
+    if not models:
+        raise KaggleTLError("no models to ensemble; pass --runs RUN_ID ... or --all")
+    first = models[0]
+    y, folds = first.predictions.y, first.predictions.folds
+    for model in models[1:]:
+        run, other = first.run, model.run
+        pair = f"runs {run.run_id} and {other.run_id}"
+        if other.data_fingerprint != run.data_fingerprint:
+            raise KaggleTLError(f"{pair} are on different data (fingerprints {run.data_fingerprint} "
+                                f"and {other.data_fingerprint}); ensemble runs of one data set only")
+        for name in ("classes", "test_ids", "train_ids"):
+            if getattr(other, name) != getattr(run, name):
+                raise KaggleTLError(f"{pair} have different {name}; ensemble runs of one data set only")
+        if not np.array_equal(model.predictions.y, y):
+            raise KaggleTLError(f"{pair} have different training labels; ensemble runs of one data set only")
+        if not np.array_equal(model.predictions.folds, folds):
+            raise KaggleTLError(f"{pair} were cross-validated on different folds (other --folds or --seed); "
+                                "re-run one with the other's folds and seed to ensemble them")
+    return y, folds

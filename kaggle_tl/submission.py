@@ -1,16 +1,20 @@
 """Build, validate and write submission CSVs that match sample_submission.csv exactly."""
 from __future__ import annotations
 
+import dataclasses
 import io
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from kaggle_tl.cache import atomic_write_bytes
 from kaggle_tl.competition import read_text_csv
-from kaggle_tl.metrics import KAGGLE_EPS, clip_proba, score
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.files import atomic_write_bytes, disk_errors_as_one_line, ensure_writable, read_json, to_json
+from kaggle_tl.metrics import KAGGLE_EPS, Score, clip_proba, score
 
 ROW_SUM_TOLERANCE = 1e-6
 
@@ -59,6 +63,19 @@ def validate_submission(frame: pd.DataFrame, sample: pd.DataFrame, id_column: st
         raise KaggleTLError(f"{source}: row for id {ids.iloc[row]!r} sums to {values[row].sum():.6f}, not 1")
 
 
+def submission_folder(submissions_dir: str | Path, competition: str | Path) -> Path:
+    """Where a competition's submissions go: grouped by its folder's name, never mixed across data sets."""
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "-", Path(competition).name).strip(".-") or "competition"
+    return Path(submissions_dir) / name
+
+
+def _csv_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.StringIO()
+    # %.9g keeps probabilities exact enough for log loss while the file stays small.
+    frame.to_csv(buffer, index=False, float_format="%.9g")
+    return buffer.getvalue().encode("utf-8")
+
+
 def write_submission(frame: pd.DataFrame, sample: pd.DataFrame, directory: str | Path, stem: str,
                      id_column: str = "id") -> Path:
     """Validate, then write ``<directory>/<stem>.csv`` atomically, never overwriting a file.
@@ -69,13 +86,10 @@ def write_submission(frame: pd.DataFrame, sample: pd.DataFrame, directory: str |
     """
     validate_submission(frame, sample, id_column, source=stem)
     directory = Path(directory)
-    buffer = io.StringIO()
-    # %.9g keeps probabilities exact enough for log loss while the file stays small.
-    frame.to_csv(buffer, index=False, float_format="%.9g")
-    data = buffer.getvalue().encode("utf-8")
+    data = _csv_bytes(frame)
     for attempt in range(1000):
         path = directory / (f"{stem}.csv" if attempt == 0 else f"{stem}-{attempt}.csv")
-        if path.with_suffix(".json").exists():  # a sidecar left by a deleted submission: keep it
+        if SubmissionInfo.path_for(path).exists():  # a sidecar left by a deleted submission: keep it
             continue
         try:
             atomic_write_bytes(path, data, overwrite=False)
@@ -85,6 +99,69 @@ def write_submission(frame: pd.DataFrame, sample: pd.DataFrame, directory: str |
         except OSError as exc:
             raise KaggleTLError(f"{path}: cannot write submission ({exc.strerror or exc})") from None
     raise KaggleTLError(f"{directory}: too many submissions named {stem}")
+
+
+def write_submission_file(frame: pd.DataFrame, sample: pd.DataFrame, destination: str | Path,
+                          id_column: str = "id") -> Path:
+    """Validate, then write to exactly ``destination``, replacing it atomically if it exists.
+
+    What a Kaggle notebook's grader reads (/kaggle/working/submission.csv): that one path is
+    replaced, nothing beside it is touched.
+    """
+    destination = Path(destination)
+    validate_submission(frame, sample, id_column, source=str(destination))
+    with disk_errors_as_one_line(destination):
+        try:
+            atomic_write_bytes(destination, _csv_bytes(frame))
+        except OSError as exc:
+            raise KaggleTLError(f"{destination}: cannot write the submission file ({exc.strerror or exc})") from None
+    return destination
+
+
+def check_submission_file(path: str | Path) -> None:
+    """One line, before any work, unless ``path`` can be written (its folder exists and is writable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise KaggleTLError(f"{path}: submission_file names a folder; give a file path such as {path / 'submission.csv'}")
+    ensure_writable(path.parent, "submission_file's")
+
+
+@dataclass
+class SubmissionInfo:
+    """The JSON beside a submission CSV: where it came from and the CV score it was chosen on.
+
+    Written for a run's model and for an ensemble's strategy alike (``source`` says which).
+    """
+
+    source: str  # "run" or "ensemble"
+    source_id: str  # the run id or the ensemble id
+    source_dir: str  # the run's or the ensemble's folder
+    model: str  # the model's name, or the strategy
+    score: Score  # CV score (nested CV for a fitted strategy)
+    data_fingerprint: str
+    optimistic: bool = False
+    random_weights: bool = False
+    description: str = ""
+    models: list[str] = field(default_factory=list)  # an ensemble's models, <run_id>/<model>
+
+    @staticmethod
+    def path_for(csv_path: Path) -> Path:
+        return Path(csv_path).with_suffix(".json")
+
+    def save(self, csv_path: Path) -> Path:
+        values = {**dataclasses.asdict(self), "score": self.score.columns()}
+        path = self.path_for(csv_path)
+        atomic_write_bytes(path, to_json(values), overwrite=False)
+        return path
+
+    @classmethod
+    def load(cls, csv_path: str | Path) -> "SubmissionInfo":
+        path = cls.path_for(Path(csv_path))
+        values: dict[str, Any] = read_json(path, "submission note")
+        try:
+            return cls(**{**values, "score": Score.from_columns(values["score"])})
+        except (TypeError, KeyError) as exc:
+            raise KaggleTLError(f"{path}: damaged submission note ({exc})") from None
 
 
 # --------------------------------------------------------------------------- scoring a submission file
@@ -178,4 +255,4 @@ def score_submission(submission: str | Path, labels: str | Path, sample: str | P
     order = pd.Index(ids).get_indexer(truth[id_column])
     y = pd.Index(classes).get_indexer(truth[label_column])
     scores = score(y, proba[order], eps=KAGGLE_EPS)  # the grader's clipping, not the CV scores' (metrics.py)
-    return {"logloss": scores["logloss"], "accuracy": scores["accuracy"], "rows": len(y), "classes": len(classes)}
+    return {"logloss": scores.logloss, "accuracy": scores.accuracy, "rows": len(y), "classes": len(classes)}

@@ -198,10 +198,18 @@ def _materialise(obj, buffers: dict[str, np.ndarray], path: str):
 def _to_array(t: _LazyTensor, buffers: dict[str, np.ndarray], path: str) -> np.ndarray:
     flat = buffers[t.storage.key][t.storage.offset:]
     start = t.offset
+    if len(t.shape) != len(t.stride) or any(n < 0 for n in t.shape) or any(s < 0 for s in t.stride):
+        raise KaggleTLError(f"{path}: corrupt weights file (a tensor of shape {t.shape} has strides {t.stride})")
     # Highest element index the view touches; every element must lie inside the storage.
     last = start + sum((n - 1) * s for n, s in zip(t.shape, t.stride)) if all(t.shape) else start - 1
-    if start < 0 or last >= len(flat) or any(s < 0 for s in t.stride):
+    if start < 0 or last >= len(flat):
         raise KaggleTLError(f"{path}: corrupt weights file (a tensor lies outside its storage)")
+    # Zero or overlapping strides would let a 300-byte file declare terabytes: a weight tensor holds
+    # no more elements than its storage.
+    elements = int(np.prod(t.shape, dtype=object))
+    if elements > len(flat) - start:
+        raise KaggleTLError(f"{path}: corrupt weights file (a tensor of shape {t.shape} declares {elements} elements, "
+                            f"its storage holds {len(flat) - start})")
     itemsize = flat.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(flat[start:], shape=t.shape,
                                            strides=[s * itemsize for s in t.stride])

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kaggle_tl.backbones import backbone_identity, create_backbone, get_backbone_spec, list_backbones
+from kaggle_tl.backbones import BACKBONES, backbone_spec, create_backbone, list_backbones
 from kaggle_tl.backbones import digest
 from kaggle_tl.backbones.catalog import backbones_table
 from kaggle_tl.backbones.flops import backbone_gflops, published_gflops
-from kaggle_tl.cache import FeatureCache
+from kaggle_tl.cache import Cache
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.features import extract_features
 
@@ -54,8 +55,7 @@ def test_backbone_builds_at_its_minimum_size(name):
     # (the largest, efficientnetv2_l, 10.6 s).
     import keras
 
-    spec = get_backbone_spec(name)
-    keras.utils.set_random_seed(0)
+    spec = BACKBONES.get(name)
     backbone = create_backbone(name, weights=None, input_size=spec.min_size)
     images = np.random.default_rng(0).integers(0, 256, (2, spec.min_size, spec.min_size, 3), dtype=np.uint8)
     features = backbone.features(images)
@@ -65,7 +65,7 @@ def test_backbone_builds_at_its_minimum_size(name):
                           for layer in backbone.model.layers)
     assert rescales_inside == (convention(name) == "inside")
     keras.backend.clear_session()
-    with pytest.raises(KaggleTLError, match=f"too small for {name}: it needs at least {spec.min_size} px"):
+    with pytest.raises(KaggleTLError, match=f"{name} needs at least {spec.min_size} px, got {spec.min_size - 1}"):
         create_backbone(name, weights=None, input_size=spec.min_size - 1)
 
 
@@ -73,31 +73,46 @@ def test_backbone_builds_at_its_minimum_size(name):
 def test_preprocessing_convention(name):
     pixels = np.array([[[[0, 0, 0], [255, 255, 255], [10, 20, 30]]]], dtype=np.float32)
     expected = CONVENTIONS[convention(name)](pixels.astype(np.float64))
-    out = get_backbone_spec(name).preprocess(pixels.copy())
+    out = BACKBONES.get(name).pretrained.preprocess(pixels.copy())
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
 
 
 def test_known_preprocessing_values():
     pixels = np.array([[[[0, 0, 0], [255, 255, 255]]]], dtype=np.float32)
-    np.testing.assert_allclose(get_backbone_spec("xception").preprocess(pixels.copy())[0, 0], [[-1] * 3, [1] * 3])
-    bgr_minus_mean = get_backbone_spec("resnet50").preprocess(np.array([[[[10, 20, 30]]]], np.float32))
+    np.testing.assert_allclose(BACKBONES.get("xception").pretrained.preprocess(pixels.copy())[0, 0], [[-1] * 3, [1] * 3])
+    bgr_minus_mean = BACKBONES.get("resnet50").pretrained.preprocess(np.array([[[[10, 20, 30]]]], np.float32))
     np.testing.assert_allclose(bgr_minus_mean[0, 0, 0], [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-5)
     for name in ("convnext_tiny", "efficientnetv2_b0"):
-        np.testing.assert_array_equal(get_backbone_spec(name).preprocess(pixels.copy()), pixels)
+        np.testing.assert_array_equal(BACKBONES.get(name).pretrained.preprocess(pixels.copy()), pixels)
 
 
 # -- identity -----------------------------------------------------------------------------------------
+def backbone_identity(name, *args, **kwargs):
+    return backbone_spec(name).identity(*args, **kwargs)
+
+
+
 @pytest.fixture(autouse=True)
 def digest_cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
 
-def test_identity_builds_nothing_and_matches_the_built_backbone():
+def test_identity_builds_nothing_and_names_imagenet_weights_by_content(tmp_path, monkeypatch):
+    # imagenet weights are the file Keras' cache (or a Lite pip package) holds: named by its digest,
+    # as the same file in a --weights folder (a Kaggle dataset) is, so both share cached features.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    (tmp_path / "folder").mkdir()
     for name in list_backbones():
-        spec = get_backbone_spec(name)
+        spec = BACKBONES.get(name)
+        file = spec.pretrained.weights_file
+        if not name.startswith("efficientnet_lite"):
+            (tmp_path / "keras" / "models" / file).write_bytes(name.encode())
+        (tmp_path / "folder" / file).write_bytes(Path(spec.pretrained.locate()).read_bytes())
         ref = backbone_identity(name, "imagenet")
-        assert (ref.name, ref.weights_id, ref.input_size, ref.dim, ref.resize) == (
-            name, "imagenet", spec.input_size, spec.dim, "pad")
+        assert (ref.name, ref.input_size, ref.dim, ref.resize) == (name, spec.input_size, spec.dim, "pad")
+        assert ref.weights_id.startswith(f"{file}@sha256:")
+        assert backbone_identity(name, str(tmp_path / "folder")).weights_id == ref.weights_id
     ref = backbone_identity("efficientnet_lite0", None, 64, "crop")
     backbone = create_backbone("efficientnet_lite0", None, 64)
     assert (ref.weights_id, ref.input_size, ref.dim, ref.resize) == (backbone.weights_id, 64, backbone.dim, "crop")
@@ -106,9 +121,9 @@ def test_identity_builds_nothing_and_matches_the_built_backbone():
 def test_identity_refuses_bad_settings(tmp_path):
     with pytest.raises(KaggleTLError, match="unknown backbone 'resnet18'"):
         backbone_identity("resnet18")
-    with pytest.raises(KaggleTLError, match="too small for inception_v3: it needs at least 75 px"):
+    with pytest.raises(KaggleTLError, match="setting image_size: inception_v3 needs at least 75 px, got 64"):
         backbone_identity("inception_v3", image_size=64)
-    with pytest.raises(KaggleTLError, match="image size 0 is too small for resnet50"):
+    with pytest.raises(KaggleTLError, match="resnet50 needs at least 32 px, got 0"):
         backbone_identity("resnet50", image_size=0)
     with pytest.raises(KaggleTLError, match="resize: unknown policy 'stretch'"):
         backbone_identity("resnet50", resize="stretch")
@@ -145,10 +160,12 @@ def test_weights_replaced_in_place_get_a_new_identity(tmp_path):
     assert backbone_identity("convnext_tiny", str(folder)).weights_id != in_folder
 
 
-def test_digest_is_remembered_by_path_size_and_mtime(tmp_path, monkeypatch):
+def test_digest_is_remembered_while_the_file_is_unchanged(tmp_path, monkeypatch):
     calls = []
     real = digest._sha256
     monkeypatch.setattr(digest, "_sha256", lambda path: calls.append(path) or real(path))
+    now = time.time
+    monkeypatch.setattr(digest.time, "time", lambda: now() + 60)  # a minute after writing: past the racy window
     old = time.time() - 3600
     weights = tmp_path / "w.pth"
     _rewrite(weights, b"x" * 4096, old)
@@ -156,11 +173,22 @@ def test_digest_is_remembered_by_path_size_and_mtime(tmp_path, monkeypatch):
     assert digest.file_digest(weights) == first and len(calls) == 1  # hashed once
     assert digest.digest_cache_path().parent == tmp_path / "xdg" / "kaggle_tl"
     _rewrite(weights, b"y" * 4096, old + 1)  # same size, new mtime: hashed again
-    assert digest.file_digest(weights) != first and len(calls) == 2
+    second = digest.file_digest(weights)
+    assert second != first and len(calls) == 2
+    # Replaced by a file of the same size whose mtime was set back to the old one (as unzipping a
+    # downloaded dataset does): its ctime (or inode) tells, and the new content is hashed.
+    replaced = tmp_path / "new.pth"
+    _rewrite(replaced, b"z" * 4096, old + 1)
+    replaced.replace(weights)
+    assert weights.stat().st_size == 4096 and weights.stat().st_mtime == old + 1
+    assert digest.file_digest(weights) == real(str(weights)) != second and len(calls) == 3
+    _rewrite(weights, b"q" * 4096, old + 1)  # rewritten in place, same size, same mtime
+    assert digest.file_digest(weights) == real(str(weights)) and len(calls) == 4
+    monkeypatch.setattr(digest.time, "time", now)
     fresh = tmp_path / "fresh.pth"
-    _rewrite(fresh, b"z" * 10)  # modified just now: could change again within one mtime tick
+    _rewrite(fresh, b"z" * 10)  # modified just now: could change again within one timestamp tick
     digest.file_digest(fresh), digest.file_digest(fresh)
-    assert len(calls) == 4
+    assert digest._read_cache().get(os.path.realpath(fresh)) is None  # never remembered
     digest.digest_cache_path().write_text("{not json")  # a damaged cache only costs a re-hash
     assert digest.file_digest(weights) == digest._sha256(str(weights))
 
@@ -182,13 +210,13 @@ def test_user_model_retrained_in_place_gives_new_features(tmp_path):
     for i in range(3):
         cv2.imwrite(str(images / f"{i}.png"), np.full((20, 24, 3), 40 * i, np.uint8))
     paths = sorted(images.iterdir())
-    cache = FeatureCache(tmp_path / "cache")
+    cache = Cache(tmp_path / "cache")
 
     def features() -> tuple[str, np.ndarray]:
         ref = backbone_identity(f"{path}:conv")
         out = extract_features(paths, "imgs", [ref], ["original"], cache,
                                lambda refs: {ref.name: create_backbone(ref.name)})
-        return ref.weights_id, np.array(out[(ref.name, "original")])
+        return ref.weights_id, np.array(out.arrays[(ref.name, "original")])
 
     save(0)
     id_before, before = features()

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kaggle_tl import cache, cli
+from kaggle_tl import cache, cli, files
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.pipeline import run
@@ -123,7 +123,9 @@ def odd_runs(tmp_path_factory):
         with pytest.raises(KaggleTLError) as stopped:
             run(config)
         out["decode_stop"] = str(stopped.value)
-        out["skipped_cached"] = run(config.replace(skip_bad_train_images=True))
+        # The data of run 1 once its zero-byte image was left out, so the same run: new_run computes one anew.
+        out["identical"] = run(config.replace(skip_bad_train_images=True))
+        out["skipped_cached"] = run(config.replace(skip_bad_train_images=True), new_run=True)
     return out
 
 
@@ -135,7 +137,7 @@ def test_scan_failures_and_decode_failures_are_skipped_and_recorded(odd_runs):
     rec = record(odd_runs["skipped_both"])
     assert len(rec.train_ids) == 10
     skipped = {s["id"]: s["problem"] for s in rec.skipped_images}
-    assert skipped == {"tr010": "empty file (0 bytes)", "tr009": "could not be decoded (no finite features)"}
+    assert skipped == {"tr010": "empty file (0 bytes)", "tr009": "not a decodable image"}  # as the decoder said
     notes = " | ".join(rec.notes)
     for expected in ("1 unusable training image(s) left out", "stray", "not in sample_submission.csv: ignored",
                      "['yellow'] have no training image"):
@@ -156,7 +158,12 @@ def test_undecodable_image_stops_the_default_run_after_extraction(odd_runs):
 def test_skipping_again_computes_nothing(odd_runs):
     rec = record(odd_runs["skipped_cached"])
     assert len(rec.train_ids) == 10 and [s["id"] for s in rec.skipped_images] == ["tr009"]
+    assert rec.skipped_images[0]["problem"] == "could not be decoded (no finite features in the cache)"
     assert rec.image_keys == record(odd_runs["skipped_both"]).image_keys
+
+
+def test_the_same_settings_on_the_same_data_are_the_same_run(odd_runs):
+    assert odd_runs["identical"].run_id == odd_runs["skipped_both"].run_id
 
 
 def test_odd_ids_round_trip_into_the_submission(odd_runs):
@@ -310,7 +317,7 @@ def fill_disk(monkeypatch, error: int = errno.ENOSPC, room: int = 100) -> None:
                 raise OSError(error, os.strerror(error))
             return super().write(data)
 
-    monkeypatch.setattr("kaggle_tl.cache.os.fdopen", lambda fd, mode="rb", **kwargs: FullDiskFile(fd, "w"))
+    monkeypatch.setattr("kaggle_tl.files.os.fdopen", lambda fd, mode="rb", **kwargs: FullDiskFile(fd, "w"))
 
 
 @pytest.mark.parametrize("error, what", [(errno.ENOSPC, "no space left on device"),
@@ -321,19 +328,20 @@ def test_full_disk_is_one_line_naming_the_folder_and_leaves_no_temp_file(tmp_pat
     folder = tmp_path / "runs" / "r1"
     with pytest.raises(KaggleTLError, match=rf"runs/r1: {what} while writing (record.json|predictions.npz)$") as exc:
         if writer == "bytes":
-            cache.atomic_write_bytes(folder / "record.json", b"{}" * 1000)
-        else:  # how a run stores a model's predictions
-            Predictions(["original"], np.full((1, 4, 2), 0.5), np.full((1, 2, 3, 2), 0.5), np.array([0, 1, 0, 1]),
-                        np.array([0, 1, 1, 0])).save(folder / "predictions.npz")
+            files.atomic_write_bytes(folder / "record.json", b"{}" * 1000)
+        else:  # how a run stores a model's predictions (RunRecord.save_predictions)
+            preds = Predictions(["original"], np.full((1, 4, 2), 0.5), np.full((1, 2, 3, 2), 0.5),
+                                np.array([0, 1, 0, 1]), np.array([0, 1, 1, 0]))
+            files.atomic_write_bytes(folder / "predictions.npz", preds.to_bytes())
     assert "\n" not in str(exc.value)
     assert list(folder.iterdir()) == []  # neither the file nor its temporary
 
 
 def test_full_disk_while_saving_an_array_leaves_no_temp_file(tmp_path, monkeypatch):
-    # The OSError goes on to the caller (FeatureCache.write_chunk), whose one line says a re-run resumes.
+    # The OSError goes on to the caller (FeatureEntry.write_chunk), whose one line says a re-run resumes.
     fill_disk(monkeypatch)
     with pytest.raises(OSError) as exc:
-        cache._atomic_save_npy(tmp_path / "chunk.npy", np.zeros((100, 10)))
+        files.atomic_save_npy(tmp_path / "chunk.npy", np.zeros((100, 10)))
     assert exc.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
 
 
@@ -350,10 +358,10 @@ def test_submission_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
 def test_written_files_respect_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        cache.atomic_write_bytes(tmp_path / "record.json", b"{}")
-        cache._atomic_save_npy(tmp_path / "chunk.npy", np.zeros(3))
-        cache.atomic_write_bytes(tmp_path / "sub.csv", b"id\n", overwrite=False)
-        entry = cache.FeatureCache(tmp_path / "cache").entry("key", 4, 2, 4)
+        files.atomic_write_bytes(tmp_path / "record.json", b"{}")
+        files.atomic_save_npy(tmp_path / "chunk.npy", np.zeros(3))
+        files.atomic_write_bytes(tmp_path / "sub.csv", b"id\n", overwrite=False)
+        entry = cache.Cache(tmp_path / "cache").features("key", 4, 2, 4)
         entry.write_chunk(0, np.ones((4, 2), np.float32))
         entry.finalize()
     finally:

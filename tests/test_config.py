@@ -1,6 +1,8 @@
 """RunConfig from TOML, flags and Python: typed, checked, and resolved in one place."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kaggle_tl.cli import build_parser, config_from_args
@@ -23,7 +25,7 @@ def test_no_data_means_the_offline_demo_with_lite0_from_python_and_from_flags():
     # kaggle_tl.run(RunConfig()) and `python run_all.py` resolve to the same config.
     assert parse([]) == resolve_config(RunConfig())
     config = parse([])
-    assert config.data == DEMO_DATA and config.backbones == ("efficientnet_lite0",)
+    assert config.data == str(Path(DEMO_DATA).absolute()) and config.backbones == ("efficientnet_lite0",)
     assert parse(["--backbones", "xception"]).backbones == ("xception",)
 
 
@@ -41,7 +43,7 @@ def test_flags_override_toml(tmp_path):
                     'views = ["original", "vflip"]\n[head_params.logreg]\nC = 0.3\nmax_iter = 20\n')
     config = parse(["--config", str(toml), "--folds", "4", "--no-flips", "--heads", "logreg",
                     "--head-param", "logreg.C=0.1"])
-    assert config.data == "comp" and config.backbones == ("resnet50",)
+    assert config.data == str(tmp_path / "comp") and config.backbones == ("resnet50",)  # relative to the TOML
     assert config.folds == 4 and config.heads == ("logreg",) and config.views == ("original",)
     assert config.head_params["logreg"]["C"] == 0.1 and config.head_params["logreg"]["max_iter"] == 20
 

@@ -33,7 +33,7 @@ def test_cross_validate_fills_every_row_once_and_gives_ten_test_predictions():
     head = LogRegHead().fit(X[folds != 0], y[folds != 0])
     np.testing.assert_allclose(preds.oof[0, folds == 0], head.predict_proba(X[folds == 0]), atol=1e-7)
     np.testing.assert_allclose(preds.test_mean.sum(axis=1), 1.0, atol=1e-6)  # stored as float32
-    assert score(y, preds.oof_mean)["accuracy"] >= 0.95
+    assert score(y, preds.oof_mean).accuracy >= 0.95
 
 
 @pytest.mark.parametrize("head_name", ["logreg", "svm", "dense"])

@@ -49,10 +49,10 @@ def test_two_runs_with_separate_caches_are_identical(tmp_path, monkeypatch):
                            runs_dir=str(tmp_path / name / "runs"), submissions_dir=str(tmp_path / name / "subs"))
         results.append(run(config))
     a, b = results
-    feature_files = sorted((tmp_path / "a" / "cache").glob("*/features.npy"))
+    feature_files = sorted((tmp_path / "a" / "cache" / "features").glob("*/features.npy"))
     assert len(feature_files) == 2  # train and test, one view
     for path in feature_files:
-        assert np.array_equal(np.load(path), np.load(tmp_path / "b" / "cache" / path.parent.name / path.name))
+        assert np.array_equal(np.load(path), np.load(tmp_path / "b" / "cache" / "features" / path.parent.name / path.name))
     preds_a, preds_b = (r.predictions("mobilenet_v2__logreg") for r in (a, b))
     for name in ("folds", "oof", "test"):
         assert np.array_equal(getattr(preds_a, name), getattr(preds_b, name)), name

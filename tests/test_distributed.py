@@ -20,7 +20,7 @@ from joblib import Parallel, delayed  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from kaggle_tl.cache import FeatureCache  # noqa: E402
+from kaggle_tl.cache import Cache  # noqa: E402
 from kaggle_tl.engine import ONE_THREAD_ENV, Engine  # noqa: E402
 from kaggle_tl.errors import KaggleTLError  # noqa: E402
 from kaggle_tl.features import BackboneBuilder, BackboneRef, extract_features  # noqa: E402
@@ -53,9 +53,9 @@ def cluster():
 
 
 def extract(paths, cache_dir, engine=None, builder=BackboneBuilder("imagenet")) -> dict:
-    out = extract_features(paths, "images-key", [REF], VIEWS, FeatureCache(cache_dir), builder,
+    out = extract_features(paths, "images-key", [REF], VIEWS, Cache(cache_dir), builder,
                            batch_size=BATCH, threads=2, chunk_rows=CHUNK_ROWS, engine=engine)
-    return {key: np.array(array) for key, array in out.items()}
+    return {key: np.array(array) for key, array in out.arrays.items()}
 
 
 @pytest.fixture(scope="module")
@@ -70,21 +70,22 @@ def assert_same(features: dict, reference: dict) -> None:
 
 
 def test_dask_features_are_those_of_the_local_engine(paths, reference, cluster, tmp_path, caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="kaggle_tl")
     with Engine("dask", cluster[0].scheduler_address) as engine:
         features = extract(paths, tmp_path, engine)
     assert_same(features, reference)
     assert np.isnan(features["efficientnet_lite0", "hflip"][BROKEN]).all()
     assert "broken.jpg: not a decodable image; its features are NaN" in caplog.text  # reported by the driver
     assert not list(tmp_path.glob(".*"))  # no probe file left
-    assert {p.name for p in tmp_path.glob("*/*")} | {p.name for p in tmp_path.glob("*/.*")} == {"features.npy",
-                                                                                                "meta.json"}
+    entries = tmp_path / "features"
+    assert {p.name for p in entries.glob("*/*")} | {p.name for p in entries.glob("*/.*")} == {"features.npy",
+                                                                                             "meta.json"}
 
     caplog.clear()
     with Engine("dask") as engine:  # a fully cached run starts no cluster
         assert_same(extract(paths, tmp_path, engine), reference)
         assert engine._client is None
-    assert "all 2 arrays from the cache" in caplog.text
+    assert "all 2 entries from the caches" in caplog.text
 
 
 class KillOnce:
@@ -114,7 +115,7 @@ def test_a_worker_killed_mid_task_changes_nothing(paths, reference, cluster, tmp
 DRIVER = """
 import sys, time
 from pathlib import Path
-from kaggle_tl.cache import FeatureCache
+from kaggle_tl.cache import Cache
 from kaggle_tl.engine import Engine
 from kaggle_tl.features import BackboneBuilder, BackboneRef, extract_features
 
@@ -126,7 +127,7 @@ class Slow(BackboneBuilder):  # a second per chunk task, so the driver can be ki
 paths = [Path(line) for line in Path(sys.argv[1]).read_text().splitlines()]
 with Engine("dask", sys.argv[3]) as engine:
     extract_features(paths, "images-key", [BackboneRef("efficientnet_lite0", "imagenet", 64, 1280)],
-                     ["original", "hflip"], FeatureCache(sys.argv[2]), Slow("imagenet"), batch_size=%d, threads=2,
+                     ["original", "hflip"], Cache(sys.argv[2]), Slow("imagenet"), batch_size=%d, threads=2,
                      chunk_rows=%d, engine=engine)
 """ % (BATCH, CHUNK_ROWS)
 
@@ -143,7 +144,7 @@ def test_a_killed_driver_resumes_only_the_missing_chunks(paths, reference, clust
     driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "paths.txt"), str(cache),
                                scheduler], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while len(list(cache.glob("*/chunk_*.npy"))) < 2 * len(VIEWS):  # two chunks of each view
+    while len(list(cache.glob("features/*/chunk_*.npy"))) < 2 * len(VIEWS):  # two chunks of each view
         assert driver.poll() is None, driver.communicate()[1][-2000:]
         assert time.monotonic() < deadline, "no chunk appeared"
         time.sleep(0.05)
@@ -153,8 +154,8 @@ def test_a_killed_driver_resumes_only_the_missing_chunks(paths, reference, clust
     # The tasks running when the driver died still finish and write their chunk: wait for them.
     while any(client.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
         time.sleep(0.05)
-    assert not list(cache.glob("*/features.npy"))
-    kept = set.intersection(*(chunk_indices(entry) for entry in cache.iterdir()))
+    assert not list(cache.glob("features/*/features.npy"))
+    kept = set.intersection(*(chunk_indices(entry) for entry in (cache / "features").iterdir()))
     n_chunks = -(-len(paths) // CHUNK_ROWS)
     assert 2 <= len(kept) < n_chunks
 
@@ -209,7 +210,7 @@ def test_a_worker_that_cannot_see_the_cache_folder_stops_the_run(paths, cluster,
             extract(paths, tmp_path, engine)
     finally:
         client.run(see_again, workers=[worker])
-    assert not list(tmp_path.glob("*/chunk_*")) and not list(tmp_path.glob(".*"))  # nothing ran, no probe left
+    assert not list(tmp_path.glob("features/*/chunk_*")) and not list(tmp_path.glob(".*"))  # nothing ran, no probe left
 
 
 def test_an_unknown_engine_or_address_is_one_line(monkeypatch):
@@ -236,7 +237,7 @@ def test_a_run_on_the_dask_engine_submits_exactly_what_the_local_engine_does(clu
                      "--runs-dir", str(out / "runs"), "--submissions-dir", str(out / "subs")]) == 0
         (records[engine],), _ = list_runs(out / "runs")
     local, dask = records["local"], records["dask"]
-    assert dask.config["engine"] == "dask" and dask.data_fingerprint == local.data_fingerprint
+    assert dask.config.engine == "dask" and dask.data_fingerprint == local.data_fingerprint
     for entry_local, entry_dask in zip(local.models, dask.models):
         assert Path(entry_local.submission).read_bytes() == Path(entry_dask.submission).read_bytes()
         np.testing.assert_array_equal(local.predictions(entry_local.name).oof, dask.predictions(entry_dask.name).oof)

@@ -4,15 +4,16 @@ import pytest
 from scipy.special import softmax
 from sklearn.metrics import log_loss
 
+from kaggle_tl.config import RunConfig
 from kaggle_tl.ensemble import (
-    STRATEGIES,
     Mean,
     compare_strategies,
     create_strategy,
+    list_strategies,
     nested_cv_predict,
 )
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.metrics import score
+from kaggle_tl.metrics import Score, score
 from kaggle_tl.reports import concat_vs_average
 from kaggle_tl.runs import ModelRecord, Predictions, RunModel, RunRecord
 
@@ -74,14 +75,14 @@ def test_identical_models_keep_their_logloss(predictions, name):
     y, _, oof, _ = predictions
     good = oof["good"]
     combined = create_strategy(name).fit([good, good], y).combine([good, good])
-    assert score(y, combined)["logloss"] == pytest.approx(score(y, good)["logloss"], rel=1e-6)
+    assert score(y, combined).logloss == pytest.approx(score(y, good).logloss, rel=1e-6)
 
 
 def test_averaging_independent_good_models_beats_each(predictions):
     y, _, oof, _ = predictions
     pair = [oof["good"], oof["good2"]]
-    averaged = score(y, Mean().fit(pair).combine(pair))["logloss"]
-    assert averaged < min(score(y, p)["logloss"] for p in pair)
+    averaged = score(y, Mean().fit(pair).combine(pair)).logloss
+    assert averaged < min(score(y, p).logloss for p in pair)
 
 
 @pytest.mark.parametrize("name", FITTED)
@@ -91,7 +92,7 @@ def test_nested_cv_is_not_better_than_in_sample_oracle(predictions, compared, na
     probas = list(oof.values())
     oracle = create_strategy(name).fit(probas, y).combine(probas)
     nested_logloss = table.set_index("strategy").loc[name, "cv_logloss"]
-    assert nested_logloss > score(y, oracle)["logloss"]
+    assert nested_logloss > score(y, oracle).logloss
 
 
 def test_nested_cv_fits_never_see_held_out_rows(predictions):
@@ -116,10 +117,10 @@ def test_fitted_strategies_are_scored_by_nested_cv(predictions):
     table, nested_oof, _ = compare_strategies(oof, y, folds, strategies=["stacking"])
     in_sample = create_strategy("stacking").fit(probas, y).combine(probas)
     assert not np.allclose(nested_oof["stacking"], in_sample)
-    assert table.loc[0, "cv_logloss"] == pytest.approx(score(y, nested_oof["stacking"])["logloss"])
+    assert table.loc[0, "cv_logloss"] == pytest.approx(score(y, nested_oof["stacking"]).logloss)
 
 
-@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("name", list_strategies())
 def test_predictions_are_normalised_with_right_shapes(compared, name):
     _, oof_by_strategy, test_by_strategy = compared
     assert oof_by_strategy[name].shape == (N_ROWS, N_CLASSES)
@@ -133,7 +134,7 @@ def test_table_is_sorted_and_complete(compared):
     table, _, _ = compared
     assert list(table.columns) == ["strategy", "cv_logloss", "cv_logloss_se", "cv_accuracy", "cv_accuracy_se",
                                    "description"]
-    assert sorted(table["strategy"]) == sorted(STRATEGIES)
+    assert sorted(table["strategy"]) == list_strategies()
     assert table["cv_logloss"].is_monotonic_increasing
     assert table["description"].str.len().min() > 0
 
@@ -155,8 +156,8 @@ def test_score_counts_classes_absent_from_y():
     y = np.array([0, 1, 1])
     proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2]])
     scores = score(y, proba)
-    assert scores["logloss"] == pytest.approx(log_loss(y, proba, labels=[0, 1, 2]))
-    assert scores["accuracy"] == pytest.approx(2 / 3)
+    assert scores.logloss == pytest.approx(log_loss(y, proba, labels=[0, 1, 2]))
+    assert scores.accuracy == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize(
@@ -189,10 +190,11 @@ def test_unknown_strategy_name():
 
 # --------------------------------------------------------------------------- concat vs average pairing
 def _model(run_id, backbones, head="dense", views=("original", "hflip"), weights="imagenet"):
-    run = RunRecord(run_id=run_id, config={"weights": weights, "image_size": None, "resize": "squash"},
-                    competition="c", data_fingerprint="f", image_keys={}, classes=["a"], id_column="id",
-                    submission_columns=["id", "a"], train_ids=["t"], test_ids=["u"], train_paths=[], backbones=[])
-    entry = ModelRecord(f"{'+'.join(backbones)}__{head}", head, {}, list(backbones), 0.0, 0.0, 1.0, 0.0, False)
+    run = RunRecord(run_id=run_id, config=RunConfig(data="/c", weights=weights, resize="squash"),
+                    data_fingerprint="f", image_keys={}, classes=["a"], submission_columns=["id", "a"],
+                    train_ids=["t"], test_ids=["u"], train_paths=[], test_paths=[], backbones=[])
+    entry = ModelRecord(f"{'+'.join(backbones)}__{head}", head, {}, list(backbones), Score(0.0, 0.0, 1.0, 0.0),
+                        False, "", "")
     ones = np.ones((len(views), 1, 1))
     return RunModel(run, entry, Predictions(list(views), ones, ones[:, None], np.zeros(1, int), np.zeros(1, int)))
 

