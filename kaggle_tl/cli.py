@@ -110,6 +110,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return resolve_config(config)
 
 
+def say_note(note: str, file=None) -> None:
+    """A note wrapped to the terminal's 120 columns (a long path alone on a line stays whole)."""
+    import textwrap
+
+    from kaggle_tl.tables import TERMINAL_WIDTH
+
+    print(textwrap.fill(f"note: {note}", TERMINAL_WIDTH, subsequent_indent="  ", break_long_words=False,
+                        break_on_hyphens=False), file=file or sys.stdout)
+
+
 def print_run(record, config: RunConfig) -> None:
     import pandas as pd
 
@@ -131,7 +141,7 @@ def print_run(record, config: RunConfig) -> None:
             print("\n".join("  " + line for line in wide.to_string().splitlines()))
         print(f"  submission: {entry.submission}")
     for note in record.notes:
-        print(f"note: {note}")
+        say_note(note)
     if record.plots:
         print("figures: " + "  ".join(str(record.plots_dir / name) for name in record.plots.values()))
     print("\ntimings (s): " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in record.timings.items() if k.endswith("_s")))
@@ -174,7 +184,7 @@ def _selected_models(args: argparse.Namespace) -> list:
     records, empty = with_models(records)
     models, damaged = load_models(records)
     for note in [*problems, *notes, *empty, *damaged]:
-        print(f"note: {note}", file=sys.stderr)
+        say_note(note, file=sys.stderr)
     if not models:
         where = " ".join(f"{flag} {value}" for flag, value in (("--data", args.data), ("--fingerprint", args.fingerprint))
                          if value)
@@ -192,8 +202,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     table = leaderboard_table(models, per_view=args.models)
     first = models[0].run
     runs = {m.run.run_id for m in models}
-    print(f"\nleaderboard: {len(runs)} run(s) on {first.competition} (data fingerprint {first.data_fingerprint}), "
-          "best CV log loss first")
+    print(f"\nleaderboard: {len(runs)} run(s) on {Path(first.competition).name} (data fingerprint "
+          f"{first.data_fingerprint}), best CV log loss first")
     columns = TERMINAL_COLUMNS if not args.models else [*TERMINAL_COLUMNS[:2], Column("view", lambda r: r.view,
                                                                                      align="<"), *TERMINAL_COLUMNS[2:]]
     print(terminal_text(table, columns))
@@ -225,7 +235,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
             records.setdefault(record.run_id, record)
         models, notes = load_models(list(records.values()))
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+        say_note(note, file=sys.stderr)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else None
     record = ensemble_models(models, strategies, args.submit, out_root=args.out or Path(args.runs_dir) / "ensembles",
                              submissions_dir=args.submissions_dir)
@@ -239,7 +249,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         Column("noise", lambda r: str(r.within_noise), align="<"),
         Column("description", lambda r: r.description, flexible=True, align="<")]))
     for note in record.notes:
-        print(f"note: {note}")
+        say_note(note)
     for name, path in record.submissions.items():
         print(f"submission ({name}): {path}")
     print(f"every column: {'  '.join(record.tables)}")
@@ -422,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     tidy.add_argument("--yes", action="store_true", help="remove the selected entries (default: only list them)")
 
     cache = command("cache", "cache tools: export a run's entries as a folder to attach to a Kaggle notebook",
-                    "Cache tools.", cmd_cache_export)
+                    "Cache tools: `kaggle-tl cache export OUT` copies the entries a run used into a folder to upload "
+                    "as a Kaggle dataset.", cmd_cache_export)
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
     export = cache_sub.add_parser("export", help="copy the cache entries a run used into a folder",
                                   description="Copy exactly the cache entries a run used (features and predictions) "

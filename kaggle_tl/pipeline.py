@@ -57,7 +57,10 @@ def model_name(config: RunConfig, head_name: str) -> str:
 
 
 def recipe(config: RunConfig, refs: list[BackboneRef], head_name: str) -> str:
-    """The model's settings in short, beyond its name: what two models that look alike differ in."""
+    """The model's settings in short, beyond its name: what two models that look alike differ in.
+
+    The head's changed parameters come first: the terminal cuts a long recipe at its end.
+    """
     parts = ["+".join(f"{r.input_size}px" for r in refs), config.resize]
     if tuple(config.views) != ("original", "hflip"):
         parts.append("views " + "+".join(config.views))
@@ -68,7 +71,7 @@ def recipe(config: RunConfig, refs: list[BackboneRef], head_name: str) -> str:
     defaults = {k: v for k, v in create_head(head_name).get_params().items() if k != "random_state"}
     changed = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                for k, v in config.head_params[head_name].items() if defaults.get(k) != v]
-    return " ".join(parts) + " | " + " ".join([head_name, *changed])
+    return " ".join([head_name, *changed]) + " | " + " ".join(parts)
 
 
 def run(config: RunConfig, *, new_run: bool = False, report: Report = log.info) -> RunRecord:

@@ -459,4 +459,4 @@ def test_an_identical_run_is_reused_and_a_flag_forces_a_new_one(tmp_path, no_plo
     assert forced.run_id != first.run_id and len(list_runs(config.runs_dir)[0]) == 2
     other = run(config.replace(head_params={"logreg": {"C": 0.02}}))
     assert other.run_id not in (first.run_id, forced.run_id)
-    assert RunRecord.load(other.run_dir).models[0].recipe.endswith("logreg C=0.02")
+    assert RunRecord.load(other.run_dir).models[0].recipe.startswith("logreg C=0.02 | ")
