@@ -134,12 +134,13 @@ def test_one_registry_contract_for_backbones_heads_and_strategies():
 
 
 def _commands(text: str) -> list[str]:
-    """Every `kaggle-tl ...` command line in a Markdown text (code blocks and inline code)."""
+    """Every `kaggle-tl ...` command line in a Markdown text: shell code blocks, and inline code with flags."""
     found = []
-    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S):
-        joined = block.replace("\\\n", " ")
-        found += [line.strip() for line in joined.splitlines() if line.strip().startswith("kaggle-tl ")]
-    found += [m for m in re.findall(r"`(kaggle-tl [^`]+)`", text)]
+    for language, block in re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M):
+        if language in ("", "bash", "sh", "console"):
+            joined = block.replace("\\\n", " ")
+            found += [line.strip() for line in joined.splitlines() if line.strip().startswith("kaggle-tl ")]
+    found += [m for m in re.findall(r"`(kaggle-tl [^`]+)`", text) if " --" in m]
     return found
 
 
@@ -149,7 +150,8 @@ def test_every_command_in_the_readme_and_docs_parses_with_the_current_cli():
     commands = [(doc.name, c) for doc in documents for c in _commands(doc.read_text(encoding="utf-8"))]
     assert len(commands) >= 15
     for doc, command in commands:
-        words = [w for w in shlex.split(command.split(" #")[0])[1:] if not w.startswith(("|", ">"))]
+        command = re.split(r";|\s(?:#|&&|\|\||\||>)\s", command)[0]  # the kaggle-tl part of a shell line
+        words = shlex.split(command)[1:]
         if "..." in command or "[" in command:
             continue  # a synopsis ([optional] parts, alternatives), not a command
         try:
