@@ -80,6 +80,8 @@ class Cache:
         self.layers = [Path(os.path.abspath(layer)) for layer in read_only]
         for layer in self.layers:
             check_layer(layer)
+        for kind in ("predictions", "figures", "models"):  # feature entries clean theirs when locked
+            remove_stale_temps(self.root / kind)
 
     # -- features ------------------------------------------------------------------------------
     def features(self, key: str, n_rows: int, dim: int, chunk_rows: int, info: dict | None = None) -> "FeatureEntry":

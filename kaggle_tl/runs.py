@@ -35,7 +35,7 @@ import pandas as pd
 from kaggle_tl import metrics
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.files import atomic_write_bytes, read_json, to_json
+from kaggle_tl.files import atomic_write_bytes, read_json, remove_stale_temps, to_json
 from kaggle_tl.metrics import Score
 
 SCHEMA_VERSION = 3
@@ -59,6 +59,9 @@ def claim_run_dir(parent: str | Path) -> Path:
     draws again instead of overwriting the first one's record.
     """
     Path(parent).mkdir(parents=True, exist_ok=True)
+    for folder in Path(parent).iterdir():  # temporaries of runs killed mid-write (kill -9 runs no `finally`)
+        if folder.is_dir():
+            remove_stale_temps(folder)
     while True:
         folder = Path(parent) / new_run_id()
         try:

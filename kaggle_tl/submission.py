@@ -13,7 +13,8 @@ import pandas as pd
 
 from kaggle_tl.competition import read_text_csv
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.files import atomic_write_bytes, disk_errors_as_one_line, ensure_writable, read_json, to_json
+from kaggle_tl.files import (atomic_write_bytes, disk_errors_as_one_line, ensure_writable, read_json,
+                             remove_stale_temps, to_json)
 from kaggle_tl.metrics import KAGGLE_EPS, Score, clip_proba, score
 
 ROW_SUM_TOLERANCE = 1e-6
@@ -86,6 +87,7 @@ def write_submission(frame: pd.DataFrame, sample: pd.DataFrame, directory: str |
     """
     validate_submission(frame, sample, id_column, source=stem)
     directory = Path(directory)
+    remove_stale_temps(directory)
     data = _csv_bytes(frame)
     for attempt in range(1000):
         path = directory / (f"{stem}.csv" if attempt == 0 else f"{stem}-{attempt}.csv")

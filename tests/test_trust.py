@@ -413,16 +413,19 @@ def test_stale_temporary_files_of_dead_processes_are_removed_by_the_next_run(tmp
 
     comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
     config = small_config(tmp_path, comp)
+    first = run(config)
     dead = 2**22 + 1  # above Linux's default pid_max: no such process
-    for folder in (tmp_path / "subs", tmp_path / "runs"):
-        folder.mkdir(parents=True)
+    folders = (tmp_path / "subs", tmp_path / "subs" / "comp", tmp_path / "runs", first.run_dir,
+               tmp_path / "cache" / "predictions", tmp_path / "cache" / "figures")
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / f".x.csv.{_host()}-{dead}-0123456789abcdef.tmp").write_text("left by a kill -9")
         (folder / f".y.csv.{_host()}-{os.getpid()}-0123456789abcdef.tmp").write_text("a live writer's")
-    run(config)
-    for folder in (tmp_path / "subs", tmp_path / "runs"):
+    (tmp_path / "cache" / "figures" / f".k.{_host()}-{dead}-0123456789abcdef.tmp").mkdir()  # a figures draft
+    run(config, new_run=True)
+    for folder in folders:
         left = sorted(p.name for p in folder.glob(".*"))
-        assert left == [f".y.csv.{_host()}-{os.getpid()}-0123456789abcdef.tmp"]
-    assert not list((tmp_path / "runs").glob("*/.*")) and not list((tmp_path / "subs").rglob(".*.tmp"))[1:]
+        assert left == [f".y.csv.{_host()}-{os.getpid()}-0123456789abcdef.tmp"], folder
 
 
 def test_offline_default_backbones_name_the_cause_and_leave_no_empty_cache_folders(tmp_path, capsys, monkeypatch):
