@@ -297,15 +297,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_cache_export(args: argparse.Namespace) -> int:
     from kaggle_tl.cache import Cache
-    from kaggle_tl.runs import RunRecord, list_runs, resolve_run_dir
+    from kaggle_tl.runs import chosen_run
 
-    if args.run:
-        record = RunRecord.load(resolve_run_dir(args.run, args.runs_dir))
-    else:
-        records, _ = list_runs(args.runs_dir)
-        if not records:
-            raise KaggleTLError(f"{args.runs_dir}: no runs to export the cache entries of; `kaggle-tl run` makes one")
-        record = records[-1]
+    record = chosen_run(args.run, args.runs_dir)
     cache = Cache(args.cache_dir or record.config.cache_dir, args.cache_from or record.config.cache_from)
     wanted = {kind: list(keys) for kind, keys in record.cache_entries.items()}
     copied = cache.export(wanted, args.out)
@@ -332,20 +326,11 @@ def _names(text: str | None) -> list[str]:
 
 def cmd_kernel(args: argparse.Namespace) -> int:
     from kaggle_tl.config import OPERATIONAL, PATH_SETTINGS
-    from kaggle_tl.kaggle import KERNEL_METADATA, write_kernel
-    from kaggle_tl.runs import RunRecord, list_runs, resolve_run_dir
+    from kaggle_tl.kaggle import write_kernel
+    from kaggle_tl.runs import chosen_run
 
-    if args.config:
-        config = resolve_config(RunConfig.from_toml(args.config))
-    else:
-        if args.run:
-            record = RunRecord.load(resolve_run_dir(args.run, args.runs_dir))
-        else:
-            records, _ = list_runs(args.runs_dir)
-            if not records:
-                raise KaggleTLError(f"{args.runs_dir}: no run to take the settings from; pass --run or --config")
-            record = records[-1]
-        config = record.config
+    config = resolve_config(RunConfig.from_toml(args.config)) if args.config else chosen_run(args.run,
+                                                                                             args.runs_dir).config
     # The notebook names its own folders and weights; the rest are the run's settings, so that the
     # cache keys of its features are those of the features dataset.
     settings = config.to_toml(leave_out=tuple({*PATH_SETTINGS, *OPERATIONAL} - {"batch_size", "decode_threads"})

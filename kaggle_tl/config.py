@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kaggle_tl.competition import Layout
 from kaggle_tl.engine import ENGINES
 from kaggle_tl.errors import KaggleTLError, did_you_mean
 from kaggle_tl.images import DEFAULT_RESIZE, RESIZE_POLICIES, VIEW_TRANSFORMS
@@ -52,12 +53,12 @@ class RunConfig:
     """Defaults are the mission: Xception + InceptionV3 at 299 px, flips, 5 folds, dense head."""
 
     data: str | None = None  # competition folder; None: the embedded demo (data/demo)
-    train_dir: str = "train"
-    test_dir: str = "test"
-    labels_csv: str = "labels.csv"
-    sample_submission: str = "sample_submission.csv"
-    id_column: str = "id"
-    label_column: str = "label"
+    train_dir: str = Layout.train_dir  # the folder's layout (competition.Layout's defaults)
+    test_dir: str = Layout.test_dir
+    labels_csv: str = Layout.labels_csv
+    sample_submission: str = Layout.sample_submission
+    id_column: str = Layout.id_column
+    label_column: str = Layout.label_column
 
     backbones: tuple[str, ...] | None = None  # None: xception + inception_v3 (the demo: efficientnet_lite0)
     image_size: int | None = None  # None: each backbone's native size (299 for the mission pair)

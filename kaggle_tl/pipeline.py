@@ -11,6 +11,7 @@ already computed is on the leaderboard.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -42,8 +43,7 @@ Report = Callable[[str], None]
 
 
 def layout_of(config: RunConfig) -> Layout:
-    return Layout(config.train_dir, config.test_dir, config.labels_csv, config.sample_submission, config.id_column,
-                  config.label_column)
+    return Layout(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Layout)})
 
 
 def backbone_refs(config: RunConfig) -> list[BackboneRef]:

@@ -335,6 +335,16 @@ def list_runs(runs_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
     return oldest_first(records), problems
 
 
+def chosen_run(run: str | Path | None, runs_dir: str | Path) -> RunRecord:
+    """The run ``run`` names (an id under ``runs_dir`` or a folder), or the newest one in ``runs_dir``."""
+    if run:
+        return RunRecord.load(resolve_run_dir(run, runs_dir))
+    records, _ = list_runs(runs_dir)
+    if not records:
+        raise KaggleTLError(f"{runs_dir}: no finished run; `kaggle-tl run` makes one (or pass --run / --runs-dir)")
+    return records[-1]
+
+
 def resolve_run_dir(run: str | Path, runs_dir: str | Path) -> Path:
     """A run folder from a run id (under ``runs_dir``) or a path to the folder itself."""
     for candidate in (Path(runs_dir) / str(run), Path(run)):
