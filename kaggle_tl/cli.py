@@ -32,7 +32,8 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--views", dict(help="comma-separated TTA views: original, hflip, vflip, rot90, rot180, rot270 "
                           "(default original,hflip)")),
     ("--resize", dict(help="pad | squash | crop: how images become the backbone's square input (default pad)")),
-    ("--runtime", dict(help="tensorflow | openvino: what runs the backbones (default tensorflow)")),
+    ("--runtime", dict(help="tensorflow | openvino: what runs the backbones (default: openvino when installed, "
+                            "else tensorflow)")),
     ("--precision", dict(help="fp32 | bf16 (bf16: openvino on a CPU with native bf16) (default fp32)")),
     ("--heads", dict(help="comma-separated heads: dense, svm, logreg (default dense)")),
     ("--head-param", dict(dest="head_param", action="append", metavar="HEAD.NAME=VALUE",
@@ -336,9 +337,12 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     settings = config.to_toml(leave_out=tuple({*PATH_SETTINGS, *OPERATIONAL} - {"batch_size", "decode_threads"})
                               + (("weights",) if args.weights_dataset else ()))
     run_arguments = [*(["--time-limit", f"{args.time_limit:g}"] if args.time_limit else [])]
+    extras = _names(args.extras)
+    if config.runtime == "openvino" and "openvino" not in extras:  # the features were made by OpenVINO: so here
+        extras.append("openvino")
     meta, script = write_kernel(args.out, args.competition, run_arguments, settings,
                                 args.id or f"{args.user}/kaggle-tl-{args.competition}", args.wheels_dataset,
-                                args.features_dataset, args.weights_dataset, _names(args.extras), args.gpu)
+                                args.features_dataset, args.weights_dataset, extras, args.gpu)
     print(f"{meta}\n{script}\npush it: kaggle kernels push -p {args.out}")
     return 0
 

@@ -65,7 +65,7 @@ class RunConfig:
     weights: str = "imagenet"  # imagenet | none | path to a weights file or folder
     views: tuple[str, ...] = ("original", "hflip")  # test-time augmentation views, each its own features
     resize: str = DEFAULT_RESIZE  # pad | squash | crop: how an image becomes the backbone's square input
-    runtime: str = "tensorflow"  # tensorflow | openvino: what runs the backbones
+    runtime: str | None = None  # tensorflow | openvino: what runs the backbones; None: openvino when installed
     precision: str = "fp32"  # fp32 | bf16 (openvino on a CPU with native bf16)
     heads: tuple[str, ...] = ("dense",)
     head_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # head name -> parameters
@@ -111,6 +111,8 @@ class RunConfig:
                                f"{did_you_mean(unknown[0], VIEWS) if unknown else ''}")
         for name, choices in (("resize", RESIZE_POLICIES), ("engine", ENGINES), ("runtime", RUNTIMES),
                               ("precision", PRECISIONS)):
+            if name == "runtime" and self.runtime is None:
+                continue
             if getattr(self, name) not in choices:
                 raise bad(name, f"must be one of {', '.join(choices)}{did_you_mean(getattr(self, name), choices)}")
         if not self.heads or len(set(self.heads)) != len(self.heads):
@@ -315,12 +317,13 @@ def resolve_config(config: RunConfig) -> RunConfig:
     - in a Kaggle notebook, output folders left at their defaults go under /kaggle/working, and the
       chosen model's submission to /kaggle/working/submission.csv;
     - every head's parameters filled in from its defaults and checked;
+    - the runtime: OpenVINO when installed (and no NVIDIA GPU), else TensorFlow;
     - each backbone checked (known name, image size not below its minimum), runtime and precision
       available on this machine.
     """
     from kaggle_tl.backbones import backbone_spec
     from kaggle_tl.heads import create_head
-    from kaggle_tl.runtimes import check_runtime
+    from kaggle_tl.runtimes import check_runtime, default_runtime
 
     changes: dict[str, Any] = {}
     if config.data is None:
@@ -346,6 +349,8 @@ def resolve_config(config: RunConfig) -> RunConfig:
         head = create_head(name, random_state=config.seed, **config.head_params.get(name, {}))
         params[name] = {k: v for k, v in head.get_params().items() if k != "random_state"}
     changes["head_params"] = params
+    if config.runtime is None:
+        changes["runtime"] = default_runtime()
     resolved = config.replace(**changes)
     if resolved.submit_model is not None:  # a head, or a model name "<backbones>__<head>"
         head = resolved.submit_model.rpartition("__")[2]

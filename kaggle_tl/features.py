@@ -44,9 +44,9 @@ EntryId = tuple[str, str, str]  # (backbone, view, output)
 
 def feature_key(image_key: str, ref: BackboneRef, view: str, output: str = "pooled") -> str:
     """Everything that determines one entry's numbers: images by content, backbone, weights by content,
-    size, resize policy, view, the output (stage) and the decoding version."""
+    size, resize policy, view, the output (stage), the runtime and precision, and the decoding version."""
     return cache_key(images=image_key, backbone=ref.name, weights=ref.weights_id, size=ref.input_size,
-                     resize=ref.resize, view=view, output=output, version=FEATURE_VERSION)
+                     resize=ref.resize, view=view, output=output, runtime=ref.runtime, version=FEATURE_VERSION)
 
 
 def outputs_of(ref: BackboneRef) -> list[tuple[str, int]]:
@@ -61,11 +61,16 @@ _BUILT: dict[tuple, object] = {}  # this process's models by identity: a worker 
 class BackboneBuilder:
     """Builds the backbones for registered names and user model files; picklable, for Dask workers.
 
-    It carries only the weights option ("imagenet", "none" or a path every worker also sees): each
-    process builds a model the first time a chunk needs it and keeps it for the next chunks.
+    It carries the weights option ("imagenet", "none" or a path every worker also sees), the runtime
+    and precision, and the cache folders (a converted model is kept in the cache's ``models/``):
+    each process builds a model the first time a chunk needs it and keeps it for the next chunks.
     """
 
     weights: str | None = "imagenet"
+    runtime: str = "tensorflow"
+    precision: str = "fp32"
+    cache_root: str | None = None  # where converted models are kept (None: converted in memory each time)
+    cache_from: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.weights not in (None, "imagenet", "none"):  # a path: workers may run in another folder
@@ -77,10 +82,29 @@ class BackboneBuilder:
 
         import_tensorflow()  # quietly, in a Dask worker too
         for ref in refs:
-            if (ref, self.weights) not in _BUILT:
-                log.info("building %s (weights=%s, %d px)", ref.name, self.weights, ref.input_size)
-                _BUILT[ref, self.weights] = create_backbone(ref.name, self.weights, ref.input_size)
-        return {ref.name: _BUILT[ref, self.weights] for ref in refs}
+            if (ref, self) not in _BUILT:
+                log.info("building %s (weights=%s, %d px, %s %s)", ref.name, self.weights, ref.input_size,
+                         self.runtime, self.precision)
+                backbone = create_backbone(ref.name, self.weights, ref.input_size)
+                if self.runtime != "tensorflow":
+                    backbone = backbone.on(self.runtime, self.precision, self._converted_dir(ref), _threads())
+                _BUILT[ref, self] = backbone
+        return {ref.name: _BUILT[ref, self] for ref in refs}
+
+    def _converted_dir(self, ref: BackboneRef) -> Path | None:
+        from kaggle_tl.runtimes import ir_key_parts
+
+        if self.cache_root is None:
+            return None
+        key = cache_key(backbone=ref.name, weights=ref.weights_id, size=ref.input_size, outputs=outputs_of(ref),
+                        **ir_key_parts())
+        return Cache(self.cache_root, self.cache_from).model_dir(key)
+
+
+def _threads() -> int | None:
+    """The threads a runtime may use: OMP_NUM_THREADS where set (a Dask worker's one), else every core."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from kaggle_tl.features import (BackboneBuilder, FeaturePlan, Features, check_me
 from kaggle_tl.files import ensure_writable, temp_path
 from kaggle_tl.heads import create_head
 from kaggle_tl.plots import plot_report
+from kaggle_tl.runtimes import runtime_id
 from kaggle_tl.runs import ModelRecord, Predictions, RunRecord, claim_run_dir, list_runs, package_versions
 from kaggle_tl.submission import (SubmissionInfo, build_submission, check_submission_file, submission_folder,
                                   write_submission, write_submission_file)
@@ -48,7 +49,8 @@ def layout_of(config: RunConfig) -> Layout:
 
 def backbone_refs(config: RunConfig) -> list[BackboneRef]:
     """Each backbone's feature identity: nothing is built for a registered backbone."""
-    return [backbone_spec(name).identity(config.weights, config.image_size, config.resize)
+    runtime = runtime_id(config.runtime, config.precision)
+    return [backbone_spec(name).identity(config.weights, config.image_size, config.resize, runtime)
             for name in config.backbones]
 
 
@@ -66,7 +68,7 @@ def recipe(config: RunConfig, refs: list[BackboneRef], head_name: str) -> str:
         parts.append("views " + "+".join(config.views))
     if config.weights != "imagenet":
         parts.append(f"weights {Path(config.weights).name}")
-    if (config.runtime, config.precision) != ("tensorflow", "fp32"):
+    if config.precision != "fp32":  # OpenVINO fp32 and TensorFlow differ in the last bits only
         parts.append(f"{config.runtime} {config.precision}")
     defaults = {k: v for k, v in create_head(head_name).get_params().items() if k != "random_state"}
     changed = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -140,7 +142,8 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], i
          started: float) -> RunRecord:
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    build = BackboneBuilder(config.weights)  # picklable: each Dask worker builds a model once
+    # Picklable: each Dask worker builds a model once.
+    build = BackboneBuilder(config.weights, config.runtime, config.precision, str(cache.root), tuple(config.cache_from))
     splits = {"train": (competition.train_paths, image_keys["train"]),
               "test": (competition.test_paths, image_keys["test"])}
     with FeaturePlan(cache, splits, refs, config.views, info={"data": competition.root.name}) as plan:
@@ -240,7 +243,8 @@ def _announce(plan: FeaturePlan, config: RunConfig, build: BackboneBuilder, repo
     per_image = seconds_per_image(build, plan.refs_to_compute(), config.views, sample, config.batch_size,
                                   config.decode_threads)
     minutes = per_image * images / 60
-    report(f"{line}; estimated {minutes:.1f} min at {1 / per_image:.1f} images/s, measured here")
+    duration = f"{minutes:.1f} min" if minutes >= 1 else f"{minutes * 60:.0f} s"
+    report(f"{line}; estimated {duration} at {1 / per_image:.1f} images/s, measured here")
     if config.time_limit is not None and minutes > config.time_limit:
         raise KaggleTLError(f"setting time_limit: extraction is estimated at {minutes:.1f} min, over the "
                             f"{config.time_limit:g} min limit ({images} images, {passes} passes at "

@@ -11,6 +11,7 @@ never does.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -31,6 +32,19 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 features giving OpenVINO nat
 IR_NAME = "model.xml"  # in ir_dir, beside model.bin
 
 Features = Callable[[np.ndarray], "list[np.ndarray]"]
+
+
+def default_runtime() -> str:
+    """OpenVINO where it is installed and no NVIDIA GPU is visible, else TensorFlow.
+
+    OpenVINO fp32 gives TensorFlow's features (relative difference ~3e-6) 2-2.5x faster on the
+    CPUs measured (BENCHMARKS.md); on an NVIDIA GPU, TensorFlow's CUDA build is the fast path.
+    Asked without importing either.
+    """
+    if importlib.util.find_spec("openvino") is None:
+        return "tensorflow"
+    gpu = Path("/proc/driver/nvidia/gpus").is_dir() and os.environ.get("CUDA_VISIBLE_DEVICES", "x") not in ("", "-1")
+    return "tensorflow" if gpu else "openvino"
 
 
 def check_runtime(runtime: str, precision: str) -> None:
@@ -79,6 +93,14 @@ def compile_backbone(model, input_size: int, preprocess: Callable[[np.ndarray], 
     if runtime == "tensorflow":
         return _tensorflow_features(model, preprocess)
     return _openvino_features(model, input_size, preprocess, precision, ir_dir, threads)
+
+
+IR_FORMAT = 1  # bump when the conversion changes (the graph converted, its inputs or outputs)
+
+
+def ir_key_parts() -> dict[str, str]:
+    """What a converted model depends on besides the backbone's identity: the converter's and its inputs' versions."""
+    return {"format": str(IR_FORMAT), **{name: metadata.version(name) for name in ("openvino", "tensorflow", "keras")}}
 
 
 def _tensorflow_features(model, preprocess) -> Features:
@@ -167,9 +189,9 @@ class _BatchRunner:
         self.parts[start] = [request.get_output_tensor(i).data.copy() for i in range(self.n_outputs)]
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
-        # In numpy, as for TensorFlow, on a copy (preprocess_input works in place). Folding it into
-        # the graph (uint8 input) would save at most this copy and scaling: 0.08 ms of 5-12 ms per
-        # image at 224 px (Lite0, bf16-fp32; benchmarks/runtimes.py), and a graph per preprocessing.
+        # In numpy on a copy, exactly as for TensorFlow (preprocess_input works in place). Folded
+        # into the graph instead (uint8 input, PrePostProcessor), the same features came out
+        # (bit-identical for Lite0) but no faster: within +-6% CPU per image, either way by run.
         x = self.preprocess(images.astype(np.float32, copy=True))
         self.parts.clear()
         # At least one part per request (stream), so that every core has work.

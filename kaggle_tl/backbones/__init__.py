@@ -36,6 +36,7 @@ from kaggle_tl.backbones.digest import file_digest
 from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.images import DEFAULT_RESIZE, check_resize
 from kaggle_tl.registry import Registry
+from kaggle_tl.runtimes import compile_backbone
 
 Builder = Callable[[object, int], object]
 Preprocess = Callable[[np.ndarray], np.ndarray]
@@ -63,25 +64,33 @@ class BackboneRef:
     input_size: int
     dim: int
     resize: str = DEFAULT_RESIZE
+    runtime: str = "tensorflow"  # runtimes.runtime_id: what runs the model, where that changes the numbers
 
 
 class Backbone:
-    """A built backbone: ``features(images)`` turns uint8 RGB images into pooled features."""
+    """A built backbone: ``features(images)`` turns uint8 RGB images into pooled features.
+
+    It runs on TensorFlow as built; ``on(runtime, ...)`` gives the same backbone on another runtime.
+    """
 
     def __init__(self, name: str, model, preprocess: Preprocess, input_size: int, dim: int, weights_id: str):
         self.name, self.model, self.preprocess = name, model, preprocess
         self.input_size, self.dim = input_size, dim
         self.weights_id = weights_id  # what the cache key and the run record call these weights
+        self._run = compile_backbone(model, input_size, preprocess, "tensorflow", "fp32", None)
+
+    def on(self, runtime: str, precision: str, ir_dir: Path | None, threads: int | None = None) -> "Backbone":
+        """This backbone run by ``runtime`` at ``precision`` (OpenVINO: converted once, kept in ``ir_dir``)."""
+        other = Backbone.__new__(Backbone)
+        other.__dict__.update(self.__dict__)
+        other._run = compile_backbone(self.model, self.input_size, self.preprocess, runtime, precision, ir_dir,
+                                      threads)
+        return other
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 RGB at ``input_size`` -> (N, dim) float32 pooled features."""
-        # preprocess_input works in place on float arrays: always hand it a fresh copy so the
-        # caller's array (from which the other views are made) is never touched.
-        x = self.preprocess(images.astype(np.float32, copy=True))
-        # predict_on_batch runs Keras' compiled predict step: 1.0-2.1x (median 1.47x) faster than
-        # an eager model(x) call on 2 CPU cores (benchmarks/extract.py).
-        out = self.model.predict_on_batch(x)
-        return np.asarray(out, dtype=np.float32).reshape(len(images), -1)
+        """(N, S, S, 3) uint8 RGB at ``input_size`` -> (N, dim) float32 pooled features (outputs concatenated)."""
+        outputs = self._run(images)
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=1)
 
 
 @dataclass(frozen=True)
@@ -112,16 +121,16 @@ class BackboneSpec:
         resolved = resolve_weights(weights, self.pretrained.weights_file, self.name)
         return self.pretrained.locate() if resolved == "imagenet" else resolved
 
-    def identity(self, weights: object = "imagenet", image_size: int | None = None,
-                 resize: str = DEFAULT_RESIZE) -> BackboneRef:
-        """The BackboneRef of its features: weights by content, size, resize policy, dim.
+    def identity(self, weights: object = "imagenet", image_size: int | None = None, resize: str = DEFAULT_RESIZE,
+                 runtime: str = "tensorflow") -> BackboneRef:
+        """The BackboneRef of its features: weights by content, size, resize policy, dim, runtime id.
 
         Builds nothing, unless imagenet weights are not yet in Keras' cache: then they are fetched
         now (a network is needed for them anyway), before any image is read.
         """
         check_resize(resize)
         size = self.check_size(image_size)
-        return BackboneRef(self.name, _weights_id(self.weights_path(weights)), size, self.dim, resize)
+        return BackboneRef(self.name, _weights_id(self.weights_path(weights)), size, self.dim, resize, runtime)
 
     def __call__(self, weights: object = "imagenet", input_size: int | None = None) -> Backbone:
         """Build it. ``weights``: "imagenet", "none"/None, a file or a folder holding the backbone's file."""
@@ -237,15 +246,15 @@ class UserModelSpec:
             self._loaded["model"] = build_user_model(self.path, self.name.partition(":")[2] or None)
         return self._loaded["model"]
 
-    def identity(self, weights: object = "imagenet", image_size: int | None = None,
-                 resize: str = DEFAULT_RESIZE) -> BackboneRef:
+    def identity(self, weights: object = "imagenet", image_size: int | None = None, resize: str = DEFAULT_RESIZE,
+                 runtime: str = "tensorflow") -> BackboneRef:
         """Loads the file: only it knows its input size and feature dim."""
         check_resize(resize)
         _, size, dim = self._load()
         if image_size is not None and image_size != size:
             raise KaggleTLError(f"setting image_size: {self.path} takes {size} px images (fixed by the model "
                                 f"file), got {image_size}; leave image_size unset for a user model")
-        return BackboneRef(self.name, _weights_id(os.path.abspath(self.path)), size, dim, resize)
+        return BackboneRef(self.name, _weights_id(os.path.abspath(self.path)), size, dim, resize, runtime)
 
     def __call__(self, weights: object = "imagenet", input_size: int | None = None) -> Backbone:
         model, size, dim = self._load()
