@@ -35,8 +35,8 @@ def main() -> None:
         head = create_head("dense", random_state=42, early_stopping=mode)
         t = time.perf_counter()
         scores = cross_validate(head, train, test, y, folds, int(y.max()) + 1).score()
-        rows.append({"early_stopping": mode, "cv_logloss": round(scores["logloss"], 4),
-                     "logloss_se": round(scores["logloss_se"], 4), "cv_accuracy": round(scores["accuracy"], 4),
+        rows.append({"early_stopping": mode, "cv_logloss": round(scores.logloss, 4),
+                     "logloss_se": round(scores.logloss_se, 4), "cv_accuracy": round(scores.accuracy, 4),
                      "seconds_10_fits": round(time.perf_counter() - t, 1), "load": load_line()})
     print_table(rows, title="dense head, 5 folds x 2 views")
 

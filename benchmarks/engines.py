@@ -60,8 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def extraction_worker(engine_kind: str, paths: list[str], options: dict) -> dict:
     """One extraction into a fresh cache, timed from before TensorFlow or Dask is imported."""
     started = time.perf_counter()
-    from kaggle_tl.backbones import backbone_identity
-    from kaggle_tl.cache import FeatureCache
+    from kaggle_tl.backbones import backbone_spec
+    from kaggle_tl.cache import Cache
     from kaggle_tl.engine import Engine
     from kaggle_tl.features import DEFAULT_CHUNK_ROWS, BackboneBuilder, extract_features
 
@@ -78,7 +78,9 @@ def extraction_worker(engine_kind: str, paths: list[str], options: dict) -> dict
     clock.addHandler(ChunkClock(logging.DEBUG))
     clock.propagate = False  # its DEBUG lines are for the clock, not the table
     load_before = os.getloadavg()[0]
-    ref = backbone_identity(options["backbone"], options["weights"], options["image_size"], options.get("resize", "pad"))
+    # TensorFlow, explicitly: what this benchmark has always measured (RunConfig's default is now openvino).
+    ref = backbone_spec(options["backbone"]).identity(options["weights"], options["image_size"],
+                                                      options.get("resize", "pad"), runtime="tensorflow")
     cache = Path(tempfile.mkdtemp(prefix="dist-bench-", dir=common.BENCH_DIR))
     try:
         with Engine(engine_kind) as engine:
@@ -90,12 +92,12 @@ def extraction_worker(engine_kind: str, paths: list[str], options: dict) -> dict
             else:
                 workers = 1
             features = extract_features([Path(p) for p in paths], f"bench-{len(paths)}", [ref], options["views"],
-                                        FeatureCache(cache), BackboneBuilder(options["weights"]),
+                                        Cache(cache), BackboneBuilder(options["weights"], runtime="tensorflow"),
                                         batch_size=options["batch_size"], threads=options["decode_threads"],
                                         chunk_rows=options["chunk_rows"] or DEFAULT_CHUNK_ROWS, engine=engine)
             wall = time.perf_counter() - started
             peak_rss = common.peak_rss_mib()  # before the digests below read the features into memory
-        digests = {view: hashlib.sha1(features[ref.name, view].tobytes()).hexdigest()[:16]
+        digests = {view: hashlib.sha1(features.arrays[ref.name, view].tobytes()).hexdigest()[:16]
                    for view in options["views"]}
     finally:
         shutil.rmtree(cache, ignore_errors=True)

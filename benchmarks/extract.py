@@ -117,7 +117,7 @@ def model_alone(backbone, images, repeats: int) -> dict[str, float]:
     """(a): images/s of the model on one preloaded, preprocessed batch, 2 warm-up calls excluded."""
     import numpy as np
 
-    x = backbone.spec.preprocess(images.astype(np.float32))
+    x = backbone.preprocess(images.astype(np.float32))
     calls = {"model_call": lambda: np.asarray(backbone.model(x, training=False)),
              "predict_on_batch": lambda: np.asarray(backbone.model.predict_on_batch(x))}
     out = {}
@@ -136,19 +136,21 @@ def extraction(backbone, paths, batch_size: int, threads: int, compiled: bool = 
 
     ``compiled``: feed extract_features a CompiledCall wrapper instead (the proposed change).
     """
-    from kaggle_tl.cache import FeatureCache
-    from kaggle_tl.features import BackboneRef, extract_features
+    from kaggle_tl.backbones import BackboneRef
+    from kaggle_tl.cache import Cache
+    from kaggle_tl.features import extract_features
 
-    ref = BackboneRef(backbone.name, backbone.weights_id, backbone.input_size, backbone.dim)
+    # The backbone is built by create_backbone: TensorFlow, which the ref's runtime says.
+    ref = BackboneRef(backbone.name, backbone.weights_id, backbone.input_size, backbone.dim, runtime="tensorflow")
     common.BENCH_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=common.BENCH_DIR, prefix="extract-cache-") as tmp:
         start = time.perf_counter()
         # The backbone is built once outside: model construction is not extraction throughput.
-        features = extract_features(paths, "bench", [ref], VIEWS, FeatureCache(tmp),
+        features = extract_features(paths, "bench", [ref], VIEWS, Cache(tmp),
                                     lambda refs: {backbone.name: CompiledCall(backbone) if compiled else backbone},
                                     batch_size=batch_size, threads=threads)
         elapsed = time.perf_counter() - start
-        assert all(f.shape == (len(paths), backbone.dim) for f in features.values())
+        assert all(f.shape == (len(paths), backbone.dim) for f in features.arrays.values())
     return len(paths) * len(VIEWS) / elapsed
 
 
@@ -165,7 +167,7 @@ class CompiledCall:
     def features(self, images):
         import numpy as np
 
-        x = self.backbone.spec.preprocess(images.astype(np.float32, copy=True))
+        x = self.backbone.preprocess(images.astype(np.float32, copy=True))
         return np.asarray(self.backbone.model.predict_on_batch(x), dtype=np.float32).reshape(len(images), -1)
 
 
@@ -205,12 +207,13 @@ def main(argv=None) -> int:
     import tensorflow  # noqa: F401  - imported first so that machine_info() reports its thread pools
 
     from kaggle_tl.backbones import create_backbone
-    from kaggle_tl.competition import read_competition
+    from kaggle_tl.competition import Layout, usable_competition
     from kaggle_tl.config import RunConfig
 
     configure_threads(args)
     root = common.extract_archive(args.data_archive)
-    all_paths = read_competition(RunConfig(data=str(root))).train_paths
+    defaults = RunConfig()
+    all_paths = usable_competition(root, Layout(), defaults.folds, defaults.skip_bad_train_images).train_paths
     paths = all_paths[:args.images]
     sweep_paths = all_paths[:args.sweep_images]
     machine = {**common.machine_info(), **common.code_version()}

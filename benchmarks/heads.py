@@ -125,8 +125,8 @@ def time_head(factory, passes_validation: bool, features_by_view: dict, y: np.nd
     fits = len(epochs)
     return {"fits": fits, "wall_s": wall, "cpu_s": cpu, "wall_s_10_fits": wall * 10 / fits,
             "cpu_s_10_fits": cpu * 10 / fits, "est": "" if fits == 10 else "est.",
-            "cv_logloss": scores["logloss"], "accuracy": scores["accuracy"],
-            "logloss_view1": first["logloss"], "accuracy_view1": first["accuracy"], "mean_epochs": float(np.mean(epochs))}
+            "cv_logloss": scores.logloss, "accuracy": scores.accuracy,
+            "logloss_view1": first.logloss, "accuracy_view1": first.accuracy, "mean_epochs": float(np.mean(epochs))}
 
 
 def thread_settings() -> str:

@@ -4,13 +4,13 @@
 Every measurement runs in a fresh Python process (spawn), so its peak RSS
 (``resource.getrusage(...).ru_maxrss``) is its own. Three parts, all run by default:
 
-  extraction  kaggle_tl's feature step as ``pipeline.run`` does it (``features_for``: read the
-              competition, decode, resize, both views, cache, then the per-view arrays the heads
-              get) on cifar10-small (7,000 images) and on cifar10 (60,000; ``--large-limit`` for a
-              subset). Target: peak RSS of the larger <= 1.5 x the smaller. Default backbone:
-              efficientnet_lite0 at 64 px (``--image-size``) so that 60,000 images take minutes,
-              not hours on 2 cores; the model's own memory at 64 px is small, so what grows with
-              the image count shows more, not less, than at 224 px.
+  extraction  kaggle_tl's feature step as ``pipeline.run`` does it (read the competition, then a
+              ``FeaturePlan`` of both splits: decode, resize, both views, cache, then the per-view
+              arrays the heads get), on TensorFlow, on cifar10-small (7,000 images) and on cifar10
+              (60,000; ``--large-limit`` for a subset). Target: peak RSS of the larger <= 1.5 x
+              the smaller. Default backbone: efficientnet_lite0 at 64 px (``--image-size``) so that
+              60,000 images take minutes, not hours on 2 cores; the model's own memory at 64 px is
+              small, so what grows with the image count shows more, not less, than at 224 px.
   model       one batch (``--batch-size``) through the backbone at its native size, called as
               kaggle_tl's ``Backbone.features`` does (``model(x)``, eager) and compiled
               (``predict_on_batch``): the constant part of the extraction's memory.
@@ -72,19 +72,31 @@ def limited(archive: str, n_train: int | None) -> Path:
 
 # -- extraction ---------------------------------------------------------------------------------------
 def extraction_worker(config_values: dict) -> dict:
-    """features_for() on a fresh cache, as pipeline.run calls it; RSS before and at peak."""
+    """The features of both splits on a fresh cache, as pipeline.run computes them; RSS before and at peak."""
     common.quiet_logs()
     import tensorflow  # noqa: F401
 
-    from kaggle_tl.competition import read_competition
+    from kaggle_tl.cache import Cache
+    from kaggle_tl.competition import image_set_key, usable_competition
     from kaggle_tl.config import RunConfig
-    from kaggle_tl.pipeline import backbone_refs, features_for
+    from kaggle_tl.features import BackboneBuilder, FeaturePlan
+    from kaggle_tl.pipeline import backbone_refs, layout_of
 
     config = RunConfig.from_dict(config_values)
-    competition = read_competition(config)
+    competition = usable_competition(config.data, layout_of(config), config.folds, config.skip_bad_train_images)
+    refs = backbone_refs(config)
     rss_before = common.current_rss_mib()
     start = time.perf_counter()
-    train_by_view, test_by_view, _ = features_for(competition, config, backbone_refs(config))
+    # pipeline._run's feature step: one plan of both splits, one builder, then the per-view arrays.
+    cache = Cache(config.cache_dir, config.cache_from)
+    build = BackboneBuilder(config.weights, config.runtime, config.precision, str(cache.root), tuple(config.cache_from))
+    splits = {split: (paths, image_set_key(paths))
+              for split, paths in (("train", competition.train_paths), ("test", competition.test_paths))}
+    with FeaturePlan(cache, splits, refs, config.views, info={"data": competition.root.name}) as plan:
+        features = plan.extract(build, config.batch_size, config.decode_threads)
+    names = [r.name for r in refs]
+    train_by_view = features["train"].by_view(names, config.views)
+    test_by_view = features["test"].by_view(names, config.views)
     wall = time.perf_counter() - start
     feature_bytes = sum(a.nbytes for arrays in (train_by_view, test_by_view) for a in arrays.values())
     return {"images": len(competition.train_paths) + len(competition.test_paths), "wall_s": wall,
@@ -101,8 +113,9 @@ def measure_extraction(args: argparse.Namespace) -> list[dict]:
         root = limited(archive, limit)
         common.BENCH_DIR.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=common.BENCH_DIR, prefix="memory-cache-") as cache:
+            # runtime="tensorflow": what this benchmark measured (the default is now openvino where installed).
             config = RunConfig(data=str(root), backbones=(args.backbone,), weights=args.weights,
-                               image_size=args.image_size, batch_size=args.batch_size,
+                               image_size=args.image_size, runtime="tensorflow", batch_size=args.batch_size,
                                decode_threads=args.decode_threads, cache_dir=cache)
             print(f"extraction, {label}: {root} ...", flush=True)
             result = common.in_fresh_process(extraction_worker, config.to_dict())
@@ -123,8 +136,8 @@ def model_call_worker(backbone_name: str, weights: str, batch_size: int, call: s
 
     backbone = create_backbone(backbone_name, weights)
     rng = np.random.default_rng(0)
-    x = backbone.spec.preprocess(rng.integers(0, 256, (batch_size, backbone.input_size, backbone.input_size, 3))
-                                 .astype(np.float32))
+    x = backbone.preprocess(rng.integers(0, 256, (batch_size, backbone.input_size, backbone.input_size, 3))
+                            .astype(np.float32))
     rss_before = common.current_rss_mib()
     for _ in range(3):
         np.asarray(backbone.model(x, training=False) if call == "model(x)" else backbone.model.predict_on_batch(x))
@@ -148,19 +161,21 @@ def features_worker(root: str, weights: str, cache_dir: str) -> dict:
     import tensorflow  # noqa: F401
 
     from kaggle_tl.backbones import create_backbone
-    from kaggle_tl.cache import FeatureCache
-    from kaggle_tl.competition import image_set_key, read_competition
+    from kaggle_tl.cache import Cache
+    from kaggle_tl.competition import image_set_key, usable_competition
     from kaggle_tl.config import RunConfig
     from kaggle_tl.features import extract_features
-    from kaggle_tl.pipeline import backbone_refs
+    from kaggle_tl.pipeline import backbone_refs, layout_of
 
-    config = RunConfig(data=root, backbones=("efficientnet_lite0",), weights=weights, views=("original",))
-    competition = read_competition(config)
+    # runtime="tensorflow": the refs must say what builds the features here (create_backbone: TensorFlow).
+    config = RunConfig(data=root, backbones=("efficientnet_lite0",), weights=weights, views=("original",),
+                       runtime="tensorflow")
+    competition = usable_competition(config.data, layout_of(config), config.folds, config.skip_bad_train_images)
     refs = backbone_refs(config)
     features = extract_features(competition.train_paths, image_set_key(competition.train_paths), refs, ["original"],
-                                FeatureCache(cache_dir),
+                                Cache(cache_dir),
                                 lambda needed: {r.name: create_backbone(r.name, weights) for r in needed})
-    return {"features": str(features[("efficientnet_lite0", "original")].filename), "y": competition.y}
+    return {"features": str(features.arrays[("efficientnet_lite0", "original")].filename), "y": competition.y}
 
 
 def make_estimator(name: str, seed: int):

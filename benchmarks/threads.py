@@ -64,7 +64,7 @@ def main() -> None:
             reference = reference or preds
             score = preds.score()
             rows.append({"head": head_name, "jobs": n_jobs, "blas_threads": blas, "seconds_10_fits": round(seconds, 2),
-                         "cv_logloss": round(score["logloss"], 4), "same_predictions": same, "load": load_line()})
+                         "cv_logloss": round(score.logloss, 4), "same_predictions": same, "load": load_line()})
     print_table(rows, title="10 fits (5 folds x 2 views) per variant")
     write_json(args.json, {"machine": info, "data": source, "rows": rows})
 
