@@ -32,7 +32,7 @@ def _full_columns(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.
 
 
 def _fit_fold(head, X: np.ndarray, X_test: np.ndarray, y: np.ndarray, folds: np.ndarray, k: int,
-              n_classes: int, blas_threads: int) -> tuple[np.ndarray, np.ndarray]:
+              n_classes: int, blas_threads: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Fit a clone of ``head`` on the rows outside fold k; predict fold k's rows and the test rows.
 
     The BLAS/OpenMP pools are capped for the fit: two fits each using every core's BLAS
@@ -49,7 +49,7 @@ def _fit_fold(head, X: np.ndarray, X_test: np.ndarray, y: np.ndarray, folds: np.
         model.fit(X[fit_rows], y[fit_rows], **extra)
         oof = _full_columns(model.predict_proba(X[val_rows]), model.classes_, n_classes)
         test = _full_columns(model.predict_proba(X_test), model.classes_, n_classes)
-    return oof, test
+    return oof, test, model.fitted_params() if hasattr(model, "fitted_params") else {}
 
 
 def cross_validate(head, train_by_view: dict[str, np.ndarray], test_by_view: dict[str, np.ndarray],
@@ -70,11 +70,14 @@ def cross_validate(head, train_by_view: dict[str, np.ndarray], test_by_view: dic
                                blas_threads) for v, k in tasks)
     oof = np.zeros((len(views), len(y), n_classes))
     test = np.zeros((len(views), n_folds, n_test, n_classes))
+    fitted: dict[str, np.ndarray] = {}  # what the fits chose, (views, folds) each
     results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
     with tqdm(total=len(tasks), desc=desc, unit="fit", disable=None, leave=False) as bar:
-        for (v, k), (oof_rows, test_rows) in zip(tasks, results):
+        for (v, k), (oof_rows, test_rows, chosen) in zip(tasks, results):
             oof[v, folds == k] = oof_rows
             test[v, k] = test_rows
+            for name, value in chosen.items():
+                fitted.setdefault(name, np.full((len(views), n_folds), np.nan))[v, k] = value
             bar.set_postfix_str(f"view {views[v]}, fold {k}")
             bar.update()
-    return Predictions(views, oof, test, folds, y)
+    return Predictions(views, oof, test, folds, y, fitted)

@@ -15,27 +15,35 @@ joblib workers; each is deterministic for a given ``random_state``.
 from __future__ import annotations
 
 import numbers
-import warnings
 from typing import Any, Callable
 
 import numpy as np
-import scipy.linalg
-import scipy.optimize
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import LabelEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, LabelEncoder
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.registry import Registry
+from kaggle_tl.svm import LinearSVM
+from kaggle_tl.transforms import make_transform
+from kaggle_tl.tuning import LinearSVMAutoC, LogisticRegressionAutoC
 
 # A parameter's rule: its type, a test of its value, and how the test reads in an error message.
-Rule = tuple[type, Callable[[Any], bool], str]
+Rule = tuple[Any, Callable[[Any], bool], str]
+
+
+def _valid_transform(spec: str) -> bool:
+    try:
+        make_transform(spec)
+    except KaggleTLError:
+        return False
+    return True
+
 
 _TYPE_TESTS: dict[type, tuple[Callable[[Any], bool], str]] = {
     # bool is an int in Python, but True as a C or an epoch count is a mistake in the config.
@@ -45,8 +53,18 @@ _TYPE_TESTS: dict[type, tuple[Callable[[Any], bool], str]] = {
     str: (lambda v: isinstance(v, str), "a string"),
 }
 _SEED_RULE: Rule = (int, lambda v: v >= 0, ">= 0")
+_TYPE_TESTS["auto"] = (lambda v: v == "auto" or _TYPE_TESTS[float][0](v), 'a number or "auto"')
+_C_RULE: Rule = ("auto", lambda v: v == "auto" or v > 0, '> 0 or "auto" (chosen per fold on an inner split)')
+_TRANSFORM_RULE: Rule = (str, _valid_transform, "a transform such as sqrt,standard (steps: sqrt, l2, standard, "
+                                                "pca_whiten(n); or none)")
 
 HEADS: Registry[type[Head]] = Registry("head")
+
+# Defaults by measurement (CV log loss, paired differences: BENCHMARKS.md "Better features"):
+LOGREG_C: float | str = "auto"
+SVM_C: float | str = 0.001
+LINEAR_TRANSFORM = "sqrt,standard"  # logreg and svm
+DENSE_TRANSFORM = "none"
 
 
 def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
@@ -93,6 +111,10 @@ class Head(ClassifierMixin, BaseEstimator):
     def describe_params(self) -> str:
         """Its parameters, for a message: 'l2=1e+300, dropout=0.5, ...'."""
         return ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if k != "random_state")
+
+    def fitted_params(self) -> dict[str, float]:
+        """What ``fit`` chose that a run records per fold and view (e.g. {"C": 0.0052} with C = "auto")."""
+        return {}
 
     def _check_params(self) -> None:
         for param, (kind, test, text) in self._param_rules.items():
@@ -149,14 +171,14 @@ class DenseHead(Head):
         "batch_size": (int, lambda v: v >= 1, ">= 1"),
         "learning_rate": (float, lambda v: v > 0, "> 0"),
         "l2": (float, lambda v: v >= 0, ">= 0"),
-        "standardize": (bool, lambda v: True, ""),
+        "transform": _TRANSFORM_RULE,
         "early_stopping": (str, lambda v: v in ("inner", "fold"), "'inner' or 'fold'"),
         "validation_fraction": (float, lambda v: 0 < v < 1, "in (0, 1)"),
         "random_state": _SEED_RULE,
     }
 
     def __init__(self, dropout: float = 0.5, max_epochs: int = 50, patience: int = 5, batch_size: int = 256,
-                 learning_rate: float = 1e-3, l2: float = 0.0, standardize: bool = False,
+                 learning_rate: float = 1e-3, l2: float = 0.0, transform: str = DENSE_TRANSFORM,
                  early_stopping: str = "inner", validation_fraction: float = 0.1, random_state: int = 0):
         self.dropout = dropout
         self.max_epochs = max_epochs
@@ -164,7 +186,7 @@ class DenseHead(Head):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.l2 = l2
-        self.standardize = standardize
+        self.transform = transform
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.random_state = random_state
@@ -180,8 +202,8 @@ class DenseHead(Head):
         X, y = check_X_y(X, y, dtype=np.float32)
         self.encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.encoder_.classes_
-        self.scaler_ = StandardScaler(with_mean=self.standardize, with_std=self.standardize).fit(X)
-        x_train, y_train = self.scaler_.transform(X).astype(np.float32, copy=False), self.encoder_.transform(y)
+        self.transform_ = _fitted_transform(self.transform, X)
+        x_train, y_train = self.transform_.transform(X).astype(np.float32, copy=False), self.encoder_.transform(y)
         rng = np.random.default_rng(self.random_state)
         val = self._fold_validation(validation_data) if self.uses_fold_for_early_stopping else None
         # No fold rows of a trained class (or "inner" mode): hold out part of the training rows.
@@ -203,7 +225,7 @@ class DenseHead(Head):
         known = np.isin(yv, self.classes_)
         if not known.any():
             return None
-        return self.scaler_.transform(xv[known]).astype(np.float32, copy=False), self.encoder_.transform(yv[known])
+        return self.transform_.transform(xv[known]).astype(np.float32, copy=False), self.encoder_.transform(yv[known])
 
     def _train(self, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray], rng: np.random.Generator):
         n_features, n_classes = x.shape[1], len(self.classes_)
@@ -252,8 +274,14 @@ class DenseHead(Head):
 
     def predict_proba(self, X):
         check_is_fitted(self, "coef_")
-        X = self.scaler_.transform(check_array(X, dtype=np.float32)).astype(np.float32, copy=False)
+        X = self.transform_.transform(check_array(X, dtype=np.float32)).astype(np.float32, copy=False)
         return _softmax((X @ self.coef_ + self.intercept_).astype(np.float64))
+
+
+def _fitted_transform(spec: str, X: np.ndarray):
+    """``make_transform(spec)`` fitted on X (a fold's training rows); "none" as an identity transformer."""
+    transform = make_transform(spec)
+    return (FunctionTransformer() if transform == "passthrough" else transform).fit(X)
 
 
 def _keep_mask(rng: np.random.Generator, shape: tuple[int, int], rate: float) -> np.ndarray:
@@ -299,99 +327,57 @@ def _inner_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray,
 
 
 class _PipelineHead(Head):
-    """A head whose fit() sets ``model_``, a fitted scikit-learn pipeline ending in a classifier."""
+    """A head whose fit() sets ``model_``: its ``transform`` (fitted on the rows given to fit only) and a
+    classifier, one scikit-learn pipeline, so every CV fold fits both on its own training rows."""
+
+    def _fit_pipeline(self, classifier, X, y):
+        self._check_params()
+        X, y = check_X_y(X, y, dtype=np.float32)
+        self.model_ = make_pipeline(make_transform(self.transform), classifier).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def fitted_params(self) -> dict[str, float]:
+        classifier = self.model_[-1]
+        return {"C": float(classifier.C_)} if hasattr(classifier, "C_") else {}
 
     def predict_proba(self, X):
         check_is_fitted(self, "model_")
         return self.model_.predict_proba(check_array(X, dtype=np.float32))
 
 
-class _LinearSVM(ClassifierMixin, BaseEstimator):
-    """LinearSVC's model — one-vs-rest, squared hinge, L2 penalty on weights and intercept — solved
-    for all classes at once by preconditioned L-BFGS on matrix products.
-
-    liblinear solves the classes one by one, a row at a time. On a 5,333 x 1280 calibration split of
-    CIFAR-10-small Lite0 features (10 classes, C=0.001, one thread, busy machine) it took 4.9-7.0 s
-    with dual=True and ~16 s with dual="auto" (its primal solver); plain L-BFGS 1.1 s (77 steps);
-    preconditioned, 0.44 s (17 steps), decision values within 2e-4 of liblinear's (scale ~3).
-    """
-
-    def __init__(self, C: float = 1.0, tol: float = 1e-5, max_iter: int = 1000):
-        self.C = C
-        self.tol = tol
-        self.max_iter = max_iter
-
-    def fit(self, X, y):
-        X, y = check_X_y(X, y, dtype=np.float32)
-        self.classes_, y_index = np.unique(y, return_inverse=True)
-        binary = len(self.classes_) == 2
-        columns = np.arange(1, 2) if binary else np.arange(len(self.classes_))  # binary: classes_[1] vs. rest
-        signs = np.where(y_index[:, None] == columns, 1.0, -1.0).astype(np.float32)
-        # liblinear's intercept: a constant feature (intercept_scaling=1) penalised like the weights.
-        x1 = np.hstack([X, np.ones((len(X), 1), np.float32)])
-        shape = (x1.shape[1], len(columns))
-        # Precondition with the Hessian the objective has while every row is inside the margin,
-        # I + 2C x1'x1 = LL' (shared by all classes): L-BFGS runs on V = L'W, where it is ~I. Its
-        # n d^2 + d^3/3 set-up pays only when rows outnumber features: on 160 x 1280, plain L-BFGS
-        # took 6.6 ms and preconditioned 68 ms.
-        chol = None
-        if len(x1) >= x1.shape[1]:
-            hessian = (x1.T @ x1).astype(np.float64) * (2 * self.C)
-            hessian[np.diag_indices_from(hessian)] += 1
-            chol = scipy.linalg.cholesky(hessian, lower=True)
-
-        def weights(v):
-            v = v.reshape(shape)
-            return v if chol is None else scipy.linalg.solve_triangular(chol, v, lower=True, trans="T")
-
-        def objective(v):
-            w = weights(v)
-            margin_loss = np.maximum(1 - signs * (x1 @ w.astype(np.float32)), 0)
-            loss = 0.5 * np.sum(w * w) + self.C * np.square(margin_loss, dtype=np.float64).sum()
-            grad = w - 2 * self.C * (x1.T @ (signs * margin_loss))
-            return loss, (grad if chol is None else scipy.linalg.solve_triangular(chol, grad, lower=True)).ravel()
-
-        result = scipy.optimize.minimize(objective, np.zeros(np.prod(shape)), jac=True, method="L-BFGS-B",
-                                         options={"maxiter": self.max_iter, "gtol": self.tol})
-        # L-BFGS-B also stops "ABNORMAL" when float32 round-off leaves its line search nothing to gain:
-        # in 1 of 30 CIFAR fits, with decision values then within 2.5e-3 of liblinear's. Not a failure.
-        if result.nit >= self.max_iter:
-            warnings.warn(f"linear SVM: L-BFGS stopped after max_iter={self.max_iter} steps before converging",
-                          ConvergenceWarning)
-        w = weights(result.x)
-        self.coef_, self.intercept_ = w[:-1].T, w[-1]
-        self.n_iter_ = result.nit
-        return self
-
-    def decision_function(self, X):
-        scores = check_array(X, dtype=np.float32) @ self.coef_.T + self.intercept_
-        return scores.ravel() if scores.shape[1] == 1 else scores
-
-
 @register_head("svm")
 class SVMHead(_PipelineHead):
-    """Linear SVM with Platt-scaled probabilities, on standardised features.
+    """Linear SVM with Platt-scaled probabilities, on transformed features.
 
-    C=0.001 by measurement on CIFAR-10-small Lite0 features (log loss 0.760 vs. 0.899 at 0.01).
-    kernel="linear" (default): LinearSVC's model solved by `_LinearSVM`, inside
+    kernel="linear" (default): LinearSVC's model solved by `LinearSVM`, inside
     CalibratedClassifierCV(method="sigmoid", cv=3) — memory linear in the rows, plus a features x
-    features matrix. kernel="rbf" (or
-    another libsvm kernel): SVC(probability=True), whose internal 5-fold Platt scaling needs the
-    O(n^2) kernel matrix: fine for a few thousand rows only; ``random_state`` seeds it.
+    features matrix. ``C = "auto"`` chooses C per fold on an inner split of its training rows
+    (``tuning.LinearSVMAutoC``). kernel="rbf" (or another libsvm kernel): SVC(probability=True),
+    whose internal 5-fold Platt scaling needs the O(n^2) kernel matrix: fine for a few thousand rows
+    only; ``random_state`` seeds it.
     """
 
     _param_rules = {
-        "C": (float, lambda v: v > 0, "> 0"),
+        "C": _C_RULE,
         "kernel": (str, lambda v: v in ("linear", "rbf", "poly", "sigmoid"), "one of linear, rbf, poly, sigmoid"),
         "calibration_folds": (int, lambda v: v >= 2, ">= 2"),
+        "transform": _TRANSFORM_RULE,
         "random_state": _SEED_RULE,
     }
 
-    def __init__(self, C: float = 0.001, kernel: str = "linear", calibration_folds: int = 3, random_state: int = 0):
+    def __init__(self, C: float | str = SVM_C, kernel: str = "linear", calibration_folds: int = 3,
+                 transform: str = LINEAR_TRANSFORM, random_state: int = 0):
         self.C = C
         self.kernel = kernel
         self.calibration_folds = calibration_folds
+        self.transform = transform
         self.random_state = random_state
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.C == "auto" and self.kernel != "linear":
+            raise KaggleTLError(f'head_params.svm.C: "auto" is for kernel = "linear", got kernel {self.kernel!r}')
 
     def training_problem(self, min_class_rows: int) -> str | None:
         # Platt scaling fits on calibration_folds splits of a fold's training rows: each needs every class.
@@ -402,41 +388,41 @@ class SVMHead(_PipelineHead):
         return None
 
     def fit(self, X, y):
-        self._check_params()
-        X, y = check_X_y(X, y, dtype=np.float32)
-        if self.kernel == "linear":
-            svm = CalibratedClassifierCV(_LinearSVM(C=self.C), method="sigmoid", cv=self.calibration_folds)
-        else:
+        if self.kernel != "linear":
             svm = SVC(C=self.C, kernel=self.kernel, probability=True, random_state=self.random_state)
-        self.model_ = make_pipeline(StandardScaler(), svm).fit(X, y)
-        self.classes_ = self.model_.classes_
-        return self
+        elif self.C == "auto":
+            svm = LinearSVMAutoC(calibration_folds=self.calibration_folds, random_state=self.random_state)
+        else:
+            svm = CalibratedClassifierCV(LinearSVM(C=self.C), method="sigmoid", cv=self.calibration_folds)
+        return self._fit_pipeline(svm, X, y)
 
 
 @register_head("logreg")
 class LogRegHead(_PipelineHead):
-    """Multinomial logistic regression on standardised features (L2, lbfgs).
+    """Multinomial logistic regression (L2, lbfgs) on transformed features.
 
-    C=0.005 by measurement on CIFAR-10-small Lite0 features (log loss 0.652 at 0.003, 0.666 at
-    0.01, 0.787 at 0.05); picking C by inner CV (LogisticRegressionCV) cost 12x the time and did
-    worse on the held-out fold. Tiny data wants a larger C (the 240-row demo: best at 0.2).
+    ``C = "auto"`` chooses C per fold on a stratified 20% of its training rows, along a log grid
+    warm-started from strong to weak regularisation (``tuning.LogisticRegressionAutoC``), then
+    refits on all of them; the chosen C of every fold and view is in the run record.
     """
 
     _param_rules = {
-        "C": (float, lambda v: v > 0, "> 0"),
+        "C": _C_RULE,
         "max_iter": (int, lambda v: v >= 1, ">= 1"),
+        "transform": _TRANSFORM_RULE,
         "random_state": _SEED_RULE,
     }
 
-    def __init__(self, C: float = 0.005, max_iter: int = 1000, random_state: int = 0):
+    def __init__(self, C: float | str = LOGREG_C, max_iter: int = 1000, transform: str = LINEAR_TRANSFORM,
+                 random_state: int = 0):
         self.C = C
         self.max_iter = max_iter
+        self.transform = transform
         self.random_state = random_state
 
     def fit(self, X, y):
-        self._check_params()
-        X, y = check_X_y(X, y, dtype=np.float32)
-        self.model_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter,
-                                                                         random_state=self.random_state)).fit(X, y)
-        self.classes_ = self.model_.classes_
-        return self
+        if self.C == "auto":
+            classifier = LogisticRegressionAutoC(max_iter=self.max_iter, random_state=self.random_state)
+        else:
+            classifier = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.random_state)
+        return self._fit_pipeline(classifier, X, y)

@@ -91,6 +91,7 @@ class Predictions:
     test: np.ndarray  # (V, K, M, C): every fold model's predictions of every test row, per view
     folds: np.ndarray  # (N,) outer fold of each row
     y: np.ndarray  # (N,) class index of each row
+    fitted: dict[str, np.ndarray] = field(default_factory=dict)  # (V, K) of what each fit chose (C = "auto")
 
     def __post_init__(self) -> None:
         # Held as stored (float32) from the start: a score computed before saving must equal one
@@ -100,6 +101,7 @@ class Predictions:
         self.test = np.asarray(self.test, dtype=np.float32)
         self.folds = np.asarray(self.folds, dtype=np.int64)
         self.y = np.asarray(self.y, dtype=np.int64)
+        self.fitted = {name: np.asarray(values, dtype=np.float64) for name, values in self.fitted.items()}
         n_views, n_rows, n_classes = self.oof.shape
         n_folds = int(self.folds.max()) + 1 if len(self.folds) else 0
         if (len(self.views) != n_views or self.test.ndim != 4 or self.test.shape[0] != n_views
@@ -141,7 +143,8 @@ class Predictions:
     def to_bytes(self) -> bytes:
         """The .npz file's bytes (the prediction cache and the run folder hold the same file)."""
         buffer = io.BytesIO()
-        np.savez(buffer, oof=self.oof, test=self.test, folds=self.folds, y=self.y, views=np.array(self.views))
+        np.savez(buffer, oof=self.oof, test=self.test, folds=self.folds, y=self.y, views=np.array(self.views),
+                 **{f"fitted_{name}": values for name, values in self.fitted.items()})
         return buffer.getvalue()
 
     @classmethod
@@ -149,7 +152,9 @@ class Predictions:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:
-                preds = cls([str(v) for v in data["views"]], data["oof"], data["test"], data["folds"], data["y"])
+                fitted = {name[len("fitted_"):]: data[name] for name in data.files if name.startswith("fitted_")}
+                preds = cls([str(v) for v in data["views"]], data["oof"], data["test"], data["folds"], data["y"],
+                            fitted)
         except FileNotFoundError:
             raise KaggleTLError(f"{path}: predictions missing") from None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:

@@ -15,8 +15,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.heads import (DenseHead, LogRegHead, SVMHead, _Adam, _keep_mask, _LinearSVM, create_head, list_heads,
+from kaggle_tl.heads import (DenseHead, LogRegHead, SVMHead, _Adam, _keep_mask, create_head, list_heads,
                              register_head)
+from kaggle_tl.svm import LinearSVM
 
 
 def blobs(n_per_class=40, n_classes=3, dim=32, seed=0, spread=0.6):
@@ -43,8 +44,10 @@ def test_create_head_builds_each_registered_head_with_its_defaults():
     assert dense.early_stopping == "inner" and not dense.uses_fold_for_early_stopping
     assert create_head("dense", early_stopping="fold").uses_fold_for_early_stopping
     assert not create_head("svm").uses_fold_for_early_stopping and not create_head("logreg").uses_fold_for_early_stopping
-    assert isinstance(create_head("logreg"), LogRegHead) and create_head("logreg").C == 0.005
-    assert isinstance(create_head("svm"), SVMHead) and create_head("svm").C == 0.001
+    logreg, svm = create_head("logreg"), create_head("svm")
+    assert isinstance(logreg, LogRegHead) and (logreg.C, logreg.transform) == ("auto", "sqrt,standard")
+    assert isinstance(svm, SVMHead) and (svm.C, svm.transform) == (0.001, "sqrt,standard")
+    assert dense.transform == "none"
     assert create_head("logreg", C=1).C == 1  # an int where a float is expected is fine
 
 
@@ -67,14 +70,16 @@ def test_unknown_head_is_refused_with_the_choices():
 
 
 def test_unknown_parameter_is_refused_naming_head_parameter_and_valid_ones():
-    with pytest.raises(KaggleTLError, match=r"head_params\.logreg: unknown parameter 'c'; valid: C, max_iter, random_state"):
+    with pytest.raises(KaggleTLError, match=r"head_params\.logreg: unknown parameter 'c'; valid: C, max_iter, transform, random_state"):
         create_head("logreg", c=0.2)
 
 
 @pytest.mark.parametrize("name, param, value, message", [
-    ("logreg", "C", 0, r"head_params\.logreg\.C: must be > 0, got 0$"),
-    ("svm", "C", -1.0, r"head_params\.svm\.C: must be > 0, got -1.0$"),
-    ("logreg", "C", "0.2", r"head_params\.logreg\.C: must be a number, got '0.2' \(str\)$"),
+    ("logreg", "C", 0, r"head_params\.logreg\.C: must be > 0 or \"auto\" .*, got 0$"),
+    ("svm", "C", -1.0, r"head_params\.svm\.C: must be > 0 or \"auto\" .*, got -1.0$"),
+    ("logreg", "C", "0.2", r"head_params\.logreg\.C: must be a number or \"auto\", got '0.2' \(str\)$"),
+    ("logreg", "transform", "sqrt,whiten", r"head_params\.logreg\.transform: must be a transform such as sqrt"),
+    ("dense", "transform", 1, r"head_params\.dense\.transform: must be a string, got 1 \(int\)$"),
     ("dense", "max_epochs", 0, r"head_params\.dense\.max_epochs: must be >= 1, got 0$"),
     ("dense", "max_epochs", 2.5, r"head_params\.dense\.max_epochs: must be an integer, got 2.5 \(float\)$"),
     ("dense", "dropout", 1.0, r"head_params\.dense\.dropout: must be in \[0, 1\), got 1.0$"),
@@ -199,7 +204,7 @@ def test_dense_head_matches_the_keras_model_it_replaces():
 def test_linear_svm_solves_the_model_of_liblinear(n_classes, dim):
     X, y = blobs(n_per_class=50, n_classes=n_classes, dim=dim, spread=4.0, seed=5)
     X = StandardScaler().fit_transform(X)
-    ours = _LinearSVM(C=0.01).fit(X, y)
+    ours = LinearSVM(C=0.01).fit(X, y)
     theirs = LinearSVC(C=0.01, dual=True, tol=1e-8, max_iter=100_000).fit(X, y)
     np.testing.assert_allclose(ours.decision_function(X), theirs.decision_function(X), atol=2e-3)
 
@@ -208,14 +213,14 @@ def test_svm_head_matches_the_calibrated_liblinear_head_it_replaces():
     X, y = blobs(n_per_class=100, dim=32, spread=4.0, seed=4)
     liblinear = make_pipeline(StandardScaler(), CalibratedClassifierCV(
         LinearSVC(C=0.001), method="sigmoid", cv=3)).fit(X[:200], y[:200])
-    head = SVMHead().fit(X[:200], y[:200])
+    head = SVMHead(transform="standard").fit(X[:200], y[:200])
     np.testing.assert_allclose(head.predict_proba(X[200:]), liblinear.predict_proba(X[200:]), atol=1e-3)
 
 
 def test_linear_svm_warns_when_it_runs_out_of_steps():
     X, y = blobs(n_per_class=30, spread=4.0)
     with pytest.warns(ConvergenceWarning, match="max_iter=1 "):
-        _LinearSVM(C=1.0, max_iter=1).fit(X, y)
+        LinearSVM(C=1.0, max_iter=1).fit(X, y)
 
 
 def test_dense_gradients_apply_inverted_dropout_to_forward_and_backward_pass():

@@ -1,0 +1,231 @@
+"""Regularisation chosen honestly: by an inner split of the rows handed to ``fit``, never the scored rows.
+
+``choose_logreg_C`` fits logistic regression along a log grid of C on 1 - ``inner_fraction`` of
+the training rows (stratified), from strong to weak regularisation, each fit warm-started from the
+previous one's weights, and scores each C by log loss on the other ``inner_fraction``.
+``choose_svm_C`` does the same for the linear SVM (Platt-calibrated on the inner rows).
+``LogisticRegressionAutoC`` and ``LinearSVMAutoC`` are the scikit-learn estimators built on them:
+their ``fit`` chooses C, refits on all its rows, and keeps ``C_`` and ``inner_scores_``
+(C -> inner log loss) for a head to record per fold.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+
+from kaggle_tl.svm import LinearSVM
+from kaggle_tl.metrics import row_logloss
+
+# Log grids (2 steps a decade) around the measured optima: CIFAR-10-small Lite0 logreg 0.005 (5,000
+# rows), the demo (240 rows a fold) 3 to 10 and more; SVM 0.001. Walked upwards with early stopping,
+# so the large values cost a fit only on data that wants them.
+LOGREG_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+SVM_C_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+PATIENCE = 2  # stop along the grid after this many C values in a row worse than the best so far
+
+
+def inner_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, inner validation rows) of ``y``: stratified where the classes allow it."""
+    rows = np.arange(len(y))
+    try:
+        return train_test_split(rows, test_size=fraction, stratify=y, random_state=seed)
+    except ValueError:  # a class with one row, or fewer held-out rows than classes
+        return train_test_split(rows, test_size=fraction, random_state=seed)
+
+
+def _inner_logloss(model, X: np.ndarray, y: np.ndarray, classes: np.ndarray) -> float:
+    """Mean log loss of ``model`` on (X, y), a class it never saw counting as probability ~0."""
+    proba = np.zeros((len(y), len(classes)))
+    proba[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(X)
+    return float(row_logloss(np.searchsorted(classes, y), proba).mean())
+
+
+def _walk_grid(grid, fit_and_score) -> tuple[float, dict[float, float]]:
+    """Score C values from the smallest up, stopping after PATIENCE worse ones; (best C, scores)."""
+    scores: dict[float, float] = {}
+    best, worse = np.inf, 0
+    for c in sorted(float(c) for c in grid):
+        scores[c] = fit_and_score(c)
+        if scores[c] < best:
+            best, worse = scores[c], 0
+        else:
+            worse += 1
+            if worse >= PATIENCE:
+                break
+    return min(scores, key=scores.get), scores  # ties: the smaller C (scores are in ascending C)
+
+
+def refine_C(scores: dict[float, float]) -> float:
+    """The minimum of the parabola in log C through the best grid point and its two neighbours.
+
+    The grid's steps are half a decade; the loss is smooth in log C, so the vertex lands nearer the
+    optimum at no cost (the model is refitted at the chosen C anyway). Kept between the neighbours;
+    the best grid point itself at an end of the grid or when the three points do not curve upwards.
+    """
+    cs = sorted(scores)
+    i = min(range(len(cs)), key=lambda j: (scores[cs[j]], j))
+    if i == 0 or i == len(cs) - 1:
+        return cs[i]
+    x = np.log(cs[i - 1:i + 2])
+    f = np.array([scores[c] for c in cs[i - 1:i + 2]])
+    curvature = (f[2] - f[1]) / (x[2] - x[1]) - (f[1] - f[0]) / (x[1] - x[0])
+    if not curvature > 0:
+        return cs[i]
+    # Vertex of the parabola through three points (x0, f0), (x1, f1), (x2, f2).
+    numerator = (x[1] - x[0]) ** 2 * (f[1] - f[2]) - (x[1] - x[2]) ** 2 * (f[1] - f[0])
+    denominator = (x[1] - x[0]) * (f[1] - f[2]) - (x[1] - x[2]) * (f[1] - f[0])
+    vertex = x[1] - 0.5 * numerator / denominator
+    return float(np.exp(np.clip(vertex, x[0], x[2])))
+
+
+def _check_grid(grid) -> None:
+    if len(grid) == 0 or any(not c > 0 for c in grid):
+        raise ValueError(f"C grid must be non-empty and positive, got {grid!r}")
+
+
+def choose_logreg_C(X, y, grid=LOGREG_C_GRID, seed: int = 0, inner_fraction: float = 0.2,
+                    max_iter: int = 1000, refine: bool = True) -> tuple[float, dict[float, float]]:
+    """The C with the lowest log loss on an inner split of (X, y); and each grid C's inner log loss.
+
+    ``X`` is already transformed (standardised, ...). Only (X, y) is looked at: pass a fold's
+    training rows, and the fold's scored rows stay unseen. ``refine``: between grid points by
+    ``refine_C``; else the best grid point.
+    """
+    c, scores, _ = _choose_logreg(X, y, grid, seed, inner_fraction, max_iter, refine)
+    return c, scores
+
+
+def _choose_logreg(X, y, grid, seed: int, inner_fraction: float, max_iter: int, refine: bool):
+    """``choose_logreg_C``, plus (coef_, intercept_) of the inner fit at the chosen C."""
+    _check_grid(grid)
+    X, y = check_X_y(X, y, dtype=(np.float64, np.float32))
+    classes = np.unique(y)
+    fit_rows, val_rows = inner_split(y, inner_fraction, seed)
+    model = LogisticRegression(warm_start=True, max_iter=max_iter, random_state=seed)
+    weights = {}
+
+    def fit_and_score(c: float) -> float:
+        with warnings.catch_warnings():  # a stopped fit still scores; the grid judges it
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.set_params(C=c).fit(X[fit_rows], y[fit_rows])  # warm: starts from the previous C's weights
+        weights[c] = (model.coef_.copy(), model.intercept_.copy(), model.classes_)
+        return _inner_logloss(model, X[val_rows], y[val_rows], classes)
+
+    c, scores = _walk_grid(grid, fit_and_score)
+    return (refine_C(scores) if refine else c), scores, weights[c]
+
+
+def choose_svm_C(X, y, grid=SVM_C_GRID, seed: int = 0, inner_fraction: float = 0.2,
+                 refine: bool = True) -> tuple[float, dict[float, float]]:
+    """Like ``choose_logreg_C`` for the linear SVM (``heads.LinearSVM``) with sigmoid calibration.
+
+    One SVM fit per C on the inner fit rows; its decision values are Platt-calibrated (one sigmoid
+    a class, then normalised: CalibratedClassifierCV's "sigmoid") on one half of the inner
+    validation rows and scored on the other, then the halves swap. The head's own 3-fold
+    calibration would cost three SVM fits per C.
+    """
+    _check_grid(grid)
+    X, y = check_X_y(X, y, dtype=np.float32)
+    classes = np.unique(y)
+    fit_rows, val_rows = inner_split(y, inner_fraction, seed)
+    halves = [val_rows[r] for r in inner_split(y[val_rows], 0.5, seed)]
+
+    def fit_and_score(c: float) -> float:
+        svm = LinearSVM(C=c).fit(X[fit_rows], y[fit_rows])
+        loss = 0.0
+        for calibrate, score in (halves, halves[::-1]):
+            proba = _platt(svm, X[calibrate], y[calibrate], X[score], classes)
+            loss += row_logloss(np.searchsorted(classes, y[score]), proba).sum()
+        return float(loss / len(val_rows))
+
+    c, scores = _walk_grid(grid, fit_and_score)
+    return (refine_C(scores) if refine else c), scores
+
+
+def _platt(svm, X_fit: np.ndarray, y_fit: np.ndarray, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(len(X), len(classes)) probabilities: a sigmoid of each class's decision value fitted on
+    (X_fit, y_fit), normalised to sum to 1; a class the SVM never saw gets probability ~0."""
+    scores_fit, scores = svm.decision_function(X_fit), svm.decision_function(X)
+    if scores.ndim == 1:  # binary: one column, for classes_[1]
+        scores_fit, scores = np.column_stack([-scores_fit, scores_fit]), np.column_stack([-scores, scores])
+    proba = np.zeros((len(X), len(classes)))
+    for j, label in enumerate(svm.classes_):
+        target = (y_fit == label).astype(int)
+        if target.min() == target.max():  # one class only among the calibration rows: its base rate
+            proba[:, np.searchsorted(classes, label)] = target[0]
+            continue
+        sigmoid = LogisticRegression(C=1e6).fit(scores_fit[:, j:j + 1], target)
+        proba[:, np.searchsorted(classes, label)] = sigmoid.predict_proba(scores[:, j:j + 1])[:, 1]
+    proba = np.clip(proba, 1e-12, None)
+    return proba / proba.sum(axis=1, keepdims=True)
+
+
+class LogisticRegressionAutoC(ClassifierMixin, BaseEstimator):
+    """LogisticRegression whose C is chosen by ``choose_logreg_C`` on the rows given to ``fit``.
+
+    After fit: ``C_`` (chosen), ``inner_scores_`` ({C: inner log loss}), ``model_`` (refitted on
+    all rows, warm-started from the inner fit at ``C_``), ``classes_``.
+    """
+
+    def __init__(self, grid=LOGREG_C_GRID, inner_fraction: float = 0.2, max_iter: int = 1000,
+                 refine: bool = True, random_state: int = 0):
+        self.grid = grid
+        self.inner_fraction = inner_fraction
+        self.max_iter = max_iter
+        self.refine = refine
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X, y = check_X_y(X, y, dtype=(np.float64, np.float32))
+        self.C_, self.inner_scores_, (coef, intercept, classes) = _choose_logreg(
+            X, y, self.grid, self.random_state, self.inner_fraction, self.max_iter, self.refine)
+        self.model_ = LogisticRegression(C=self.C_, max_iter=self.max_iter, random_state=self.random_state)
+        if np.array_equal(classes, np.unique(y)):  # start from the inner fit at C_: fewer steps to converge
+            self.model_.set_params(warm_start=True)
+            self.model_.coef_, self.model_.intercept_ = coef, intercept
+        self.model_.fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(check_array(X, dtype=(np.float64, np.float32)))
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+class LinearSVMAutoC(ClassifierMixin, BaseEstimator):
+    """The svm head's model (``LinearSVM`` in 3-fold sigmoid CalibratedClassifierCV) with C chosen by
+    ``choose_svm_C`` on the rows given to ``fit``; ``C_`` and ``inner_scores_`` as above."""
+
+    def __init__(self, grid=SVM_C_GRID, inner_fraction: float = 0.2, calibration_folds: int = 3,
+                 refine: bool = True, random_state: int = 0):
+        self.grid = grid
+        self.inner_fraction = inner_fraction
+        self.calibration_folds = calibration_folds
+        self.refine = refine
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X, y = check_X_y(X, y, dtype=np.float32)
+        self.C_, self.inner_scores_ = choose_svm_C(X, y, self.grid, self.random_state, self.inner_fraction,
+                                                   self.refine)
+        self.model_ = CalibratedClassifierCV(LinearSVM(C=self.C_), method="sigmoid",
+                                             cv=self.calibration_folds).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(check_array(X, dtype=np.float32))
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
