@@ -32,10 +32,14 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--views", dict(help="comma-separated TTA views: original, hflip, vflip, rot90, rot180, rot270 "
                           "(default original,hflip)")),
     ("--resize", dict(help="pad | squash | crop: how images become the backbone's square input (default pad)")),
+    ("--stages", dict(type=int, help="pooled features of each backbone's last K resolution stages, concatenated "
+                                     "(default 3; 1: the last layer's only)")),
+    ("--stage-layers", dict(dest="stage_layers", action="append", metavar="BACKBONE=LAYER,LAYER",
+                            help="a backbone's stage layers by name, instead of --stages (repeatable)")),
     ("--runtime", dict(help="tensorflow | openvino: what runs the backbones (default: openvino when installed, "
                             "else tensorflow)")),
     ("--precision", dict(help="fp32 | bf16 (bf16: openvino on a CPU with native bf16) (default fp32)")),
-    ("--heads", dict(help="comma-separated heads: dense, svm, logreg (default dense)")),
+    ("--heads", dict(help="comma-separated heads: dense, svm, logreg (default logreg,dense)")),
     ("--head-param", dict(dest="head_param", action="append", metavar="HEAD.NAME=VALUE",
                           help="a head parameter, e.g. logreg.C=0.2 or dense.early_stopping=fold (repeatable)")),
     ("--head-jobs", dict(type=int, help="head fits run in parallel, one BLAS thread each (default 1; with "
@@ -98,12 +102,25 @@ def parse_head_params(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     return params
 
 
+def parse_stage_layers(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["xception=add_11,block14_sepconv2_act"]`` -> {"xception": ["add_11", "block14_sepconv2_act"]}."""
+    layers = {}
+    for item in items:
+        backbone, sep, names = item.partition("=")
+        if not (sep and backbone.strip() and names.strip()):
+            raise KaggleTLError(f"--stage-layers {item!r}: expected BACKBONE=LAYER,LAYER, e.g. xception=add_11")
+        layers[backbone.strip()] = [n.strip() for n in names.split(",") if n.strip()]
+    return layers
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The resolved config of flags over the TOML file (if any): checked before anything runs."""
     names = {f.name for f in fields(RunConfig)} | {"flips"}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if args.head_param:
         overrides["head_params"] = parse_head_params(args.head_param)
+    if args.stage_layers:
+        overrides["stage_layers"] = parse_stage_layers(args.stage_layers)
     if args.config:
         config = RunConfig.from_toml(args.config, **overrides)
     else:

@@ -50,7 +50,8 @@ PATH_SETTINGS = ("data", "cache_dir", "cache_from", "runs_dir", "submissions_dir
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Defaults are the mission: Xception + InceptionV3 at 299 px, flips, 5 folds, dense head."""
+    """Defaults are the mission (Xception + InceptionV3 at 299 px, flips, 5 folds) and the measured recipe:
+    the last 3 stages' pooled features, logreg (C chosen per fold) and dense heads (BENCHMARKS.md)."""
 
     data: str | None = None  # competition folder; None: the embedded demo (data/demo)
     train_dir: str = Layout.train_dir  # the folder's layout (competition.Layout's defaults)
@@ -65,9 +66,11 @@ class RunConfig:
     weights: str = "imagenet"  # imagenet | none | path to a weights file or folder
     views: tuple[str, ...] = ("original", "hflip")  # test-time augmentation views, each its own features
     resize: str = DEFAULT_RESIZE  # pad | squash | crop: how an image becomes the backbone's square input
+    stages: int = 3  # pooled outputs of each backbone's last K resolution stages, concatenated (1: the last only)
+    stage_layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # backbone -> its stages' layers, by name
     runtime: str | None = None  # tensorflow | openvino: what runs the backbones; None: openvino when installed
     precision: str = "fp32"  # fp32 | bf16 (openvino on a CPU with native bf16)
-    heads: tuple[str, ...] = ("dense",)
+    heads: tuple[str, ...] = ("logreg", "dense")
     head_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # head name -> parameters
     folds: int = 5
     seed: int = 42
@@ -103,6 +106,11 @@ class RunConfig:
                 raise bad("backbones", "at least one backbone is needed")
             if len(set(self.backbones)) != len(self.backbones):
                 raise bad("backbones", "each backbone once (its features would be duplicated)")
+        if self.stages < 1:
+            raise bad("stages", "must be at least 1 (1: the last layer's pooled features only)")
+        unknown = sorted(set(self.stage_layers) - set(self.backbones or ()))
+        if self.backbones is not None and unknown:
+            raise bad("stage_layers", f"names {unknown[0]!r}, which is not among backbones")
         if self.image_size is not None and self.image_size < 1:
             raise bad("image_size", "must be a positive number of pixels")
         unknown = [v for v in self.views if v not in VIEWS]
@@ -298,6 +306,10 @@ def _checked(name: str, value: Any, kind: Any) -> Any:
             raise refuse("a list of names")
         return tuple(str(v) for v in value)
     if origin is dict:
+        if args[1] is not dict[str, Any] and typing.get_origin(args[1]) is tuple:  # backbone -> layer names
+            if not isinstance(value, dict):
+                raise refuse("a table of backbone -> layer names, e.g. [stage_layers] xception = [\"add_11\"]")
+            return {str(k): _checked(f"{name}.{k}", v, args[1]) for k, v in value.items()}
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
             raise refuse("a table of head name -> parameters, e.g. [head_params.logreg] C = 0.2")
         return {str(k): dict(v) for k, v in value.items()}

@@ -45,13 +45,18 @@ EntryId = tuple[str, str, str]  # (backbone, view, output)
 def feature_key(image_key: str, ref: BackboneRef, view: str, output: str = "pooled") -> str:
     """Everything that determines one entry's numbers: images by content, backbone, weights by content,
     size, resize policy, view, the output (stage), the runtime and precision, and the decoding version."""
+    # In bf16 an output's numbers depend on which other outputs the converted graph has (OpenVINO fuses
+    # otherwise: up to 0.04 on Lite0's pooled output); in fp32 they do not (TensorFlow and OpenVINO,
+    # bit for bit), so there a run asking for fewer stages reads what one with more computed.
+    graph = [name for name, _ in ref.outputs] if ref.runtime.endswith("-bf16") else None
     return cache_key(images=image_key, backbone=ref.name, weights=ref.weights_id, size=ref.input_size,
-                     resize=ref.resize, view=view, output=output, runtime=ref.runtime, version=FEATURE_VERSION)
+                     resize=ref.resize, view=view, output=output, runtime=ref.runtime, graph=graph,
+                     version=FEATURE_VERSION)
 
 
-def outputs_of(ref: BackboneRef) -> list[tuple[str, int]]:
+def outputs_of(ref: BackboneRef) -> tuple[tuple[str, int], ...]:
     """(output name, dim) of each of the backbone's outputs, in the order its features concatenate them."""
-    return [("pooled", ref.dim)]
+    return ref.outputs
 
 
 _BUILT: dict[tuple, object] = {}  # this process's models by identity: a worker builds each once, not per task
@@ -85,7 +90,7 @@ class BackboneBuilder:
             if (ref, self) not in _BUILT:
                 log.info("building %s (weights=%s, %d px, %s %s)", ref.name, self.weights, ref.input_size,
                          self.runtime, self.precision)
-                backbone = create_backbone(ref.name, self.weights, ref.input_size)
+                backbone = create_backbone(ref.name, self.weights, ref.input_size).with_outputs(ref.outputs)
                 if self.runtime != "tensorflow":
                     backbone = backbone.on(self.runtime, self.precision, self._converted_dir(ref), _threads())
                 _BUILT[ref, self] = backbone
@@ -245,7 +250,8 @@ class FeaturePlan:
             entries = {(ref.name, view, output): cache.features(
                 feature_key(image_key, ref, view, output), len(paths), dim, chunk_rows,
                 {"backbone": ref.name, "weights": ref.weights_id, "size": ref.input_size, "resize": ref.resize,
-                 "view": view, "output": output, "images": image_key, "split": split, **self._info})
+                 "view": view, "output": output, "runtime": ref.runtime, "images": image_key, "split": split,
+                 **self._info})
                 for ref in refs for view in views for output, dim in outputs_of(ref)}
             self.splits[split] = _Split(list(paths), image_key, entries, {}, {})
         self._locks = contextlib.ExitStack()

@@ -29,7 +29,7 @@ from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
 from kaggle_tl.cv import cross_validate, make_folds
 from kaggle_tl.engine import Engine
 from kaggle_tl.errors import KaggleTLError, one_line
-from kaggle_tl.features import (BackboneBuilder, FeaturePlan, Features, check_memory, feature_key,
+from kaggle_tl.features import (BackboneBuilder, FeaturePlan, Features, check_memory, feature_key, outputs_of,
                                 seconds_per_image)
 from kaggle_tl.files import ensure_writable, temp_path
 from kaggle_tl.heads import create_head
@@ -50,7 +50,8 @@ def layout_of(config: RunConfig) -> Layout:
 def backbone_refs(config: RunConfig) -> list[BackboneRef]:
     """Each backbone's feature identity: nothing is built for a registered backbone."""
     runtime = runtime_id(config.runtime, config.precision)
-    return [backbone_spec(name).identity(config.weights, config.image_size, config.resize, runtime)
+    return [backbone_spec(name).identity(config.weights, config.image_size, config.resize, runtime, config.stages,
+                                         config.stage_layers.get(name, ()))
             for name in config.backbones]
 
 
@@ -58,12 +59,14 @@ def model_name(config: RunConfig, head_name: str) -> str:
     return f"{'+'.join(backbone_spec(b).label for b in config.backbones)}__{head_name}"
 
 
-def recipe(config: RunConfig, refs: list[BackboneRef], head_name: str) -> str:
+def recipe(config: RunConfig, refs: list[BackboneRef], head_name: str, fitted: dict | None = None) -> str:
     """The model's settings in short, beyond its name: what two models that look alike differ in.
 
     The head's changed parameters come first: the terminal cuts a long recipe at its end.
     """
     parts = ["+".join(f"{r.input_size}px" for r in refs), config.resize]
+    if config.stages != RunConfig.stages or config.stage_layers:
+        parts.append("stages " + "+".join(str(len(r.outputs)) for r in refs))
     if tuple(config.views) != ("original", "hflip"):
         parts.append("views " + "+".join(config.views))
     if config.weights != "imagenet":
@@ -73,6 +76,8 @@ def recipe(config: RunConfig, refs: list[BackboneRef], head_name: str) -> str:
     defaults = {k: v for k, v in create_head(head_name).get_params().items() if k != "random_state"}
     changed = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                for k, v in config.head_params[head_name].items() if defaults.get(k) != v]
+    # What the fits chose (C = "auto"): the median over folds and views.
+    changed += [f"{k}~{np.nanmedian(v):.2g}" for k, v in (fitted or {}).items()]
     return " ".join([head_name, *changed]) + " | " + " ".join(parts)
 
 
@@ -164,7 +169,7 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], i
         train_ids=competition.train_ids, test_ids=competition.test_ids,
         train_paths=[str(Path(p).resolve()) for p in competition.train_paths],
         test_paths=[str(Path(p).resolve()) for p in competition.test_paths],
-        backbones=[r.__dict__ for r in refs], notes=list(competition.notes),
+        backbones=[r.to_dict() for r in refs], notes=list(competition.notes),
         skipped_images=list(competition.skipped_images),
         cache_entries={"features": {k: v for split in features.values() for k, v in split.sources.items()}},
         versions=package_versions(), timings=timings, run_dir=run_dir)
@@ -197,8 +202,9 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], i
         _, sha1 = record.save_predictions(name, preds)
         entry = ModelRecord(name=name, head=head_name, head_params=config.head_params[head_name],
                             backbones=list(config.backbones), score=preds.score(),
-                            optimistic=head.uses_fold_for_early_stopping, recipe=recipe(config, refs, head_name),
-                            predictions_sha1=sha1)
+                            optimistic=head.uses_fold_for_early_stopping,
+                            recipe=recipe(config, refs, head_name, preds.fitted), predictions_sha1=sha1,
+                            fitted={k: v.tolist() for k, v in preds.fitted.items()})
         record.models.append(entry)
         record.save()
         path, frames[name] = write_model_submission(record, entry, preds, competition)
@@ -269,8 +275,8 @@ def _usable_rows(competition: Competition, features: dict[str, Features],
 def predictions_key(config: RunConfig, head_name: str, refs: list[BackboneRef], image_keys: dict[str, str],
                     competition: Competition, folds: np.ndarray) -> str:
     """What a head's predictions depend on: the exact features, rows, labels, classes, folds, head and version."""
-    return cache_key(features=[feature_key(image_keys[split], ref, view) for split in ("train", "test")
-                               for ref in refs for view in config.views],
+    return cache_key(features=[feature_key(image_keys[split], ref, view, output) for split in ("train", "test")
+                               for ref in refs for view in config.views for output, _ in outputs_of(ref)],
                      train_ids=array_digest(np.array(competition.train_ids, dtype=str)),
                      y=array_digest(competition.y), classes=competition.classes, folds=array_digest(folds),
                      head=head_name, params=config.head_params[head_name], seed=config.seed, version=__version__)

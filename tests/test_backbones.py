@@ -12,6 +12,7 @@ from kaggle_tl.backbones import BACKBONES, backbone_spec, create_backbone, list_
 from kaggle_tl.backbones import digest
 from kaggle_tl.backbones.catalog import backbones_table
 from kaggle_tl.backbones.flops import backbone_gflops, published_gflops
+from kaggle_tl.backbones.stages import describe_stages, published_stages
 from kaggle_tl.cache import Cache
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.features import extract_features
@@ -52,11 +53,14 @@ def test_registry_covers_keras_applications():
 @pytest.mark.parametrize("name", list_backbones())
 def test_backbone_builds_at_its_minimum_size(name):
     # Every backbone, offline and with random weights: 173 s for all 43 on a quiet 2-core machine
-    # (the largest, efficientnetv2_l, 10.6 s).
+    # (the largest, efficientnetv2_l, 10.6 s). Its stages too: the generated table must be what
+    # discovery finds in the model (test_stages runs multi-stage models of three kinds of backbone).
     import keras
 
+    keras.backend.clear_session()  # the stage table's layer names are a fresh session's
     spec = BACKBONES.get(name)
     backbone = create_backbone(name, weights=None, input_size=spec.min_size)
+    assert describe_stages(backbone.model) == published_stages()[name]
     images = np.random.default_rng(0).integers(0, 256, (2, spec.min_size, spec.min_size, 3), dtype=np.uint8)
     features = backbone.features(images)
     assert features.shape == (2, spec.dim) and features.dtype == np.float32

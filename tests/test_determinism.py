@@ -45,7 +45,7 @@ def test_two_runs_with_separate_caches_are_identical(tmp_path, monkeypatch):
     results = []
     for name in ("a", "b"):
         config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",),
-                           folds=2, heads=("logreg",), cache_dir=str(tmp_path / name / "cache"),
+                           stages=1, folds=2, heads=("logreg",), cache_dir=str(tmp_path / name / "cache"),
                            runs_dir=str(tmp_path / name / "runs"), submissions_dir=str(tmp_path / name / "subs"))
         results.append(run(config))
     a, b = results

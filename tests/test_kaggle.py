@@ -210,7 +210,8 @@ def test_a_damaged_entry_of_a_read_only_cache_is_skipped_named_and_recomputed(sm
     assert f"read-only cache {victim}: checksum mismatch; skipped" in caplog.text
     record = list_runs(tmp_path / "runs2")[0][-1]
     assert record.cache_entries["features"][victim.parent.name] == "computed"
-    assert sum(v == str(layer) for v in record.cache_entries["features"].values()) == 3
+    entries = record.cache_entries["features"]
+    assert len(entries) > 1 and sum(v == str(layer) for v in entries.values()) == len(entries) - 1  # all but it
 
 
 def test_a_submission_file_that_cannot_be_written_stops_before_extraction(small, tmp_path, capsys):

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from kaggle_tl import metrics
-from kaggle_tl.leaderboard import OPTIMISTIC_NOTE, TERMINAL_COLUMNS, leaderboard_table
-from kaggle_tl.tables import escape_formula, terminal_text, to_markdown, write_table
+from kaggle_tl.leaderboard import OPTIMISTIC_NOTE, leaderboard_table
+from kaggle_tl.tables import escape_formula, to_markdown, write_table
 from kaggle_tl.runs import list_runs, load_models, select_runs
 from conftest import make_competition
 from test_runs import make_run

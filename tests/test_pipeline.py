@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kaggle_tl.backbones import BACKBONES
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.heads import LogRegHead, SVMHead
@@ -27,13 +28,17 @@ def mission_run(tmp_path_factory):
     return comp, config, run(config)
 
 
-def test_features_are_4096_d_per_view_and_cached(mission_run):
+def test_features_are_the_last_3_stages_per_view_and_cached(mission_run):
     comp, config, record = mission_run
     metas = [json.loads(p.read_text()) for p in (record.run_dir.parents[1] / "cache").glob("features/*/meta.json")]
-    # 2 backbones x 2 views x (train, test), each 2048-d; concatenated per view to 4096.
-    assert len(metas) == 8
-    assert {m["shape"][1] for m in metas} == {2048}
-    assert {m["view"] for m in metas} == {"original", "hflip"}
+    # 2 backbones x 2 views x (train, test) x 3 stages, the last each backbone's 2048-d pooled output.
+    assert len(metas) == 24 and {m["view"] for m in metas} == {"original", "hflip"}
+    assert {m["shape"][1] for m in metas if m["output"] == "pooled"} == {2048}
+    dims = {b: [d for _, d in BACKBONES.get(b).identity("none", 75, stages=3).outputs] for b in record.config.backbones}
+    for backbone, stage_dims in dims.items():
+        entries = [m for m in metas if m["backbone"] == backbone and m["view"] == "original" and m["split"] == "train"]
+        assert sorted(m["shape"][1] for m in entries) == sorted(stage_dims)
+    assert [b["dim"] for b in record.backbones] == [sum(d) for d in dims.values()]
     preds = record.predictions("xception+inception_v3__logreg")
     assert preds.oof.shape == (2, 30, 3) and preds.test.shape == (2, 5, 9, 3)
 
@@ -138,7 +143,7 @@ def test_a_failing_figure_never_loses_the_run(tmp_path, monkeypatch):
 
 def test_a_changed_image_is_never_served_stale_features(tmp_path):
     comp = make_competition(tmp_path / "comp", n_per_class=5, n_test=3)
-    config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32,
+    config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32, stages=1,
                        heads=("logreg",), folds=2, views=("original",), cache_dir=str(tmp_path / "cache"),
                        runs_dir=str(tmp_path / "runs"), submissions_dir=str(tmp_path / "subs"))
     run(config)

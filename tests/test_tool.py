@@ -63,8 +63,9 @@ def test_the_leaderboard_tells_apart_models_that_differ_in_a_parameter(tmp_path,
     run(base.replace(head_params={"logreg": {"C": 0.02}}))
     assert cli.main(["leaderboard", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "board")]) == 0
     recipes = pd.read_csv(tmp_path / "board" / "leaderboard.csv")["recipe"].tolist()
-    assert sorted(recipes) == ["logreg C=0.02 | 32px pad views original weights none",
-                               "logreg | 32px pad views original weights none"]
+    fixed, auto = sorted(recipes)  # the default C is "auto": the recipe shows what it chose
+    assert fixed == "logreg C=0.02 | 32px pad views original weights none"
+    assert re.fullmatch(r"logreg C~[0-9.e+-]+ \| 32px pad views original weights none", auto)
     assert "logreg C=0.02" in capsys.readouterr().out
 
 
@@ -77,8 +78,8 @@ def _age(path: Path, days: float) -> None:
 def test_clean_lists_the_cache_and_removes_only_what_is_named_after_a_yes(tmp_path, no_plots, capsys):
     comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
     config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",),
-                       folds=2, heads=("logreg",), cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"),
-                       submissions_dir=str(tmp_path / "subs"))
+                       stages=1, folds=2, heads=("logreg",), cache_dir=str(tmp_path / "cache"),
+                       runs_dir=str(tmp_path / "runs"), submissions_dir=str(tmp_path / "subs"))
     run(config)
     cache = Cache(tmp_path / "cache")
     features = [e for e in cache.entries() if e.kind == "features"]

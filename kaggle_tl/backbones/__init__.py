@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from kaggle_tl.backbones.digest import file_digest
-from kaggle_tl.errors import KaggleTLError, one_line
+from kaggle_tl.errors import KaggleTLError, did_you_mean, one_line
 from kaggle_tl.images import DEFAULT_RESIZE, check_resize
 from kaggle_tl.registry import Registry
 from kaggle_tl.runtimes import compile_backbone
@@ -65,6 +65,16 @@ class BackboneRef:
     dim: int
     resize: str = DEFAULT_RESIZE
     runtime: str = "tensorflow"  # runtimes.runtime_id: what runs the model, where that changes the numbers
+    # (name, dim) of each pooled output, earliest stage first: intermediate stages by their layer's name
+    # (a fresh session's, as stages_table has them), the last "pooled", today's feature; () means that alone.
+    outputs: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "outputs", tuple(tuple(o) for o in self.outputs) or (("pooled", self.dim),))
+
+    def to_dict(self) -> dict:
+        """As a run record saves it (JSON: lists, not tuples); ``BackboneRef(**values)`` rebuilds it."""
+        return {**asdict(self), "outputs": [list(o) for o in self.outputs]}
 
 
 class Backbone:
@@ -86,6 +96,16 @@ class Backbone:
         other._run = compile_backbone(self.model, self.input_size, self.preprocess, runtime, precision, ir_dir,
                                       threads)
         return other
+
+    def with_outputs(self, outputs: tuple[tuple[str, int], ...]) -> "Backbone":
+        """This backbone yielding the pooled outputs of several stages (a BackboneRef's ``outputs``), concatenated."""
+        if len(outputs) == 1:
+            return self
+        from kaggle_tl.backbones.stages import live_layers, multi_level_model
+
+        model = multi_level_model(self.model, live_layers(self.model, outputs))
+        return Backbone(self.name, model, self.preprocess, self.input_size, sum(d for _, d in outputs),
+                        self.weights_id)
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB at ``input_size`` -> (N, dim) float32 pooled features (outputs concatenated)."""
@@ -122,15 +142,18 @@ class BackboneSpec:
         return self.pretrained.locate() if resolved == "imagenet" else resolved
 
     def identity(self, weights: object = "imagenet", image_size: int | None = None, resize: str = DEFAULT_RESIZE,
-                 runtime: str = "tensorflow") -> BackboneRef:
-        """The BackboneRef of its features: weights by content, size, resize policy, dim, runtime id.
+                 runtime: str = "tensorflow", stages: int = 1, layers: tuple[str, ...] = ()) -> BackboneRef:
+        """The BackboneRef of its features: weights by content, size, resize policy, runtime id, and
+        the pooled outputs of its last ``stages`` stages (or of ``layers``, by name).
 
-        Builds nothing, unless imagenet weights are not yet in Keras' cache: then they are fetched
-        now (a network is needed for them anyway), before any image is read.
+        Builds nothing (the stages come from stages_table), unless imagenet weights are not yet in
+        Keras' cache, which are fetched now, or ``layers`` names one the table lacks.
         """
         check_resize(resize)
         size = self.check_size(image_size)
-        return BackboneRef(self.name, _weights_id(self.weights_path(weights)), size, self.dim, resize, runtime)
+        outputs = _stage_outputs(self.name, self.dim, stages, layers, lambda: self(None, self.min_size).model)
+        return BackboneRef(self.name, _weights_id(self.weights_path(weights)), size, sum(d for _, d in outputs),
+                           resize, runtime, outputs)
 
     def __call__(self, weights: object = "imagenet", input_size: int | None = None) -> Backbone:
         """Build it. ``weights``: "imagenet", "none"/None, a file or a folder holding the backbone's file."""
@@ -247,19 +270,51 @@ class UserModelSpec:
         return self._loaded["model"]
 
     def identity(self, weights: object = "imagenet", image_size: int | None = None, resize: str = DEFAULT_RESIZE,
-                 runtime: str = "tensorflow") -> BackboneRef:
-        """Loads the file: only it knows its input size and feature dim."""
+                 runtime: str = "tensorflow", stages: int = 1, layers: tuple[str, ...] = ()) -> BackboneRef:
+        """Loads the file: only it knows its input size, feature dim and stages."""
         check_resize(resize)
-        _, size, dim = self._load()
+        model, size, dim = self._load()
         if image_size is not None and image_size != size:
             raise KaggleTLError(f"setting image_size: {self.path} takes {size} px images (fixed by the model "
                                 f"file), got {image_size}; leave image_size unset for a user model")
-        return BackboneRef(self.name, _weights_id(os.path.abspath(self.path)), size, dim, resize, runtime)
+        outputs = _stage_outputs(self.name, dim, stages, layers, lambda: model)
+        return BackboneRef(self.name, _weights_id(os.path.abspath(self.path)), size, sum(d for _, d in outputs),
+                           resize, runtime, outputs)
 
     def __call__(self, weights: object = "imagenet", input_size: int | None = None) -> Backbone:
         model, size, dim = self._load()
         check_finite_weights(model, self.path, self.name)
         return Backbone(self.name, model, lambda x: x, size, dim, _weights_id(os.path.abspath(self.path)))
+
+
+def _stage_outputs(name: str, dim: int, stages: int, layers: tuple[str, ...],
+                   model: Callable[[], object]) -> tuple[tuple[str, int], ...]:
+    """The (name, dim) outputs of ``name``'s last ``stages`` stages, or of ``layers`` then the pooled output.
+
+    A registered backbone's stages come from the generated table; a user model's, and layers the
+    table does not name, from the model (``model()`` builds or loads it).
+    """
+    from kaggle_tl.backbones import stages as stage_tools
+
+    if layers:
+        by_name = dict(stage_tools.published_stages().get(name, []))
+        if not all(layer in by_name for layer in layers):
+            by_name |= dict(stage_tools.describe_stages(model()))
+        unknown = [layer for layer in layers if layer not in by_name]
+        if unknown:
+            raise KaggleTLError(f"setting stage_layers: {name} has no stage layer {unknown[0]!r}"
+                                f"{did_you_mean(unknown[0], by_name)}; its stages: {', '.join(by_name)}")
+        return (*((layer, by_name[layer]) for layer in layers), ("pooled", dim))
+    if stages == 1:
+        return (("pooled", dim),)
+    plan = (stage_tools.stage_plan(name, stages) if name in stage_tools.published_stages()
+            else stage_tools.describe_stages(model())[-stages:])
+    if len(plan) < stages:
+        raise KaggleTLError(f"setting stages: {name} has {len(plan)} stages, got {stages}")
+    if plan[-1][1] != dim:
+        raise KaggleTLError(f"{name}: its last stage has {plan[-1][1]} channels, its pooled output {dim}; "
+                            "regenerate the table (python -m kaggle_tl.backbones.stages --write)")
+    return (*plan[:-1], ("pooled", dim))
 
 
 def resolve_weights(weights: object, weights_file: str | None, name: str) -> str | None:
