@@ -1,94 +1,82 @@
 #!/usr/bin/env python
-"""Feature quality: 5-fold CV log loss / accuracy of backbone sets, resize policies and their ensemble.
+"""Feature and head quality: kaggle_tl runs that differ in one lever, scored against each other row by row.
 
-For a competition folder, each resize policy and each backbone set ("a+b" concatenates features),
-features are extracted with kaggle_tl (``backbone_identity`` + ``extract_features``, cached under
-``--cache``), then the logreg head (``create_head("logreg")``) is scored by 5-fold CV exactly as a
-run scores it (``kaggle_tl.cv.cross_validate``: one head per view, OOF probabilities averaged over
-views, ``kaggle_tl.metrics.score``). "mean of sets" averages the sets' OOF
-probabilities. s/img: extraction wall time per image (all views, model build included), summed
-over a set's backbones (each backbone once for "mean of sets"), recorded when the features were
-computed (a later run reads them from the cache and reuses that time).
+Every variant is one real run (``kaggle_tl.run``): the same competition, backbones, views and
+folds, a shared feature cache (so a variant re-extracts only what it adds: another stage's
+output, another resize), one head. Reported per variant: CV log loss and accuracy with their
+standard errors, the paired log-loss difference (same rows, same folds) from the reference
+variant and from the best one, each with its standard error, the head's fit time (all folds x
+views, "cached" when a run read it from the cache), and what ``C = "auto"`` chose (median over
+fits). A difference within 2 standard errors is noise.
 
-    python benchmarks/quality.py --data data/cifar10-small --limit 2000
-    python benchmarks/quality.py --data /tmp/demo --resize squash,crop,pad --logreg-c 0.2
+    python benchmarks/quality.py --data ../shared/datasets/cifar10-small.tar.gz
+    python benchmarks/quality.py --data ../shared/datasets/cifar10-small.tar.gz \\
+        --backbones efficientnet_lite0+efficientnet_lite1+efficientnet_lite2 --variants before,stages2_c,stages2_auto
+    python benchmarks/quality.py --variants before,stages2_auto,dense_before,dense_sqrt    # the embedded demo
+    python benchmarks/quality.py --data /tmp/photos --variants stages3_auto,stages3_crop,stages3_squash \
+        --reference stages3_auto      # real photos: benchmarks/photo_competition.py makes /tmp/photos
 """
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import _common as common
 
-DEFAULT_SETS = ("efficientnet_lite0,efficientnet_lite1,efficientnet_lite2,"
-                "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2")
+# name -> (head, head parameters, other RunConfig settings). "before" is the previous round's
+# default logreg (standardised features, C=0.005, the last stage only).
+VARIANTS = {
+    "before": ("logreg", {"transform": "standard", "C": 0.005}, {"stages": 1}),
+    "sqrt_c": ("logreg", {"transform": "sqrt,standard", "C": 0.005}, {"stages": 1}),
+    "sqrt_auto": ("logreg", {"transform": "sqrt,standard", "C": "auto"}, {"stages": 1}),
+    "stages2_c": ("logreg", {"transform": "sqrt,standard", "C": 0.005}, {"stages": 2}),
+    "stages2_auto": ("logreg", {"transform": "sqrt,standard", "C": "auto"}, {"stages": 2}),
+    "stages3_c": ("logreg", {"transform": "sqrt,standard", "C": 0.005}, {"stages": 3}),
+    "stages3_auto": ("logreg", {"transform": "sqrt,standard", "C": "auto"}, {"stages": 3}),
+    "stages3_auto_280": ("logreg", {"transform": "sqrt,standard", "C": "auto"}, {"stages": 3, "image_size": 280}),
+    "stages2_crop": ("logreg", {"transform": "sqrt,standard", "C": "auto"}, {"stages": 2, "resize": "crop"}),
+    "stages3_crop": ("logreg", {"transform": "sqrt,standard", "C": "auto"}, {"stages": 3, "resize": "crop"}),
+    "stages3_squash": ("logreg", {"transform": "sqrt,standard", "C": "auto"}, {"stages": 3, "resize": "squash"}),
+    "svm_before": ("svm", {"transform": "standard", "C": 0.001}, {"stages": 1}),
+    "svm_stages2": ("svm", {"transform": "sqrt,standard", "C": 0.001}, {"stages": 2}),
+    "svm_stages2_auto": ("svm", {"transform": "sqrt,standard", "C": "auto"}, {"stages": 2}),
+    "svm_stages3": ("svm", {"transform": "sqrt,standard", "C": 0.001}, {"stages": 3}),
+    "dense_before": ("dense", {"transform": "none"}, {"stages": 1}),
+    "dense_stages2": ("dense", {"transform": "none"}, {"stages": 2}),
+    "dense_sqrt": ("dense", {"transform": "sqrt"}, {"stages": 2}),
+    "dense_sqrt_std": ("dense", {"transform": "sqrt,standard"}, {"stages": 2}),
+    "dense_stages3": ("dense", {"transform": "none"}, {"stages": 3}),
+    "dense_stages3_sqrt": ("dense", {"transform": "sqrt"}, {"stages": 3}),
+    # the same models on OpenVINO's bf16 (opt-in: does it cost CV score?)
+    "before_bf16": ("logreg", {"transform": "standard", "C": 0.005}, {"stages": 1, "precision": "bf16"}),
+    "stages2_auto_bf16": ("logreg", {"transform": "sqrt,standard", "C": "auto"}, {"stages": 2, "precision": "bf16"}),
+    "dense_sqrt_bf16": ("dense", {"transform": "sqrt"}, {"stages": 2, "precision": "bf16"}),
+    "stages3_auto_bf16": ("logreg", {"transform": "sqrt,standard", "C": "auto"}, {"stages": 3, "precision": "bf16"}),
+    "dense_stages3_sqrt_bf16": ("dense", {"transform": "sqrt"}, {"stages": 3, "precision": "bf16"}),
+}
+DEFAULT_VARIANTS = "stages3_auto,before,sqrt_c,sqrt_auto,stages2_c,stages2_auto,stages3_c,dense_before,dense_stages3"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from kaggle_tl.images import DEFAULT_RESIZE
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="competition folder (Kaggle layout)")
-    p.add_argument("--sets", default=DEFAULT_SETS, help="comma-separated backbone sets; '+' concatenates "
-                                                        "(default: %(default)s)")
-    p.add_argument("--resize", default=DEFAULT_RESIZE,
-                   help="comma-separated resize policies: squash, crop, pad (default: kaggle_tl's, %(default)s)")
-    p.add_argument("--views", default="original", help="comma-separated views (default: %(default)s)")
-    p.add_argument("--weights", default="imagenet", help="imagenet | none | file | folder (default: %(default)s)")
+    p.add_argument("--data", help="competition folder or .tar.gz archive (default: the embedded demo)")
     p.add_argument("--limit", type=int, help="use this many training images (classes balanced)")
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--backbones", default="efficientnet_lite0",
+                   help="one backbone set, '+' between backbones (default: %(default)s)")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS,
+                   help=f"comma-separated, run in this order; from: {', '.join(VARIANTS)}")
+    p.add_argument("--reference", default="before",
+                   help="the variant the others are paired against (default: %(default)s); in fp32 a run with "
+                        "more stages first lets the others read its features")
+    p.add_argument("--runtime", help="tensorflow | openvino (default: kaggle_tl's)")
+    p.add_argument("--views", default="original,hflip")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--logreg-c", type=float, default=0.005, help="the logreg head's C (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, default=4, help="decode threads")
     p.add_argument("--cache", default=str(common.BENCH_DIR / "quality-cache"), help="feature cache folder")
     p.add_argument("--json", help="also write the results to this JSON file")
     return p.parse_args(argv)
-
-
-def extract(paths, image_key: str, ref, views, cache_dir: Path, weights: str, args) -> tuple[dict, float | None]:
-    """{view: (N, dim)} for one backbone, and its extraction seconds per image (None if unknown)."""
-    from kaggle_tl.cache import FeatureCache
-    from kaggle_tl.features import BackboneBuilder, extract_features, feature_key
-
-    timings_path = cache_dir / "quality-timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    key = "|".join(feature_key(image_key, ref, v) for v in views)
-    built = []
-
-    def build(refs):  # kaggle_tl's builder, noting that the features were computed now
-        built.append(True)
-        return BackboneBuilder(weights)(refs)
-
-    start = time.perf_counter()
-    features = extract_features(paths, image_key, [ref], views, FeatureCache(cache_dir), build,
-                                batch_size=args.batch_size, threads=args.threads, desc=ref.name)
-    if built:  # computed now (model build included: it is part of what a user waits for)
-        timings[key] = (time.perf_counter() - start) / len(paths)
-        timings_path.write_text(json.dumps(timings, indent=1))
-    return {view: features[(ref.name, view)] for view in views}, timings.get(key)
-
-
-def cv_proba(features_by_view: dict, y, folds, n_classes: int, c: float, seed: int):
-    """View-averaged OOF probabilities of the logreg head, fitted as a run fits it."""
-    import numpy as np
-
-    from kaggle_tl.cv import cross_validate
-    from kaggle_tl.heads import create_head
-
-    train = {v: np.asarray(x) for v, x in features_by_view.items()}
-    test = {v: x[:1] for v, x in train.items()}  # only the OOF rows are scored; one row keeps the shapes
-    return cross_validate(create_head("logreg", random_state=seed, C=c), train, test, y, folds, n_classes).oof_mean
-
-
-def scores(proba, y) -> dict[str, float]:
-    from kaggle_tl.metrics import score
-
-    result = score(y, proba)
-    return {"cv_logloss": result["logloss"], "cv_accuracy": result["accuracy"]}
 
 
 def main(argv=None) -> int:
@@ -96,56 +84,79 @@ def main(argv=None) -> int:
     common.quiet_logs()
     import numpy as np
 
-    from kaggle_tl.backbones import backbone_identity
-    from kaggle_tl.competition import image_set_key, read_competition
+    import kaggle_tl
     from kaggle_tl.config import RunConfig
-    from kaggle_tl.cv import make_folds
+    from kaggle_tl.metrics import paired_difference, row_logloss
 
-    root = common.subset_competition(Path(args.data), args.limit, 1) if args.limit else Path(args.data)
-    competition = read_competition(RunConfig(data=str(root)))
-    paths, y = competition.train_paths, competition.y
-    folds = make_folds(y, args.folds, args.seed)
-    views = [v.strip() for v in args.views.split(",") if v.strip()]
-    sets = [[b.strip() for b in s.split("+")] for s in args.sets.split(",") if s.strip()]
-    cache_dir = Path(args.cache)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    image_key = image_set_key(paths)
+    unknown = [v for v in args.variants.split(",") + [args.reference] if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    data = str(common.REPO / "data" / "demo")
+    if not args.data:
+        from kaggle_tl.demo import ensure_demo_competition
+        ensure_demo_competition(data)
+    else:
+        root = common.extract_archive(args.data) if args.data.endswith(".tar.gz") else Path(args.data)
+        data = str(common.subset_competition(root, args.limit, None) if args.limit else root)
     machine = {**common.machine_info(), **common.code_version()}
     print(common.describe_machine(machine))
     print(common.load_line())
-    print(f"data: {root} ({len(paths)} training images, {competition.n_classes} classes); views {views}; "
-          f"logreg C={args.logreg_c}; {args.folds}-fold CV, seed {args.seed}")
-
-    rows = []
-    for resize in [r.strip() for r in args.resize.split(",") if r.strip()]:
-        per_backbone, oof = {}, []
-        for name in dict.fromkeys(b for s in sets for b in s):
-            ref = backbone_identity(name, args.weights, None, resize)
-            per_backbone[name] = extract(paths, image_key, ref, views, cache_dir, args.weights, args)
-            print(f"  {resize} {name}: features ready ({common.load_line()})", flush=True)
-        for backbone_set in sets:
-            by_view = {v: np.concatenate([per_backbone[b][0][v] for b in backbone_set], axis=1) for v in views}
-            proba = cv_proba(by_view, y, folds, competition.n_classes, args.logreg_c, args.seed)
-            oof.append(proba)
-            times = [per_backbone[b][1] for b in backbone_set]
-            rows.append({"resize": resize, "set": "+".join(backbone_set), **scores(proba, y),
-                         "s_per_image": None if None in times else sum(times)})
-        if len(sets) > 1:
-            times = [t for _, t in per_backbone.values()]  # each backbone extracted once for all sets
-            rows.append({"resize": resize, "set": "mean of sets", **scores(np.mean(oof, axis=0), y),
-                         "s_per_image": None if None in times else sum(times)})
-    print_markdown(rows, views)
+    work = Path(tempfile.mkdtemp(prefix="quality-"))
+    rows, probas = [], {}
+    try:
+        for name in args.variants.split(","):
+            head, params, settings = VARIANTS[name]
+            config = RunConfig(data=data, backbones=tuple(args.backbones.split("+")), heads=(head,),
+                               head_params={head: params}, views=tuple(args.views.split(",")), seed=args.seed,
+                               runtime=args.runtime, cache_dir=args.cache,
+                               runs_dir=str(work / "runs"), submissions_dir=str(work / "submissions"),
+                               **settings)
+            record = kaggle_tl.run(config, new_run=True, report=lambda *_: None)
+            model = record.models[0]
+            preds = record.predictions(model.name)
+            probas[name] = (preds.y, preds.oof_mean)
+            fitted = {k: float(np.nanmedian(v)) for k, v in preds.fitted.items()}
+            rows.append({"variant": name, "head": head, "params": params, "settings": settings,
+                         "logloss": model.score.logloss, "logloss_se": model.score.logloss_se,
+                         "accuracy": model.score.accuracy, "accuracy_se": model.score.accuracy_se,
+                         "head_s": None if record.timings.get(f"head_{head}_cached") else record.timings.get(f"head_{head}_s"),
+                         "fitted": fitted,
+                         "n_train": len(preds.y), "data": record.competition, "runtime": record.config.runtime,
+                         "precision": record.config.precision})
+            print(f"  {name}: log loss {model.score.logloss:.4f} ({common.load_line()})", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    y_ref, proba_ref = probas.get(args.reference, next(iter(probas.values())))
+    best = min(rows, key=lambda r: r["logloss"])["variant"]
+    for row in rows:
+        y, proba = probas[row["variant"]]
+        if not np.array_equal(y, y_ref):
+            sys.exit(f"{row['variant']}: scored on other rows than {args.reference}")
+        paired, to_best = paired_difference(y, proba, proba_ref), paired_difference(y, proba, probas[best][1])
+        row.update(diff=paired["diff"], diff_se=paired["diff_se"], diff_best=to_best["diff"],
+                   diff_best_se=to_best["diff_se"])
+    print_markdown(rows, args)
     print(common.load_line())
     common.write_json(args.json, {"benchmark": "quality", "args": vars(args), "machine": machine, "rows": rows})
+    if args.json:  # every variant's per-row log loss, for paired differences between any two of them
+        np.savez_compressed(Path(args.json).with_suffix(".npz"), y=y_ref,
+                            **{name: row_logloss(y, proba) for name, (y, proba) in probas.items()})
     return 0
 
 
-def print_markdown(rows: list[dict], views: list[str]) -> None:
-    print(f"\n| resize | backbones | CV log loss | CV accuracy | extraction s/img ({'+'.join(views)}) |")
-    print("|---|---|---|---|---|")
+def print_markdown(rows: list[dict], args: argparse.Namespace) -> None:
+    print(f"\n{rows[0]['data']}: {rows[0]['n_train']} training images; {args.backbones}; views {args.views}; "
+          f"runtime {rows[0]['runtime']}; 5-fold CV, seed {args.seed}")
+    print(f"\n| variant | head | settings | CV log loss | CV accuracy | vs {args.reference} (paired) | vs the best "
+          "| head fit s | chose |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        seconds = "?" if r["s_per_image"] is None else f"{r['s_per_image']:.4f}"
-        print(f"| {r['resize']} | {r['set']} | {r['cv_logloss']:.4f} | {r['cv_accuracy']:.4f} | {seconds} |")
+        settings = ", ".join([f"{k}={v}" for k, v in r["params"].items()] + [f"{k}={v}" for k, v in r["settings"].items()])
+        chose = ", ".join(f"{k}~{v:.3g}" for k, v in r["fitted"].items())
+        head_s = "cached" if r["head_s"] is None else f"{r['head_s']:.1f}"
+        print(f"| {r['variant']} | {r['head']} | {settings} | {r['logloss']:.4f} ± {r['logloss_se']:.4f} "
+              f"| {r['accuracy']:.4f} | {r['diff']:+.4f} ± {r['diff_se']:.4f} "
+              f"| {r['diff_best']:+.4f} ± {r['diff_best_se']:.4f} | {head_s} | {chose} |")
 
 
 if __name__ == "__main__":

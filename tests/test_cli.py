@@ -332,7 +332,7 @@ def test_views_and_resize_reach_the_run_end_to_end(tmp_path):
 
     competition = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
     common = ["--data", str(competition), "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
-              "--heads", "logreg", "--folds", "2", "--cache-dir", str(tmp_path / "cache"),
+              "--stages", "1", "--heads", "logreg", "--folds", "2", "--cache-dir", str(tmp_path / "cache"),
               "--runs-dir", str(tmp_path / "runs"), "--submissions-dir", str(tmp_path / "subs")]
     assert main(["run", *common, "--views", "original,vflip,rot90", "--resize", "crop"]) == 0
     assert main(["run", *common, "--views", "original,vflip,rot90", "--resize", "pad"]) == 0
