@@ -49,6 +49,7 @@ VARIANTS = {
     "dense_sqrt": ("dense", {"transform": "sqrt"}, {"stages": 2}),
     "dense_sqrt_std": ("dense", {"transform": "sqrt,standard"}, {"stages": 2}),
     "dense_stages3": ("dense", {"transform": "none"}, {"stages": 3}),
+    "dense_stages3_l2auto": ("dense", {"transform": "none", "l2": "auto"}, {"stages": 3}),
     "dense_stages3_sqrt": ("dense", {"transform": "sqrt"}, {"stages": 3}),
     # the same models on OpenVINO's bf16 (opt-in: does it cost CV score?)
     "before_bf16": ("logreg", {"transform": "standard", "C": 0.005}, {"stages": 1, "precision": "bf16"}),

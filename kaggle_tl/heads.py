@@ -64,6 +64,7 @@ HEADS: Registry[type[Head]] = Registry("head")
 LOGREG_C: float | str = "auto"
 SVM_C: float | str = 0.001
 LINEAR_TRANSFORM = "sqrt,standard"  # logreg and svm
+DENSE_L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)  # what l2 = "auto" tries
 DENSE_TRANSFORM = "none"
 
 
@@ -170,7 +171,7 @@ class DenseHead(Head):
         "patience": (int, lambda v: v >= 1, ">= 1"),
         "batch_size": (int, lambda v: v >= 1, ">= 1"),
         "learning_rate": (float, lambda v: v > 0, "> 0"),
-        "l2": (float, lambda v: v >= 0, ">= 0"),
+        "l2": ("auto", lambda v: v == "auto" or v >= 0, '>= 0 or "auto" (chosen on the early-stopping rows)'),
         "transform": _TRANSFORM_RULE,
         "early_stopping": (str, lambda v: v in ("inner", "fold"), "'inner' or 'fold'"),
         "validation_fraction": (float, lambda v: 0 < v < 1, "in (0, 1)"),
@@ -178,7 +179,7 @@ class DenseHead(Head):
     }
 
     def __init__(self, dropout: float = 0.5, max_epochs: int = 50, patience: int = 5, batch_size: int = 256,
-                 learning_rate: float = 1e-3, l2: float = 0.0, transform: str = DENSE_TRANSFORM,
+                 learning_rate: float = 1e-3, l2: float | str = 0.0, transform: str = DENSE_TRANSFORM,
                  early_stopping: str = "inner", validation_fraction: float = 0.1, random_state: int = 0):
         self.dropout = dropout
         self.max_epochs = max_epochs
@@ -213,8 +214,24 @@ class DenseHead(Head):
             val = (x_train[val_rows], y_train[val_rows])
             x_train, y_train = x_train[train_rows], y_train[train_rows]
         self.batch_size_ = min(self.batch_size, max(32, len(y_train) // 16))
-        self._train(x_train, y_train, val, rng)
+        if self.l2 != "auto":
+            self.l2_ = self.l2
+            self._train(x_train, y_train, val, rng, self.l2_)
+            return self
+        # l2 = "auto": one training per value, each stopped early on the same validation rows (the
+        # inner split, so never a scored row, unless early_stopping = "fold"), keeping the one with
+        # the lowest validation loss: the fold's fits cost len(DENSE_L2_GRID) times as much.
+        best = None
+        for l2 in DENSE_L2_GRID:
+            self._train(x_train, y_train, val, np.random.default_rng(self.random_state), l2)
+            state = (min(self.validation_loss_), l2, self.coef_, self.intercept_, self.validation_loss_,
+                     self.best_epoch_, self.n_epochs_)
+            best = state if best is None or state[0] < best[0] else best
+        _, self.l2_, self.coef_, self.intercept_, self.validation_loss_, self.best_epoch_, self.n_epochs_ = best
         return self
+
+    def fitted_params(self) -> dict[str, float]:
+        return {"l2": float(self.l2_)} if self.l2 == "auto" else {}
 
     def _fold_validation(self, validation_data):
         """The given validation rows whose class was trained on (an unseen class has no output unit)."""
@@ -227,7 +244,8 @@ class DenseHead(Head):
             return None
         return self.transform_.transform(xv[known]).astype(np.float32, copy=False), self.encoder_.transform(yv[known])
 
-    def _train(self, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray], rng: np.random.Generator):
+    def _train(self, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
+               l2: float):
         n_features, n_classes = x.shape[1], len(self.classes_)
         limit = np.sqrt(6.0 / (n_features + n_classes))  # Keras' Dense default: Glorot uniform, zero bias
         params = [rng.uniform(-limit, limit, (n_features, n_classes)).astype(np.float32),
@@ -241,7 +259,7 @@ class DenseHead(Head):
             for start in range(0, len(y), self.batch_size_):
                 rows = order[start:start + self.batch_size_]
                 xb = np.take(x, rows, axis=0, out=batch_buffer[:len(rows)])
-                adam.step(self._gradients(xb, y[rows], params, rng))
+                adam.step(self._gradients(xb, y[rows], params, rng, l2))
             loss = _mean_cross_entropy(val[0] @ params[0] + params[1], val[1])
             self.validation_loss_.append(loss)
             # Keras' EarlyStopping: a strict improvement resets the wait; `patience` misses stop. Like
@@ -258,7 +276,8 @@ class DenseHead(Head):
         self.n_epochs_ = len(self.validation_loss_)
         self.coef_, self.intercept_ = best_params
 
-    def _gradients(self, xb: np.ndarray, yb: np.ndarray, params: list[np.ndarray], rng: np.random.Generator):
+    def _gradients(self, xb: np.ndarray, yb: np.ndarray, params: list[np.ndarray], rng: np.random.Generator,
+                   l2: float = 0.0):
         """Gradients of the batch's mean cross-entropy (+ L2) through a fresh dropout mask on ``xb``."""
         scale = np.float32(1 / (1 - self.dropout))
         if self.dropout:  # inverted dropout; the 1/keep scale is applied to the small logits and gradient
@@ -268,8 +287,8 @@ class DenseHead(Head):
         dlogits[np.arange(len(yb)), yb] -= 1
         dlogits /= np.float32(len(yb))
         grad_w = (xb.T @ dlogits) * scale
-        if self.l2:  # Keras' L2(l2) adds l2 * sum(w^2) to the loss
-            grad_w += np.float32(2 * self.l2) * params[0]
+        if l2:  # Keras' L2(l2) adds l2 * sum(w^2) to the loss
+            grad_w += np.float32(2 * l2) * params[0]
         return grad_w, dlogits.sum(axis=0)
 
     def predict_proba(self, X):

@@ -86,6 +86,7 @@ def test_unknown_parameter_is_refused_naming_head_parameter_and_valid_ones():
     ("dense", "patience", 0, r"head_params\.dense\.patience: must be >= 1"),
     ("dense", "batch_size", True, r"head_params\.dense\.batch_size: must be an integer, got True \(bool\)$"),
     ("dense", "learning_rate", 0.0, r"head_params\.dense\.learning_rate: must be > 0"),
+    ("dense", "l2", -0.1, r"head_params\.dense\.l2: must be >= 0 or \"auto\" .*, got -0.1$"),
     ("dense", "early_stopping", "val", r"head_params\.dense\.early_stopping: must be 'inner' or 'fold', got 'val'$"),
 ])
 def test_bad_parameter_values_are_refused_in_one_line(name, param, value, message):
@@ -250,3 +251,19 @@ def test_dense_adam_steps_match_keras_train_on_batch():
         adam.step(head._gradients(xb.copy(), yb, params, rng))
     for ours, theirs in zip(params, model.get_weights()):
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_dense_l2_auto_picks_the_grid_value_with_the_lowest_inner_loss_and_never_looks_at_scored_rows():
+    from kaggle_tl.heads import DENSE_L2_GRID
+
+    X, y = blobs(n_per_class=60, n_classes=3, dim=24, spread=1.5, seed=11)
+    auto = DenseHead(l2="auto", max_epochs=30).fit(X, y)
+    assert auto.fitted_params()["l2"] in DENSE_L2_GRID
+    losses = {l2: min(DenseHead(l2=l2, max_epochs=30).fit(X, y).validation_loss_) for l2 in DENSE_L2_GRID}
+    assert auto.l2_ == min(losses, key=losses.get)
+    fixed = DenseHead(l2=auto.l2_, max_epochs=30).fit(X, y)  # the same fit as the chosen one, bit for bit
+    np.testing.assert_array_equal(auto.coef_, fixed.coef_)
+    # Honest: with inner early stopping, rows handed as validation_data (a CV fold's scored rows) change nothing.
+    other = DenseHead(l2="auto", max_epochs=30).fit(X, y, validation_data=(X[::-1] * 5, y[::-1]))
+    np.testing.assert_array_equal(other.coef_, auto.coef_)
+    assert DenseHead(l2=0.001).fit(X, y).fitted_params() == {}
