@@ -54,11 +54,6 @@ def feature_key(image_key: str, ref: BackboneRef, view: str, output: str = "pool
                      version=FEATURE_VERSION)
 
 
-def outputs_of(ref: BackboneRef) -> tuple[tuple[str, int], ...]:
-    """(output name, dim) of each of the backbone's outputs, in the order its features concatenate them."""
-    return ref.outputs
-
-
 _BUILT: dict[tuple, object] = {}  # this process's models by identity: a worker builds each once, not per task
 
 
@@ -101,7 +96,7 @@ class BackboneBuilder:
 
         if self.cache_root is None:
             return None
-        key = cache_key(backbone=ref.name, weights=ref.weights_id, size=ref.input_size, outputs=outputs_of(ref),
+        key = cache_key(backbone=ref.name, weights=ref.weights_id, size=ref.input_size, outputs=ref.outputs,
                         **ir_key_parts())
         return Cache(self.cache_root, self.cache_from).model_dir(key)
 
@@ -157,7 +152,7 @@ def compute_chunk(job: ChunkJob, progress: Callable[[int], None] | None = None) 
                 _check_model_output(features, bad, ref, job.paths[done:done + n])
                 features[bad] = np.nan
                 start = 0
-                for output, dim in outputs_of(ref):
+                for output, dim in ref.outputs:
                     if (ref.name, view, output) in pending:
                         pending[ref.name, view, output].append(features[:, start:start + dim])
                     start += dim
@@ -252,7 +247,7 @@ class FeaturePlan:
                 {"backbone": ref.name, "weights": ref.weights_id, "size": ref.input_size, "resize": ref.resize,
                  "view": view, "output": output, "runtime": ref.runtime, "images": image_key, "split": split,
                  **self._info})
-                for ref in refs for view in views for output, dim in outputs_of(ref)}
+                for ref in refs for view in views for output, dim in ref.outputs}
             self.splits[split] = _Split(list(paths), image_key, entries, {}, {})
         self._locks = contextlib.ExitStack()
 
@@ -362,7 +357,7 @@ class FeaturePlan:
         arrays = {}
         for ref in self.refs:
             for view in self.views:
-                parts = [split.found[ref.name, view, output] for output, _ in outputs_of(ref)]
+                parts = [split.found[ref.name, view, output] for output, _ in ref.outputs]
                 arrays[ref.name, view] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         # NaN rows are what "could not be decoded" looks like in the cache; this run's decoder said why.
         bad = np.zeros(len(split.paths), dtype=bool)

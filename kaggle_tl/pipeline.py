@@ -29,7 +29,7 @@ from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
 from kaggle_tl.cv import cross_validate, make_folds
 from kaggle_tl.engine import Engine
 from kaggle_tl.errors import KaggleTLError, one_line
-from kaggle_tl.features import (BackboneBuilder, FeaturePlan, Features, check_memory, feature_key, outputs_of,
+from kaggle_tl.features import (BackboneBuilder, FeaturePlan, Features, check_memory, feature_key,
                                 seconds_per_image)
 from kaggle_tl.files import ensure_writable, temp_path
 from kaggle_tl.heads import create_head
@@ -276,7 +276,7 @@ def predictions_key(config: RunConfig, head_name: str, refs: list[BackboneRef], 
                     competition: Competition, folds: np.ndarray) -> str:
     """What a head's predictions depend on: the exact features, rows, labels, classes, folds, head and version."""
     return cache_key(features=[feature_key(image_keys[split], ref, view, output) for split in ("train", "test")
-                               for ref in refs for view in config.views for output, _ in outputs_of(ref)],
+                               for ref in refs for view in config.views for output, _ in ref.outputs],
                      train_ids=array_digest(np.array(competition.train_ids, dtype=str)),
                      y=array_digest(competition.y), classes=competition.classes, folds=array_digest(folds),
                      head=head_name, params=config.head_params[head_name], seed=config.seed, version=__version__)
