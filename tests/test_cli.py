@@ -295,6 +295,24 @@ def test_a_run_prints_progress_and_tables_without_tensorflow_noise(tmp_path):
         assert noise not in done.stderr, noise
 
 
+def test_a_stage_layer_that_needs_the_model_built_is_refused_in_one_line_without_tensorflow_noise(tmp_path):
+    import subprocess
+    import sys
+
+    # A layer the stage table does not name makes the backbone be built to look: TensorFlow is
+    # imported there, before any extraction, and must stay as quiet as in a run.
+    competition = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    argv = [sys.executable, "-m", "kaggle_tl.cli", "run", "--data", str(competition), "--backbones",
+            "efficientnet_lite0", "--stage-layers", "efficientnet_lite0=_blocks.11._bn0_relu"]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert done.returncode != 0
+    assert done.stderr.splitlines() == ["kaggle-tl: error: setting stage_layers: efficientnet_lite0 has no stage "
+                                        "layer '_blocks.11._bn0_relu' (did you mean _blocks.11._bn0_relu6?); its "
+                                        "stages: _blocks.1._bn0_relu6, _blocks.3._bn0_relu6, _blocks.5._bn0_relu6, "
+                                        "_blocks.11._bn0_relu6, _blocks.15._bn1_relu6, _bn1_relu6"]
+
+
 def test_a_fully_cached_rerun_does_not_import_tensorflow(tmp_path):
     import subprocess
     import sys

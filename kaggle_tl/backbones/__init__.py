@@ -35,6 +35,7 @@ import numpy as np
 from kaggle_tl.backbones.digest import file_digest
 from kaggle_tl.errors import KaggleTLError, did_you_mean, one_line
 from kaggle_tl.images import DEFAULT_RESIZE, check_resize
+from kaggle_tl.quiet import import_tensorflow
 from kaggle_tl.registry import Registry
 from kaggle_tl.runtimes import compile_backbone
 
@@ -159,6 +160,7 @@ class BackboneSpec:
         """Build it. ``weights``: "imagenet", "none"/None, a file or a folder holding the backbone's file."""
         size = self.check_size(input_size)
         resolved = self.weights_path(weights)
+        import_tensorflow()  # quietly, before anything below imports Keras
         if resolved is None:
             _seed_random_init()
         model = self.builder(resolved, size)
