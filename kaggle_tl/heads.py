@@ -21,7 +21,6 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, LabelEncoder
 from sklearn.svm import SVC
@@ -31,7 +30,7 @@ from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.registry import Registry
 from kaggle_tl.svm import LinearSVM
 from kaggle_tl.transforms import make_transform
-from kaggle_tl.tuning import LinearSVMAutoC, LogisticRegressionAutoC
+from kaggle_tl.tuning import LinearSVMAutoC, LogisticRegressionAutoC, inner_split
 
 # A parameter's rule: its type, a test of its value, and how the test reads in an error message.
 Rule = tuple[Any, Callable[[Any], bool], str]
@@ -210,7 +209,7 @@ class DenseHead(Head):
         # No fold rows of a trained class (or "inner" mode): hold out part of the training rows.
         self.early_stopped_on_ = "fold" if val is not None else "inner"
         if val is None:
-            train_rows, val_rows = _inner_split(y_train, self.validation_fraction, self.random_state)
+            train_rows, val_rows = inner_split(y_train, self.validation_fraction, self.random_state)
             val = (x_train[val_rows], y_train[val_rows])
             x_train, y_train = x_train[train_rows], y_train[train_rows]
         self.batch_size_ = min(self.batch_size, max(32, len(y_train) // 16))
@@ -334,15 +333,6 @@ class _Adam:
             m += (g - m) * (1 - self.beta1)
             v += (g * g - v) * (1 - self.beta2)
             p -= alpha * m / (np.sqrt(v) + self.epsilon)
-
-
-def _inner_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training and early-stopping rows: a stratified split where the classes allow one."""
-    rows = np.arange(len(y))
-    try:
-        return train_test_split(rows, test_size=fraction, stratify=y, random_state=seed)
-    except ValueError:  # a class with one row, or fewer held-out rows than classes, cannot be stratified
-        return train_test_split(rows, test_size=fraction, random_state=seed)
 
 
 class _PipelineHead(Head):
