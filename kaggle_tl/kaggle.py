@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Sequence
@@ -78,7 +80,14 @@ def write_wheels(folder: str | Path, extras: Sequence[str] = (), include: Sequen
         skipped = set(KAGGLE_IMAGE_HAS) - {_name(i) for i in include}
         wanted = [r for r in wanted if _name(r) not in skipped]
     wanted += [i for i in include if _name(i) not in {_name(r) for r in wanted}]
-    _pip(["wheel", "--no-deps", "--wheel-dir", str(folder), str(source_root())], "kaggle_tl's wheel")
+    with tempfile.TemporaryDirectory(prefix="kaggle_tl-wheel-") as private:
+        # Built from a private copy: setuptools builds in the project's build/ folder, which two
+        # `kaggle-tl wheels` at once would share ("File exists"), and which a checkout need not have.
+        root, copy = source_root(), Path(private) / "kaggle_tl"
+        shutil.copytree(root / "kaggle_tl", copy / "kaggle_tl", ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copyfile(root / name, copy / name)
+        _pip(["wheel", "--no-deps", "--wheel-dir", str(folder), str(copy)], "kaggle_tl's wheel")
     target = [*(["--python-version", python_version] if python_version else []),
               *(f"--platform={p}" for p in platforms)]
     if wanted:
