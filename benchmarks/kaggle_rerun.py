@@ -87,8 +87,14 @@ def main(argv=None) -> int:
     common.print_table(rows, title=f"{root.name}: {' '.join(flags)}", floatfmt="{:.3f}")
     print(f"hidden re-run: {computed}")
     print(f"cold run: {next(line for line in cold_out.splitlines() if line.startswith('features:'))}")
+    stages = {name: next(line for line in out.splitlines() if line.startswith("timings (s):"))
+              for name, out in (("cold run", cold_out), ("hidden re-run", rerun_out))}
+    for name, line in stages.items():  # inside each process, after the imports
+        print(f"{name} {line}")
+    reused = [line for line in rerun_out.splitlines() if line.startswith("heads from the cache")]
+    print(f"hidden re-run: {reused[0] if reused else 'every head refitted'}")
     common.write_json(args.json, {"machine": info, "load": common.load_line(), "rows": rows, "flags": flags,
-                                  "rerun_features_line": computed})
+                                  "rerun_features_line": computed, "timings": stages})
     return 0
 
 

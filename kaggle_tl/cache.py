@@ -4,6 +4,7 @@ Layout of a cache root (``--cache-dir``; a ``--cache-from`` layer has the same l
 
     features/<key>/       one (N, D) float32 array: features.npy + meta.json (see FeatureEntry)
     predictions/<key>.npz one head's fold x view predictions (runs.Predictions' file)
+    fits/<key>.npz        one head's fitted fold x view models as arrays (frozen.FoldModels' file)
     figures/<key>/*.png   the figures drawn for one model's predictions
     models/<key>/         a backbone converted for another runtime (OpenVINO's model.xml/.bin)
 
@@ -54,7 +55,8 @@ except ImportError:  # Windows: no flock, so two runs sharing a cache are not ke
 log = logging.getLogger(__name__)
 _CHUNK = re.compile(r"chunk_(\d{10})-(\d{10})_([0-9a-f]{16})\.npy$")
 _LOAD_ERRORS = (ValueError, OSError, EOFError)  # what np.load raises on a damaged .npy
-KINDS = ("features", "predictions", "figures", "models")
+KINDS = ("features", "predictions", "fits", "figures", "models")
+FILE_KINDS = ("predictions", "fits")  # an entry is one <key>.npz file
 
 
 def array_digest(array: np.ndarray) -> str:
@@ -80,7 +82,7 @@ class Cache:
         self.layers = [Path(os.path.abspath(layer)) for layer in read_only]
         for layer in self.layers:
             check_layer(layer)
-        for kind in ("predictions", "figures", "models"):  # feature entries clean theirs when locked
+        for kind in ("predictions", "fits", "figures", "models"):  # feature entries clean theirs when locked
             remove_stale_temps(self.root / kind)
 
     # -- features ------------------------------------------------------------------------------
@@ -98,18 +100,25 @@ class Cache:
                 return array, layer
         return None
 
-    # -- predictions ---------------------------------------------------------------------------
-    def predictions_path(self, key: str) -> Path:
-        """Where predictions with ``key`` are written."""
-        return self.root / "predictions" / f"{key}.npz"
+    # -- predictions and fitted fold models: one .npz file an entry --------------------------------
+    def file_path(self, kind: str, key: str) -> Path:
+        """Where the ``kind`` entry ``key`` (predictions or fits) is written."""
+        assert kind in FILE_KINDS, kind
+        return self.root / kind / f"{key}.npz"
 
-    def find_predictions(self, key: str) -> list[Path]:
-        """Existing prediction files for ``key``: the writable root's first, then each layer's."""
-        return [p for p in [self.predictions_path(key), *(layer / "predictions" / f"{key}.npz" for layer in self.layers)]
+    def find_files(self, kind: str, key: str) -> list[Path]:
+        """Existing ``kind`` files for ``key``: the writable root's first, then each layer's."""
+        return [p for p in [self.file_path(kind, key), *(layer / kind / f"{key}.npz" for layer in self.layers)]
                 if p.is_file()]
 
-    def write_predictions(self, key: str, data: bytes) -> Path:
-        path = self.predictions_path(key)
+    def source(self, path: Path) -> str:
+        """Where an entry found at ``path`` came from, as a run records it: "cache" or the read-only layer."""
+        if path.is_relative_to(self.root):
+            return "cache"
+        return str(next(layer for layer in self.layers if path.is_relative_to(layer)))
+
+    def write_file(self, kind: str, key: str, data: bytes) -> Path:
+        path = self.file_path(kind, key)
         atomic_write_bytes(path, data)
         return path
 
@@ -139,7 +148,7 @@ class Cache:
             for path in sorted(folder.iterdir()):
                 if path.name.startswith("."):
                     continue
-                found.append(Entry(kind, path.stem if kind == "predictions" else path.name, path))
+                found.append(Entry(kind, path.stem if kind in FILE_KINDS else path.name, path))
         return found
 
     def export(self, keys: dict[str, Sequence[str]], destination: str | Path) -> list[Path]:
@@ -174,7 +183,7 @@ class Cache:
         return copied
 
     def _find(self, kind: str, key: str) -> Path | None:
-        name = f"{key}.npz" if kind == "predictions" else key
+        name = f"{key}.npz" if kind in FILE_KINDS else key
         for root in (self.root, *self.layers):
             path = root / kind / name
             if kind == "features" and not (path / "features.npy").is_file():

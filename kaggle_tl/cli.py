@@ -19,6 +19,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from kaggle_tl.cache import KINDS
 from kaggle_tl.config import RunConfig, resolve_config
 from kaggle_tl.errors import KaggleTLError
 
@@ -52,7 +53,7 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--address", dict(help="dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster here)")),
     ("--time-limit", dict(type=float, metavar="MINUTES",
                           help="stop before extraction when it is estimated to take longer (default: no limit)")),
-    ("--cache-dir", dict(help="the writable cache folder: features, predictions, figures (default cache)")),
+    ("--cache-dir", dict(help="the writable cache folder: features, predictions, fitted heads, figures (default cache)")),
     ("--cache-from", dict(dest="cache_from", action="append", metavar="DIR",
                           help="a read-only cache to read first, e.g. a Kaggle dataset of an earlier run's cache "
                                "(repeatable)")),
@@ -165,7 +166,7 @@ def print_run(record, config: RunConfig) -> None:
     print("\ntimings (s): " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in record.timings.items() if k.endswith("_s")))
     cached = [k[5:-7] for k, v in record.timings.items() if k.endswith("_cached") and v]
     if cached:
-        print(f"predictions from the cache (nothing refitted): {', '.join(cached)}")
+        print(f"heads from the cache, predictions or fold models (nothing refitted): {', '.join(cached)}")
     _print_upload(record, config)
 
 
@@ -434,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     tidy.add_argument("--older-than", type=float, metavar="DAYS", help="entries not used for this many days")
     tidy.add_argument("--data", help="entries of this data set (the competition folder's name)")
     tidy.add_argument("--backbone", help="feature entries of this backbone")
-    tidy.add_argument("--kind", choices=["features", "predictions", "figures", "models"], help="entries of this kind")
+    tidy.add_argument("--kind", choices=list(KINDS), help="entries of this kind")
     tidy.add_argument("--yes", action="store_true", help="remove the selected entries (default: only list them)")
 
     cache = command("cache", "cache tools: export a run's entries as a folder to attach to a Kaggle notebook",
@@ -442,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "as a Kaggle dataset.", cmd_cache_export)
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
     export = cache_sub.add_parser("export", help="copy the cache entries a run used into a folder",
-                                  description="Copy exactly the cache entries a run used (features and predictions) "
+                                  description="Copy exactly the cache entries a run used (features, predictions, fitted heads) "
                                               "into OUT, laid out as a cache: upload OUT as a Kaggle dataset and "
                                               "pass its path to --cache-from, so the notebook computes only what is "
                                               "new (the hidden test images).")

@@ -1,4 +1,4 @@
-"""Folds, and one head fitted per fold x view -> OOF and test predictions (runs.Predictions)."""
+"""Folds; one head fitted per fold x view (frozen.FoldModels) -> OOF and test predictions (runs.Predictions)."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +10,7 @@ from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from kaggle_tl.frozen import FoldModels
 from kaggle_tl.runs import Predictions
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,8 @@ def _full_columns(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.
     return out
 
 
-def _fit_fold(head, X: np.ndarray, X_test: np.ndarray, y: np.ndarray, folds: np.ndarray, k: int,
-              n_classes: int, blas_threads: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Fit a clone of ``head`` on the rows outside fold k; predict fold k's rows and the test rows.
+def _fit_fold(head, X: np.ndarray, y: np.ndarray, folds: np.ndarray, k: int, blas_threads: int):
+    """A clone of ``head`` fitted on the rows outside fold k, frozen where it can be; and what the fit chose.
 
     The BLAS/OpenMP pools are capped for the fit: two fits each using every core's BLAS
     threads run many times slower than one thread each (oversubscription, BENCHMARKS.md).
@@ -47,37 +47,59 @@ def _fit_fold(head, X: np.ndarray, X_test: np.ndarray, y: np.ndarray, folds: np.
         extra = ({"validation_data": (X[val_rows], y[val_rows])}
                  if getattr(model, "uses_fold_for_early_stopping", False) else {})
         model.fit(X[fit_rows], y[fit_rows], **extra)
-        oof = _full_columns(model.predict_proba(X[val_rows]), model.classes_, n_classes)
-        test = _full_columns(model.predict_proba(X_test), model.classes_, n_classes)
-    return oof, test, model.fitted_params() if hasattr(model, "fitted_params") else {}
+        frozen = model.freeze() if hasattr(model, "freeze") else None
+    return frozen or model, model.fitted_params() if hasattr(model, "fitted_params") else {}
+
+
+def fit_fold_models(head, train_by_view: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, n_jobs: int = 1,
+                    blas_threads: int = 1, desc: str = "head") -> FoldModels:
+    """For each view v and fold k: a clone of ``head`` fitted on view-v features of the rows outside fold k.
+
+    The V x K fits run through joblib (``n_jobs`` at once; the active joblib backend, so a Dask
+    cluster when one is configured), each with ``blas_threads`` BLAS threads. Heads are
+    deterministic given their random_state, so serial and parallel fits give identical models.
+    """
+    views = list(train_by_view)
+    n_folds = int(folds.max()) + 1
+    tasks = [(v, k) for v in range(len(views)) for k in range(n_folds)]
+    jobs = (delayed(_fit_fold)(head, train_by_view[views[v]], y, folds, k, blas_threads) for v, k in tasks)
+    models: list[list] = [[None] * n_folds for _ in views]
+    fitted: dict[str, np.ndarray] = {}  # what the fits chose, (views, folds) each
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+    with tqdm(total=len(tasks), desc=desc, unit="fit", disable=None, leave=False) as bar:
+        for (v, k), (model, chosen) in zip(tasks, results):
+            models[v][k] = model
+            for name, value in chosen.items():
+                fitted.setdefault(name, np.full((len(views), n_folds), np.nan))[v, k] = value
+            bar.set_postfix_str(f"view {views[v]}, fold {k}")
+            bar.update()
+    return FoldModels(views, models, fitted)
+
+
+def predict_folds(models: FoldModels, train_by_view: dict[str, np.ndarray], test_by_view: dict[str, np.ndarray],
+                  y: np.ndarray, folds: np.ndarray, n_classes: int) -> Predictions:
+    """Each fold model's predictions of the rows it held out (OOF) and of every test row, per view.
+
+    The same whether the models were fitted now or read from the fits cache: a re-run on new test
+    images predicts exactly as a run that fitted them.
+    """
+    n_folds = int(folds.max()) + 1
+    n_test = len(next(iter(test_by_view.values())))
+    oof = np.zeros((len(models.views), len(y), n_classes))
+    test = np.zeros((len(models.views), n_folds, n_test, n_classes))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverged head: named by the caller
+        for v, view in enumerate(models.views):
+            for k in range(n_folds):
+                model = models.models[v][k]
+                oof[v, folds == k] = _full_columns(model.predict_proba(train_by_view[view][folds == k]),
+                                                   model.classes_, n_classes)
+                test[v, k] = _full_columns(model.predict_proba(test_by_view[view]), model.classes_, n_classes)
+    return Predictions(models.views, oof, test, folds, y, models.fitted)
 
 
 def cross_validate(head, train_by_view: dict[str, np.ndarray], test_by_view: dict[str, np.ndarray],
                    y: np.ndarray, folds: np.ndarray, n_classes: int, n_jobs: int = 1, blas_threads: int = 1,
                    desc: str = "head") -> Predictions:
-    """For each view v and fold k: fit a clone of ``head`` on view-v features of the rows outside
-    fold k; predict fold k's rows (OOF) and the view-v test features.
-
-    The V x K fits run through joblib (``n_jobs`` at once; the active joblib backend, so a Dask
-    cluster when one is configured), each with ``blas_threads`` BLAS threads. Heads are
-    deterministic given their random_state, so serial and parallel fits give identical predictions.
-    """
-    views = list(train_by_view)
-    n_folds = int(folds.max()) + 1
-    n_test = len(next(iter(test_by_view.values())))
-    tasks = [(v, k) for v in range(len(views)) for k in range(n_folds)]
-    jobs = (delayed(_fit_fold)(head, train_by_view[views[v]], test_by_view[views[v]], y, folds, k, n_classes,
-                               blas_threads) for v, k in tasks)
-    oof = np.zeros((len(views), len(y), n_classes))
-    test = np.zeros((len(views), n_folds, n_test, n_classes))
-    fitted: dict[str, np.ndarray] = {}  # what the fits chose, (views, folds) each
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
-    with tqdm(total=len(tasks), desc=desc, unit="fit", disable=None, leave=False) as bar:
-        for (v, k), (oof_rows, test_rows, chosen) in zip(tasks, results):
-            oof[v, folds == k] = oof_rows
-            test[v, k] = test_rows
-            for name, value in chosen.items():
-                fitted.setdefault(name, np.full((len(views), n_folds), np.nan))[v, k] = value
-            bar.set_postfix_str(f"view {views[v]}, fold {k}")
-            bar.update()
-    return Predictions(views, oof, test, folds, y, fitted)
+    """Fit ``head`` per view x fold (``fit_fold_models``) and predict the held-out and test rows (``predict_folds``)."""
+    models = fit_fold_models(head, train_by_view, y, folds, n_jobs, blas_threads, desc)
+    return predict_folds(models, train_by_view, test_by_view, y, folds, n_classes)

@@ -10,7 +10,8 @@ Adding a head is one decorated class::
 
 ``__init__`` stores parameters; ``fit(X, y)`` sets ``classes_``; ``predict_proba(X)`` returns
 columns in ``classes_`` order. So heads work with ``clone``, ``cross_val_predict``, pickling and
-joblib workers; each is deterministic for a given ``random_state``.
+joblib workers; each is deterministic for a given ``random_state``. ``freeze()`` returns the
+fitted head as arrays (``frozen.FrozenHead``), what the fits cache keeps, or None if it cannot.
 """
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ from sklearn.svm import SVC
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.frozen import FrozenHead
 from kaggle_tl.registry import Registry
 from kaggle_tl.svm import LinearSVM
-from kaggle_tl.transforms import make_transform
+from kaggle_tl.transforms import freeze_transform, make_transform
 from kaggle_tl.tuning import LinearSVMAutoC, LogisticRegressionAutoC, inner_split
 
 # A parameter's rule: its type, a test of its value, and how the test reads in an error message.
@@ -115,6 +117,10 @@ class Head(ClassifierMixin, BaseEstimator):
     def fitted_params(self) -> dict[str, float]:
         """What ``fit`` chose that a run records per fold and view (e.g. {"C": 0.0052} with C = "auto")."""
         return {}
+
+    def freeze(self) -> FrozenHead | None:
+        """The fitted head as arrays, predicting as it does; None for a head that has no such form."""
+        return None
 
     def _check_params(self) -> None:
         for param, (kind, test, text) in self._param_rules.items():
@@ -290,6 +296,11 @@ class DenseHead(Head):
             grad_w += np.float32(2 * l2) * params[0]
         return grad_w, dlogits.sum(axis=0)
 
+    def freeze(self) -> FrozenHead:
+        check_is_fitted(self, "coef_")
+        return FrozenHead(self.classes_, freeze_transform(self.transform_), "softmax",
+                          [{"coef": self.coef_, "intercept": self.intercept_}])
+
     def predict_proba(self, X):
         check_is_fitted(self, "coef_")
         X = self.transform_.transform(check_array(X, dtype=np.float32)).astype(np.float32, copy=False)
@@ -405,6 +416,22 @@ class SVMHead(_PipelineHead):
             svm = CalibratedClassifierCV(LinearSVM(C=self.C), method="sigmoid", cv=self.calibration_folds)
         return self._fit_pipeline(svm, X, y)
 
+    def freeze(self) -> FrozenHead | None:
+        check_is_fitted(self, "model_")
+        if self.kernel != "linear":
+            return None  # a kernel SVM predicts from its support vectors: refitted, not cached
+        classifier = self.model_[-1]
+        calibrated = classifier.model_ if isinstance(classifier, LinearSVMAutoC) else classifier
+        n_classes, linear = len(self.classes_), []
+        for model in calibrated.calibrated_classifiers_:
+            svm, sigmoids = model.estimator, model.calibrators
+            # As _CalibratedClassifier pairs them: score column j with the sigmoid j and the class
+            # position of the SVM's class j, shifted to the positive class when binary.
+            positions = np.searchsorted(self.classes_, svm.classes_)[:len(sigmoids)] + (n_classes == 2)
+            linear.append({"coef": svm.coef_.T, "intercept": svm.intercept_, "positions": positions,
+                           "a": np.array([s.a_ for s in sigmoids]), "b": np.array([s.b_ for s in sigmoids])})
+        return FrozenHead(self.classes_, freeze_transform(self.model_.steps[0][1]), "platt", linear)
+
 
 @register_head("logreg")
 class LogRegHead(_PipelineHead):
@@ -435,3 +462,14 @@ class LogRegHead(_PipelineHead):
         else:
             classifier = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.random_state)
         return self._fit_pipeline(classifier, X, y)
+
+    def freeze(self) -> FrozenHead:
+        check_is_fitted(self, "model_")
+        classifier = self.model_[-1]
+        model = classifier.model_ if isinstance(classifier, LogisticRegressionAutoC) else classifier
+        coef, intercept = model.coef_.T, model.intercept_
+        if len(self.classes_) == 2:  # one column z for classes_[1]: probabilities softmax([0, z])
+            coef = np.hstack([np.zeros_like(coef), coef])
+            intercept = np.concatenate([np.zeros_like(intercept), intercept])
+        return FrozenHead(self.classes_, freeze_transform(self.model_.steps[0][1]), "softmax",
+                          [{"coef": coef, "intercept": intercept}])

@@ -26,12 +26,13 @@ from kaggle_tl.backbones import BackboneRef, backbone_spec
 from kaggle_tl.cache import Cache, array_digest, cache_key
 from kaggle_tl.competition import Competition, Layout, data_fingerprint, image_set_key, usable_competition
 from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
-from kaggle_tl.cv import cross_validate, make_folds
+from kaggle_tl.cv import fit_fold_models, make_folds, predict_folds
 from kaggle_tl.engine import Engine
 from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.features import (BackboneBuilder, FeaturePlan, Features, check_memory, feature_key,
                                 seconds_per_image)
 from kaggle_tl.files import ensure_writable, temp_path
+from kaggle_tl.frozen import FoldModels
 from kaggle_tl.heads import create_head
 from kaggle_tl.plots import plot_report
 from kaggle_tl.runtimes import runtime_id
@@ -180,17 +181,20 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], i
     if head_jobs < config.head_jobs:
         record.notes.append(f"head_jobs {config.head_jobs} capped at the {n_fits} fits of a head")
     keys, frames = {}, {}
-    record.cache_entries["predictions"] = {}
+    record.cache_entries.update(fits={}, predictions={})
     for head_name in config.heads:
         t = time.perf_counter()
-        key = keys[head_name] = predictions_key(config, head_name, refs, image_keys, competition, folds)
+        fits = fits_key(config, head_name, refs, image_keys, competition, folds)
+        keys[head_name] = {"fits": fits, "predictions": predictions_key(fits, config, refs, image_keys)}
         head = create_head(head_name, random_state=config.seed, **config.head_params[head_name])
         with engine.head_parallelism(head_jobs) as n_jobs:
-            preds, source = head_predictions(head, competition, train_by_view, test_by_view, folds, key, cache,
-                                             n_jobs)
-        record.cache_entries["predictions"][key] = source
+            preds, sources = head_predictions(head, competition, train_by_view, test_by_view, folds, keys[head_name],
+                                              cache, n_jobs)
+        for kind, source in sources.items():
+            record.cache_entries[kind][keys[head_name][kind]] = source
         timings[f"head_{head_name}_s"] = time.perf_counter() - t
-        timings[f"head_{head_name}_cached"] = float(source != "computed")
+        # Nothing refitted: the predictions, or the fold models that made them, came from a cache.
+        timings[f"head_{head_name}_cached"] = float(any(source != "computed" for source in sources.values()))
         if not preds.is_finite():
             message = (f"head {head_name} ({head.describe_params()}) diverged: its predictions hold NaN or infinite "
                        "values; this model is left out, the run's other models are kept")
@@ -216,10 +220,13 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], i
     t = time.perf_counter()
     best = min(record.models, key=lambda m: m.score.logloss)
     try:
-        figures_key = cache_key(predictions=keys[best.head], classes=competition.classes)
+        # The figures show the OOF predictions and training images only: a new test set redraws nothing.
+        figures_key = cache_key(fits=keys[best.head]["fits"], classes=competition.classes)
+        folder = cache.figures(figures_key)
+        source = cache.source(folder) if folder.is_dir() else "computed"
         record.plots = figures(record, record.predictions(best.name).oof_mean, competition,
-                               train_by_view[config.views[0]], cache.figures(figures_key))
-        record.cache_entries["figures"] = {figures_key: "cache"}
+                               train_by_view[config.views[0]], folder)
+        record.cache_entries["figures"] = {figures_key: source}
     except Exception as exc:  # noqa: BLE001 -- figures are optional; the run is already recorded
         log.warning("figures skipped: %s", one_line(exc))
         record.notes.append(f"figures skipped: {one_line(exc)}")
@@ -272,44 +279,76 @@ def _usable_rows(competition: Competition, features: dict[str, Features],
     return usable, np.array([i for i in range(len(competition.train_ids)) if i not in bad_train], dtype=np.int64)
 
 
-def predictions_key(config: RunConfig, head_name: str, refs: list[BackboneRef], image_keys: dict[str, str],
-                    competition: Competition, folds: np.ndarray) -> str:
-    """What a head's predictions depend on: the exact features, rows, labels, classes, folds, head and version."""
-    return cache_key(features=[feature_key(image_keys[split], ref, view, output) for split in ("train", "test")
+def fits_key(config: RunConfig, head_name: str, refs: list[BackboneRef], image_keys: dict[str, str],
+             competition: Competition, folds: np.ndarray) -> str:
+    """What a head's fitted fold models depend on: the training features (every stage of every backbone and
+    view), rows, labels, classes, folds, head, its parameters, seed and version; never the test images."""
+    return cache_key(features=[feature_key(image_keys["train"], ref, view, output)
                                for ref in refs for view in config.views for output, _ in ref.outputs],
                      train_ids=array_digest(np.array(competition.train_ids, dtype=str)),
                      y=array_digest(competition.y), classes=competition.classes, folds=array_digest(folds),
                      head=head_name, params=config.head_params[head_name], seed=config.seed, version=__version__)
 
 
+def predictions_key(fits: str, config: RunConfig, refs: list[BackboneRef], image_keys: dict[str, str]) -> str:
+    """What a head's predictions depend on: its fold models (``fits_key``) and the test features they predict."""
+    return cache_key(fits=fits, test_features=[feature_key(image_keys["test"], ref, view, output)
+                                               for ref in refs for view in config.views for output, _ in ref.outputs])
+
+
 def head_predictions(head, competition: Competition, train_by_view: dict, test_by_view: dict, folds: np.ndarray,
-                     key: str, cache: Cache, n_jobs: int = 1) -> tuple[Predictions, str]:
-    """A head's fold x view predictions and where they came from: a cache (the writable one or a layer), or
-    fitted ``n_jobs`` at a time ("computed", then cached unless they diverged)."""
-    for path in cache.find_predictions(key):
+                     keys: dict[str, str], cache: Cache, n_jobs: int = 1) -> tuple[Predictions, dict[str, str]]:
+    """A head's fold x view predictions, and where each cache entry of ``keys`` ({"fits": key, "predictions":
+    key}) came from ("computed", "cache" or a read-only layer).
+
+    In order: the predictions themselves from a cache; else the fold models from the fits cache,
+    predicting the test rows (a re-run on new test images: nothing refitted); else the head fitted
+    ``n_jobs`` fits at a time, its models and predictions then cached (unless they diverged; a head
+    that cannot be frozen, an RBF SVM, caches its predictions only).
+    """
+    n_folds = int(folds.max()) + 1
+    for path in cache.find_files("predictions", keys["predictions"]):
         try:
             preds = Predictions.load(path)
         except KaggleTLError as exc:  # a damaged cache file is recomputed, never served
             log.warning("%s; refitting", exc)
             continue
         if preds.oof.shape[1:] == (len(competition.y), competition.n_classes):
-            return preds, "cache" if path.is_relative_to(cache.root) else str(path.parents[1])
+            # The fits entry too, when there is one: `cache export` then hands a hidden re-run the models.
+            fits = cache.find_files("fits", keys["fits"])
+            return preds, {"predictions": cache.source(path), **({"fits": cache.source(fits[0])} if fits else {})}
         log.warning("%s: predictions of another shape; refitting", path)
-    preds = cross_validate(head, train_by_view, test_by_view, competition.y, folds, competition.n_classes,
-                           n_jobs=n_jobs, blas_threads=1, desc=head.name)
+    for path in cache.find_files("fits", keys["fits"]):
+        try:
+            models = FoldModels.load(path)
+        except KaggleTLError as exc:
+            log.warning("%s; refitting", exc)
+            continue
+        if models.views == list(train_by_view) and all(len(row) == n_folds for row in models.models):
+            preds = predict_folds(models, train_by_view, test_by_view, competition.y, folds, competition.n_classes)
+            cache.write_file("predictions", keys["predictions"], preds.to_bytes())
+            return preds, {"fits": cache.source(path), "predictions": "computed"}
+        log.warning("%s: fold models of other views or folds; refitting", path)
+    models = fit_fold_models(head, train_by_view, competition.y, folds, n_jobs=n_jobs, blas_threads=1, desc=head.name)
+    preds = predict_folds(models, train_by_view, test_by_view, competition.y, folds, competition.n_classes)
+    sources = {"predictions": "computed"}
     if preds.is_finite():
-        cache.write_predictions(key, preds.to_bytes())
-    return preds, "computed"
+        cache.write_file("predictions", keys["predictions"], preds.to_bytes())
+        if models.frozen:
+            cache.write_file("fits", keys["fits"], models.to_bytes())
+            sources["fits"] = "computed"
+    return preds, sources
 
 
 def figures(record: RunRecord, oof: np.ndarray, competition: Competition, features: np.ndarray,
             cached: Path) -> dict[str, str]:
     """The best model's figures (its (N, C) view-averaged ``oof``) in the run's plots folder: drawn
-    once per predictions, then copied.
+    once per fold models, then copied.
 
-    t-SNE and the image grid cost seconds that a re-run with cached predictions would otherwise
-    spend redrawing identical pictures. ``cached`` is named by the best model's predictions key
-    and the class names, which cover everything the figures show.
+    t-SNE and the image grid cost seconds that a re-run (or a hidden test set) would otherwise
+    spend redrawing identical pictures. ``cached`` is named by the best model's fits key and the
+    class names, which cover everything the figures show: OOF predictions, training images and
+    their features.
     """
     if not cached.is_dir():
         drawing = temp_path(cached)

@@ -10,6 +10,9 @@ Steps: ``sqrt`` (signed power normalisation sign(x) * sqrt(|x|)), ``l2`` (each r
 L2 norm), ``standard`` (StandardScaler), ``pca_whiten(n)`` (PCA to at most n components, whitened).
 The result is a ``Pipeline`` (or ``"passthrough"``), so a head chains it with ``make_pipeline``
 and every CV fold fits it on that fold's training rows only, like the classifier after it.
+
+``freeze_transform`` turns a fitted one into plain arrays and ``apply_frozen_transform`` applies
+those: how a fitted head is cached (``frozen.py``) without pickling scikit-learn objects.
 """
 from __future__ import annotations
 
@@ -53,6 +56,56 @@ class PCAWhiten(TransformerMixin, BaseEstimator):
     def transform(self, X):
         check_is_fitted(self, "pca_")
         return self.pca_.transform(check_array(X, dtype=(np.float64, np.float32)))
+
+
+def freeze_transform(fitted) -> dict[str, np.ndarray]:
+    """A fitted transform (``make_transform``'s Pipeline, ``"passthrough"`` or an identity) as arrays.
+
+    ``steps`` names the steps in order; ``step<i>_<name>`` holds step i's fitted state.
+    """
+    steps = [step for _, step in fitted.steps] if isinstance(fitted, Pipeline) else []
+    arrays: dict[str, np.ndarray] = {}
+    names = []
+    for step in steps:
+        i = len(names)
+        if isinstance(step, FunctionTransformer) and step.func is signed_sqrt:
+            names.append("sqrt")
+        elif isinstance(step, Normalizer) and step.norm == "l2":
+            names.append("l2")
+        elif isinstance(step, StandardScaler):
+            names.append("standard")
+            arrays[f"step{i}_mean"], arrays[f"step{i}_scale"] = step.mean_, step.scale_
+        elif isinstance(step, PCAWhiten):
+            names.append("pca_whiten")
+            pca = step.pca_
+            # PCA.transform's whitening: divide by sqrt(explained variance), clipped at its eps.
+            scale = np.sqrt(pca.explained_variance_)
+            arrays[f"step{i}_mean"], arrays[f"step{i}_components"] = pca.mean_, pca.components_
+            arrays[f"step{i}_scale"] = np.maximum(scale, np.finfo(scale.dtype).eps)
+        elif not (isinstance(step, FunctionTransformer) and step.func is None) and step != "passthrough":
+            raise TypeError(f"cannot freeze transform step {step!r}")
+    arrays["steps"] = np.array(names, dtype="<U16")
+    return arrays
+
+
+def apply_frozen_transform(arrays: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
+    """What the fitted transform ``freeze_transform`` froze does to X, computed from its arrays (in X's dtype)."""
+    dtype = X.dtype
+    for i, name in enumerate(arrays["steps"]):
+        if name == "sqrt":
+            X = signed_sqrt(X)
+        elif name == "l2":
+            norms = np.linalg.norm(X, axis=1, keepdims=True)
+            X = X / np.where(norms == 0, 1, norms)  # Normalizer leaves an all-zero row as it is
+        elif name == "standard":
+            X = (X - arrays[f"step{i}_mean"]) / arrays[f"step{i}_scale"]
+        elif name == "pca_whiten":
+            components = arrays[f"step{i}_components"]
+            X = (X @ components.T - arrays[f"step{i}_mean"] @ components.T) / arrays[f"step{i}_scale"]
+        else:
+            raise KaggleTLError(f"frozen transform: unknown step {name!r}")
+        X = X.astype(dtype, copy=False)
+    return X
 
 
 def _step(part: str, spec: str):

@@ -151,6 +151,16 @@ def test_the_hidden_rerun_computes_no_training_feature(rehearsal):
     assert "features: 7 image(s) to compute (0 of 12 train, 7 of 7 test)" in rehearsal["hidden"].stdout
 
 
+def test_the_hidden_rerun_refits_no_head(rehearsal):
+    public, hidden = rehearsal["public_record"], rehearsal["hidden_record"]
+    layer = str(rehearsal["root"] / "input" / "features")
+    # The fold models came with the features dataset: only the new test rows were predicted.
+    assert hidden.cache_entries["fits"] == public.cache_entries["fits"] == {k: layer for k in hidden.cache_entries["fits"]}
+    assert len(hidden.cache_entries["fits"]) == 1 and hidden.timings["head_logreg_cached"] == 1.0
+    assert set(hidden.cache_entries["predictions"].values()) == {"computed"}
+    assert "heads from the cache, predictions or fold models (nothing refitted): logreg" in rehearsal["hidden"].stdout
+
+
 def _keys(record: RunRecord, split: str) -> list[str]:
     """The feature cache keys of one split of a run (features.feature_key of its identities)."""
     from kaggle_tl.backbones import BackboneRef

@@ -1,0 +1,137 @@
+"""Fitted heads as plain arrays, and one head's fold x view models as one file: the fits cache's entries.
+
+A Kaggle code competition re-runs the notebook on a hidden test set: the training rows, and so
+every fold model, are those of the run before. Cached as arrays, the fold models only predict
+the new test rows there instead of being fitted again. Arrays, not pickles: loading one from an
+attached dataset runs no code from it (``allow_pickle=False``), and gives the same predictions
+under another scikit-learn version.
+
+A frozen head is: the fitted transform (``transforms.freeze_transform``), then one or more linear
+models ``scores = X @ coef + intercept``, then its output:
+
+- ``"softmax"``: one linear model, probabilities softmax(scores) (logreg, dense; logreg's binary
+  model is the softmax of [0, z]);
+- ``"platt"``: scikit-learn's CalibratedClassifierCV(method="sigmoid") over linear SVMs: per
+  calibrated model, a sigmoid of each score column ``1 / (1 + exp(a * s + b))`` placed in its
+  class column (``positions``), normalised; then the mean over the calibrated models.
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit
+
+from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.transforms import apply_frozen_transform
+
+OUTPUTS = ("softmax", "platt")
+
+
+@dataclass
+class FrozenHead:
+    """A fitted head's predict_proba as arrays; ``classes_`` as the head's."""
+
+    classes_: np.ndarray
+    transform: dict[str, np.ndarray]
+    output: str
+    linear: list[dict[str, np.ndarray]]  # each: coef (D, m), intercept (m,); platt also positions, a, b (m,)
+
+    def __post_init__(self) -> None:
+        # C order, as a loaded file has it: matrix products of another memory layout round differently,
+        # and the cold run's predictions must equal those of a re-run from the cache bit for bit.
+        self.transform = {name: np.ascontiguousarray(value) for name, value in self.transform.items()}
+        self.linear = [{name: np.ascontiguousarray(value) for name, value in model.items()} for model in self.linear]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = apply_frozen_transform(self.transform, np.asarray(X, dtype=np.float32))
+        if self.output == "softmax":
+            (model,) = self.linear
+            scores = (X @ model["coef"] + model["intercept"]).astype(np.float64)
+            exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+            return exp / exp.sum(axis=1, keepdims=True)
+        n_classes = len(self.classes_)
+        mean = np.zeros((len(X), n_classes))
+        for model in self.linear:  # CalibratedClassifierCV's _CalibratedClassifier.predict_proba, then the mean
+            proba = np.zeros((len(X), n_classes))
+            scores = X @ model["coef"] + model["intercept"]
+            proba[:, model["positions"]] = expit(-(model["a"] * scores + model["b"]))
+            if n_classes == 2:
+                proba[:, 0] = 1.0 - proba[:, 1]
+            else:
+                total = proba.sum(axis=1, keepdims=True)
+                proba = np.divide(proba, total, out=np.full_like(proba, 1 / n_classes), where=total != 0)
+            proba[(1.0 < proba) & (proba <= 1.0 + 1e-5)] = 1.0
+            mean += proba
+        return mean / len(self.linear)
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        arrays = {f"{prefix}classes": np.asarray(self.classes_), f"{prefix}output": np.array(self.output)}
+        arrays.update({f"{prefix}transform_{name}": value for name, value in self.transform.items()})
+        for j, model in enumerate(self.linear):
+            arrays.update({f"{prefix}linear{j}_{name}": np.asarray(value) for name, value in model.items()})
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> "FrozenHead":
+        part = {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
+        output = str(part["output"])
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}")
+        transform = {name[len("transform_"):]: value for name, value in part.items() if name.startswith("transform_")}
+        linear: dict[int, dict[str, np.ndarray]] = {}
+        for name, value in part.items():
+            if name.startswith("linear"):
+                index, _, key = name[len("linear"):].partition("_")
+                linear.setdefault(int(index), {})[key] = value
+        return cls(part["classes"], transform, output, [linear[j] for j in sorted(linear)])
+
+
+@dataclass
+class FoldModels:
+    """A head's fitted model for every view x fold, and what each fit chose (C = "auto", ...).
+
+    ``models[v][k]`` predicts like the head fitted on view v's rows outside fold k. A head that
+    cannot be frozen (an RBF SVM) keeps its live models: then ``frozen`` is False, and the models
+    are used for this run's predictions but not cached.
+    """
+
+    views: list[str]
+    models: list[list]  # (V, K): FrozenHead, or a fitted estimator
+    fitted: dict[str, np.ndarray] = field(default_factory=dict)  # (V, K) each
+
+    @property
+    def frozen(self) -> bool:
+        return all(isinstance(model, FrozenHead) for row in self.models for model in row)
+
+    def to_bytes(self) -> bytes:
+        """The fits cache entry's .npz bytes (arrays only)."""
+        assert self.frozen, "live models are not cached"
+        arrays = {"views": np.array(self.views), "n_folds": np.array(len(self.models[0]))}
+        arrays.update({f"fitted_{name}": values for name, values in self.fitted.items()})
+        for v, row in enumerate(self.models):
+            for k, model in enumerate(row):
+                arrays.update(model.to_arrays(f"v{v}k{k}_"))
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FoldModels":
+        """The entry at ``path``; a damaged or unreadable one is one line (zip CRCs check every array)."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+            views = [str(v) for v in arrays["views"]]
+            n_folds = int(arrays["n_folds"])
+            models = [[FrozenHead.from_arrays(arrays, f"v{v}k{k}_") for k in range(n_folds)] for v in range(len(views))]
+            fitted = {name[len("fitted_"):]: values for name, values in arrays.items() if name.startswith("fitted_")}
+        except FileNotFoundError:
+            raise KaggleTLError(f"{path}: fitted fold models missing") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise KaggleTLError(f"{path}: fitted fold models damaged ({type(exc).__name__}: {exc})") from None
+        return cls(views, models, fitted)
