@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import re
@@ -16,8 +17,9 @@ import secrets
 import shutil
 import socket
 import time
+import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -161,6 +163,32 @@ def ensure_writable(directory: str | Path, what: str) -> Path:
 
 def to_json(value: Any) -> bytes:
     return json.dumps(value, indent=1, default=str, ensure_ascii=False).encode("utf-8")
+
+
+T = TypeVar("T")
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """The bytes of an .npz file of ``arrays`` (for ``atomic_write_bytes``); numbers and strings, never pickles."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def read_npz(path: Path, what: str, build: Callable[[dict[str, np.ndarray]], T]) -> T:
+    """``build`` applied to every array of an .npz file, or one KaggleTLError line naming the file and
+    ``what`` it should have held, missing or damaged (a failed zip CRC, an array ``build`` lacks...).
+
+    Nothing is unpickled (``allow_pickle=False``): reading a file from an attached dataset runs no code.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        return build(arrays)
+    except FileNotFoundError:
+        raise KaggleTLError(f"{path}: {what} missing") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise KaggleTLError(f"{path}: {what} damaged ({type(exc).__name__}: {exc})") from None
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -17,15 +17,13 @@ models ``scores = X @ coef + intercept``, then its output:
 """
 from __future__ import annotations
 
-import io
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy.special import expit
 
-from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.files import npz_bytes, read_npz
 from kaggle_tl.transforms import apply_frozen_transform
 
 OUTPUTS = ("softmax", "platt")
@@ -115,23 +113,16 @@ class FoldModels:
         for v, row in enumerate(self.models):
             for k, model in enumerate(row):
                 arrays.update(model.to_arrays(f"v{v}k{k}_"))
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        return buffer.getvalue()
+        return npz_bytes(arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "FoldModels":
         """The entry at ``path``; a damaged or unreadable one is one line (zip CRCs check every array)."""
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-            views = [str(v) for v in arrays["views"]]
-            n_folds = int(arrays["n_folds"])
+
+        def build(arrays: dict[str, np.ndarray]) -> "FoldModels":
+            views, n_folds = [str(v) for v in arrays["views"]], int(arrays["n_folds"])
             models = [[FrozenHead.from_arrays(arrays, f"v{v}k{k}_") for k in range(n_folds)] for v in range(len(views))]
             fitted = {name[len("fitted_"):]: values for name, values in arrays.items() if name.startswith("fitted_")}
-        except FileNotFoundError:
-            raise KaggleTLError(f"{path}: fitted fold models missing") from None
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise KaggleTLError(f"{path}: fitted fold models damaged ({type(exc).__name__}: {exc})") from None
-        return cls(views, models, fitted)
+            return cls(views, models, fitted)
+
+        return read_npz(Path(path), "fitted fold models", build)

@@ -19,10 +19,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import io
 import platform
 import secrets
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -35,7 +33,7 @@ import pandas as pd
 from kaggle_tl import metrics
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.files import atomic_write_bytes, read_json, remove_stale_temps, to_json
+from kaggle_tl.files import atomic_write_bytes, npz_bytes, read_json, read_npz, remove_stale_temps, to_json
 from kaggle_tl.metrics import Score
 
 SCHEMA_VERSION = 3
@@ -142,23 +140,19 @@ class Predictions:
 
     def to_bytes(self) -> bytes:
         """The .npz file's bytes (the prediction cache and the run folder hold the same file)."""
-        buffer = io.BytesIO()
-        np.savez(buffer, oof=self.oof, test=self.test, folds=self.folds, y=self.y, views=np.array(self.views),
-                 **{f"fitted_{name}": values for name, values in self.fitted.items()})
-        return buffer.getvalue()
+        return npz_bytes({"oof": self.oof, "test": self.test, "folds": self.folds, "y": self.y,
+                          "views": np.array(self.views),
+                          **{f"fitted_{name}": values for name, values in self.fitted.items()}})
 
     @classmethod
     def load(cls, path: str | Path) -> "Predictions":
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                fitted = {name[len("fitted_"):]: data[name] for name in data.files if name.startswith("fitted_")}
-                preds = cls([str(v) for v in data["views"]], data["oof"], data["test"], data["folds"], data["y"],
-                            fitted)
-        except FileNotFoundError:
-            raise KaggleTLError(f"{path}: predictions missing") from None
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise KaggleTLError(f"{path}: predictions damaged ({type(exc).__name__}: {exc})") from None
+
+        def build(data: dict[str, np.ndarray]) -> "Predictions":
+            fitted = {name[len("fitted_"):]: values for name, values in data.items() if name.startswith("fitted_")}
+            return cls([str(v) for v in data["views"]], data["oof"], data["test"], data["folds"], data["y"], fitted)
+
+        preds = read_npz(path, "predictions", build)
         if not preds.is_finite():
             raise KaggleTLError(f"{path}: predictions hold NaN or infinite values; re-run to recompute them")
         return preds
