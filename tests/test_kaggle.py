@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from kaggle_tl import cli
-from kaggle_tl.kaggle import KERNEL_METADATA, KERNEL_SCRIPT
+from kaggle_tl.kaggle import KERNEL_METADATA, KERNEL_SCRIPT, source_root
 from kaggle_tl.runs import RunRecord, list_runs
 from kaggle_tl.submission import read_sample_submission, validate_submission
 from conftest import make_competition
@@ -81,7 +81,10 @@ def rehearsal(tmp_path_factory):
             "--runs-dir", str(laptop / "runs"), "--submissions-dir", str(laptop / "subs")]
     assert cli.main(argv) == 0
     assert cli.main(["cache", "export", str(inputs / "features"), "--runs-dir", str(laptop / "runs")]) == 0
+    checkout_build = source_root() / "build"  # setuptools' in-tree build folder, shared by concurrent builds
+    before_wheels = snapshot(checkout_build) if checkout_build.is_dir() else {}
     assert cli.main(["wheels", str(inputs / "wheels")]) == 0
+    wheels_touched_checkout = (snapshot(checkout_build) if checkout_build.is_dir() else {}) != before_wheels
     assert cli.main(["kernel", str(root / "kernel"), "--competition", "dogs-vs-shapes", "--user", "me",
                      "--wheels-dataset", "me/wheels", "--features-dataset", "me/features",
                      "--runs-dir", str(laptop / "runs")]) == 0
@@ -115,7 +118,7 @@ def rehearsal(tmp_path_factory):
     again = notebook()
     return {"root": root, "comp": comp, "working": working, "public": public, "public_record": public_record,
             "public_submission": public_submission, "hidden": again, "hidden_record": list_runs(working / "runs")[0][-1],
-            "laptop": laptop, "python": python}
+            "laptop": laptop, "python": python, "wheels_touched_checkout": wheels_touched_checkout}
 
 
 def test_kaggle_tl_installs_from_the_wheels_alone(rehearsal):
@@ -126,6 +129,11 @@ def test_kaggle_tl_installs_from_the_wheels_alone(rehearsal):
                             "print(kaggle_tl.__file__, m.__file__)"], cwd=rehearsal["root"], capture_output=True,
                            text=True, check=True)
     assert shown.stdout.count(str(rehearsal["root"] / "venv")) == 2  # both installed there, from the wheels
+
+
+def test_the_wheel_is_built_away_from_the_checkout(rehearsal):
+    # Two `kaggle-tl wheels` at once once shared the checkout's build/ folder and failed ("File exists").
+    assert rehearsal["wheels_touched_checkout"] is False
 
 
 def test_the_notebook_writes_a_valid_submission_where_kaggle_reads_it(rehearsal):
