@@ -1,0 +1,1 @@
+"""The task: target encoding, splitter, decision rule and metric (one place knows)."""

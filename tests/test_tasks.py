@@ -1,0 +1,123 @@
+"""The Task and the competition metrics: detection from real layouts' cells, metrics against
+scikit-learn and hand-computed cases, tuned decisions, cells written and read back."""
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.tasks.detect import TaskSettings, detect_task
+from kaggle_tl.tasks.scoring import get_metric, paired_difference, value_and_se
+from kaggle_tl.tasks.task import Task
+
+
+def _detect(column, cells, sample_columns, sample_cell, **settings):
+    targets = pd.DataFrame({column: cells}, index=[f"i{j}" for j in range(len(cells))]).astype(str)
+    sample = pd.DataFrame({"id": ["t0"], **{c: [sample_cell] for c in sample_columns}}).astype(str)
+    return detect_task(targets, sample, TaskSettings(**settings))
+
+
+@pytest.mark.parametrize("column, cells, sample_columns, sample_cell, settings, kind, form, metric", [
+    ("has_cactus", [0, 1, 1, 0], ["has_cactus"], "0.5", {}, "binary", "p_positive", "roc_auc"),  # aerial cactus
+    ("label", [0, 1, 2, 3, 4], ["label"], "0", {}, "multiclass", "label", "accuracy"),  # cassava
+    ("diagnosis", [0, 1, 2, 3, 4], ["diagnosis"], "0", {"task": "ordinal"}, "ordinal", "label", "qwk"),  # aptos
+    ("Pawpularity", list(range(1, 40)), ["Pawpularity"], "50", {}, "regression", "value", "rmse"),
+    ("attribute_ids", ["13 51", "202", "51"], ["attribute_ids"], "0 1", {}, "multilabel", "tags", "micro_f1"),
+    ("Id", ["new_whale", "w_1", "w_2"], ["Id"], "new_whale w_1 w_2 w_3 w_4", {"catch_all": "new_whale"},
+     "topk", "ranked", "map@5"),
+    ("label", ["cat", "dog", "cat"], ["label"], "0.5", {"metric": "log_loss"}, "binary", "p_positive", "log_loss"),
+    ("breed", ["a", "b"], ["a", "b", "c"], "0.3", {}, "multiclass", "proba", "log_loss"),  # dog breed
+    ("species", ["Black-grass", "Charlock", "Loose Silky-bent"], ["species"], "x", {"metric": "micro_f1"},
+     "multiclass", "label", "micro_f1"),  # plant seedlings
+])
+def test_detects_each_kind(column, cells, sample_columns, sample_cell, settings, kind, form, metric):
+    task, _ = _detect(column, cells, sample_columns, sample_cell, **settings)
+    assert (task.kind, task.form, task.metric_name) == (kind, form, metric)
+    assert Task.from_dict(task.to_dict()) == task
+
+
+def test_one_hot_labels():
+    targets = pd.DataFrame({"healthy": [1, 0, 0], "rust": [0, 1, 0], "scab": [0, 0, 1]}, index=["a", "b", "c"])
+    sample = pd.DataFrame({"image_id": ["t"], "healthy": ["0.3"], "rust": ["0.3"], "scab": ["0.3"]})
+    task, _ = detect_task(targets.astype(str), sample)
+    assert (task.kind, task.form, task.metric_name) == ("multiclass", "proba", "roc_auc")
+    assert task.encode(targets.astype(str), "x").tolist() == [0, 1, 2]
+    targets.loc["a", "rust"] = 1  # two set on a row: tags
+    task, _ = detect_task(targets.astype(str), sample)
+    assert (task.kind, task.form) == ("multilabel", "tag_proba")
+
+
+@pytest.mark.parametrize("column, cells, sample_cell, settings, match", [
+    ("label", ["1", "cat", "2"], "0", {}, "mixed types"),
+    ("tags", ["a b", "b"], "0", {"metric": "qwk"}, "qwk does not score a multilabel"),
+    ("y", ["1.5", "oops", "2.5"], "0", {"task": "regression"}, "'oops' is not a number"),
+    ("y", ["1.5", "", "2.5"], "0", {"task": "regression"}, "row 3 .* no label"),
+])
+def test_bad_targets_one_line(column, cells, sample_cell, settings, match):
+    with pytest.raises(KaggleTLError, match=match):
+        _detect(column, cells, [column], sample_cell, **settings)
+
+
+def test_unknown_tag_named():
+    task, _ = _detect("tags", ["a b", "b c"], ["tags"], "a")
+    with pytest.raises(KaggleTLError, match="row 3 .*tag 'zz'"):
+        task.encode(pd.DataFrame({"tags": ["a", "zz"]}, index=["r1", "r2"]), "train.csv")
+
+
+def test_metrics_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(y * 0.3 + rng.random(200) * 0.7, 0, 1)
+    assert get_metric("roc_auc")(y, p) == pytest.approx(skm.roc_auc_score(y, p))
+    grades, guess = rng.integers(0, 5, 200), rng.integers(0, 5, 200)
+    assert get_metric("qwk")(grades, guess) == pytest.approx(skm.cohen_kappa_score(grades, guess, weights="quadratic"))
+    values = rng.random(200)
+    assert get_metric("rmse")(values, values + 0.1) == pytest.approx(0.1)
+    tags, guess_tags = rng.random((200, 6)) > 0.5, rng.random((200, 6)) > 0.5
+    assert get_metric("f2_samples")(tags, guess_tags) == pytest.approx(
+        skm.fbeta_score(tags, guess_tags, beta=2, average="samples", zero_division=0))
+    assert get_metric("micro_f1")(tags, guess_tags) == pytest.approx(skm.f1_score(tags, guess_tags, average="micro"))
+
+
+def test_map_at_k_hand_computed():
+    ranked = np.array([[3, 1, 2, 0, 4], [0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [1, 2, 3, 4, 0]])
+    y = np.array([1, 0, 9, 0])  # hit at rank 2, rank 1, never, rank 5
+    assert get_metric("map@5")(y, ranked) == pytest.approx((1 / 2 + 1 + 0 + 1 / 5) / 4)
+    assert get_metric("map@1")(y, ranked) == pytest.approx(1 / 4)
+
+
+def test_standard_errors_and_paired_differences():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(y * 0.2 + rng.random(300) * 0.8, 0, 1)
+    auc = get_metric("roc_auc")
+    value, se = value_and_se(auc, y, p)
+    assert value == pytest.approx(skm.roc_auc_score(y, p)) and 0.005 < se < 0.1
+    assert value_and_se(auc, y, p) == (value, se)  # seeded
+    assert paired_difference(auc, y, p, p) == (0.0, 0.0)
+    accuracy = get_metric("accuracy")
+    correct = (p > 0.5) == y
+    assert value_and_se(accuracy, y, (p > 0.5).astype(int))[1] == pytest.approx(correct.std(ddof=1) / np.sqrt(300))
+
+
+def test_cut_points_beat_rounding_on_their_rows():
+    rng = np.random.default_rng(2)
+    task = Task("ordinal", "qwk", "id_code", ("diagnosis",), classes=("0", "1", "2", "3", "4"))
+    y = rng.integers(0, 5, 500)
+    value = (y * 0.6 + rng.normal(0, 0.3, 500))[:, None]  # a value head that shrinks the grades
+    cuts = task.fit_decision(y, value)
+    assert task.metric(y, task.decide(value, cuts)) > task.metric(y, task.decide(value)) + 0.05
+
+
+@pytest.mark.parametrize("task, prediction", [
+    (Task("multiclass", "accuracy", "id", ("label",), classes=("0", "1", "2")), np.eye(3)[[2, 0, 1]]),
+    (Task("multilabel", "micro_f1", "id", ("tags",), classes=("a", "b", "c")),
+     np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.3], [0.6, 0.1, 0.9]])),
+    (Task("topk", "map@2", "Image", ("Id",), classes=("new_whale", "w1", "w2"), k=2, catch_all="new_whale"),
+     np.array([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4], [0.2, 0.3, 0.5]])),
+])
+def test_cells_read_back(task, prediction):
+    decided = task.decide(prediction)
+    frame = pd.DataFrame({task.id_column: ["a", "b", "c"], **task.cells(decided)})
+    parsed = pd.read_csv(pd.io.common.StringIO(frame.to_csv(index=False)), dtype=str, keep_default_na=False)
+    np.testing.assert_array_equal(task.read_cells(parsed, "submission.csv"), decided)
