@@ -24,8 +24,8 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from kaggle_tl.errors import KaggleTLError, did_you_mean
+from kaggle_tl.metrics import CLIP_EPS, clip_proba, row_logloss  # one definition of clipping
 
-CLIP_EPS = 1e-7  # what a submission's probabilities are clipped to, and so what every CV score sees
 BOOTSTRAP_RESAMPLES = 200  # enough for a standard error to ~5%; each costs one metric evaluation
 BOOTSTRAP_SEED = 0
 
@@ -61,18 +61,6 @@ class Metric:
                 return float(self.function(y, decided))
             except ValueError:  # e.g. ROC AUC on rows of one class: undefined, not a crash
                 return float("nan")
-
-
-def clip_proba(proba: np.ndarray, eps: float = CLIP_EPS) -> np.ndarray:
-    """(N, C) probabilities clipped to [eps, 1] and renormalised to rows summing to 1."""
-    proba = np.clip(np.asarray(proba, dtype=np.float64), eps, 1.0)
-    return proba / proba.sum(axis=1, keepdims=True)
-
-
-def row_logloss(y: np.ndarray, proba: np.ndarray, eps: float = CLIP_EPS) -> np.ndarray:
-    """(N,) -log p(true class) of each row, after clipping."""
-    proba = clip_proba(proba, eps)
-    return -np.log(proba[np.arange(len(y)), np.asarray(y, dtype=np.int64)])
 
 
 def _binary_row_logloss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
