@@ -173,7 +173,7 @@ class CompiledCall:
 
 def loader_alone(paths, size: int, batch_size: int, threads: int) -> float:
     """Images/s of kaggle_tl's threaded decode + resize with no model behind it."""
-    from kaggle_tl.images import iter_image_batches
+    from kaggle_tl.data.images import iter_image_batches
 
     start = time.perf_counter()
     n = sum(len(batch[size]) for batch in iter_image_batches(paths, [size], batch_size, threads))
@@ -183,7 +183,7 @@ def loader_alone(paths, size: int, batch_size: int, threads: int) -> float:
 def first_batch(paths, size: int, batch_size: int):
     import numpy as np
 
-    from kaggle_tl.images import load_resized
+    from kaggle_tl.data.images import load_resized
 
     return np.stack([load_resized(p, [size])[size] for p in paths[:batch_size]])
 
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     import tensorflow  # noqa: F401  - imported first so that machine_info() reports its thread pools
 
     from kaggle_tl.backbones import create_backbone
-    from kaggle_tl.competition import Layout, usable_competition
+    from kaggle_tl.data.competition import Layout, usable_competition
     from kaggle_tl.config import RunConfig
 
     configure_threads(args)

@@ -77,8 +77,9 @@ def extraction_worker(config_values: dict) -> dict:
     import tensorflow  # noqa: F401
 
     from kaggle_tl.cache import Cache
-    from kaggle_tl.competition import image_set_key, usable_competition
     from kaggle_tl.config import RunConfig
+    from kaggle_tl.data.competition import usable_competition
+    from kaggle_tl.data.digests import image_set_key
     from kaggle_tl.features import BackboneBuilder, FeaturePlan
     from kaggle_tl.pipeline import backbone_refs, layout_of
 
@@ -162,8 +163,9 @@ def features_worker(root: str, weights: str, cache_dir: str) -> dict:
 
     from kaggle_tl.backbones import create_backbone
     from kaggle_tl.cache import Cache
-    from kaggle_tl.competition import image_set_key, usable_competition
     from kaggle_tl.config import RunConfig
+    from kaggle_tl.data.competition import usable_competition
+    from kaggle_tl.data.digests import image_set_key
     from kaggle_tl.features import extract_features
     from kaggle_tl.pipeline import backbone_refs, layout_of
 

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         sys.exit(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     data = str(common.REPO / "data" / "demo")
     if not args.data:
-        from kaggle_tl.demo import ensure_demo_competition
+        from kaggle_tl.data.demo import ensure_demo_competition
         ensure_demo_competition(data)
     else:
         root = common.extract_archive(args.data) if args.data.endswith(".tar.gz") else Path(args.data)

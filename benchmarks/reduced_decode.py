@@ -27,7 +27,7 @@ import _common as common
 import cv2
 import numpy as np
 
-from kaggle_tl.images import read_image, resize_square
+from kaggle_tl.data.images import read_image, resize_square
 
 
 def synthetic_photo(rng: np.random.Generator, height: int = 3000, width: int = 4000) -> np.ndarray:

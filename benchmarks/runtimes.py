@@ -79,7 +79,7 @@ def jpeg_sources(data: Path, n: int) -> dict[str, list[Path]]:
 
 
 def real_batch(paths: list[Path], size: int, n: int) -> np.ndarray:
-    from kaggle_tl.images import iter_image_batches
+    from kaggle_tl.data.images import iter_image_batches
 
     return next(iter(iter_image_batches(paths[:n], [size], n, threads=2)))[size]
 
@@ -192,7 +192,7 @@ def cv2_threads(setting: str):
 
 def pipeline(built: dict, sources: dict[str, list[Path]], args) -> list[dict]:
     """Extraction with decoding, per source x cv2 setting x decode threads: loader alone, then each runtime."""
-    from kaggle_tl.images import iter_image_batches
+    from kaggle_tl.data.images import iter_image_batches
 
     size, rows = built["size"], []
     for source, paths in sources.items():
@@ -220,7 +220,7 @@ def step_costs(built: dict, sources: dict[str, list[Path]], batch_size: int) -> 
     Thread CPU time, not wall time: other jobs on a busy machine would inflate the latter. The
     float32 copy and the preprocessing are timed per batch, as they run (a fresh batch-sized array).
     """
-    from kaggle_tl.images import REDUCED_DECODE_MARGIN, read_image, resize_image
+    from kaggle_tl.data.images import REDUCED_DECODE_MARGIN, read_image, resize_image
 
     size, preprocess, rows = built["size"], built["backbone"].preprocess, []
     with cv2_threads("1"):

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kaggle_tl.competition import Layout
+from kaggle_tl.data.competition import Layout
+from kaggle_tl.data.images import DEFAULT_RESIZE, RESIZE_POLICIES, VIEW_TRANSFORMS
 from kaggle_tl.engine import ENGINES
 from kaggle_tl.errors import KaggleTLError, did_you_mean
-from kaggle_tl.images import DEFAULT_RESIZE, RESIZE_POLICIES, VIEW_TRANSFORMS
 from kaggle_tl.runtimes import PRECISIONS, RUNTIMES
 
 VIEWS = tuple(VIEW_TRANSFORMS)

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from kaggle_tl.backbones import BackboneRef
 from kaggle_tl.cache import Cache, FeatureEntry, cache_key
+from kaggle_tl.data.images import VIEW_TRANSFORMS, ImageError, iter_image_batches
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.images import VIEW_TRANSFORMS, ImageError, iter_image_batches
 
 if TYPE_CHECKING:
     from kaggle_tl.engine import Engine

@@ -24,9 +24,10 @@ import numpy as np
 from kaggle_tl import __version__
 from kaggle_tl.backbones import BackboneRef, backbone_spec
 from kaggle_tl.cache import Cache, array_digest, cache_key
-from kaggle_tl.competition import Competition, Layout, data_fingerprint, image_set_key, usable_competition
 from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
 from kaggle_tl.cv import fit_fold_models, make_folds, predict_folds
+from kaggle_tl.data.competition import Competition, Layout, usable_competition
+from kaggle_tl.data.digests import data_fingerprint, image_set_key
 from kaggle_tl.engine import Engine
 from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.features import (BackboneBuilder, FeaturePlan, Features, check_memory, feature_key,
@@ -35,8 +36,8 @@ from kaggle_tl.files import ensure_writable, temp_path
 from kaggle_tl.frozen import FoldModels
 from kaggle_tl.heads import create_head
 from kaggle_tl.plots import plot_report
-from kaggle_tl.runtimes import runtime_id
 from kaggle_tl.runs import ModelRecord, Predictions, RunRecord, claim_run_dir, list_runs, package_versions
+from kaggle_tl.runtimes import runtime_id
 from kaggle_tl.submission import (SubmissionInfo, build_submission, check_submission_file, submission_folder,
                                   write_submission, write_submission_file)
 
@@ -92,7 +93,7 @@ def run(config: RunConfig, *, new_run: bool = False, report: Report = log.info) 
     started = time.perf_counter()
     config = resolve_config(config)
     if config.data == str(Path(DEMO_DATA).absolute()):
-        from kaggle_tl.demo import ensure_demo_competition
+        from kaggle_tl.data.demo import ensure_demo_competition
         ensure_demo_competition(config.data)
     for directory, what in ((config.cache_dir, "cache"), (config.runs_dir, "runs"),
                             (config.submissions_dir, "submissions")):

@@ -23,8 +23,8 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 from threadpoolctl import threadpool_limits
 
+from kaggle_tl.data.images import read_image
 from kaggle_tl.errors import one_line
-from kaggle_tl.images import read_image
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from kaggle_tl import metrics
-from kaggle_tl.competition import image_set_key
+from kaggle_tl.data.digests import image_set_key
 from kaggle_tl.ensemble import compare_strategies
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.files import atomic_write_bytes, ensure_writable, read_json, to_json

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kaggle_tl.competition import read_text_csv
+from kaggle_tl.data.csvs import read_text_csv
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.files import (atomic_write_bytes, disk_errors_as_one_line, ensure_writable, read_json,
                              remove_stale_temps, to_json)

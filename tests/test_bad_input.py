@@ -289,7 +289,7 @@ def test_cli_reports_bad_input_on_one_line(case, tmp_path, capsys, monkeypatch):
         (comp / "test" / "te001.webp").write_bytes(data[:len(data) // 2] + bytes(len(data) - len(data) // 2))
     else:
         real_scandir = os.scandir  # tests run as root, whom chmod 000 does not stop
-        monkeypatch.setattr("kaggle_tl.competition.os.scandir", lambda path: (
+        monkeypatch.setattr("kaggle_tl.data.competition.os.scandir", lambda path: (
             _raise(PermissionError(13, "Permission denied")) if Path(path).name == "test" else real_scandir(path)))
     code, line = cli_run(capsys, comp, tmp_path, "--weights", "none")
     assert code == 2

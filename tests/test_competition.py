@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kaggle_tl.competition import Layout, usable_competition
+from kaggle_tl.data.competition import Layout, usable_competition
 from kaggle_tl.errors import KaggleTLError
 from conftest import make_competition  # noqa: E402
 
@@ -309,7 +309,7 @@ def test_unreadable_folder_is_one_line(comp, folder, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr("kaggle_tl.competition.os.scandir", scandir)
+    monkeypatch.setattr("kaggle_tl.data.competition.os.scandir", scandir)
     with pytest.raises(KaggleTLError, match=rf"{folder}: cannot list the folder \(Permission denied\)") as exc:
         read(comp)
     one_line(exc)

@@ -12,8 +12,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from kaggle_tl import demo
-from kaggle_tl.demo import CLASSES, ensure_demo_competition, make_demo_competition
+from kaggle_tl.data import demo
+from kaggle_tl.data.demo import CLASSES, ensure_demo_competition, make_demo_competition
 from kaggle_tl.errors import KaggleTLError
 
 SMALL = dict(n_train=24, n_test=6)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kaggle_tl import images
+from kaggle_tl.data import images
+from kaggle_tl.data.images import (ImageError, find_bad_images, image_problem, iter_image_batches, load_resized,
+                                   read_image)
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.images import ImageError, find_bad_images, image_problem, iter_image_batches, load_resized, read_image
 
 
 def jpeg_bytes(rgb: np.ndarray, **options) -> bytes:

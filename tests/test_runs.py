@@ -18,9 +18,9 @@ import pytest
 from scipy.special import softmax
 
 from kaggle_tl import metrics
-from kaggle_tl.competition import image_set_key
 from kaggle_tl.config import RunConfig
 from kaggle_tl.cv import make_folds
+from kaggle_tl.data.digests import image_set_key
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.runs import (RECORD_FILE, SCHEMA_VERSION, ModelRecord, Predictions, RunRecord, check_comparable,
                             claim_run_dir, list_runs, load_models, resolve_run_dir, same_folds_as_newest, select_runs)

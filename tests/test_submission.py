@@ -117,6 +117,6 @@ def test_unreadable_sample_is_one_line(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")  # tests run as root, whom chmod 000 does not stop
 
     (tmp_path / "sample.csv").write_text("id,a\n1,1\n")
-    monkeypatch.setattr("kaggle_tl.competition.open", denied, raising=False)
+    monkeypatch.setattr("kaggle_tl.data.csvs.open", denied, raising=False)
     with pytest.raises(KaggleTLError, match=r"sample.csv: cannot read the sample submission \(Permission denied\)$"):
         read_sample_submission(tmp_path / "sample.csv")

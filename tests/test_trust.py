@@ -25,8 +25,8 @@ import pytest
 from kaggle_tl import cli
 from kaggle_tl.backbones import create_backbone
 from kaggle_tl.config import RunConfig, resolve_config
+from kaggle_tl.data.images import MAX_PIXELS, find_bad_images, resize_image
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.images import MAX_PIXELS, find_bad_images, resize_image
 from kaggle_tl.pipeline import run
 from kaggle_tl.runs import RunRecord, list_runs
 from kaggle_tl.torch_pickle import load_state_dict

@@ -1,32 +1,23 @@
 """Read a Kaggle competition folder: train ids + labels, classes, test ids in submission order."""
 from __future__ import annotations
 
-import bz2
-import csv
 import dataclasses
-import gzip
-import hashlib
-import io
 import logging
-import lzma
 import os
-import zipfile
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from kaggle_tl.errors import KaggleTLError, one_line
-from kaggle_tl.images import IMAGE_EXTENSIONS, find_bad_images, image_problem
+from kaggle_tl.data.csvs import locate_csv, read_text_csv
+from kaggle_tl.data.images import IMAGE_EXTENSIONS, find_bad_images, image_problem
+from kaggle_tl.errors import KaggleTLError
 
 log = logging.getLogger(__name__)
 # Left in data folders by tools, never images: Windows' thumbnail caches and folder settings.
 SYSTEM_FILES = ("thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini")
-# Kaggle ships some CSVs compressed (sample_submission.csv.zip): read where the plain file is absent.
-COMPRESSED_SUFFIXES = (".zip", ".gz", ".bz2", ".xz")
 
 
 @dataclass(frozen=True)
@@ -125,13 +116,13 @@ def read_competition(root: str | Path, layout: Layout = Layout()) -> Competition
     train_dir, test_dir = root / layout.train_dir, root / layout.test_dir
     if not train_dir.is_dir():
         raise KaggleTLError(f"{train_dir}: train folder not found")
-    labels_path = _csv_path(root, layout.labels_csv)
+    labels_path = locate_csv(root, layout.labels_csv)
     if labels_path.is_file():
         train_ids, train_paths, labels = _labels_from_csv(labels_path, train_dir, layout, notes, ignored)
     else:
         train_ids, train_paths, labels = _labels_from_folders(train_dir, labels_path, notes, ignored)
 
-    sample_path = _csv_path(root, layout.sample_submission)
+    sample_path = locate_csv(root, layout.sample_submission)
     if not test_dir.is_dir():
         raise KaggleTLError(f"{test_dir}: test folder not found")
     test_files, test_others = _images_by_id(test_dir, ignored)
@@ -184,92 +175,6 @@ def usable_competition(root: str | Path, layout: Layout, folds: int, skip_bad_tr
     competition = competition.with_usable_images(*competition.scan_images(), skip_bad_train_images, folds)
     check_class_counts(competition.y, competition.classes, folds, competition.root / layout.labels_csv)
     return competition
-
-
-def _csv_path(root: Path, name: str) -> Path:
-    """``root/name``, or its compressed form (``name.zip``...) when only that exists."""
-    path = root / name
-    if not path.exists():
-        for suffix in COMPRESSED_SUFFIXES:
-            if (root / f"{name}{suffix}").is_file():
-                return root / f"{name}{suffix}"
-    return path
-
-
-def read_text_csv(path: str | Path, what: str, required: list[str]) -> pd.DataFrame:
-    """A CSV of strings with the ``required`` columns and at least one row, or one line naming ``what`` is wrong.
-
-    Every CSV kaggle_tl reads (labels, sample submissions, submissions to score) comes through here,
-    plain or compressed as Kaggle ships them (``.zip`` holding one CSV, ``.gz``, ``.bz2``, ``.xz``).
-    """
-    path = Path(path)
-    text = _csv_text(path, what)
-    try:
-        # dtype=str: ids like "00123" must keep their zeros; keep_default_na: "NA" is a valid id.
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise KaggleTLError(f"{path}: {what} is not a readable CSV ({one_line(exc)})") from None
-    check_csv_header(path, text, frame)  # never a column the file does not have ("Unnamed: 4", "cat.1")
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise KaggleTLError(f"{path}: missing column(s) {missing} in the {what}; found {list(frame.columns)[:8]}")
-    if frame.empty:
-        raise KaggleTLError(f"{path}: no rows in the {what}")
-    return frame
-
-
-def _csv_text(path: Path, what: str) -> str:
-    """The file's text, decompressed by its suffix; utf-8-sig: a CSV saved by Excel starts with a byte-order mark."""
-    try:
-        if path.suffix.lower() == ".zip":
-            with zipfile.ZipFile(path) as archive:
-                members = [m for m in archive.namelist() if not m.endswith("/") and not m.startswith("__MACOSX")]
-                if len(members) != 1:
-                    raise KaggleTLError(f"{path}: a zipped {what} must hold exactly one file, found {len(members)}")
-                data = archive.read(members[0])
-        else:
-            opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
-            with opener(path, "rb") as handle:
-                data = handle.read()
-        return data.decode("utf-8-sig")
-    except FileNotFoundError:
-        raise KaggleTLError(f"{path}: {what} file not found") from None
-    except IsADirectoryError:
-        raise KaggleTLError(f"{path}: the {what} is a folder, not a CSV file") from None
-    except UnicodeDecodeError as exc:
-        raise KaggleTLError(f"{path}: {what} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    except (zipfile.BadZipFile, gzip.BadGzipFile, lzma.LZMAError, OSError, EOFError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise KaggleTLError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
-        raise KaggleTLError(f"{path}: {what} is damaged or not the compressed CSV its name says "
-                            f"({one_line(exc)})") from None
-
-
-def check_csv_header(path: Path, text: str, frame: pd.DataFrame) -> None:
-    """Stop unless ``frame`` (read from ``text``, the file's content, by pandas) has exactly the file's header.
-
-    pandas renames an empty header cell ("id,cat,dog,", a trailing comma) to "Unnamed: 3" and a
-    repeated one to "cat.1", and makes the first column the index when rows have more fields
-    than the header: each would invent a submission column or label that the file does not have.
-    The header is read here with the csv module, which renames nothing.
-    """
-    rows = csv.reader(io.StringIO(text, newline=""))
-    header = next((row for row in rows if row), [])  # pandas skips blank lines before the header
-    first_position: dict[str, int] = {}
-    for position, name in enumerate(header, start=1):
-        if name == "":
-            raise KaggleTLError(f"{path}: empty column name at position {position} of the header "
-                                f"(a trailing comma?); name the column or remove it")
-        if name in first_position:
-            raise KaggleTLError(f"{path}: duplicated column {name!r} in the header (positions "
-                                f"{first_position[name]} and {position}); rename or remove one")
-        first_position[name] = position
-    if not isinstance(frame.index, pd.RangeIndex):
-        line = next((rows.line_num for row in rows if len(row) > len(header)), "?")
-        raise KaggleTLError(f"{path}: line {line} has more fields than the {len(header)} of the header "
-                            f"(a trailing comma?)")
-    if list(frame.columns) != header:
-        raise KaggleTLError(f"{path}: header {header[:8]} was read as {list(frame.columns)[:8]}")
 
 
 def _check_unique(ids: list[str], path: Path, column: str) -> None:
@@ -421,27 +326,3 @@ def check_class_counts(y: np.ndarray, classes: list[str], folds: int, source: Pa
     if np.count_nonzero(counts) < 2:
         raise KaggleTLError(f"{source}: training images of at least 2 classes are needed, found "
                             f"{[classes[i] for i in np.flatnonzero(counts)]}")
-
-
-def file_digest(path: Path) -> str:
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha1").hexdigest()
-    except OSError as exc:
-        raise KaggleTLError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
-def image_set_key(paths: list[Path], threads: int = 8) -> str:
-    """Content hash of an ordered image list: a changed, added or reordered image changes it."""
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        digests = list(pool.map(file_digest, paths))
-    return hashlib.sha1("\n".join(digests).encode()).hexdigest()
-
-
-def data_fingerprint(competition: Competition, train_key: str, test_key: str) -> str:
-    """Identity of a competition's data: runs are comparable only when this matches."""
-    h = hashlib.sha1()
-    for part in (competition.classes, competition.train_ids, competition.y.tolist(),
-                 competition.test_ids, [train_key, test_key]):
-        h.update(repr(part).encode())
-    return h.hexdigest()[:16]
