@@ -144,11 +144,7 @@ def read_competition(root: str | Path, layout: Layout = Layout()) -> Competition
     if not test_ids:
         raise KaggleTLError(f"{test_dir}: no test images (a submission needs at least one)")
     missing = [i for i in test_ids if i not in test_files]
-    if missing:
-        _stop_on_unsupported(missing, test_others, sample_path)
-        _stop_on_hidden(missing, ignored["hidden"], sample_path)
-        raise KaggleTLError(f"{sample_path}: {len(missing)} id(s) have no image in {test_dir}/, "
-                            f"e.g. {missing[:3]}")
+    _stop_on_missing(missing, test_others, ignored["hidden"], sample_path, test_dir)
     extra_test = sorted({p.name for p in test_files.values()} - {test_files[i].name for i in test_ids})
     if extra_test:
         notes.append(f"{len(extra_test)} image(s) in {test_dir.name}/ are not in {sample_path.name}: ignored, "
@@ -242,6 +238,16 @@ def _images_by_id(folder: Path, ignored: dict[str, list[Path]]) -> tuple[dict[st
     return images, others
 
 
+def _stop_on_missing(missing: list[str], others: dict[str, Path], hidden: list[Path], csv_path: Path,
+                     folder: Path) -> None:
+    """One line for ids of ``csv_path`` without an image in ``folder``: unsupported files, hidden ones, or none."""
+    if not missing:
+        return
+    _stop_on_unsupported(missing, others, csv_path)
+    _stop_on_hidden(missing, hidden, csv_path)
+    raise KaggleTLError(f"{csv_path}: {len(missing)} id(s) have no image in {folder}/, e.g. {missing[:3]}")
+
+
 def _stop_on_unsupported(missing: list[str], others: dict[str, Path], csv_path: Path) -> None:
     """Name the format when an id lacks an image but has a file kaggle_tl does not read (a GIF, say)."""
     found = [others[i] for i in missing if i in others]
@@ -269,11 +275,7 @@ def _labels_from_csv(labels_path: Path, train_dir: Path, layout: Layout, notes: 
     _check_unique(ids, labels_path, layout.id_column)
     files, others = _images_by_id(train_dir, ignored)
     missing = [i for i in ids if i not in files]
-    if missing:
-        _stop_on_unsupported(missing, others, labels_path)
-        _stop_on_hidden(missing, ignored["hidden"], labels_path)
-        raise KaggleTLError(f"{labels_path}: {len(missing)} id(s) have no image in {train_dir}/, "
-                            f"e.g. {missing[:3]}")
+    _stop_on_missing(missing, others, ignored["hidden"], labels_path, train_dir)
     empty = [i for i, label in zip(ids, frame[layout.label_column]) if label == ""]
     if empty:
         raise KaggleTLError(f"{labels_path}: {len(empty)} row(s) have an empty {layout.label_column}, "
