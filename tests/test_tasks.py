@@ -121,3 +121,18 @@ def test_cells_read_back(task, prediction):
     frame = pd.DataFrame({task.id_column: ["a", "b", "c"], **task.cells(decided)})
     parsed = pd.read_csv(pd.io.common.StringIO(frame.to_csv(index=False)), dtype=str, keep_default_na=False)
     np.testing.assert_array_equal(task.read_cells(parsed, "submission.csv"), decided)
+
+
+@pytest.mark.parametrize("task, tuned, widths", [
+    (Task("binary", "roc_auc", "id", ("has_cactus",), classes=("0", "1"), positive="1"), False, {"proba": 2}),
+    (Task("ordinal", "qwk", "id_code", ("diagnosis",), classes=("0", "1", "2")), True, {"proba": 3, "value": 1}),
+    (Task("multilabel", "micro_f1", "id", ("tags",), classes=("a", "b")), True, {"tags": 2}),
+    (Task("topk", "map@5", "Image", ("Id",), classes=("new_whale", "w1"), k=5, catch_all="new_whale"), True,
+     {"proba": 2}),
+    (Task("regression", "rmse", "Id", ("Pawpularity",)), False, {"value": 1}),
+])
+def test_what_heads_output_and_whether_the_rule_is_tuned(task, tuned, widths):
+    assert task.tuned_decision is tuned
+    assert {r: task.width(r) for r in widths} == widths
+    assert task.response_of(("proba", "value", "tags")) == next(iter(widths))
+    assert task.response_of(("value",)) == ("value" if "value" in widths else None)
