@@ -3,7 +3,15 @@
 The public API; everything is imported lazily so that `import kaggle_tl` stays cheap (no
 TensorFlow until a backbone is built).
 """
+import os
+
 from kaggle_tl.errors import KaggleTLError
+
+# TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on AVX2 CPUs it
+# runs Eigen's kernels, whose float32 results change with the thread count (a Dask worker's one
+# thread and the local engine's two gave different features) and which are 1.6-1.7x slower
+# (benchmarks/tf_kernels.py). TensorFlow reads this once, when it is imported, which is after this.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 __all__ = ["KaggleTLError", "RunConfig", "RunRecord", "Predictions", "__version__", "compare_strategies",

@@ -69,6 +69,18 @@ def assert_same(features: dict, reference: dict) -> None:
         np.testing.assert_array_equal(features[key], reference[key], err_msg=str(key))
 
 
+def test_tensorflow_runs_onednn_kernels_whatever_the_cpu():
+    """Eigen's kernels (TensorFlow's own choice on AVX2-only CPUs) change with the thread count, which
+    would make a 1-thread Dask worker's features differ from the local engine's; kaggle_tl asks for oneDNN."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    code = ("import kaggle_tl, tensorflow\n"
+            "from tensorflow.python.util import _pywrap_util_port\n"
+            "print(_pywrap_util_port.IsMklEnabled())")
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "True"
+
+
 def test_dask_features_are_those_of_the_local_engine(paths, reference, cluster, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="kaggle_tl")
     with Engine("dask", cluster[0].scheduler_address) as engine:
