@@ -97,7 +97,7 @@ def seed_worker(root: str, backbone_name: str, weights: str, n_folds: int, seed:
 
     from kaggle_tl.backbones import create_backbone
     from kaggle_tl.cv import make_folds
-    from kaggle_tl.metrics import score
+    from kaggle_tl.tasks.metrics import score
 
     root = Path(root)
     timings = {}

@@ -61,7 +61,7 @@ def extraction_worker(engine_kind: str, paths: list[str], options: dict) -> dict
     """One extraction into a fresh cache, timed from before TensorFlow or Dask is imported."""
     started = time.perf_counter()
     from kaggle_tl.backbones import backbone_spec
-    from kaggle_tl.cache import Cache
+    from kaggle_tl.cache.store import Cache
     from kaggle_tl.engine import Engine
     from kaggle_tl.features import DEFAULT_CHUNK_ROWS, BackboneBuilder, extract_features
 

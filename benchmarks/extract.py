@@ -137,7 +137,7 @@ def extraction(backbone, paths, batch_size: int, threads: int, compiled: bool = 
     ``compiled``: feed extract_features a CompiledCall wrapper instead (the proposed change).
     """
     from kaggle_tl.backbones import BackboneRef
-    from kaggle_tl.cache import Cache
+    from kaggle_tl.cache.store import Cache
     from kaggle_tl.features import extract_features
 
     # The backbone is built by create_backbone: TensorFlow, which the ref's runtime says.

@@ -13,7 +13,7 @@ Two data sizes, as in the competitor's loop (issue 11):
 Features are read from DIR (default /work/feats): cifar_small_lite0_train_{original,hflip}.npy and
 cifar_small_y.npy; when they are missing, synthetic Gaussian blobs of the same shapes stand in and
 the output says so. Each fit predicts its held-out fold; the scores are those of the view-averaged
-out-of-fold probabilities (kaggle_tl.metrics.score), and of the first view's alone (``*_view1``: the
+out-of-fold probabilities (kaggle_tl.tasks.metrics.score), and of the first view's alone (``*_view1``: the
 figures to compare with a baseline fitted on one view). All fits run under threadpoolctl's
 ``threadpool_limits(1)`` (one BLAS/OpenMP thread); the old Keras dense head's TensorFlow pools are
 not under threadpoolctl and keep TensorFlow's defaults (printed).
@@ -21,7 +21,7 @@ not under threadpoolctl and keep TensorFlow's defaults (printed).
 Times: wall clock, and this process's CPU time (all its threads). On a machine shared with other
 work, CPU time is the closer estimate of a quiet machine's wall time for a single-threaded head.
 
-``--baseline FILE`` also times the heads of another kaggle_tl.heads module, e.g. the ones this
+``--baseline FILE`` also times the heads of another kaggle_tl.heads.base module, e.g. the ones this
 benchmark replaced: ``git show e0a6357:kaggle_tl/heads.py > /tmp/old_heads.py``. The old SVM
 head takes ~50 CPU-s a fit at 10k; ``--baseline-views 1`` fits the baseline on the first view
 only (5 fits; at 10k the two views hold the same rows) and reports 10-fit times as 2 x measured,
@@ -107,7 +107,7 @@ def head_variants(heads_module, names: list[str], label: str):
 
 
 def time_head(factory, passes_validation: bool, features_by_view: dict, y: np.ndarray, folds: np.ndarray) -> dict:
-    from kaggle_tl.metrics import score
+    from kaggle_tl.tasks.metrics import score
 
     n_classes = int(y.max()) + 1
     oof = np.zeros((len(features_by_view), len(y), n_classes))
@@ -146,7 +146,7 @@ def thread_settings() -> str:
 def main() -> None:
     from threadpoolctl import threadpool_limits
 
-    from kaggle_tl import heads
+    from kaggle_tl.heads import base as heads
 
     args = parse_args()
     _common.quiet_logs()

@@ -76,7 +76,7 @@ def extraction_worker(config_values: dict) -> dict:
     common.quiet_logs()
     import tensorflow  # noqa: F401
 
-    from kaggle_tl.cache import Cache
+    from kaggle_tl.cache.store import Cache
     from kaggle_tl.config import RunConfig
     from kaggle_tl.data.competition import usable_competition
     from kaggle_tl.data.digests import image_set_key
@@ -162,7 +162,7 @@ def features_worker(root: str, weights: str, cache_dir: str) -> dict:
     import tensorflow  # noqa: F401
 
     from kaggle_tl.backbones import create_backbone
-    from kaggle_tl.cache import Cache
+    from kaggle_tl.cache.store import Cache
     from kaggle_tl.config import RunConfig
     from kaggle_tl.data.competition import usable_competition
     from kaggle_tl.data.digests import image_set_key
@@ -183,7 +183,7 @@ def features_worker(root: str, weights: str, cache_dir: str) -> dict:
 def make_estimator(name: str, seed: int):
     from sklearn.svm import SVC
 
-    from kaggle_tl.heads import create_head
+    from kaggle_tl.heads.base import create_head
 
     if name == "svc":
         return SVC(probability=True, random_state=seed)  # the seed-style head, as public kernels use it

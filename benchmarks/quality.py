@@ -87,7 +87,7 @@ def main(argv=None) -> int:
 
     import kaggle_tl
     from kaggle_tl.config import RunConfig
-    from kaggle_tl.metrics import paired_difference, row_logloss
+    from kaggle_tl.tasks.metrics import paired_difference, row_logloss
 
     unknown = [v for v in args.variants.split(",") + [args.reference] if v not in VARIANTS]
     if unknown:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""TensorFlow vs OpenVINO fp32 vs OpenVINO bf16 (kaggle_tl.runtimes), side by side in one process.
+"""TensorFlow vs OpenVINO fp32 vs OpenVINO bf16 (kaggle_tl.backbones.runtimes), side by side in one process.
 
 For each backbone (default: EfficientNet-Lite0 at 224 px and Lite2 at 260 with their pip ImageNet
 weights, Xception at 299 with random weights, as its ImageNet file cannot be downloaded offline):
@@ -104,7 +104,7 @@ def agreement(features: np.ndarray, reference: np.ndarray) -> tuple[float, float
 def model_alone(spec: str, args, sample_paths: list[Path], ir_root: Path) -> tuple[list[dict], dict]:
     """One backbone's rows: each runtime's speed and agreement; and its compiled callables."""
     from kaggle_tl.backbones import create_backbone
-    from kaggle_tl.runtimes import check_runtime, compile_backbone
+    from kaggle_tl.backbones.runtimes import check_runtime, compile_backbone
 
     name, size, weights = spec.split(":")
     size = int(size)
@@ -151,7 +151,7 @@ def compile_settings(built: dict, args) -> list[dict]:
     """
     import openvino as ov
 
-    from kaggle_tl.runtimes import IR_NAME, _cpu_has_bf16
+    from kaggle_tl.backbones.runtimes import IR_NAME, _cpu_has_bf16
 
     core, size = ov.Core(), built["size"]
     images = np.random.default_rng(0).integers(0, 256, (args.batch_size, size, size, 3), dtype=np.uint8)
@@ -267,7 +267,7 @@ def markdown(rows: list[dict], title: str) -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     common.quiet_logs()
-    from kaggle_tl.quiet import import_tensorflow
+    from kaggle_tl.backbones.quiet import import_tensorflow
 
     import_tensorflow()
     data = Path(args.data) if args.data else common.extract_archive(common.SMALL_ARCHIVE)

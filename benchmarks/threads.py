@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from kaggle_tl.cv import cross_validate, make_folds
-    from kaggle_tl.heads import create_head
+    from kaggle_tl.heads.base import create_head
 
     train, test, y, source = load(args.features, args.prefix, args.y)
     folds = make_folds(y, 5, 42)

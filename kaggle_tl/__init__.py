@@ -20,11 +20,11 @@ __all__ = ["KaggleTLError", "RunConfig", "RunRecord", "Predictions", "__version_
 
 _LAZY = {
     "RunConfig": "kaggle_tl.config", "resolve_config": "kaggle_tl.config", "run": "kaggle_tl.pipeline",
-    "RunRecord": "kaggle_tl.runs", "Predictions": "kaggle_tl.runs",
+    "RunRecord": "kaggle_tl.runs.record", "Predictions": "kaggle_tl.runs.record",
     "create_backbone": "kaggle_tl.backbones", "list_backbones": "kaggle_tl.backbones",
-    "create_head": "kaggle_tl.heads", "list_heads": "kaggle_tl.heads",
-    "create_strategy": "kaggle_tl.ensemble", "compare_strategies": "kaggle_tl.ensemble",
-    "list_strategies": "kaggle_tl.ensemble",
+    "create_head": "kaggle_tl.heads.base", "list_heads": "kaggle_tl.heads.base",
+    "create_strategy": "kaggle_tl.ensemble.strategies", "compare_strategies": "kaggle_tl.ensemble.strategies",
+    "list_strategies": "kaggle_tl.ensemble.strategies",
 }
 
 

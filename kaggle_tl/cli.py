@@ -19,7 +19,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from kaggle_tl.cache import KINDS
+from kaggle_tl.cache.store import KINDS
 from kaggle_tl.config import RunConfig, resolve_config
 from kaggle_tl.errors import KaggleTLError
 
@@ -133,7 +133,7 @@ def say_note(note: str, file=None) -> None:
     """A note wrapped to the terminal's 120 columns (a long path alone on a line stays whole)."""
     import textwrap
 
-    from kaggle_tl.tables import TERMINAL_WIDTH
+    from kaggle_tl.report.tables import TERMINAL_WIDTH
 
     print(textwrap.fill(f"note: {note}", TERMINAL_WIDTH, subsequent_indent="  ", break_long_words=False,
                         break_on_hyphens=False), file=file or sys.stdout)
@@ -196,7 +196,7 @@ def _selected_models(args: argparse.Namespace) -> list:
 
     Damaged runs and damaged or replaced predictions are left out, each named on stderr.
     """
-    from kaggle_tl.runs import list_runs, load_models, select_runs, with_models
+    from kaggle_tl.runs.record import list_runs, load_models, select_runs, with_models
 
     records, problems = list_runs(args.runs_dir)
     records, notes = select_runs(records, args.data, args.fingerprint)
@@ -213,9 +213,9 @@ def _selected_models(args: argparse.Namespace) -> list:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from kaggle_tl.leaderboard import TERMINAL_COLUMNS, leaderboard_table
-    from kaggle_tl.metrics import NOISE_Z
-    from kaggle_tl.tables import Column, terminal_text, write_table
+    from kaggle_tl.report.leaderboard import TERMINAL_COLUMNS, leaderboard_table
+    from kaggle_tl.tasks.metrics import NOISE_Z
+    from kaggle_tl.report.tables import Column, terminal_text, write_table
 
     models = _selected_models(args)
     table = leaderboard_table(models, per_view=args.models)
@@ -241,9 +241,9 @@ def _output_folder(folder: str | Path) -> Path:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from kaggle_tl.reports import ensemble_models
-    from kaggle_tl.runs import RunRecord, load_models, resolve_run_dir, same_folds_as_newest
-    from kaggle_tl.tables import Column, plus_minus, terminal_text
+    from kaggle_tl.ensemble.across_runs import ensemble_models
+    from kaggle_tl.runs.record import RunRecord, load_models, resolve_run_dir, same_folds_as_newest
+    from kaggle_tl.report.tables import Column, plus_minus, terminal_text
 
     if args.all:
         models, notes = same_folds_as_newest(_selected_models(args))
@@ -278,7 +278,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from kaggle_tl.submission import score_submission
+    from kaggle_tl.runs.submission import score_submission
 
     scores = score_submission(args.submission, args.labels, args.sample, args.id_column, args.label_column)
     print(f"{args.submission}: log loss {scores['logloss']:.5f}, accuracy {scores['accuracy']:.4f} "
@@ -288,7 +288,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_backbones(args: argparse.Namespace) -> int:
     from kaggle_tl.backbones.catalog import backbones_table
-    from kaggle_tl.tables import Column, terminal_text
+    from kaggle_tl.report.tables import Column, terminal_text
 
     table = backbones_table(args.weights)
     print(terminal_text(table, [
@@ -307,7 +307,7 @@ def cmd_backbones(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from kaggle_tl.clean import clean
+    from kaggle_tl.cache.clean import clean
 
     clean(args.cache_dir, older_than_days=args.older_than, data=args.data, backbone=args.backbone, kind=args.kind,
           remove=args.yes, out=print)
@@ -315,8 +315,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_export(args: argparse.Namespace) -> int:
-    from kaggle_tl.cache import Cache
-    from kaggle_tl.runs import chosen_run
+    from kaggle_tl.cache.store import Cache
+    from kaggle_tl.runs.record import chosen_run
 
     record = chosen_run(args.run, args.runs_dir)
     cache = Cache(args.cache_dir or record.config.cache_dir, args.cache_from or record.config.cache_from)
@@ -346,7 +346,7 @@ def _names(text: str | None) -> list[str]:
 def cmd_kernel(args: argparse.Namespace) -> int:
     from kaggle_tl.config import OPERATIONAL, PATH_SETTINGS
     from kaggle_tl.kaggle import write_kernel
-    from kaggle_tl.runs import chosen_run
+    from kaggle_tl.runs.record import chosen_run
 
     config = resolve_config(RunConfig.from_toml(args.config)) if args.config else chosen_run(args.run,
                                                                                              args.runs_dir).config
@@ -497,9 +497,9 @@ def quiet_unless(verbose: bool) -> None:
     """By default a user sees progress bars, tables and real warnings; -v shows kaggle_tl's every line.
 
     Other libraries stay at warning level either way (matplotlib alone logs ~300 font-search lines
-    at debug level); -v also lets TensorFlow's C++ start-up lines through (kaggle_tl.quiet).
+    at debug level); -v also lets TensorFlow's C++ start-up lines through (kaggle_tl.backbones.quiet).
     """
-    from kaggle_tl import quiet
+    from kaggle_tl.backbones import quiet
 
     quiet.verbose = verbose
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -10,8 +10,8 @@ from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from kaggle_tl.frozen import FoldModels
-from kaggle_tl.runs import Predictions
+from kaggle_tl.heads.frozen import FoldModels
+from kaggle_tl.runs.record import Predictions
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from kaggle_tl.backbones import BackboneRef
-from kaggle_tl.cache import Cache, FeatureEntry, cache_key
+from kaggle_tl.cache.store import Cache, FeatureEntry, cache_key
 from kaggle_tl.data.images import VIEW_TRANSFORMS, ImageError, iter_image_batches
 from kaggle_tl.errors import KaggleTLError
 
@@ -78,7 +78,7 @@ class BackboneBuilder:
 
     def __call__(self, refs: Sequence[BackboneRef]) -> dict:
         from kaggle_tl.backbones import create_backbone  # TensorFlow is imported only where a model runs
-        from kaggle_tl.quiet import import_tensorflow
+        from kaggle_tl.backbones.quiet import import_tensorflow
 
         import_tensorflow()  # quietly, in a Dask worker too
         for ref in refs:
@@ -92,7 +92,7 @@ class BackboneBuilder:
         return {ref.name: _BUILT[ref, self] for ref in refs}
 
     def _converted_dir(self, ref: BackboneRef) -> Path | None:
-        from kaggle_tl.runtimes import ir_key_parts
+        from kaggle_tl.backbones.runtimes import ir_key_parts
 
         if self.cache_root is None:
             return None

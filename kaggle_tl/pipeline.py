@@ -23,7 +23,7 @@ import numpy as np
 
 from kaggle_tl import __version__
 from kaggle_tl.backbones import BackboneRef, backbone_spec
-from kaggle_tl.cache import Cache, array_digest, cache_key
+from kaggle_tl.cache.store import Cache, array_digest, cache_key
 from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
 from kaggle_tl.cv import fit_fold_models, make_folds, predict_folds
 from kaggle_tl.data.competition import Competition, Layout, usable_competition
@@ -33,13 +33,13 @@ from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.features import (BackboneBuilder, FeaturePlan, Features, check_memory, feature_key,
                                 seconds_per_image)
 from kaggle_tl.files import ensure_writable, temp_path
-from kaggle_tl.frozen import FoldModels
-from kaggle_tl.heads import create_head
-from kaggle_tl.plots import plot_report
-from kaggle_tl.runs import ModelRecord, Predictions, RunRecord, claim_run_dir, list_runs, package_versions
-from kaggle_tl.runtimes import runtime_id
-from kaggle_tl.submission import (SubmissionInfo, build_submission, check_submission_file, submission_folder,
-                                  write_submission, write_submission_file)
+from kaggle_tl.heads.frozen import FoldModels
+from kaggle_tl.heads.base import create_head
+from kaggle_tl.report.plots import plot_report
+from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord, claim_run_dir, list_runs, package_versions
+from kaggle_tl.backbones.runtimes import runtime_id
+from kaggle_tl.runs.submission import (SubmissionInfo, build_submission, check_submission_file, submission_folder,
+                                       write_submission, write_submission_file)
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]

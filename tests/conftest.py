@@ -1,7 +1,9 @@
 """Tiny synthetic competitions, built in tmp_path: a few classes, a few dozen mixed images."""
 from __future__ import annotations
 
+import datetime as dt
 import os
+import zlib
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -11,6 +13,12 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import softmax
+
+from kaggle_tl.config import RunConfig
+from kaggle_tl.cv import make_folds
+from kaggle_tl.data.digests import image_set_key
+from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CLASSES = ["blue", "green", "red"]
@@ -75,3 +83,59 @@ def workdir(tmp_path: Path, monkeypatch) -> Path:
     work.mkdir()
     monkeypatch.chdir(work)
     return work
+
+
+def blobs(n_per_class=40, n_classes=3, dim=32, seed=0, spread=0.6):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim)) * 3
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    X = (centres[y] + rng.normal(scale=spread, size=(len(y), dim))).astype(np.float32)
+    order = rng.permutation(len(y))
+    return X[order], y[order]
+
+
+VIEWS = ["original", "hflip"]
+
+
+def competition_labels(competition: Path) -> tuple[list[str], np.ndarray, list[str], list[str]]:
+    """(classes, y, train ids, test ids) of a conftest competition, as pipeline.run reads them."""
+    labels = pd.read_csv(competition / "labels.csv", dtype=str)
+    sample = pd.read_csv(competition / "sample_submission.csv", dtype={"id": str})
+    classes = [c for c in sample.columns if c != "id"]
+    y = np.array([classes.index(label) for label in labels["label"]])
+    return classes, y, labels["id"].tolist(), sample["id"].tolist()
+
+
+def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, tuple[list[str], float]],
+             fingerprint: str = "fp-a", seed: int = 42, folds: int = 5, minutes: int | None = 0,
+             head: str = "logreg", optimistic: bool = False) -> RunRecord:
+    """A run of ``models``: name -> (backbones, signal); a larger signal gives a better model.
+
+    ``minutes`` after a fixed time stamps the run; None leaves the record's own "now" stamp.
+    """
+    classes, y, train_ids, test_ids = competition_labels(competition)
+    fold_ids = make_folds(y, folds, seed)
+    rng = np.random.default_rng(zlib.crc32(run_id.encode()))
+    config = RunConfig(data=str(competition.resolve()), backbones=tuple(models[next(iter(models))][0]),
+                       weights="none", folds=folds, seed=seed, runs_dir=str(runs_dir))
+    test_paths = [p.resolve() for i in test_ids for p in (competition / "test").glob(f"{i}.*")]
+    record = RunRecord(
+        run_id=run_id, config=config, data_fingerprint=fingerprint,
+        image_keys={"train": "k1", "test": image_set_key(test_paths)}, classes=classes,
+        submission_columns=["id", *classes], train_ids=train_ids, test_ids=test_ids,
+        train_paths=[str(p.resolve()) for i in train_ids for p in (competition / "train").glob(f"{i}.*")],
+        test_paths=[str(p) for p in test_paths], backbones=[], run_dir=runs_dir / run_id)
+    if minutes is not None:
+        record.created = (dt.datetime(2024, 5, 1, 12) + dt.timedelta(minutes=minutes)).isoformat()
+    for name, (backbones, signal) in models.items():
+        onehot = np.eye(len(classes))[y]
+        oof = softmax(rng.normal(0, 1, (len(VIEWS), len(y), len(classes))) + signal * onehot, axis=2)
+        test = softmax(rng.normal(0, 1, (len(VIEWS), folds, len(test_ids), len(classes))), axis=3)
+        preds = Predictions(VIEWS, oof, test, fold_ids, y)
+        _, sha1 = record.save_predictions(name, preds)
+        record.models.append(ModelRecord(
+            name=name, head=name.split("__")[-1] if "__" in name else head, head_params={}, backbones=backbones,
+            score=preds.score(), optimistic=optimistic, recipe=f"signal {signal}", predictions_sha1=sha1,
+            submission=f"submissions/{run_id}_{name}.csv"))
+    record.save()
+    return record

@@ -11,11 +11,11 @@ import pytest
 from sklearn.metrics import log_loss
 
 from kaggle_tl.cli import main
-from kaggle_tl.metrics import clip_proba, score
-from kaggle_tl.runs import RunRecord, load_models
-from kaggle_tl.submission import SubmissionInfo, score_submission, validate_submission
+from kaggle_tl.tasks.metrics import clip_proba, score
+from kaggle_tl.runs.record import RunRecord, load_models
+from kaggle_tl.runs.submission import SubmissionInfo, score_submission, validate_submission
 from conftest import make_competition
-from test_runs import make_run
+from conftest import make_run
 
 SINGLE_X = {"xception__logreg": (["xception"], 1.0)}
 SINGLE_I = {"inception_v3__logreg": (["inception_v3"], 1.5)}
@@ -346,7 +346,7 @@ def test_backbones_lists_every_backbone_with_offline_weights(capsys):
 
 
 def test_views_and_resize_reach_the_run_end_to_end(tmp_path):
-    from kaggle_tl.runs import list_runs
+    from kaggle_tl.runs.record import list_runs
 
     competition = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
     common = ["--data", str(competition), "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from kaggle_tl.cv import cross_validate, make_folds
-from kaggle_tl.heads import LogRegHead, create_head
-from kaggle_tl.metrics import clip_proba, score
-from test_heads import blobs  # noqa: E402
+from kaggle_tl.heads.base import LogRegHead, create_head
+from kaggle_tl.tasks.metrics import clip_proba, score
+from conftest import blobs  # noqa: E402
 
 
 def test_folds_are_stratified_reproducible_and_seeded():

@@ -6,7 +6,7 @@ import pytest
 
 from kaggle_tl.config import RunConfig
 from kaggle_tl.cv import cross_validate, make_folds
-from kaggle_tl.heads import create_head
+from kaggle_tl.heads.base import create_head
 from kaggle_tl.pipeline import run
 from conftest import make_competition  # noqa: E402
 

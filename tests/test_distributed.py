@@ -20,7 +20,7 @@ from joblib import Parallel, delayed  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from kaggle_tl.cache import Cache  # noqa: E402
+from kaggle_tl.cache.store import Cache  # noqa: E402
 from kaggle_tl.engine import ONE_THREAD_ENV, Engine  # noqa: E402
 from kaggle_tl.errors import KaggleTLError  # noqa: E402
 from kaggle_tl.features import BackboneBuilder, BackboneRef, extract_features  # noqa: E402
@@ -127,7 +127,7 @@ def test_a_worker_killed_mid_task_changes_nothing(paths, reference, cluster, tmp
 DRIVER = """
 import sys, time
 from pathlib import Path
-from kaggle_tl.cache import Cache
+from kaggle_tl.cache.store import Cache
 from kaggle_tl.engine import Engine
 from kaggle_tl.features import BackboneBuilder, BackboneRef, extract_features
 
@@ -237,7 +237,7 @@ def test_an_unknown_engine_or_address_is_one_line(monkeypatch):
 
 def test_a_run_on_the_dask_engine_submits_exactly_what_the_local_engine_does(cluster, tmp_path):
     from kaggle_tl.cli import main
-    from kaggle_tl.runs import list_runs
+    from kaggle_tl.runs.record import list_runs
 
     comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
     common = ["--data", str(comp), "--backbones", "efficientnet_lite0", "--image-size", "64", "--heads", "logreg,dense",

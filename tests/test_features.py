@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from kaggle_tl.backbones import backbone_spec
-from kaggle_tl.cache import Cache
+from kaggle_tl.cache.store import Cache
 from kaggle_tl.config import RunConfig
 from kaggle_tl.features import BackboneBuilder, extract_features, feature_key
 from kaggle_tl.pipeline import run
-from kaggle_tl.runtimes import runtime_id
+from kaggle_tl.backbones.runtimes import runtime_id
 from conftest import make_competition
 
 
@@ -54,7 +54,7 @@ def test_the_key_names_runtime_precision_and_in_bf16_the_graph():
     keys = {feature_key("imgs", ref, "original", "pooled") for ref in
             (_refs(1)[0], _refs(1, "openvino")[0], _refs(2, "openvino")[0])}
     assert len(keys) == 2  # fp32: the pooled output does not depend on the other outputs (shared)
-    from kaggle_tl import runtimes
+    from kaggle_tl.backbones import runtimes
 
     if not runtimes._cpu_has_bf16():
         pytest.skip("this CPU has no native bf16")

@@ -17,8 +17,8 @@ import pytest
 from kaggle_tl.config import RunConfig, resolve_config
 from kaggle_tl.cv import make_folds
 from kaggle_tl.data.competition import usable_competition
-from kaggle_tl.frozen import FoldModels
-from kaggle_tl.heads import DenseHead, LogRegHead, SVMHead, create_head
+from kaggle_tl.heads.frozen import FoldModels
+from kaggle_tl.heads.base import DenseHead, LogRegHead, SVMHead, create_head
 from kaggle_tl.pipeline import backbone_refs, fits_key, layout_of, predictions_key, run
 from conftest import make_competition
 

@@ -10,10 +10,10 @@ import pytest
 from kaggle_tl.backbones import BACKBONES
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.heads import LogRegHead, SVMHead
+from kaggle_tl.heads.base import LogRegHead, SVMHead
 from kaggle_tl.pipeline import run
-from kaggle_tl.runs import RunRecord, list_runs
-from kaggle_tl.submission import SubmissionInfo
+from kaggle_tl.runs.record import RunRecord, list_runs
+from kaggle_tl.runs.submission import SubmissionInfo
 from conftest import make_competition  # noqa: E402
 
 
@@ -133,7 +133,7 @@ def test_a_failing_figure_never_loses_the_run(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("figure trouble")
 
-    monkeypatch.setattr("kaggle_tl.plots.plot_tsne", crash)
+    monkeypatch.setattr("kaggle_tl.report.plots.plot_tsne", crash)
     record = run(RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32,
                            heads=("logreg",), folds=2, views=("original",), cache_dir=str(tmp_path / "cache"),
                            runs_dir=str(tmp_path / "runs"), submissions_dir=str(tmp_path / "subs")))

@@ -23,7 +23,7 @@ SCRIPT = """
 import sys, time
 from pathlib import Path
 import numpy as np
-from kaggle_tl.cache import Cache
+from kaggle_tl.cache.store import Cache
 from kaggle_tl.features import BackboneRef, extract_features
 
 images, cache_dir, delay = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])

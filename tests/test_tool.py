@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 
 from kaggle_tl import cli
-from kaggle_tl.cache import Cache
+from kaggle_tl.cache.store import Cache
 from kaggle_tl.config import RunConfig
-from kaggle_tl.ensemble import STRATEGIES, create_strategy
+from kaggle_tl.ensemble.strategies import STRATEGIES, create_strategy
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.heads import HEADS
+from kaggle_tl.heads.base import HEADS
 from kaggle_tl.pipeline import run
-from kaggle_tl.tables import TERMINAL_WIDTH
+from kaggle_tl.report.tables import TERMINAL_WIDTH
 from conftest import make_competition
-from test_runs import make_run
+from conftest import make_run
 
 REPO = Path(__file__).resolve().parents[1]
 # The widest names a user meets: three long backbones concatenated, a long head parameter set.

@@ -21,8 +21,8 @@ import numpy as np
 
 from kaggle_tl.backbones import PretrainedCfg, register_backbone
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.quiet import import_tensorflow
-from kaggle_tl.torch_pickle import load_state_dict
+from kaggle_tl.backbones.quiet import import_tensorflow
+from kaggle_tl.backbones.torch_pickle import load_state_dict
 
 if TYPE_CHECKING:
     import keras

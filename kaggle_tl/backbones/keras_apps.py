@@ -19,7 +19,7 @@ import numpy as np
 
 from kaggle_tl.backbones import PretrainedCfg, Preprocess, register_backbone
 from kaggle_tl.errors import KaggleTLError, one_line
-from kaggle_tl.quiet import import_tensorflow
+from kaggle_tl.backbones.quiet import import_tensorflow
 
 if TYPE_CHECKING:
     import keras

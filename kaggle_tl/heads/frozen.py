@@ -24,7 +24,7 @@ import numpy as np
 from scipy.special import expit
 
 from kaggle_tl.files import npz_bytes, read_npz
-from kaggle_tl.transforms import apply_frozen_transform
+from kaggle_tl.heads.transforms import apply_frozen_transform
 
 OUTPUTS = ("softmax", "platt")
 

@@ -28,11 +28,11 @@ from sklearn.svm import SVC
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.frozen import FrozenHead
+from kaggle_tl.heads.frozen import FrozenHead
 from kaggle_tl.registry import Registry
-from kaggle_tl.svm import LinearSVM
-from kaggle_tl.transforms import freeze_transform, make_transform
-from kaggle_tl.tuning import LinearSVMAutoC, LogisticRegressionAutoC, inner_split
+from kaggle_tl.heads.svm import LinearSVM
+from kaggle_tl.heads.transforms import freeze_transform, make_transform
+from kaggle_tl.heads.tuning import LinearSVMAutoC, LogisticRegressionAutoC, inner_split
 
 # A parameter's rule: its type, a test of its value, and how the test reads in an error message.
 Rule = tuple[Any, Callable[[Any], bool], str]

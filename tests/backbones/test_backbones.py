@@ -13,7 +13,7 @@ from kaggle_tl.backbones import digest
 from kaggle_tl.backbones.catalog import backbones_table
 from kaggle_tl.backbones.flops import backbone_gflops, published_gflops
 from kaggle_tl.backbones.stages import describe_stages, published_stages
-from kaggle_tl.cache import Cache
+from kaggle_tl.cache.store import Cache
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.features import extract_features
 

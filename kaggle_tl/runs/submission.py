@@ -15,7 +15,7 @@ from kaggle_tl.data.csvs import read_text_csv
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.files import (atomic_write_bytes, disk_errors_as_one_line, ensure_writable, read_json,
                              remove_stale_temps, to_json)
-from kaggle_tl.metrics import KAGGLE_EPS, Score, clip_proba, score
+from kaggle_tl.tasks.metrics import KAGGLE_EPS, Score, clip_proba, score
 
 ROW_SUM_TOLERANCE = 1e-6
 

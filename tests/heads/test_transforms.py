@@ -8,7 +8,7 @@ from sklearn.pipeline import make_pipeline
 
 from kaggle_tl.cv import cross_validate, make_folds
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.transforms import make_transform
+from kaggle_tl.heads.transforms import make_transform
 
 SPECS = ["sqrt", "l2", "standard", "pca_whiten(4)", "sqrt,standard", "sqrt,pca_whiten(6)", "l2,standard"]
 

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import PredefinedSplit
 
-from kaggle_tl import metrics
+from kaggle_tl.tasks import metrics
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.registry import Registry
 

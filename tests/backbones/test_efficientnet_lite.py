@@ -18,9 +18,9 @@ import pytest
 
 from kaggle_tl.backbones import create_backbone
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.torch_pickle import load_state_dict
+from kaggle_tl.backbones.torch_pickle import load_state_dict
+from conftest import SHARED_DATASETS
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 NATIVE_SIZE = {0: 224, 1: 240, 2: 260}
 
 
@@ -139,7 +139,7 @@ def test_random_init_any_size_gives_pooled_features():
 @pytest.fixture(scope="module")
 def cifar_1000(tmp_path_factory) -> tuple[np.ndarray, np.ndarray]:
     """The first 1,000 CIFAR-10 training images (sorted by id) at 224 px RGB, and their labels."""
-    archive = DATASETS / "cifar10-small.tar.gz"
+    archive = SHARED_DATASETS / "cifar10-small.tar.gz"
     if not archive.is_file():
         pytest.skip(f"quality test needs {archive} (the shared CIFAR-10 sample), absent here")
     root = tmp_path_factory.mktemp("cifar10-small")

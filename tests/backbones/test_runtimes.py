@@ -1,4 +1,4 @@
-"""kaggle_tl.runtimes: OpenVINO gives TensorFlow's features, keeps its IR, refuses what cannot run."""
+"""kaggle_tl.backbones.runtimes: OpenVINO gives TensorFlow's features, keeps its IR, refuses what cannot run."""
 from __future__ import annotations
 
 import subprocess
@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from kaggle_tl import runtimes
+from kaggle_tl.backbones import runtimes
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.runtimes import check_runtime, compile_backbone, runtime_id
+from kaggle_tl.backbones.runtimes import check_runtime, compile_backbone, runtime_id
 
 SIZE = 64
 
@@ -25,7 +25,7 @@ def _assert_close(features: np.ndarray, reference: np.ndarray) -> None:
 
 
 def _backbone(name: str, weights):
-    from kaggle_tl.quiet import import_tensorflow
+    from kaggle_tl.backbones.quiet import import_tensorflow
 
     import_tensorflow()
     import keras
@@ -66,7 +66,7 @@ def test_openvino_fp32_features_match_tensorflow(name, tmp_path, request):
 
 def _two_output_model():
     """Two pooled outputs of different widths, the shape of multi-level features: average and GeM."""
-    from kaggle_tl.quiet import import_tensorflow
+    from kaggle_tl.backbones.quiet import import_tensorflow
 
     import_tensorflow()
     import keras
@@ -183,7 +183,7 @@ def test_runtime_id_changes_with_what_changes_the_numbers():
 
 def test_checking_the_runtime_does_not_import_tensorflow():
     pytest.importorskip("openvino")
-    code = ("import sys; from kaggle_tl.runtimes import check_runtime, runtime_id; "
+    code = ("import sys; from kaggle_tl.backbones.runtimes import check_runtime, runtime_id; "
             "check_runtime('openvino', 'fp32'); runtime_id('openvino', 'fp32'); "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported TensorFlow'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from kaggle_tl.cache import Cache, Entry
+from kaggle_tl.cache.store import Cache, Entry
 from kaggle_tl.errors import KaggleTLError
 
 

@@ -20,8 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
-from kaggle_tl.svm import LinearSVM
-from kaggle_tl.metrics import row_logloss
+from kaggle_tl.heads.svm import LinearSVM
+from kaggle_tl.tasks.metrics import row_logloss
 
 # Log grids (2 steps a decade) around the measured optima: CIFAR-10-small Lite0 logreg 0.005 (5,000
 # rows), the demo (240 rows a fold) 3 to 10 and more; SVM 0.001. Walked upwards with early stopping,

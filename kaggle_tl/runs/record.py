@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kaggle_tl import metrics
+from kaggle_tl.tasks import metrics
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.files import atomic_write_bytes, npz_bytes, read_json, read_npz, remove_stale_temps, to_json
-from kaggle_tl.metrics import Score
+from kaggle_tl.tasks.metrics import Score
 
 SCHEMA_VERSION = 3
 RECORD_FILE = "record.json"

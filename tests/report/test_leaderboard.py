@@ -5,12 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaggle_tl import metrics
-from kaggle_tl.leaderboard import OPTIMISTIC_NOTE, leaderboard_table
-from kaggle_tl.tables import escape_formula, to_markdown, write_table
-from kaggle_tl.runs import list_runs, load_models, select_runs
+from kaggle_tl.tasks import metrics
+from kaggle_tl.report.leaderboard import OPTIMISTIC_NOTE, leaderboard_table
+from kaggle_tl.report.tables import escape_formula, to_markdown, write_table
+from kaggle_tl.runs.record import list_runs, load_models, select_runs
 from conftest import make_competition
-from test_runs import make_run
+from conftest import make_run
 
 
 @pytest.fixture

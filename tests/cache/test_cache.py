@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from kaggle_tl import cache as cache_module
+from kaggle_tl.cache import store as cache_module
 from kaggle_tl import files as files_module
-from kaggle_tl.cache import Cache, array_digest
+from kaggle_tl.cache.store import Cache, array_digest
 from kaggle_tl.files import _host, atomic_write_bytes
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.features import BackboneRef, extract_features
@@ -262,7 +262,7 @@ CONCURRENT = """
 import logging, sys, time
 from pathlib import Path
 import numpy as np
-from kaggle_tl.cache import Cache
+from kaggle_tl.cache.store import Cache
 from kaggle_tl.features import BackboneRef, extract_features
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -15,21 +15,13 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.heads import (DenseHead, LogRegHead, SVMHead, _Adam, _keep_mask, create_head, list_heads,
-                             register_head)
-from kaggle_tl.svm import LinearSVM
-
-
-def blobs(n_per_class=40, n_classes=3, dim=32, seed=0, spread=0.6):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, dim)) * 3
-    y = np.repeat(np.arange(n_classes), n_per_class)
-    X = (centres[y] + rng.normal(scale=spread, size=(len(y), dim))).astype(np.float32)
-    order = rng.permutation(len(y))
-    return X[order], y[order]
+from kaggle_tl.heads.base import (DenseHead, LogRegHead, SVMHead, _Adam, _keep_mask, create_head, list_heads,
+                                  register_head)
+from kaggle_tl.heads.svm import LinearSVM
 
 
 # Small data: small batches and a higher rate give the dense head enough Adam steps.
+from conftest import blobs  # noqa: E402
 HEADS = [pytest.param(lambda: DenseHead(max_epochs=60, patience=5, batch_size=16, learning_rate=1e-2), id="dense"),
          pytest.param(lambda: SVMHead(), id="svm"),
          pytest.param(lambda: LogRegHead(), id="logreg")]
@@ -52,7 +44,7 @@ def test_create_head_builds_each_registered_head_with_its_defaults():
 
 
 def test_register_head_adds_a_head_that_create_head_builds(monkeypatch):
-    import kaggle_tl.heads as heads
+    import kaggle_tl.heads.base as heads
 
     monkeypatch.setattr(heads.HEADS, "_entries", dict(heads.HEADS._entries))
 
@@ -254,7 +246,7 @@ def test_dense_adam_steps_match_keras_train_on_batch():
 
 
 def test_dense_l2_auto_picks_the_grid_value_with_the_lowest_inner_loss_and_never_looks_at_scored_rows():
-    from kaggle_tl.heads import DENSE_L2_GRID
+    from kaggle_tl.heads.base import DENSE_L2_GRID
 
     X, y = blobs(n_per_class=60, n_classes=3, dim=24, spread=1.5, seed=11)
     auto = DenseHead(l2="auto", max_epochs=30).fit(X, y)

@@ -7,69 +7,17 @@ runs go through the same API).
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
-import zlib
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from scipy.special import softmax
 
-from kaggle_tl import metrics
+from kaggle_tl.tasks import metrics
 from kaggle_tl.config import RunConfig
-from kaggle_tl.cv import make_folds
-from kaggle_tl.data.digests import image_set_key
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.runs import (RECORD_FILE, SCHEMA_VERSION, ModelRecord, Predictions, RunRecord, check_comparable,
-                            claim_run_dir, list_runs, load_models, resolve_run_dir, same_folds_as_newest, select_runs)
-
-VIEWS = ["original", "hflip"]
-
-
-def competition_labels(competition: Path) -> tuple[list[str], np.ndarray, list[str], list[str]]:
-    """(classes, y, train ids, test ids) of a conftest competition, as pipeline.run reads them."""
-    labels = pd.read_csv(competition / "labels.csv", dtype=str)
-    sample = pd.read_csv(competition / "sample_submission.csv", dtype={"id": str})
-    classes = [c for c in sample.columns if c != "id"]
-    y = np.array([classes.index(label) for label in labels["label"]])
-    return classes, y, labels["id"].tolist(), sample["id"].tolist()
-
-
-def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, tuple[list[str], float]],
-             fingerprint: str = "fp-a", seed: int = 42, folds: int = 5, minutes: int | None = 0,
-             head: str = "logreg", optimistic: bool = False) -> RunRecord:
-    """A run of ``models``: name -> (backbones, signal); a larger signal gives a better model.
-
-    ``minutes`` after a fixed time stamps the run; None leaves the record's own "now" stamp.
-    """
-    classes, y, train_ids, test_ids = competition_labels(competition)
-    fold_ids = make_folds(y, folds, seed)
-    rng = np.random.default_rng(zlib.crc32(run_id.encode()))
-    config = RunConfig(data=str(competition.resolve()), backbones=tuple(models[next(iter(models))][0]),
-                       weights="none", folds=folds, seed=seed, runs_dir=str(runs_dir))
-    test_paths = [p.resolve() for i in test_ids for p in (competition / "test").glob(f"{i}.*")]
-    record = RunRecord(
-        run_id=run_id, config=config, data_fingerprint=fingerprint,
-        image_keys={"train": "k1", "test": image_set_key(test_paths)}, classes=classes,
-        submission_columns=["id", *classes], train_ids=train_ids, test_ids=test_ids,
-        train_paths=[str(p.resolve()) for i in train_ids for p in (competition / "train").glob(f"{i}.*")],
-        test_paths=[str(p) for p in test_paths], backbones=[], run_dir=runs_dir / run_id)
-    if minutes is not None:
-        record.created = (dt.datetime(2024, 5, 1, 12) + dt.timedelta(minutes=minutes)).isoformat()
-    for name, (backbones, signal) in models.items():
-        onehot = np.eye(len(classes))[y]
-        oof = softmax(rng.normal(0, 1, (len(VIEWS), len(y), len(classes))) + signal * onehot, axis=2)
-        test = softmax(rng.normal(0, 1, (len(VIEWS), folds, len(test_ids), len(classes))), axis=3)
-        preds = Predictions(VIEWS, oof, test, fold_ids, y)
-        _, sha1 = record.save_predictions(name, preds)
-        record.models.append(ModelRecord(
-            name=name, head=name.split("__")[-1] if "__" in name else head, head_params={}, backbones=backbones,
-            score=preds.score(), optimistic=optimistic, recipe=f"signal {signal}", predictions_sha1=sha1,
-            submission=f"submissions/{run_id}_{name}.csv"))
-    record.save()
-    return record
+from kaggle_tl.runs.record import (RECORD_FILE, SCHEMA_VERSION, Predictions, RunRecord, check_comparable,
+                                   claim_run_dir, list_runs, load_models, resolve_run_dir, same_folds_as_newest, select_runs)
+from conftest import VIEWS, make_run  # noqa: E402
 
 
 @pytest.fixture
@@ -122,7 +70,7 @@ def test_runs_made_within_one_second_list_in_the_order_they_were_made(tmp_path, 
 def test_a_run_id_already_taken_is_drawn_again_not_shared(tmp_path, monkeypatch):
     # Two runs launched together can draw the same id; the second must not write into the first's folder.
     drawn = iter(["20261125-074047-abcd", "20261125-074047-abcd", "20261125-074047-abce"])
-    monkeypatch.setattr("kaggle_tl.runs.new_run_id", lambda: next(drawn))
+    monkeypatch.setattr("kaggle_tl.runs.record.new_run_id", lambda: next(drawn))
     first, second = claim_run_dir(tmp_path / "runs"), claim_run_dir(tmp_path / "runs")
     assert (first.name, second.name) == ("20261125-074047-abcd", "20261125-074047-abce")
     assert first.is_dir() and second.is_dir()

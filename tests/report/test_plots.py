@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaggle_tl.plots import (plot_confident_errors, plot_confusion_matrix, plot_report, plot_strategy_comparison,
-                             plot_tsne)
+from kaggle_tl.report.plots import (plot_confident_errors, plot_confusion_matrix, plot_report, plot_strategy_comparison,
+                                    plot_tsne)
 
 N_ROWS, N_CLASSES = 120, 12
 CLASS_NAMES = [f"class_{k}" for k in range(N_CLASSES)]

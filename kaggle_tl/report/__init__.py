@@ -1,0 +1,1 @@
+"""Reports for people: the local leaderboard, tables and figures."""
