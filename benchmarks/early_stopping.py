@@ -25,6 +25,7 @@ def main() -> None:
 
     from kaggle_tl.cv import cross_validate, make_folds
     from kaggle_tl.heads.base import create_head
+    from kaggle_tl.tasks import metrics
 
     train, test, y, source = load(args.features, args.prefix, args.y)
     folds = make_folds(y, 5, 42)
@@ -34,7 +35,7 @@ def main() -> None:
     for mode in ("inner", "fold"):
         head = create_head("dense", random_state=42, early_stopping=mode)
         t = time.perf_counter()
-        scores = cross_validate(head, train, test, y, folds, int(y.max()) + 1).score()
+        scores = metrics.model_score(cross_validate(head, train, test, y, folds, int(y.max()) + 1))
         rows.append({"early_stopping": mode, "cv_logloss": round(scores.logloss, 4),
                      "logloss_se": round(scores.logloss_se, 4), "cv_accuracy": round(scores.accuracy, 4),
                      "seconds_10_fits": round(time.perf_counter() - t, 1), "load": load_line()})

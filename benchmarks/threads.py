@@ -46,6 +46,7 @@ def main() -> None:
 
     from kaggle_tl.cv import cross_validate, make_folds
     from kaggle_tl.heads.base import create_head
+    from kaggle_tl.tasks import metrics
 
     train, test, y, source = load(args.features, args.prefix, args.y)
     folds = make_folds(y, 5, 42)
@@ -62,7 +63,7 @@ def main() -> None:
             seconds = time.perf_counter() - t
             same = reference is None or (np.allclose(preds.oof, reference.oof, atol=1e-6))
             reference = reference or preds
-            score = preds.score()
+            score = metrics.model_score(preds)
             rows.append({"head": head_name, "jobs": n_jobs, "blas_threads": blas, "seconds_10_fits": round(seconds, 2),
                          "cv_logloss": round(score.logloss, 4), "same_predictions": same, "load": load_line()})
     print_table(rows, title="10 fits (5 folds x 2 views) per variant")

@@ -142,11 +142,13 @@ def say_note(note: str, file=None) -> None:
 def print_run(record, config: RunConfig) -> None:
     import pandas as pd
 
+    from kaggle_tl.tasks import metrics
+
     print(f"\nrun {record.run_id}  ({record.run_dir})")
     if record.random_weights:
         print("WARNING: weights=none — random backbone weights; these scores say nothing about pretrained features")
     for entry in record.models:
-        table = record.predictions(entry.name).score_table()
+        table = metrics.score_table(record.predictions(entry.name))
         table["view"] = table["view"].where(~table["view"].str.contains(r"\+"), "mean of views")
         wide = table.pivot(index="fold", columns="view", values="cv_logloss")
         wide = wide.reindex(index=[*sorted(i for i in wide.index if i != "all"), "all"],
@@ -196,7 +198,8 @@ def _selected_models(args: argparse.Namespace) -> list:
 
     Damaged runs and damaged or replaced predictions are left out, each named on stderr.
     """
-    from kaggle_tl.runs.record import list_runs, load_models, select_runs, with_models
+    from kaggle_tl.runs.compare import load_models
+    from kaggle_tl.runs.queries import list_runs, select_runs, with_models
 
     records, problems = list_runs(args.runs_dir)
     records, notes = select_runs(records, args.data, args.fingerprint)
@@ -242,7 +245,9 @@ def _output_folder(folder: str | Path) -> Path:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from kaggle_tl.ensemble.across_runs import ensemble_models
-    from kaggle_tl.runs.record import RunRecord, load_models, resolve_run_dir, same_folds_as_newest
+    from kaggle_tl.runs.record import RunRecord
+    from kaggle_tl.runs.compare import load_models, same_folds_as_newest
+    from kaggle_tl.runs.queries import resolve_run_dir
     from kaggle_tl.report.tables import Column, plus_minus, terminal_text
 
     if args.all:
@@ -316,7 +321,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_cache_export(args: argparse.Namespace) -> int:
     from kaggle_tl.cache.store import Cache
-    from kaggle_tl.runs.record import chosen_run
+    from kaggle_tl.runs.queries import chosen_run
 
     record = chosen_run(args.run, args.runs_dir)
     cache = Cache(args.cache_dir or record.config.cache_dir, args.cache_from or record.config.cache_from)
@@ -346,7 +351,7 @@ def _names(text: str | None) -> list[str]:
 def cmd_kernel(args: argparse.Namespace) -> int:
     from kaggle_tl.config import OPERATIONAL, PATH_SETTINGS
     from kaggle_tl.kaggle import write_kernel
-    from kaggle_tl.runs.record import chosen_run
+    from kaggle_tl.runs.queries import chosen_run
 
     config = resolve_config(RunConfig.from_toml(args.config)) if args.config else chosen_run(args.run,
                                                                                              args.runs_dir).config

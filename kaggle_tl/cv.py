@@ -1,4 +1,8 @@
-"""Folds; one head fitted per fold x view (frozen.FoldModels) -> OOF and test predictions (runs.Predictions)."""
+"""Folds; one head fitted per fold x view (frozen.FoldModels) -> OOF and test predictions (runs.Predictions).
+
+The head caches' policy lives here too: what a head's fold models and predictions depend on
+(``fits_key``, ``predictions_key``) and where ``head_predictions`` takes them from.
+"""
 from __future__ import annotations
 
 import logging
@@ -10,6 +14,13 @@ from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from kaggle_tl import __version__
+from kaggle_tl.backbones import BackboneRef
+from kaggle_tl.cache.store import Cache, array_digest, cache_key
+from kaggle_tl.config import RunConfig
+from kaggle_tl.data.competition import Competition
+from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.features import feature_key
 from kaggle_tl.heads.frozen import FoldModels
 from kaggle_tl.runs.record import Predictions
 
@@ -103,3 +114,64 @@ def cross_validate(head, train_by_view: dict[str, np.ndarray], test_by_view: dic
     """Fit ``head`` per view x fold (``fit_fold_models``) and predict the held-out and test rows (``predict_folds``)."""
     models = fit_fold_models(head, train_by_view, y, folds, n_jobs, blas_threads, desc)
     return predict_folds(models, train_by_view, test_by_view, y, folds, n_classes)
+
+
+def fits_key(config: RunConfig, head_name: str, refs: list[BackboneRef], image_keys: dict[str, str],
+             competition: Competition, folds: np.ndarray) -> str:
+    """What a head's fitted fold models depend on: the training features (every stage of every backbone and
+    view), rows, labels, classes, folds, head, its parameters, seed and version; never the test images."""
+    return cache_key(features=[feature_key(image_keys["train"], ref, view, output)
+                               for ref in refs for view in config.views for output, _ in ref.outputs],
+                     train_ids=array_digest(np.array(competition.train_ids, dtype=str)),
+                     y=array_digest(competition.y), classes=competition.classes, folds=array_digest(folds),
+                     head=head_name, params=config.head_params[head_name], seed=config.seed, version=__version__)
+
+
+def predictions_key(fits: str, config: RunConfig, refs: list[BackboneRef], image_keys: dict[str, str]) -> str:
+    """What a head's predictions depend on: its fold models (``fits_key``) and the test features they predict."""
+    return cache_key(fits=fits, test_features=[feature_key(image_keys["test"], ref, view, output)
+                                               for ref in refs for view in config.views for output, _ in ref.outputs])
+
+
+def head_predictions(head, competition: Competition, train_by_view: dict, test_by_view: dict, folds: np.ndarray,
+                     keys: dict[str, str], cache: Cache, n_jobs: int = 1) -> tuple[Predictions, dict[str, str]]:
+    """A head's fold x view predictions, and where each cache entry of ``keys`` ({"fits": key, "predictions":
+    key}) came from ("computed", "cache" or a read-only layer).
+
+    In order: the predictions themselves from a cache; else the fold models from the fits cache,
+    predicting the test rows (a re-run on new test images: nothing refitted); else the head fitted
+    ``n_jobs`` fits at a time, its models and predictions then cached (unless they diverged; a head
+    that cannot be frozen, an RBF SVM, caches its predictions only).
+    """
+    n_folds = int(folds.max()) + 1
+    for path in cache.find_files("predictions", keys["predictions"]):
+        try:
+            preds = Predictions.load(path)
+        except KaggleTLError as exc:  # a damaged cache file is recomputed, never served
+            log.warning("%s; refitting", exc)
+            continue
+        if preds.oof.shape[1:] == (len(competition.y), competition.n_classes):
+            # The fits entry too, when there is one: `cache export` then hands a hidden re-run the models.
+            fits = cache.find_files("fits", keys["fits"])
+            return preds, {"predictions": cache.source(path), **({"fits": cache.source(fits[0])} if fits else {})}
+        log.warning("%s: predictions of another shape; refitting", path)
+    for path in cache.find_files("fits", keys["fits"]):
+        try:
+            models = FoldModels.load(path)
+        except KaggleTLError as exc:
+            log.warning("%s; refitting", exc)
+            continue
+        if models.views == list(train_by_view) and all(len(row) == n_folds for row in models.models):
+            preds = predict_folds(models, train_by_view, test_by_view, competition.y, folds, competition.n_classes)
+            cache.write_file("predictions", keys["predictions"], preds.to_bytes())
+            return preds, {"fits": cache.source(path), "predictions": "computed"}
+        log.warning("%s: fold models of other views or folds; refitting", path)
+    models = fit_fold_models(head, train_by_view, competition.y, folds, n_jobs=n_jobs, blas_threads=1, desc=head.name)
+    preds = predict_folds(models, train_by_view, test_by_view, competition.y, folds, competition.n_classes)
+    sources = {"predictions": "computed"}
+    if preds.is_finite():
+        cache.write_file("predictions", keys["predictions"], preds.to_bytes())
+        if models.frozen:
+            cache.write_file("fits", keys["fits"], models.to_bytes())
+            sources["fits"] = "computed"
+    return preds, sources

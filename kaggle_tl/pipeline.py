@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,20 +24,20 @@ import numpy as np
 
 from kaggle_tl import __version__
 from kaggle_tl.backbones import BackboneRef, backbone_spec
-from kaggle_tl.cache.store import Cache, array_digest, cache_key
+from kaggle_tl.cache.store import Cache, cache_key
 from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
-from kaggle_tl.cv import fit_fold_models, make_folds, predict_folds
+from kaggle_tl.cv import fits_key, head_predictions, make_folds, predictions_key
 from kaggle_tl.data.competition import Competition, Layout, usable_competition
 from kaggle_tl.data.digests import data_fingerprint, image_set_key
 from kaggle_tl.engine import Engine
 from kaggle_tl.errors import KaggleTLError, one_line
-from kaggle_tl.features import (BackboneBuilder, FeaturePlan, Features, check_memory, feature_key,
-                                seconds_per_image)
+from kaggle_tl.features import BackboneBuilder, FeaturePlan, Features, check_memory, seconds_per_image
 from kaggle_tl.files import ensure_writable, temp_path
-from kaggle_tl.heads.frozen import FoldModels
 from kaggle_tl.heads.base import create_head
 from kaggle_tl.report.plots import plot_report
-from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord, claim_run_dir, list_runs, package_versions
+from kaggle_tl.tasks import metrics
+from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord, claim_run_dir, package_versions
+from kaggle_tl.runs.queries import list_runs
 from kaggle_tl.backbones.runtimes import runtime_id
 from kaggle_tl.runs.submission import (SubmissionInfo, build_submission, check_submission_file, submission_folder,
                                        write_submission, write_submission_file)
@@ -117,8 +118,20 @@ def run(config: RunConfig, *, new_run: bool = False, report: Report = log.info) 
                 _write_chosen_submission(config, same, competition)
             return same
 
+    inputs = Inputs(competition, refs, image_keys, fingerprint, folds)
     with Engine(config.engine, config.address) as engine:  # connects to a cluster only if work needs one
-        return _run(config, competition, refs, image_keys, fingerprint, folds, cache, engine, report, started)
+        return _run(config, inputs, cache, engine, report, started)
+
+
+@dataclass
+class Inputs:
+    """What reading the competition found, handed to the stages after it."""
+
+    competition: Competition
+    refs: list[BackboneRef]
+    image_keys: dict[str, str]  # split -> image_set_key of its images
+    fingerprint: str  # data_fingerprint: labels, ids and images together
+    folds: np.ndarray  # (N,) outer fold of each training row
 
 
 def identical_run(config: RunConfig, fingerprint: str) -> RunRecord | None:
@@ -144,19 +157,24 @@ def _check_heads_can_fit(config: RunConfig, y: np.ndarray, folds: np.ndarray) ->
             raise KaggleTLError(f"setting heads: {problem}")
 
 
-def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], image_keys: dict[str, str],
-         fingerprint: str, folds: np.ndarray, cache: Cache, engine: Engine, report: Report,
-         started: float) -> RunRecord:
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
+def _extract(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report: Report) -> dict[str, Features]:
+    """Every split's features of every backbone and view: from the caches, else computed (and cached)."""
     # Picklable: each Dask worker builds a model once.
     build = BackboneBuilder(config.weights, config.runtime, config.precision, str(cache.root), tuple(config.cache_from))
+    competition, image_keys = inputs.competition, inputs.image_keys
     splits = {"train": (competition.train_paths, image_keys["train"]),
               "test": (competition.test_paths, image_keys["test"])}
-    with FeaturePlan(cache, splits, refs, config.views, info={"data": competition.root.name}) as plan:
+    with FeaturePlan(cache, splits, inputs.refs, config.views, info={"data": competition.root.name}) as plan:
         _announce(plan, config, build, report)
-        features = plan.extract(build, config.batch_size, config.decode_threads, engine)
+        return plan.extract(build, config.batch_size, config.decode_threads, engine)
+
+
+def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report: Report, started: float) -> RunRecord:
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    features = _extract(config, inputs, cache, engine, report)
     timings["features_s"] = time.perf_counter() - t
+    competition, refs, image_keys, folds = inputs.competition, inputs.refs, inputs.image_keys, inputs.folds
     competition, train_rows = _usable_rows(competition, features, config)
     if train_rows is not None:
         folds = make_folds(competition.y, config.folds, config.seed)
@@ -166,7 +184,7 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], i
 
     run_dir = claim_run_dir(config.runs_dir)
     record = RunRecord(
-        run_id=run_dir.name, config=config, data_fingerprint=fingerprint, image_keys=image_keys,
+        run_id=run_dir.name, config=config, data_fingerprint=inputs.fingerprint, image_keys=image_keys,
         classes=competition.classes, submission_columns=list(competition.sample_submission.columns),
         train_ids=competition.train_ids, test_ids=competition.test_ids,
         train_paths=[str(Path(p).resolve()) for p in competition.train_paths],
@@ -206,7 +224,7 @@ def _run(config: RunConfig, competition: Competition, refs: list[BackboneRef], i
         name = model_name(config, head_name)
         _, sha1 = record.save_predictions(name, preds)
         entry = ModelRecord(name=name, head=head_name, head_params=config.head_params[head_name],
-                            backbones=list(config.backbones), score=preds.score(),
+                            backbones=list(config.backbones), score=metrics.model_score(preds),
                             optimistic=head.uses_fold_for_early_stopping,
                             recipe=recipe(config, refs, head_name, preds.fitted), predictions_sha1=sha1,
                             fitted={k: v.tolist() for k, v in preds.fitted.items()})
@@ -278,67 +296,6 @@ def _usable_rows(competition: Competition, features: dict[str, Features],
         return competition, None
     usable = competition.with_usable_images(bad_train, bad_test, config.skip_bad_train_images, config.folds)
     return usable, np.array([i for i in range(len(competition.train_ids)) if i not in bad_train], dtype=np.int64)
-
-
-def fits_key(config: RunConfig, head_name: str, refs: list[BackboneRef], image_keys: dict[str, str],
-             competition: Competition, folds: np.ndarray) -> str:
-    """What a head's fitted fold models depend on: the training features (every stage of every backbone and
-    view), rows, labels, classes, folds, head, its parameters, seed and version; never the test images."""
-    return cache_key(features=[feature_key(image_keys["train"], ref, view, output)
-                               for ref in refs for view in config.views for output, _ in ref.outputs],
-                     train_ids=array_digest(np.array(competition.train_ids, dtype=str)),
-                     y=array_digest(competition.y), classes=competition.classes, folds=array_digest(folds),
-                     head=head_name, params=config.head_params[head_name], seed=config.seed, version=__version__)
-
-
-def predictions_key(fits: str, config: RunConfig, refs: list[BackboneRef], image_keys: dict[str, str]) -> str:
-    """What a head's predictions depend on: its fold models (``fits_key``) and the test features they predict."""
-    return cache_key(fits=fits, test_features=[feature_key(image_keys["test"], ref, view, output)
-                                               for ref in refs for view in config.views for output, _ in ref.outputs])
-
-
-def head_predictions(head, competition: Competition, train_by_view: dict, test_by_view: dict, folds: np.ndarray,
-                     keys: dict[str, str], cache: Cache, n_jobs: int = 1) -> tuple[Predictions, dict[str, str]]:
-    """A head's fold x view predictions, and where each cache entry of ``keys`` ({"fits": key, "predictions":
-    key}) came from ("computed", "cache" or a read-only layer).
-
-    In order: the predictions themselves from a cache; else the fold models from the fits cache,
-    predicting the test rows (a re-run on new test images: nothing refitted); else the head fitted
-    ``n_jobs`` fits at a time, its models and predictions then cached (unless they diverged; a head
-    that cannot be frozen, an RBF SVM, caches its predictions only).
-    """
-    n_folds = int(folds.max()) + 1
-    for path in cache.find_files("predictions", keys["predictions"]):
-        try:
-            preds = Predictions.load(path)
-        except KaggleTLError as exc:  # a damaged cache file is recomputed, never served
-            log.warning("%s; refitting", exc)
-            continue
-        if preds.oof.shape[1:] == (len(competition.y), competition.n_classes):
-            # The fits entry too, when there is one: `cache export` then hands a hidden re-run the models.
-            fits = cache.find_files("fits", keys["fits"])
-            return preds, {"predictions": cache.source(path), **({"fits": cache.source(fits[0])} if fits else {})}
-        log.warning("%s: predictions of another shape; refitting", path)
-    for path in cache.find_files("fits", keys["fits"]):
-        try:
-            models = FoldModels.load(path)
-        except KaggleTLError as exc:
-            log.warning("%s; refitting", exc)
-            continue
-        if models.views == list(train_by_view) and all(len(row) == n_folds for row in models.models):
-            preds = predict_folds(models, train_by_view, test_by_view, competition.y, folds, competition.n_classes)
-            cache.write_file("predictions", keys["predictions"], preds.to_bytes())
-            return preds, {"fits": cache.source(path), "predictions": "computed"}
-        log.warning("%s: fold models of other views or folds; refitting", path)
-    models = fit_fold_models(head, train_by_view, competition.y, folds, n_jobs=n_jobs, blas_threads=1, desc=head.name)
-    preds = predict_folds(models, train_by_view, test_by_view, competition.y, folds, competition.n_classes)
-    sources = {"predictions": "computed"}
-    if preds.is_finite():
-        cache.write_file("predictions", keys["predictions"], preds.to_bytes())
-        if models.frozen:
-            cache.write_file("fits", keys["fits"], models.to_bytes())
-            sources["fits"] = "computed"
-    return preds, sources
 
 
 def figures(record: RunRecord, oof: np.ndarray, competition: Competition, features: np.ndarray,

@@ -19,6 +19,7 @@ from kaggle_tl.config import RunConfig
 from kaggle_tl.cv import make_folds
 from kaggle_tl.data.digests import image_set_key
 from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord
+from kaggle_tl.tasks import metrics
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CLASSES = ["blue", "green", "red"]
@@ -135,7 +136,7 @@ def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, t
         _, sha1 = record.save_predictions(name, preds)
         record.models.append(ModelRecord(
             name=name, head=name.split("__")[-1] if "__" in name else head, head_params={}, backbones=backbones,
-            score=preds.score(), optimistic=optimistic, recipe=f"signal {signal}", predictions_sha1=sha1,
+            score=metrics.model_score(preds), optimistic=optimistic, recipe=f"signal {signal}", predictions_sha1=sha1,
             submission=f"submissions/{run_id}_{name}.csv"))
     record.save()
     return record

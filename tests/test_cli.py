@@ -12,7 +12,8 @@ from sklearn.metrics import log_loss
 
 from kaggle_tl.cli import main
 from kaggle_tl.tasks.metrics import clip_proba, score
-from kaggle_tl.runs.record import RunRecord, load_models
+from kaggle_tl.runs.record import RunRecord
+from kaggle_tl.runs.compare import load_models
 from kaggle_tl.runs.submission import SubmissionInfo, score_submission, validate_submission
 from conftest import make_competition
 from conftest import make_run
@@ -346,7 +347,7 @@ def test_backbones_lists_every_backbone_with_offline_weights(capsys):
 
 
 def test_views_and_resize_reach_the_run_end_to_end(tmp_path):
-    from kaggle_tl.runs.record import list_runs
+    from kaggle_tl.runs.queries import list_runs
 
     competition = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
     common = ["--data", str(competition), "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",

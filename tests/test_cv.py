@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from kaggle_tl.cv import cross_validate, make_folds
-from kaggle_tl.heads.base import LogRegHead, create_head
+from kaggle_tl.heads.base import create_head
+from kaggle_tl.heads.linear import LogRegHead
 from kaggle_tl.tasks.metrics import clip_proba, score
 from conftest import blobs  # noqa: E402
 

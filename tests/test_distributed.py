@@ -237,7 +237,7 @@ def test_an_unknown_engine_or_address_is_one_line(monkeypatch):
 
 def test_a_run_on_the_dask_engine_submits_exactly_what_the_local_engine_does(cluster, tmp_path):
     from kaggle_tl.cli import main
-    from kaggle_tl.runs.record import list_runs
+    from kaggle_tl.runs.queries import list_runs
 
     comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
     common = ["--data", str(comp), "--backbones", "efficientnet_lite0", "--image-size", "64", "--heads", "logreg,dense",

@@ -18,8 +18,11 @@ from kaggle_tl.config import RunConfig, resolve_config
 from kaggle_tl.cv import make_folds
 from kaggle_tl.data.competition import usable_competition
 from kaggle_tl.heads.frozen import FoldModels
-from kaggle_tl.heads.base import DenseHead, LogRegHead, SVMHead, create_head
-from kaggle_tl.pipeline import backbone_refs, fits_key, layout_of, predictions_key, run
+from kaggle_tl.heads.base import create_head
+from kaggle_tl.heads.linear import LogRegHead, SVMHead
+from kaggle_tl.heads.dense import DenseHead
+from kaggle_tl.pipeline import backbone_refs, layout_of, run
+from kaggle_tl.cv import fits_key, predictions_key
 from conftest import make_competition
 
 HEADS = ("logreg", "dense", "svm")
@@ -119,7 +122,7 @@ def _changed(part: str, config, refs, image_keys, competition, folds, monkeypatc
         config = config.replace(head_params={**config.head_params, "logreg": {**config.head_params["logreg"],
                                                                              "transform": "standard"}})
     elif part == "version":
-        monkeypatch.setattr("kaggle_tl.pipeline.__version__", "0.0.0-other")
+        monkeypatch.setattr("kaggle_tl.cv.__version__", "0.0.0-other")
     return config, refs, image_keys, competition, folds
 
 

@@ -22,7 +22,8 @@ import pytest
 
 from kaggle_tl import cli
 from kaggle_tl.kaggle import KERNEL_METADATA, KERNEL_SCRIPT, source_root
-from kaggle_tl.runs.record import RunRecord, list_runs
+from kaggle_tl.runs.record import RunRecord
+from kaggle_tl.runs.queries import list_runs
 from kaggle_tl.runs.submission import read_sample_submission, validate_submission
 from conftest import make_competition
 

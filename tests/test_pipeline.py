@@ -10,9 +10,10 @@ import pytest
 from kaggle_tl.backbones import BACKBONES
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.heads.base import LogRegHead, SVMHead
+from kaggle_tl.heads.linear import LogRegHead, SVMHead
 from kaggle_tl.pipeline import run
-from kaggle_tl.runs.record import RunRecord, list_runs
+from kaggle_tl.runs.record import RunRecord
+from kaggle_tl.runs.queries import list_runs
 from kaggle_tl.runs.submission import SubmissionInfo
 from conftest import make_competition  # noqa: E402
 

@@ -21,16 +21,13 @@ import datetime as dt
 import hashlib
 import platform
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from kaggle_tl.tasks import metrics
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.files import atomic_write_bytes, npz_bytes, read_json, read_npz, remove_stale_temps, to_json
@@ -118,25 +115,8 @@ class Predictions:
         """(M, C) test predictions averaged over views x folds: what the submission holds."""
         return self.test.mean(axis=(0, 1))
 
-    def score(self) -> Score:
-        """The model's CV score (metrics.score of the view-averaged OOF predictions)."""
-        return metrics.score(self.y, self.oof_mean)
-
     def is_finite(self) -> bool:
         return bool(np.isfinite(self.oof).all() and np.isfinite(self.test).all())
-
-    def score_table(self) -> pd.DataFrame:
-        """Scores per fold and overall (Score columns), for each view and (with several) their average."""
-        columns = [(view, self.oof[v]) for v, view in enumerate(self.views)]
-        if len(self.views) > 1:
-            columns.append(("+".join(self.views), self.oof_mean))
-        rows = []
-        for name, proba in columns:
-            for k in range(int(self.folds.max()) + 1):
-                rows.append({"view": name, "fold": str(k),
-                             **metrics.score(self.y[self.folds == k], proba[self.folds == k]).columns()})
-            rows.append({"view": name, "fold": "all", **metrics.score(self.y, proba).columns()})
-        return pd.DataFrame(rows)
 
     def to_bytes(self) -> bytes:
         """The .npz file's bytes (the prediction cache and the run folder hold the same file)."""
@@ -311,150 +291,3 @@ class RunRecord:
         return record
 
 
-def oldest_first(records: Iterable[RunRecord]) -> list[RunRecord]:
-    """Runs in the order they were made: "the newest run" everywhere is the last of these."""
-    return sorted(records, key=lambda r: (r.created, r.run_id))
-
-
-def list_runs(runs_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
-    """Every readable run under ``runs_dir`` oldest first, and one line for each that is not.
-
-    A folder without record.json is a run still in progress (or killed before its first
-    record) and is passed over quietly; a damaged record is named.
-    """
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return [], []
-    records, problems = [], []
-    for path in sorted(runs_dir.glob(f"*/{RECORD_FILE}")):
-        try:
-            records.append(RunRecord.load(path.parent))
-        except KaggleTLError as exc:
-            problems.append(f"left out: {exc}")
-    return oldest_first(records), problems
-
-
-def chosen_run(run: str | Path | None, runs_dir: str | Path) -> RunRecord:
-    """The run ``run`` names (an id under ``runs_dir`` or a folder), or the newest one in ``runs_dir``."""
-    if run:
-        return RunRecord.load(resolve_run_dir(run, runs_dir))
-    records, _ = list_runs(runs_dir)
-    if not records:
-        raise KaggleTLError(f"{runs_dir}: no finished run; `kaggle-tl run` makes one (or pass --run / --runs-dir)")
-    return records[-1]
-
-
-def resolve_run_dir(run: str | Path, runs_dir: str | Path) -> Path:
-    """A run folder from a run id (under ``runs_dir``) or a path to the folder itself."""
-    for candidate in (Path(runs_dir) / str(run), Path(run)):
-        if (candidate / RECORD_FILE).is_file():
-            return candidate
-    raise KaggleTLError(f"{run}: no run with that id in {runs_dir}/ and not a run folder (no {RECORD_FILE}); "
-                        f"`kaggle-tl leaderboard --runs-dir {runs_dir}` lists the runs")
-
-
-def select_runs(records: list[RunRecord], data: str | Path | None = None,
-                fingerprint: str | None = None) -> tuple[list[RunRecord], list[str]]:
-    """The runs of one data set: filtered by competition folder and/or fingerprint (a prefix will do).
-
-    Runs on different data are never mixed: when the filter leaves several data fingerprints
-    (no filter, or the folder's images changed between runs), the newest run's is kept and
-    each other one is named in the returned notes.
-    """
-    if data is not None:
-        folder = str(Path(data).resolve())
-        records = [r for r in records if r.competition == folder]
-    if fingerprint:
-        records = [r for r in records if r.data_fingerprint.startswith(fingerprint)]
-    if not records:
-        return [], []
-    newest = oldest_first(records)[-1].data_fingerprint
-    notes = []
-    for other in sorted({r.data_fingerprint for r in records} - {newest}):
-        others = [r for r in records if r.data_fingerprint == other]
-        notes.append(f"{len(others)} run(s) on other data not shown: fingerprint {other} "
-                     f"({others[-1].competition}); select them with --fingerprint {other}")
-    return [r for r in records if r.data_fingerprint == newest], notes
-
-
-def with_models(records: list[RunRecord]) -> tuple[list[RunRecord], list[str]]:
-    """The runs holding at least one finished model, and a note naming the others."""
-    kept = [r for r in records if r.models]
-    empty = [r.run_id for r in records if not r.models]
-    return kept, ([f"{len(empty)} run(s) without a finished model left out ({', '.join(empty[:5])})"] if empty else [])
-
-
-# --------------------------------------------------------------------------- models across runs
-@dataclass
-class RunModel:
-    """One model of one run with its predictions: the unit the leaderboard and ensembles rank."""
-
-    run: RunRecord
-    entry: ModelRecord
-    predictions: Predictions
-
-    @property
-    def key(self) -> str:
-        """Unique across runs: ``<run_id>/<model name>``."""
-        return f"{self.run.run_id}/{self.entry.name}"
-
-    @property
-    def settings(self) -> tuple:
-        """What else must match for two models' features to be comparable (weights, size, runtime, views)."""
-        config = self.run.config
-        return (config.weights, config.image_size, config.resize, config.runtime, config.precision,
-                tuple(self.predictions.views))
-
-
-def load_models(records: list[RunRecord]) -> tuple[list[RunModel], list[str]]:
-    """Every finished model of the given runs, predictions loaded; a line for each left out (damaged, replaced)."""
-    models, problems = [], []
-    for record in records:
-        for entry in record.models:
-            try:
-                models.append(RunModel(record, entry, record.predictions(entry.name)))
-            except KaggleTLError as exc:
-                problems.append(f"left out: {exc}")
-    return models, problems
-
-
-def same_folds_as_newest(models: list[RunModel]) -> tuple[list[RunModel], list[str]]:
-    """The models (of one data set) cross-validated on the newest run's labels and folds, and a note on the rest."""
-    if not models:
-        return [], []
-    newest = oldest_first({m.run.run_id: m.run for m in models}.values())[-1]
-    reference = next(m.predictions for m in models if m.run is newest)
-    kept = [m for m in models if np.array_equal(m.predictions.y, reference.y)
-            and np.array_equal(m.predictions.folds, reference.folds)]
-    skipped = sorted({m.run.run_id for m in models} - {m.run.run_id for m in kept})
-    notes = [f"{len(skipped)} run(s) on other folds left out ({', '.join(skipped[:5])}): "
-             f"different --folds or --seed from run {newest.run_id}"] if skipped else []
-    return kept, notes
-
-
-def check_comparable(models: list[RunModel]) -> tuple[np.ndarray, np.ndarray]:
-    """Raise unless every model has the same data and folds; return their shared (y, folds).
-
-    Models from runs on different data cannot be combined at all; models cross-validated on
-    different folds cannot be stacked or weighted honestly, because each row's OOF predictions
-    would come from models that saw different rows.
-    """
-    if not models:
-        raise KaggleTLError("no models to ensemble; pass --runs RUN_ID ... or --all")
-    first = models[0]
-    y, folds = first.predictions.y, first.predictions.folds
-    for model in models[1:]:
-        run, other = first.run, model.run
-        pair = f"runs {run.run_id} and {other.run_id}"
-        if other.data_fingerprint != run.data_fingerprint:
-            raise KaggleTLError(f"{pair} are on different data (fingerprints {run.data_fingerprint} "
-                                f"and {other.data_fingerprint}); ensemble runs of one data set only")
-        for name in ("classes", "test_ids", "train_ids"):
-            if getattr(other, name) != getattr(run, name):
-                raise KaggleTLError(f"{pair} have different {name}; ensemble runs of one data set only")
-        if not np.array_equal(model.predictions.y, y):
-            raise KaggleTLError(f"{pair} have different training labels; ensemble runs of one data set only")
-        if not np.array_equal(model.predictions.folds, folds):
-            raise KaggleTLError(f"{pair} were cross-validated on different folds (other --folds or --seed); "
-                                "re-run one with the other's folds and seed to ensemble them")
-    return y, folds

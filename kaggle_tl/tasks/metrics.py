@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 
 CLIP_EPS = 1e-7  # what a submission is clipped to, and so what every CV score is computed on
 KAGGLE_EPS = 1e-15  # Kaggle's own clipping, for `kaggle-tl score`
@@ -75,6 +76,25 @@ def score(y: np.ndarray, proba: np.ndarray, eps: float = CLIP_EPS) -> Score:
     """Log loss and accuracy of (N, C) probabilities against integer labels, with standard errors."""
     losses, correct = row_logloss(y, proba, eps), row_correct(y, proba)
     return Score(float(losses.mean()), _standard_error(losses), float(correct.mean()), _standard_error(correct))
+
+
+def model_score(preds) -> Score:
+    """A model's CV score: ``score`` of its view-averaged OOF predictions (a ``runs.record.Predictions``)."""
+    return score(preds.y, preds.oof_mean)
+
+
+def score_table(preds) -> pd.DataFrame:
+    """A model's scores per fold and overall (Score columns), for each view and (with several) their average."""
+    columns = [(view, preds.oof[v]) for v, view in enumerate(preds.views)]
+    if len(preds.views) > 1:
+        columns.append(("+".join(preds.views), preds.oof_mean))
+    rows = []
+    for name, proba in columns:
+        for k in range(int(preds.folds.max()) + 1):
+            rows.append({"view": name, "fold": str(k),
+                         **score(preds.y[preds.folds == k], proba[preds.folds == k]).columns()})
+        rows.append({"view": name, "fold": "all", **score(preds.y, proba).columns()})
+    return pd.DataFrame(rows)
 
 
 def paired_difference(y: np.ndarray, proba: np.ndarray, reference: np.ndarray) -> dict[str, float]:

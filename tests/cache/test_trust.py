@@ -28,7 +28,8 @@ from kaggle_tl.config import RunConfig, resolve_config
 from kaggle_tl.data.images import MAX_PIXELS, find_bad_images, resize_image
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.pipeline import run
-from kaggle_tl.runs.record import RunRecord, list_runs
+from kaggle_tl.runs.record import RunRecord
+from kaggle_tl.runs.queries import list_runs
 from kaggle_tl.backbones.torch_pickle import load_state_dict
 from conftest import make_competition, write_image
 

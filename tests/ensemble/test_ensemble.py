@@ -15,7 +15,8 @@ from kaggle_tl.ensemble.strategies import (
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.tasks.metrics import Score, score
 from kaggle_tl.ensemble.across_runs import concat_vs_average
-from kaggle_tl.runs.record import ModelRecord, Predictions, RunModel, RunRecord
+from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord
+from kaggle_tl.runs.compare import RunModel
 
 N_ROWS, N_TEST, N_CLASSES, N_FOLDS = 600, 50, 4, 5
 SELECTING = ["best_single", "weighted", "greedy"]

@@ -15,8 +15,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.heads.base import (DenseHead, LogRegHead, SVMHead, _Adam, _keep_mask, create_head, list_heads,
-                                  register_head)
+from kaggle_tl.heads.base import create_head, list_heads, register_head
+from kaggle_tl.heads.linear import LogRegHead, SVMHead
+from kaggle_tl.heads.dense import DenseHead, _Adam, _keep_mask
 from kaggle_tl.heads.svm import LinearSVM
 
 
@@ -246,7 +247,7 @@ def test_dense_adam_steps_match_keras_train_on_batch():
 
 
 def test_dense_l2_auto_picks_the_grid_value_with_the_lowest_inner_loss_and_never_looks_at_scored_rows():
-    from kaggle_tl.heads.base import DENSE_L2_GRID
+    from kaggle_tl.heads.dense import DENSE_L2_GRID
 
     X, y = blobs(n_per_class=60, n_classes=3, dim=24, spread=1.5, seed=11)
     auto = DenseHead(l2="auto", max_epochs=30).fit(X, y)

@@ -8,7 +8,8 @@ import pytest
 from kaggle_tl.tasks import metrics
 from kaggle_tl.report.leaderboard import OPTIMISTIC_NOTE, leaderboard_table
 from kaggle_tl.report.tables import escape_formula, to_markdown, write_table
-from kaggle_tl.runs.record import list_runs, load_models, select_runs
+from kaggle_tl.runs.compare import load_models
+from kaggle_tl.runs.queries import list_runs, select_runs
 from conftest import make_competition
 from conftest import make_run
 

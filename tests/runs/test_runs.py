@@ -15,8 +15,9 @@ import pytest
 from kaggle_tl.tasks import metrics
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.runs.record import (RECORD_FILE, SCHEMA_VERSION, Predictions, RunRecord, check_comparable,
-                                   claim_run_dir, list_runs, load_models, resolve_run_dir, same_folds_as_newest, select_runs)
+from kaggle_tl.runs.record import RECORD_FILE, SCHEMA_VERSION, Predictions, RunRecord, claim_run_dir
+from kaggle_tl.runs.compare import check_comparable, load_models, same_folds_as_newest
+from kaggle_tl.runs.queries import list_runs, resolve_run_dir, select_runs
 from conftest import VIEWS, make_run  # noqa: E402
 
 
@@ -192,7 +193,7 @@ def test_check_comparable_refuses_other_data_or_folds(runs, other, message):
 def test_score_table_matches_the_model_score(runs):
     runs_dir, _ = runs
     preds = RunRecord.load(runs_dir / "r1").predictions("xception__logreg")
-    table = preds.score_table()
+    table = metrics.score_table(preds)
     overall = table[(table.fold == "all") & (table.view == "original+hflip")].iloc[0]
-    assert overall.cv_logloss == pytest.approx(preds.score().logloss)
+    assert overall.cv_logloss == pytest.approx(metrics.model_score(preds).logloss)
     assert set(table.view) == {"original", "hflip", "original+hflip"} and len(table) == 3 * 6
