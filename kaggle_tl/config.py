@@ -76,7 +76,7 @@ class RunConfig:
     seed: int = 42
     skip_bad_train_images: bool = False
 
-    head_jobs: int = 1  # parallel fold x view fits (1 BLAS thread each when > 1)
+    head_jobs: int = 0  # parallel fold x view fits, 1 BLAS thread each; 0: by the fits' size (pipeline.head_jobs)
     batch_size: int = 32
     decode_threads: int = 4
     engine: str = "local"  # local | dask
@@ -129,9 +129,11 @@ class RunConfig:
             raise bad("folds", "must be at least 2")
         if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
             raise bad("seed", f"must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}]")
-        for name in ("batch_size", "decode_threads", "head_jobs"):
+        for name in ("batch_size", "decode_threads"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
+        if self.head_jobs < 0:
+            raise bad("head_jobs", "must be at least 1, or 0 to choose by the size of the fits")
         if self.time_limit is not None and not self.time_limit > 0:
             raise bad("time_limit", "must be a positive number of minutes")
         if self.time_limit is not None and self.engine != "local":

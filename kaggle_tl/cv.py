@@ -21,6 +21,7 @@ from kaggle_tl.config import RunConfig
 from kaggle_tl.data.competition import Competition
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.features import feature_key
+from kaggle_tl.heads.base import HEAD_VERSION
 from kaggle_tl.heads.frozen import FoldModels
 from kaggle_tl.runs.record import Predictions
 
@@ -119,12 +120,14 @@ def cross_validate(head, train_by_view: dict[str, np.ndarray], test_by_view: dic
 def fits_key(config: RunConfig, head_name: str, refs: list[BackboneRef], image_keys: dict[str, str],
              competition: Competition, folds: np.ndarray) -> str:
     """What a head's fitted fold models depend on: the training features (every stage of every backbone and
-    view), rows, labels, classes, folds, head, its parameters, seed and version; never the test images."""
+    view), rows, labels, classes, folds, head, its parameters, seed, version and the heads' implementation
+    (HEAD_VERSION); never the test images."""
     return cache_key(features=[feature_key(image_keys["train"], ref, view, output)
                                for ref in refs for view in config.views for output, _ in ref.outputs],
                      train_ids=array_digest(np.array(competition.train_ids, dtype=str)),
                      y=array_digest(competition.y), classes=competition.classes, folds=array_digest(folds),
-                     head=head_name, params=config.head_params[head_name], seed=config.seed, version=__version__)
+                     head=head_name, params=config.head_params[head_name], seed=config.seed, version=__version__,
+                     heads=HEAD_VERSION)
 
 
 def predictions_key(fits: str, config: RunConfig, refs: list[BackboneRef], image_keys: dict[str, str]) -> str:

@@ -31,6 +31,11 @@ ONE_THREAD_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", 
                   "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which a container or a job scheduler sets)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
 class Engine:
     """``Engine("local")`` or ``Engine("dask", address)``; use as a context manager to close the cluster.
 
@@ -74,7 +79,7 @@ class Engine:
                 raise KaggleTLError("engine dask needs Dask: pip install 'kaggle-tl[dask]' "
                                     "(or pip install 'dask[distributed]')") from None
             if self.address is None:
-                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+                cores = usable_cores()
                 log.info("starting a Dask LocalCluster: %d worker(s) x 1 thread", cores)
                 self._cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True,
                                              dashboard_address=None, env=ONE_THREAD_ENV, silence_logs=logging.ERROR)

@@ -29,7 +29,7 @@ from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
 from kaggle_tl.cv import fits_key, head_predictions, make_folds, predictions_key
 from kaggle_tl.data.competition import Competition, Layout, usable_competition
 from kaggle_tl.data.digests import data_fingerprint, image_set_key
-from kaggle_tl.engine import Engine
+from kaggle_tl.engine import Engine, usable_cores
 from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.features import BackboneBuilder, FeaturePlan, Features, check_memory, seconds_per_image
 from kaggle_tl.files import ensure_writable, temp_path
@@ -195,10 +195,9 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
         versions=package_versions(), timings=timings, run_dir=run_dir)
     record.save()
 
-    n_fits = config.folds * len(config.views)
-    head_jobs = min(config.head_jobs, n_fits)
-    if head_jobs < config.head_jobs:
-        record.notes.append(f"head_jobs {config.head_jobs} capped at the {n_fits} fits of a head")
+    jobs, note = head_jobs(config, next(iter(train_by_view.values())).shape)
+    if note:
+        record.notes.append(note)
     keys, frames = {}, {}
     record.cache_entries.update(fits={}, predictions={})
     for head_name in config.heads:
@@ -206,7 +205,7 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
         fits = fits_key(config, head_name, refs, image_keys, competition, folds)
         keys[head_name] = {"fits": fits, "predictions": predictions_key(fits, config, refs, image_keys)}
         head = create_head(head_name, random_state=config.seed, **config.head_params[head_name])
-        with engine.head_parallelism(head_jobs) as n_jobs:
+        with engine.head_parallelism(jobs) as n_jobs:
             preds, sources = head_predictions(head, competition, train_by_view, test_by_view, folds, keys[head_name],
                                               cache, n_jobs)
         for kind, source in sources.items():
@@ -256,6 +255,24 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
     timings["total_s"] = time.perf_counter() - started
     record.save()
     return record
+
+
+# Training rows x feature columns from which head_jobs = 0 fits on every core: below it, starting the
+# worker processes costs more than the second core gives (BENCHMARKS.md, round 5: the demo at 0.9M
+# cells and the ImageNet sample photos at 3.1M ran slower or barely faster in parallel; cifar10-small
+# at 15.5M 1.6x faster for logreg, 1.2x for dense).
+PARALLEL_FIT_CELLS = 4_000_000
+
+
+def head_jobs(config: RunConfig, train_shape: tuple[int, int]) -> tuple[int, str | None]:
+    """The fits a head runs at once (config.head_jobs, or by the size of the fits when 0), and a note when capped."""
+    n_fits = config.folds * len(config.views)
+    if config.head_jobs == 0:
+        cores = usable_cores() if train_shape[0] * train_shape[1] >= PARALLEL_FIT_CELLS else 1
+        return min(cores, n_fits), None
+    if config.head_jobs > n_fits:
+        return n_fits, f"head_jobs {config.head_jobs} capped at the {n_fits} fits of a head"
+    return config.head_jobs, None
 
 
 def _announce(plan: FeaturePlan, config: RunConfig, build: BackboneBuilder, report: Report) -> None:

@@ -97,7 +97,7 @@ def test_non_utf8_toml_is_named(tmp_path):
     (["--seed", "-3"], "setting seed"),
     (["--image-size", "0"], "setting image_size"),
     (["--backbones", "xception", "--image-size", "40"], "xception needs at least 71 px"),
-    (["--head-jobs", "0"], "setting head_jobs"),
+    (["--head-jobs", "-1"], "setting head_jobs"),
 ])
 def test_every_setting_is_checked_before_anything_runs(argv, message):
     with pytest.raises(KaggleTLError, match=message):

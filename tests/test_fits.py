@@ -123,11 +123,13 @@ def _changed(part: str, config, refs, image_keys, competition, folds, monkeypatc
                                                                              "transform": "standard"}})
     elif part == "version":
         monkeypatch.setattr("kaggle_tl.cv.__version__", "0.0.0-other")
+    elif part == "head implementation":
+        monkeypatch.setattr("kaggle_tl.cv.HEAD_VERSION", -1)
     return config, refs, image_keys, competition, folds
 
 
 @pytest.mark.parametrize("part", ["train images", "backbone stages", "views", "train ids", "labels", "classes",
-                                  "folds", "seed", "head parameters", "version"])
+                                  "folds", "seed", "head parameters", "version", "head implementation"])
 def test_every_part_of_what_a_fit_depends_on_changes_its_key(key_inputs, part, monkeypatch):
     config, refs, image_keys, competition, folds = key_inputs
     base = fits_key(config, "logreg", refs, image_keys, competition, folds)

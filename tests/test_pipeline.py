@@ -162,3 +162,16 @@ def test_unknown_backbone_is_a_one_line_error(tmp_path):
         run(RunConfig(data=str(comp), backbones=("resnet5",), weights="none", cache_dir=str(tmp_path / "c"),
                       runs_dir=str(tmp_path / "r"), submissions_dir=str(tmp_path / "s")))
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_head_jobs_zero_fits_on_every_core_only_when_the_fits_are_large(monkeypatch):
+    from kaggle_tl import pipeline
+
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 2)
+    config = RunConfig(data="d", backbones=("efficientnet_lite0",))
+    assert config.head_jobs == 0
+    assert pipeline.head_jobs(config, (300, 3104)) == (1, None)  # the demo: worker start-up costs more
+    assert pipeline.head_jobs(config, (5000, 3104)) == (2, None)  # cifar10-small
+    assert pipeline.head_jobs(config.replace(head_jobs=1), (5000, 3104)) == (1, None)
+    assert pipeline.head_jobs(config.replace(head_jobs=1000), (300, 3104)) == (
+        10, "head_jobs 1000 capped at the 10 fits of a head")

@@ -52,6 +52,9 @@ TRANSFORM_RULE: Rule = (str, _valid_transform, "a transform such as sqrt,standar
                                                 "pca_whiten(n); or none)")
 
 HEADS: Registry[type[Head]] = Registry("head")
+# Bump when a head's numbers change for the same parameters (a solver, a default step), so the fits
+# and predictions caches never serve another implementation's (2: logreg's float32 L-BFGS).
+HEAD_VERSION = 2
 
 
 def register_head(name: str) -> Callable[[type[Head]], type[Head]]:

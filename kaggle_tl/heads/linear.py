@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
@@ -11,6 +10,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.heads.base import C_RULE, SEED_RULE, TRANSFORM_RULE, Head, register_head
 from kaggle_tl.heads.frozen import FrozenHead
+from kaggle_tl.heads.softmax import SoftmaxRegression
 from kaggle_tl.heads.svm import LinearSVM
 from kaggle_tl.heads.transforms import freeze_transform, make_transform
 from kaggle_tl.heads.tuning import LinearSVMAutoC, LogisticRegressionAutoC
@@ -115,7 +115,7 @@ class SVMHead(_PipelineHead):
 
 @register_head("logreg")
 class LogRegHead(_PipelineHead):
-    """Multinomial logistic regression (L2, lbfgs) on transformed features.
+    """Multinomial logistic regression (L2; ``softmax.SoftmaxRegression``, float32 L-BFGS) on transformed features.
 
     ``C = "auto"`` chooses C per fold on a stratified 20% of its training rows, along a log grid
     warm-started from strong to weak regularisation (``tuning.LogisticRegressionAutoC``), then
@@ -140,16 +140,12 @@ class LogRegHead(_PipelineHead):
         if self.C == "auto":
             classifier = LogisticRegressionAutoC(max_iter=self.max_iter, random_state=self.random_state)
         else:
-            classifier = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.random_state)
+            classifier = SoftmaxRegression(C=self.C, max_iter=self.max_iter)
         return self._fit_pipeline(classifier, X, y)
 
     def freeze(self) -> FrozenHead:
         check_is_fitted(self, "model_")
         classifier = self.model_[-1]
         model = classifier.model_ if isinstance(classifier, LogisticRegressionAutoC) else classifier
-        coef, intercept = model.coef_.T, model.intercept_
-        if len(self.classes_) == 2:  # one column z for classes_[1]: probabilities softmax([0, z])
-            coef = np.hstack([np.zeros_like(coef), coef])
-            intercept = np.concatenate([np.zeros_like(intercept), intercept])
         return FrozenHead(self.classes_, freeze_transform(self.model_.steps[0][1]), "softmax",
-                          [{"coef": coef, "intercept": intercept}])
+                          [{"coef": model.coef_.T, "intercept": model.intercept_}])

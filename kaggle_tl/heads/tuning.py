@@ -1,8 +1,9 @@
 """Regularisation chosen honestly: by an inner split of the rows handed to ``fit``, never the scored rows.
 
-``choose_logreg_C`` fits logistic regression along a log grid of C on 1 - ``inner_fraction`` of
-the training rows (stratified), from strong to weak regularisation, each fit warm-started from the
-previous one's weights, and scores each C by log loss on the other ``inner_fraction``.
+``choose_logreg_C`` fits logistic regression (``softmax.SoftmaxRegression``) along a log grid of C
+on 1 - ``inner_fraction`` of the training rows (stratified), from strong to weak regularisation,
+each fit warm-started from the previous one's weights (``logreg_path``), and scores each C by log
+loss on the other ``inner_fraction``.
 ``choose_svm_C`` does the same for the linear SVM (Platt-calibrated on the inner rows).
 ``LogisticRegressionAutoC`` and ``LinearSVMAutoC`` are the scikit-learn estimators built on them:
 their ``fit`` chooses C, refits on all its rows, and keeps ``C_`` and ``inner_scores_``
@@ -10,16 +11,17 @@ their ``fit`` chooses C, refits on all its rows, and keeps ``C_`` and ``inner_sc
 """
 from __future__ import annotations
 
-import warnings
+import time
+from collections.abc import Iterator
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
+from kaggle_tl.heads.softmax import SoftmaxRegression
 from kaggle_tl.heads.svm import LinearSVM
 from kaggle_tl.tasks.metrics import row_logloss
 
@@ -102,24 +104,39 @@ def choose_logreg_C(X, y, grid=LOGREG_C_GRID, seed: int = 0, inner_fraction: flo
     return c, scores
 
 
+def logreg_path(X_fit, y_fit, X_val, y_val, grid=LOGREG_C_GRID, max_iter: int = 1000) -> Iterator[dict]:
+    """Logistic regression at each C of ``grid`` from the smallest up, each solve warm-started from the
+    previous one; per C: its inner log loss on (X_val, y_val), the fit's parameters and what the solve took.
+
+    The caller stops the walk (a generator: C values after it are never fitted).
+    """
+    classes = np.unique(np.concatenate([y_fit, y_val]))
+    X_fit = np.ascontiguousarray(X_fit, dtype=np.float32)
+    start = None
+    for c in sorted(float(c) for c in grid):
+        began = time.perf_counter()
+        model = SoftmaxRegression(C=c, max_iter=max_iter).fit(X_fit, y_fit, start=start)
+        start = model.params_
+        yield {"C": c, "inner_logloss": _inner_logloss(model, X_val, y_val, classes), "model": model,
+               "iterations": model.n_iter_, "evaluations": model.n_evaluations_,
+               "seconds": time.perf_counter() - began}
+
+
 def _choose_logreg(X, y, grid, seed: int, inner_fraction: float, max_iter: int, refine: bool):
-    """``choose_logreg_C``, plus (coef_, intercept_) of the inner fit at the chosen C."""
+    """``choose_logreg_C``, plus the inner fit at the best grid C (a ``SoftmaxRegression``)."""
     _check_grid(grid)
-    X, y = check_X_y(X, y, dtype=(np.float64, np.float32))
-    classes = np.unique(y)
+    X, y = check_X_y(X, y, dtype=np.float32)
     fit_rows, val_rows = inner_split(y, inner_fraction, seed)
-    model = LogisticRegression(warm_start=True, max_iter=max_iter, random_state=seed)
-    weights = {}
+    path = logreg_path(X[fit_rows], y[fit_rows], X[val_rows], y[val_rows], grid, max_iter)
+    models = {}
 
     def fit_and_score(c: float) -> float:
-        with warnings.catch_warnings():  # a stopped fit still scores; the grid judges it
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.set_params(C=c).fit(X[fit_rows], y[fit_rows])  # warm: starts from the previous C's weights
-        weights[c] = (model.coef_.copy(), model.intercept_.copy(), model.classes_)
-        return _inner_logloss(model, X[val_rows], y[val_rows], classes)
+        entry = next(path)  # the path walks the same ascending grid as _walk_grid
+        models[entry["C"]] = entry["model"]
+        return entry["inner_logloss"]
 
     c, scores = _walk_grid(grid, fit_and_score)
-    return (refine_C(scores) if refine else c), scores, weights[c]
+    return (refine_C(scores) if refine else c), scores, models[c]
 
 
 def choose_svm_C(X, y, grid=SVM_C_GRID, seed: int = 0, inner_fraction: float = 0.2,
@@ -170,8 +187,9 @@ def _platt(svm, X_fit: np.ndarray, y_fit: np.ndarray, X: np.ndarray, classes: np
 class LogisticRegressionAutoC(ClassifierMixin, BaseEstimator):
     """LogisticRegression whose C is chosen by ``choose_logreg_C`` on the rows given to ``fit``.
 
-    After fit: ``C_`` (chosen), ``inner_scores_`` ({C: inner log loss}), ``model_`` (refitted on
-    all rows, warm-started from the inner fit at ``C_``), ``classes_``.
+    After fit: ``C_`` (chosen), ``inner_scores_`` ({C: inner log loss}), ``model_`` (a
+    ``SoftmaxRegression`` refitted on all rows, warm-started from the inner fit at the best grid C),
+    ``classes_``.
     """
 
     def __init__(self, grid=LOGREG_C_GRID, inner_fraction: float = 0.2, max_iter: int = 1000,
@@ -183,20 +201,18 @@ class LogisticRegressionAutoC(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y):
-        X, y = check_X_y(X, y, dtype=(np.float64, np.float32))
-        self.C_, self.inner_scores_, (coef, intercept, classes) = _choose_logreg(
-            X, y, self.grid, self.random_state, self.inner_fraction, self.max_iter, self.refine)
-        self.model_ = LogisticRegression(C=self.C_, max_iter=self.max_iter, random_state=self.random_state)
-        if np.array_equal(classes, np.unique(y)):  # start from the inner fit at C_: fewer steps to converge
-            self.model_.set_params(warm_start=True)
-            self.model_.coef_, self.model_.intercept_ = coef, intercept
-        self.model_.fit(X, y)
+        X, y = check_X_y(X, y, dtype=np.float32, order="C")
+        self.C_, self.inner_scores_, inner = _choose_logreg(X, y, self.grid, self.random_state, self.inner_fraction,
+                                                            self.max_iter, self.refine)
+        # Start from the inner fit (fewer steps to converge) when it saw every class.
+        start = inner.params_ if np.array_equal(inner.classes_, np.unique(y)) else None
+        self.model_ = SoftmaxRegression(C=self.C_, max_iter=self.max_iter).fit(X, y, start=start)
         self.classes_ = self.model_.classes_
         return self
 
     def predict_proba(self, X):
         check_is_fitted(self, "model_")
-        return self.model_.predict_proba(check_array(X, dtype=(np.float64, np.float32)))
+        return self.model_.predict_proba(check_array(X, dtype=np.float32))
 
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
