@@ -43,8 +43,8 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--heads", dict(help="comma-separated heads: dense, svm, logreg (default logreg,dense)")),
     ("--head-param", dict(dest="head_param", action="append", metavar="HEAD.NAME=VALUE",
                           help="a head parameter, e.g. logreg.C=0.2 or dense.early_stopping=fold (repeatable)")),
-    ("--head-jobs", dict(type=int, help="head fits run in parallel, one BLAS thread each (default 0: every core "
-                                       "for large fits, else 1; with --engine dask: every worker)")),
+    ("--head-jobs", dict(type=int, help="head fits run in parallel, one BLAS thread each; 0 chooses: every core "
+                                       "for large fits, else 1 (default 0; with --engine dask: every worker)")),
     ("--folds", dict(type=int, help="CV folds (default 5)")),
     ("--seed", dict(type=int, help="seed for folds and heads (default 42)")),
     ("--batch-size", dict(type=int, help="images per model call (default 32)")),

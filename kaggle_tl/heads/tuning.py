@@ -184,7 +184,18 @@ def _platt(svm, X_fit: np.ndarray, y_fit: np.ndarray, X: np.ndarray, classes: np
     return proba / proba.sum(axis=1, keepdims=True)
 
 
-class LogisticRegressionAutoC(ClassifierMixin, BaseEstimator):
+class _RefittedAtC(ClassifierMixin, BaseEstimator):
+    """An estimator whose ``fit`` chooses C and leaves ``model_``, the model refitted at that C, to predict."""
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(check_array(X, dtype=np.float32))
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+class LogisticRegressionAutoC(_RefittedAtC):
     """LogisticRegression whose C is chosen by ``choose_logreg_C`` on the rows given to ``fit``.
 
     After fit: ``C_`` (chosen), ``inner_scores_`` ({C: inner log loss}), ``model_`` (a
@@ -210,15 +221,8 @@ class LogisticRegressionAutoC(ClassifierMixin, BaseEstimator):
         self.classes_ = self.model_.classes_
         return self
 
-    def predict_proba(self, X):
-        check_is_fitted(self, "model_")
-        return self.model_.predict_proba(check_array(X, dtype=np.float32))
 
-    def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-
-class LinearSVMAutoC(ClassifierMixin, BaseEstimator):
+class LinearSVMAutoC(_RefittedAtC):
     """The svm head's model (``LinearSVM`` in 3-fold sigmoid CalibratedClassifierCV) with C chosen by
     ``choose_svm_C`` on the rows given to ``fit``; ``C_`` and ``inner_scores_`` as above."""
 
@@ -238,10 +242,3 @@ class LinearSVMAutoC(ClassifierMixin, BaseEstimator):
                                              cv=self.calibration_folds).fit(X, y)
         self.classes_ = self.model_.classes_
         return self
-
-    def predict_proba(self, X):
-        check_is_fitted(self, "model_")
-        return self.model_.predict_proba(check_array(X, dtype=np.float32))
-
-    def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
