@@ -31,9 +31,9 @@ from kaggle_tl.data.competition import Competition, Layout, usable_competition
 from kaggle_tl.data.digests import data_fingerprint, image_set_key
 from kaggle_tl.engine import Engine, usable_cores
 from kaggle_tl.errors import KaggleTLError, one_line
-from kaggle_tl.features import BackboneBuilder, FeaturePlan, Features, check_memory, seconds_per_image
+from kaggle_tl.features import FEATURE_VERSION, BackboneBuilder, FeaturePlan, Features, check_memory, seconds_per_image
 from kaggle_tl.files import ensure_writable, temp_path
-from kaggle_tl.heads.base import create_head
+from kaggle_tl.heads.base import HEAD_VERSION, create_head
 from kaggle_tl.report.plots import plot_report
 from kaggle_tl.tasks import metrics
 from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord, claim_run_dir, package_versions
@@ -134,13 +134,19 @@ class Inputs:
     folds: np.ndarray  # (N,) outer fold of each training row
 
 
+def implementation_versions() -> dict[str, str]:
+    """What changes a run's numbers inside one kaggle_tl version: its feature and head implementations."""
+    return {"kaggle-tl": __version__, "kaggle-tl features": str(FEATURE_VERSION), "kaggle-tl heads": str(HEAD_VERSION)}
+
+
 def identical_run(config: RunConfig, fingerprint: str) -> RunRecord | None:
-    """The newest finished run of these settings on this data by this version of kaggle_tl, if any."""
+    """The newest finished run of these settings on this data by this version of kaggle_tl (and of its
+    feature and head implementations), if any."""
     records, _ = list_runs(config.runs_dir)
-    wanted = config.result_settings()
+    wanted, versions = config.result_settings(), implementation_versions()
     for record in reversed(records):
         if (record.data_fingerprint == fingerprint and record.config.result_settings() == wanted
-                and record.versions.get("kaggle-tl") == __version__
+                and all(record.versions.get(name) == value for name, value in versions.items())
                 and {m.head for m in record.models} == set(config.heads)):
             return record
     return None
@@ -192,7 +198,7 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
         backbones=[r.to_dict() for r in refs], notes=list(competition.notes),
         skipped_images=list(competition.skipped_images),
         cache_entries={"features": {k: v for split in features.values() for k, v in split.sources.items()}},
-        versions=package_versions(), timings=timings, run_dir=run_dir)
+        versions=package_versions() | implementation_versions(), timings=timings, run_dir=run_dir)
     record.save()
 
     jobs, note = head_jobs(config, next(iter(train_by_view.values())).shape)

@@ -464,3 +464,14 @@ def test_an_identical_run_is_reused_and_a_flag_forces_a_new_one(tmp_path, no_plo
     other = run(config.replace(head_params={"logreg": {"C": 0.02}}))
     assert other.run_id not in (first.run_id, forced.run_id)
     assert RunRecord.load(other.run_dir).models[0].recipe.startswith("logreg C=0.02 | ")
+
+
+@pytest.mark.parametrize("implementation", ["HEAD_VERSION", "FEATURE_VERSION"])
+def test_a_run_by_another_head_or_feature_implementation_is_not_identical(tmp_path, no_plots, monkeypatch,
+                                                                         implementation):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path, comp)
+    first = run(config)
+    assert run(config).run_id == first.run_id
+    monkeypatch.setattr(f"kaggle_tl.pipeline.{implementation}", -1)
+    assert run(config).run_id != first.run_id  # its numbers may differ: recomputed, never served
