@@ -110,6 +110,9 @@ def parse_stage_layers(items: Sequence[str]) -> dict[str, list[str]]:
         backbone, sep, names = item.partition("=")
         if not (sep and backbone.strip() and names.strip()):
             raise KaggleTLError(f"--stage-layers {item!r}: expected BACKBONE=LAYER,LAYER, e.g. xception=add_11")
+        if backbone.strip() in layers:
+            raise KaggleTLError(f"--stage-layers names {backbone.strip()} twice; give its layers in one flag, "
+                                f"comma-separated: {backbone.strip()}=LAYER,LAYER")
         layers[backbone.strip()] = [n.strip() for n in names.split(",") if n.strip()]
     return layers
 

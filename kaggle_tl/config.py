@@ -322,6 +322,13 @@ def in_kaggle_notebook() -> bool:
     return bool(os.environ.get(KAGGLE_ENV))
 
 
+def model_name(config: RunConfig, head_name: str) -> str:
+    """A run's model of one head: ``<backbone labels joined by +>__<head>``, as records and submissions name it."""
+    from kaggle_tl.backbones import backbone_spec
+
+    return f"{'+'.join(backbone_spec(b).label for b in config.backbones)}__{head_name}"
+
+
 def resolve_config(config: RunConfig) -> RunConfig:
     """The complete config a run uses and saves; raises before any model is built if a setting is wrong.
 
@@ -367,10 +374,13 @@ def resolve_config(config: RunConfig) -> RunConfig:
         changes["runtime"] = default_runtime()
     resolved = config.replace(**changes)
     if resolved.submit_model is not None:  # a head, or a model name "<backbones>__<head>"
-        head = resolved.submit_model.rpartition("__")[2]
+        prefix, named, head = resolved.submit_model.rpartition("__")
         if head not in resolved.heads:
             raise KaggleTLError(f"setting submit_model: {resolved.submit_model!r} names none of the heads "
                                 f"{', '.join(resolved.heads)}{did_you_mean(head, resolved.heads)}")
+        if named and resolved.submit_model != model_name(resolved, head):
+            raise KaggleTLError(f"setting submit_model: {resolved.submit_model!r} is not a model of this run "
+                                f"(backbones {prefix!r}); its {head} model is {model_name(resolved, head)!r}")
     for name in resolved.backbones:
         backbone_spec(name).check_size(resolved.image_size)
     check_runtime(resolved.runtime, resolved.precision)

@@ -25,7 +25,7 @@ import numpy as np
 from kaggle_tl import __version__
 from kaggle_tl.backbones import BackboneRef, backbone_spec
 from kaggle_tl.cache.store import Cache, cache_key
-from kaggle_tl.config import DEMO_DATA, RunConfig, resolve_config
+from kaggle_tl.config import DEMO_DATA, RunConfig, model_name, resolve_config
 from kaggle_tl.cv import fits_key, head_predictions, make_folds, predictions_key
 from kaggle_tl.data.competition import Competition, Layout, usable_competition
 from kaggle_tl.data.digests import data_fingerprint, image_set_key
@@ -56,10 +56,6 @@ def backbone_refs(config: RunConfig) -> list[BackboneRef]:
     return [backbone_spec(name).identity(config.weights, config.image_size, config.resize, runtime, config.stages,
                                          config.stage_layers.get(name, ()))
             for name in config.backbones]
-
-
-def model_name(config: RunConfig, head_name: str) -> str:
-    return f"{'+'.join(backbone_spec(b).label for b in config.backbones)}__{head_name}"
 
 
 def recipe(config: RunConfig, refs: list[BackboneRef], head_name: str, fitted: dict | None = None) -> str:

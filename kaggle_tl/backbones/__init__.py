@@ -306,6 +306,10 @@ def _stage_outputs(name: str, dim: int, stages: int, layers: tuple[str, ...],
         if unknown:
             raise KaggleTLError(f"setting stage_layers: {name} has no stage layer {unknown[0]!r}"
                                 f"{did_you_mean(unknown[0], by_name)}; its stages: {', '.join(by_name)}")
+        final = (stage_tools.published_stages().get(name) or stage_tools.describe_stages(model()))[-1][0]
+        if final in layers:  # its pooled output is the "pooled" feature already: the columns would be twice
+            raise KaggleTLError(f"setting stage_layers: {name}'s {final!r} is its final stage, whose pooled "
+                                "output is always included; leave it out")
         return (*((layer, by_name[layer]) for layer in layers), ("pooled", dim))
     if stages == 1:
         return (("pooled", dim),)

@@ -53,7 +53,8 @@ TRANSFORM_RULE: Rule = (str, _valid_transform, "a transform such as sqrt,standar
 
 HEADS: Registry[type[Head]] = Registry("head")
 # Bump when a head's numbers change for the same parameters (a solver, a default step), so the fits
-# and predictions caches never serve another implementation's (2: logreg's float32 L-BFGS).
+# and predictions caches never serve another implementation's (2: logreg's float32 L-BFGS, pca_whiten
+# at most rows - 1 components).
 HEAD_VERSION = 2
 
 

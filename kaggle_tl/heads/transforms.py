@@ -16,6 +16,7 @@ those: how a fitted head is cached (``frozen.py``) without pickling scikit-learn
 """
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
@@ -28,6 +29,15 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from kaggle_tl.errors import KaggleTLError
 
 STEPS = ("sqrt", "l2", "standard", "pca_whiten(n)")
+log = logging.getLogger(__name__)
+_NOTED: set[str] = set()
+
+
+def _note_once(message: str) -> None:
+    """Say it once per process: every fold and view fits the transform again."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        log.info(message)
 NONE_SPECS = ("", "none", "passthrough")
 
 
@@ -38,9 +48,11 @@ def signed_sqrt(X: np.ndarray) -> np.ndarray:
 
 
 class PCAWhiten(TransformerMixin, BaseEstimator):
-    """PCA to ``n_components`` (at most the rows and columns it is fitted on), whitened.
+    """PCA to ``n_components`` (at most the rows it is fitted on minus one, and its columns), whitened.
 
-    Clamping lets one spec serve a 240-row demo fold and a 40,000-row one.
+    Clamping lets one spec serve a 240-row demo fold and a 40,000-row one. Centred rows span at
+    most rows - 1 directions: a further component has no variance, and whitening it would
+    multiply an unseen row's part along it by ~1e5.
     """
 
     def __init__(self, n_components: int = 256, random_state: int = 0):
@@ -49,7 +61,10 @@ class PCAWhiten(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         X = check_array(X, dtype=(np.float64, np.float32))
-        self.n_components_ = min(self.n_components, *X.shape)
+        self.n_components_ = max(1, min(self.n_components, X.shape[0] - 1, X.shape[1]))
+        if self.n_components_ < self.n_components:
+            _note_once(f"transform pca_whiten({self.n_components}): {self.n_components_} components on "
+                       f"{X.shape[0]} rows x {X.shape[1]} columns (at most rows - 1 and the columns)")
         self.pca_ = PCA(self.n_components_, whiten=True, random_state=self.random_state).fit(X)
         return self
 

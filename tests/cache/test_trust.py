@@ -283,6 +283,11 @@ def test_a_kaggle_tl_table_merges_with_top_level_tables_and_paths_are_the_files(
     (["--views", "original,hflp"], "did you mean hflip?"),
     (["--time-limit", "10", "--engine", "dask"], "setting time_limit: is estimated with engine = local only"),
     (["--submit-model", "forest"], "setting submit_model: 'forest' names none of the heads"),
+    (["--stage-layers", "xception=add_11", "--stage-layers", "xception=add_12"],
+     "--stage-layers names xception twice; give its layers in one flag, comma-separated"),
+    (["--backbones", "efficientnet_lite0", "--heads", "logreg", "--submit-model", "xception__logreg"],
+     "setting submit_model: 'xception__logreg' is not a model of this run (backbones 'xception'); its logreg "
+     "model is 'efficientnet_lite0__logreg'"),
 ])
 def test_settings_are_checked_with_suggestions(capsys, argv, message):
     assert message in cli_error(capsys, ["run", "--data", "x", *argv])
@@ -475,3 +480,14 @@ def test_a_run_by_another_head_or_feature_implementation_is_not_identical(tmp_pa
     assert run(config).run_id == first.run_id
     monkeypatch.setattr(f"kaggle_tl.pipeline.{implementation}", -1)
     assert run(config).run_id != first.run_id  # its numbers may differ: recomputed, never served
+
+
+def test_a_stage_layer_that_is_the_final_stage_is_refused_not_doubled():
+    from kaggle_tl.pipeline import backbone_refs
+
+    config = resolve_config(RunConfig(data="x", backbones=("efficientnet_lite0",),
+                                      stage_layers={"efficientnet_lite0": ("_blocks.15._bn1_relu6", "_bn1_relu6")}))
+    with pytest.raises(KaggleTLError, match="'_bn1_relu6' is its final stage, whose pooled output is always included"):
+        backbone_refs(config)
+    ok = config.replace(stage_layers={"efficientnet_lite0": ("_blocks.15._bn1_relu6",)})
+    assert [name for name, _ in backbone_refs(ok)[0].outputs] == ["_blocks.15._bn1_relu6", "pooled"]

@@ -1,6 +1,8 @@
 """Feature transforms: each step's values, spec errors, and fitting on a fold's training rows only."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -37,10 +39,15 @@ def test_each_step_computes_its_definition():
         make_transform("sqrt").fit_transform(X)), rtol=1e-5, atol=1e-6)
 
 
-def test_pca_whiten_clamps_to_the_rows_it_is_fitted_on():
+def test_pca_whiten_clamps_to_the_rows_it_is_fitted_on_minus_one_and_says_so(caplog):
+    caplog.set_level(logging.INFO, logger="kaggle_tl")
     X, _ = _features(n=10, d=8)
     assert make_transform("pca_whiten(256)").fit_transform(X).shape == (10, 8)
-    assert make_transform("pca_whiten(256)").fit_transform(X[:5]).shape == (5, 5)
+    # 5 centred rows span 4 directions: a 5th component has no variance and would blow unseen rows up.
+    fitted = make_transform("pca_whiten(256)").fit(X[:5])
+    assert fitted.transform(X[:5]).shape == (5, 4)
+    assert np.abs(fitted.transform(X[5:])).max() < 100
+    assert "pca_whiten(256): 4 components on 5 rows x 8 columns (at most rows - 1 and the columns)" in caplog.text
 
 
 @pytest.mark.parametrize("spec", ["", "none", "None", " passthrough "])
