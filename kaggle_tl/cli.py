@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import tomllib
 import warnings
@@ -185,7 +186,8 @@ def _print_upload(record, config: RunConfig) -> None:
     entry = chosen_model(config, record)
     path = config.submission_file or entry.submission
     message = f"kaggle_tl {record.run_id} {entry.name} CV {entry.score.logloss:.4f}"
-    print(f"\nupload: kaggle competitions submit -c {config.competition} -f {path} -m \"{message}\"")
+    command = ["kaggle", "competitions", "submit", "-c", config.competition, "-f", str(path), "-m", message]
+    print(f"\nupload: {shlex.join(command)}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from kaggle_tl.data.competition import Layout
 from kaggle_tl.data.images import DEFAULT_RESIZE, RESIZE_POLICIES, VIEW_TRANSFORMS
 from kaggle_tl.engine import ENGINES
 from kaggle_tl.errors import KaggleTLError, did_you_mean
+from kaggle_tl.kaggle import check_competition_slug
 from kaggle_tl.backbones.runtimes import PRECISIONS, RUNTIMES
 
 VIEWS = tuple(VIEW_TRANSFORMS)
@@ -134,6 +135,11 @@ class RunConfig:
                 raise bad(name, "must be at least 1")
         if self.head_jobs < 0:
             raise bad("head_jobs", "must be at least 1, or 0 to choose by the size of the fits")
+        if self.competition is not None:
+            check_competition_slug(self.competition, "setting competition:")
+        for backbone, layers in self.stage_layers.items():
+            if len(set(layers)) != len(layers):
+                raise bad("stage_layers", f"names a layer of {backbone} twice")
         if self.time_limit is not None and not self.time_limit > 0:
             raise bad("time_limit", "must be a positive number of minutes")
         if self.time_limit is not None and self.engine != "local":

@@ -37,6 +37,16 @@ KERNEL_SCRIPT = "kaggle_tl_notebook.py"
 INPUT_ENV, WORKING_ENV = "KAGGLE_TL_INPUT", "KAGGLE_TL_WORKING"
 
 
+
+def check_competition_slug(slug: str, where: str) -> None:
+    """A Kaggle competition's slug, as in kaggle.com/competitions/SLUG, or one line naming ``where``.
+
+    It ends up in a printed shell command and the generated notebook: nothing else gets through.
+    """
+    if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug):
+        raise KaggleTLError(f"{where} {slug!r}: expected the competition's slug, as in kaggle.com/competitions/SLUG "
+                            "(lowercase letters, digits and dashes)")
+
 def _name(requirement: str) -> str:
     return re.match(r"[A-Za-z0-9._-]+", requirement).group(0).lower().replace("_", "-")
 
@@ -129,9 +139,7 @@ def write_kernel(folder: str | Path, competition: str, run_arguments: Sequence[s
     Inputs and outputs are found under $KAGGLE_TL_INPUT and $KAGGLE_TL_WORKING when those are set,
     so the same script runs in a simulation.
     """
-    if not re.fullmatch(r"[a-z0-9-]+", competition):
-        raise KaggleTLError(f"--competition {competition!r}: expected the competition's slug, as in "
-                            "kaggle.com/competitions/SLUG")
+    check_competition_slug(competition, "--competition")
     if not re.fullmatch(r"[A-Za-z0-9_-]+/[a-z0-9-]+", kernel_id):
         raise KaggleTLError(f"--id {kernel_id!r}: expected USER/KERNEL-SLUG (lowercase letters, digits, dashes)")
     folder = ensure_writable(folder, "kernel")

@@ -46,6 +46,8 @@ def clean(cache_dir: str | Path, older_than_days: float | None = None, data: str
     """
     if not Path(cache_dir).is_dir():
         raise KaggleTLError(f"{cache_dir}: cache folder not found")
+    if older_than_days is not None and not 0 <= older_than_days < float("inf"):
+        raise KaggleTLError(f"--older-than {older_than_days}: expected a number of days, 0 or more")
     entries = Cache(cache_dir).entries()
     criteria = any(v is not None for v in (older_than_days, data, backbone, kind))
     chosen = select(entries, older_than_days, data, backbone, kind) if criteria else entries

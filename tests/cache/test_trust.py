@@ -9,6 +9,7 @@ import collections
 import io
 import os
 import pickle
+import shlex
 import struct
 import sys
 import threading
@@ -283,6 +284,9 @@ def test_a_kaggle_tl_table_merges_with_top_level_tables_and_paths_are_the_files(
     (["--views", "original,hflp"], "did you mean hflip?"),
     (["--time-limit", "10", "--engine", "dask"], "setting time_limit: is estimated with engine = local only"),
     (["--submit-model", "forest"], "setting submit_model: 'forest' names none of the heads"),
+    (["--competition", "x; touch X #"], "setting competition: 'x; touch X #': expected the competition's slug"),
+    (["--backbones", "xception", "--stage-layers", "xception=add_11,add_11"],
+     "setting stage_layers: names a layer of xception twice"),
     (["--stage-layers", "xception=add_11", "--stage-layers", "xception=add_12"],
      "--stage-layers names xception twice; give its layers in one flag, comma-separated"),
     (["--backbones", "efficientnet_lite0", "--heads", "logreg", "--submit-model", "xception__logreg"],
@@ -491,3 +495,20 @@ def test_a_stage_layer_that_is_the_final_stage_is_refused_not_doubled():
         backbone_refs(config)
     ok = config.replace(stage_layers={"efficientnet_lite0": ("_blocks.15._bn1_relu6",)})
     assert [name for name, _ in backbone_refs(ok)[0].outputs] == ["_blocks.15._bn1_relu6", "pooled"]
+
+
+@pytest.mark.parametrize("days", ["-1", "nan", "inf"])
+def test_clean_refuses_an_age_that_would_select_everything(tmp_path, capsys, days):
+    (tmp_path / "cache").mkdir()
+    line = cli_error(capsys, ["clean", "--cache-dir", str(tmp_path / "cache"), "--older-than", days, "--yes"])
+    assert f"--older-than {float(days)}: expected a number of days, 0 or more" in line
+
+
+def test_the_printed_upload_command_is_shell_quoted(tmp_path, no_plots, capsys):
+    comp = make_competition(tmp_path / "my comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path, comp).replace(competition="dogs-vs-shapes", submissions_dir=str(tmp_path / "s s"))
+    cli.print_run(run(config), config)
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("upload: ")]
+    words = shlex.split(line.removeprefix("upload: "))
+    assert words[:5] == ["kaggle", "competitions", "submit", "-c", "dogs-vs-shapes"]
+    assert Path(words[6]).is_file() and words[7] == "-m" and " CV " in words[8]
