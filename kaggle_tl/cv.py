@@ -146,10 +146,12 @@ def head_predictions(head, competition: Competition, train_by_view: dict, test_b
     ``n_jobs`` fits at a time, its models and predictions then cached (unless they diverged; a head
     that cannot be frozen, an RBF SVM, caches its predictions only).
     """
-    n_folds = int(folds.max()) + 1
+    n_folds, n_views = int(folds.max()) + 1, len(train_by_view)
+    n_test, n_features = len(next(iter(test_by_view.values()))), next(iter(train_by_view.values())).shape[1]
     for path in cache.find_files("predictions", keys["predictions"]):
         try:
-            preds = Predictions.load(path)
+            preds = Predictions.load(path, Predictions.max_bytes(n_views, len(competition.y), n_folds, n_test,
+                                                                 competition.n_classes))
         except KaggleTLError as exc:  # a damaged cache file is recomputed, never served
             log.warning("%s; refitting", exc)
             continue
@@ -160,7 +162,7 @@ def head_predictions(head, competition: Competition, train_by_view: dict, test_b
         log.warning("%s: predictions of another shape; refitting", path)
     for path in cache.find_files("fits", keys["fits"]):
         try:
-            models = FoldModels.load(path)
+            models = FoldModels.load(path, FoldModels.max_bytes(n_views, n_folds, n_features, competition.n_classes))
         except KaggleTLError as exc:
             log.warning("%s; refitting", exc)
             continue

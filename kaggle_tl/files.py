@@ -11,6 +11,7 @@ import contextlib
 import errno
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -175,13 +176,32 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def read_npz(path: Path, what: str, build: Callable[[dict[str, np.ndarray]], T]) -> T:
+def npz_nbytes(path: Path) -> int:
+    """The bytes an .npz file's arrays declare in their .npy headers: read before any array is inflated."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                major, _ = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(member)
+                total += math.prod(shape) * dtype.itemsize
+    return total
+
+
+def read_npz(path: Path, what: str, build: Callable[[dict[str, np.ndarray]], T], max_bytes: int) -> T:
     """``build`` applied to every array of an .npz file, or one KaggleTLError line naming the file and
     ``what`` it should have held, missing or damaged (a failed zip CRC, an array ``build`` lacks...).
 
     Nothing is unpickled (``allow_pickle=False``): reading a file from an attached dataset runs no code.
+    Its arrays may declare ``max_bytes`` at most (what the entry can hold for the run reading it): a
+    small file declaring terabytes is refused before anything is allocated.
     """
     try:
+        declared = npz_nbytes(path)
+        if declared > max_bytes:
+            raise KaggleTLError(f"{path}: {what} damaged (its arrays declare {declared:,} bytes; "
+                                f"an entry for this run holds at most {max_bytes:,})")
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         return build(arrays)

@@ -115,8 +115,15 @@ class FoldModels:
                 arrays.update(model.to_arrays(f"v{v}k{k}_"))
         return npz_bytes(arrays)
 
+    @staticmethod
+    def max_bytes(n_views: int, n_folds: int, n_features: int, n_classes: int) -> int:
+        """The most a fits entry of these sizes holds: per fit, float64 coefficients of every class (Platt
+        pairs included) and a transform of at most a features x features matrix (pca_whiten), doubled."""
+        per_fit = 8 * (n_features * (n_features + 4 * n_classes + 4) + 16 * n_classes) + 4096
+        return 2 * n_views * n_folds * per_fit + 65536
+
     @classmethod
-    def load(cls, path: str | Path) -> "FoldModels":
+    def load(cls, path: str | Path, max_bytes: int) -> "FoldModels":
         """The entry at ``path``; a damaged or unreadable one is one line (zip CRCs check every array)."""
 
         def build(arrays: dict[str, np.ndarray]) -> "FoldModels":
@@ -125,4 +132,4 @@ class FoldModels:
             fitted = {name[len("fitted_"):]: values for name, values in arrays.items() if name.startswith("fitted_")}
             return cls(views, models, fitted)
 
-        return read_npz(Path(path), "fitted fold models", build)
+        return read_npz(Path(path), "fitted fold models", build, max_bytes)

@@ -124,15 +124,22 @@ class Predictions:
                           "views": np.array(self.views),
                           **{f"fitted_{name}": values for name, values in self.fitted.items()}})
 
+    @staticmethod
+    def max_bytes(n_views: int, n_rows: int, n_folds: int, n_test: int, n_classes: int) -> int:
+        """The most a predictions file of these sizes holds: oof, test, folds, y, views and what each fit
+        chose (float32, int64, float64), doubled for slack: the bound ``load`` reads within."""
+        arrays = 4 * n_views * n_classes * (n_rows + n_folds * n_test) + 16 * n_rows + 8 * n_views * n_folds * 16
+        return 2 * arrays + 65536
+
     @classmethod
-    def load(cls, path: str | Path) -> "Predictions":
+    def load(cls, path: str | Path, max_bytes: int) -> "Predictions":
         path = Path(path)
 
         def build(data: dict[str, np.ndarray]) -> "Predictions":
             fitted = {name[len("fitted_"):]: values for name, values in data.items() if name.startswith("fitted_")}
             return cls([str(v) for v in data["views"]], data["oof"], data["test"], data["folds"], data["y"], fitted)
 
-        preds = read_npz(path, "predictions", build)
+        preds = read_npz(path, "predictions", build, max_bytes)
         if not preds.is_finite():
             raise KaggleTLError(f"{path}: predictions hold NaN or infinite values; re-run to recompute them")
         return preds
@@ -236,7 +243,8 @@ class RunRecord:
         if file_sha1(path) != self.model(name).predictions_sha1:
             raise KaggleTLError(f"{path}: not the predictions run {self.run_id} saved (replaced or damaged since; "
                                 "its record holds another checksum)")
-        preds = Predictions.load(path)
+        preds = Predictions.load(path, Predictions.max_bytes(len(self.views), len(self.train_ids), self.config.folds,
+                                                             len(self.test_ids), len(self.classes)))
         if preds.oof.shape[2] != len(self.classes) or preds.test.shape[2] != len(self.test_ids):
             raise KaggleTLError(f"{path}: predictions do not match the run record "
                                 f"({len(self.classes)} classes, {len(self.test_ids)} test rows)")

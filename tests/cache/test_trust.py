@@ -29,7 +29,7 @@ from kaggle_tl.config import RunConfig, resolve_config
 from kaggle_tl.data.images import MAX_PIXELS, find_bad_images, resize_image
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.pipeline import run
-from kaggle_tl.runs.record import RunRecord
+from kaggle_tl.runs.record import Predictions, RunRecord
 from kaggle_tl.runs.queries import list_runs
 from kaggle_tl.backbones.torch_pickle import load_state_dict
 from conftest import make_competition, write_image
@@ -512,3 +512,24 @@ def test_the_printed_upload_command_is_shell_quoted(tmp_path, no_plots, capsys):
     words = shlex.split(line.removeprefix("upload: "))
     assert words[:5] == ["kaggle", "competitions", "submit", "-c", "dogs-vs-shapes"]
     assert Path(words[6]).is_file() and words[7] == "-m" and " CV " in words[8]
+
+
+def test_an_entry_declaring_more_bytes_than_the_run_can_hold_is_refused_before_anything_is_allocated(tmp_path):
+    preds = Predictions(["original"], np.full((1, 6, 2), 0.5), np.full((1, 2, 3, 2), 0.5),
+                        np.array([0, 0, 0, 1, 1, 1]), np.array([0, 1, 0, 1, 0, 1]))
+    path = tmp_path / "predictions.npz"
+    path.write_bytes(preds.to_bytes())
+    limit = Predictions.max_bytes(1, 6, 2, 3, 2)
+    assert Predictions.load(path, limit).oof.shape == (1, 6, 2)
+    # The oof member's header altered to declare 10^12 x 6 x 2 floats; its few bytes of data left as they were.
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 6, 2)})
+    members["oof.npy"] = header.getvalue() + preds.oof.tobytes()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(KaggleTLError, match=r"predictions damaged \(its arrays declare 48,000,000,000,\d{3} bytes; "
+                                            r"an entry for this run holds at most"):
+        Predictions.load(path, limit)
