@@ -45,7 +45,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.files import atomic_save_npy, atomic_write_bytes, create_temp, remove_stale_temps, temp_path
+from kaggle_tl.files import (atomic_save_npy, atomic_write_bytes, create_temp, ensure_writable, remove_stale_temps,
+                             temp_path)
 
 try:
     import fcntl
@@ -57,6 +58,7 @@ _CHUNK = re.compile(r"chunk_(\d{10})-(\d{10})_([0-9a-f]{16})\.npy$")
 _LOAD_ERRORS = (ValueError, OSError, EOFError)  # what np.load raises on a damaged .npy
 KINDS = ("features", "predictions", "fits", "figures", "models")
 FILE_KINDS = ("predictions", "fits")  # an entry is one <key>.npz file
+KEY = re.compile(r"[0-9a-f]{20}")  # what cache_key returns: nothing else names an entry
 
 
 def array_digest(array: np.ndarray) -> str:
@@ -157,7 +159,13 @@ class Cache:
         What a Kaggle notebook attaches as a dataset and reads with ``--cache-from``. Features are
         copied complete only (features.npy + meta.json), never half-computed chunks.
         """
-        destination = Path(destination)
+        destination = ensure_writable(destination, "cache export")
+        for kind, wanted in keys.items():  # a record is read from a run folder, maybe someone else's
+            bad = next((key for key in wanted if not (isinstance(key, str) and KEY.fullmatch(key))), None)
+            if kind not in KINDS or bad is not None:
+                raise KaggleTLError(f"cache export: the run names {kind}/{bad if kind in KINDS else ''}, which is no "
+                                    f"kaggle_tl cache entry (kinds {', '.join(KINDS)}; keys of 20 hex digits); "
+                                    "its record is damaged or was edited")
         copied = []
         for kind, wanted in keys.items():
             for key in wanted:
@@ -170,9 +178,14 @@ class Cache:
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = temp_path(target)
+                files = ((["features.npy", "meta.json"] if kind == "features"
+                          else [p.name for p in source.iterdir() if not p.name.startswith(".")])
+                         if source.is_dir() and not source.is_symlink() else [])
+                link = next((p for p in [source, *(source / name for name in files)] if p.is_symlink()), None)
+                if link is not None:  # it could point anywhere: the folder a user uploads gets no link's target
+                    raise KaggleTLError(f"cache export: {link} is a link; kaggle_tl never exports one "
+                                        "(replace it with the file, or re-run to compute the entry)")
                 if source.is_dir():
-                    files = (["features.npy", "meta.json"] if kind == "features"
-                             else [p.name for p in source.iterdir() if not p.name.startswith(".")])
                     tmp.mkdir()
                     for name in files:
                         shutil.copyfile(source / name, tmp / name)

@@ -533,3 +533,40 @@ def test_an_entry_declaring_more_bytes_than_the_run_can_hold_is_refused_before_a
     with pytest.raises(KaggleTLError, match=r"predictions damaged \(its arrays declare 48,000,000,000,\d{3} bytes; "
                                             r"an entry for this run holds at most"):
         Predictions.load(path, limit)
+
+
+@pytest.fixture
+def exported_run(tmp_path, no_plots):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path, comp)
+    return run(config), config
+
+
+def test_cache_export_copies_only_what_names_a_cache_entry(exported_run, tmp_path, capsys):
+    record, config = exported_run
+    for kind, key in (("../../outside", "0" * 20), ("fits", "../../../etc/passwd")):
+        crafted = RunRecord.load(record.run_dir)
+        crafted.cache_entries = {**crafted.cache_entries, kind: {key: "computed"}}
+        crafted.save()
+        line = cli_error(capsys, ["cache", "export", str(tmp_path / "out"), "--runs-dir", config.runs_dir,
+                                  "--cache-dir", config.cache_dir])
+        assert "which is no kaggle_tl cache entry" in line and "its record is damaged or was edited" in line
+        assert not (tmp_path / "outside").exists() and not list((tmp_path / "out").rglob("*.npz"))
+
+
+def test_cache_export_never_copies_a_link_nor_writes_into_a_file(exported_run, tmp_path, capsys):
+    record, config = exported_run
+    entry = next(p for p in (Path(config.cache_dir) / "features").iterdir() if p.is_dir())
+    secret = tmp_path / "private.txt"
+    secret.write_text("not for upload")
+    (entry / "meta.json").unlink()
+    (entry / "meta.json").symlink_to(secret)
+    line = cli_error(capsys, ["cache", "export", str(tmp_path / "out"), "--runs-dir", config.runs_dir,
+                              "--cache-dir", config.cache_dir])
+    assert f"{entry / 'meta.json'} is a link; kaggle_tl never exports one" in line
+    assert "not for upload" not in "".join(p.read_text(errors="ignore") for p in (tmp_path / "out").rglob("*")
+                                           if p.is_file())
+    (tmp_path / "a-file").write_text("x")
+    line = cli_error(capsys, ["cache", "export", str(tmp_path / "a-file"), "--runs-dir", config.runs_dir,
+                              "--cache-dir", config.cache_dir])
+    assert "a-file: cache export folder is a file, not a folder" in line
