@@ -92,6 +92,7 @@ def run(config: RunConfig, *, new_run: bool = False, report: Report = log.info) 
     if config.data == str(Path(DEMO_DATA).absolute()):
         from kaggle_tl.data.demo import ensure_demo_competition
         ensure_demo_competition(config.data)
+    check_outputs(config)
     for directory, what in ((config.cache_dir, "cache"), (config.runs_dir, "runs"),
                             (config.submissions_dir, "submissions")):
         ensure_writable(directory, what)
@@ -128,6 +129,23 @@ class Inputs:
     image_keys: dict[str, str]  # split -> image_set_key of its images
     fingerprint: str  # data_fingerprint: labels, ids and images together
     folds: np.ndarray  # (N,) outer fold of each training row
+
+
+def check_outputs(config: RunConfig) -> None:
+    """One line, before anything is written, for an output inside the competition folder or a read-only
+    cache layer: kaggle_tl reads those and never writes there (a submission file had overwritten labels.csv)."""
+    inputs = [("the competition folder", Path(config.data).resolve())]
+    inputs += [("the read-only cache (--cache-from)", Path(layer).resolve()) for layer in config.cache_from]
+    outputs = {"cache_dir": config.cache_dir, "runs_dir": config.runs_dir, "submissions_dir": config.submissions_dir,
+               "submission_file": config.submission_file}
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        resolved = Path(path).resolve()
+        for what, folder in inputs:
+            if resolved == folder or folder in resolved.parents:
+                raise KaggleTLError(f"setting {name}: {path} is inside {what} {folder}; kaggle_tl never writes "
+                                    "there: choose a folder outside it")
 
 
 def implementation_versions() -> dict[str, str]:

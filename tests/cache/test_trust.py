@@ -570,3 +570,16 @@ def test_cache_export_never_copies_a_link_nor_writes_into_a_file(exported_run, t
     line = cli_error(capsys, ["cache", "export", str(tmp_path / "a-file"), "--runs-dir", config.runs_dir,
                               "--cache-dir", config.cache_dir])
     assert "a-file: cache export folder is a file, not a folder" in line
+
+
+def test_no_output_lands_in_the_competition_folder_or_a_read_only_layer(tmp_path, capsys):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    labels = (comp / "labels.csv").read_bytes()
+    layer = tmp_path / "layer"
+    (layer / "features").mkdir(parents=True)
+    common = ["run", "--data", str(comp), "--weights", "none", "--backbones", "efficientnet_lite0"]
+    line = cli_error(capsys, [*common, "--submission-file", str(comp / "labels.csv")])
+    assert f"setting submission_file: {comp / 'labels.csv'} is inside the competition folder" in line
+    line = cli_error(capsys, [*common, "--cache-from", str(layer), "--cache-dir", str(layer / "mine")])
+    assert f"setting cache_dir: {layer / 'mine'} is inside the read-only cache (--cache-from)" in line
+    assert (comp / "labels.csv").read_bytes() == labels and not (layer / "mine").exists()
