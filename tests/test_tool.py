@@ -102,6 +102,30 @@ def test_clean_lists_the_cache_and_removes_only_what_is_named_after_a_yes(tmp_pa
     assert record.cache_entries["features"][old.key] == "computed"
 
 
+def test_clean_touches_only_what_is_provably_a_cache_entry(tmp_path, no_plots, capsys):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",),
+                       stages=1, folds=2, heads=("logreg",), cache_dir=str(tmp_path / "cache"),
+                       runs_dir=str(tmp_path / "runs"), submissions_dir=str(tmp_path / "subs"))
+    run(config)
+    cache_dir = tmp_path / "cache"
+    mine = [cache_dir / "models" / "best" / "model.h5", cache_dir / "fits" / "notes.csv",
+            cache_dir / "predictions" / "my-blend.npz"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("a user's own file")
+    target = next(p for p in (cache_dir / "features").iterdir())
+    (cache_dir / "figures").mkdir(exist_ok=True)
+    (cache_dir / "figures" / ("0" * 20)).symlink_to(target)  # a link shaped like an entry
+    entries = Cache(cache_dir).entries()
+    assert {"features", "fits", "predictions"} <= {e.kind for e in entries}
+    assert not {e.path for e in entries} & {*mine, cache_dir / "figures" / ("0" * 20), cache_dir / "models" / "best"}
+    assert cli.main(["clean", "--cache-dir", str(cache_dir), "--older-than", "0", "--yes"]) == 0
+    assert all(path.read_text() == "a user's own file" for path in mine)
+    assert (cache_dir / "figures" / ("0" * 20)).is_symlink() and target.is_dir() is False
+    assert not Cache(cache_dir).entries()
+
+
 def test_every_command_has_a_description_for_a_user():
     parser = cli.build_parser()
     assert "Point it at a competition folder" in parser.format_help()

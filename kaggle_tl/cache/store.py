@@ -141,16 +141,22 @@ class Cache:
 
     # -- what the cache holds (kaggle-tl clean, kaggle-tl cache export) -------------------------
     def entries(self) -> list["Entry"]:
-        """Every entry of the writable root, with its size, last use and what it holds."""
+        """Every entry of the writable root, with its size, last use and what it holds.
+
+        Only what is provably kaggle_tl's: a key's name (a ``<key>.npz`` file for fits and predictions,
+        a ``<key>/`` folder otherwise), never a link. A user's own files in a folder named like a kind
+        (``models/best/model.h5``) are not entries, so `kaggle-tl clean` never lists or removes them.
+        """
         found = []
         for kind in KINDS:
             folder = self.root / kind
             if not folder.is_dir():
                 continue
             for path in sorted(folder.iterdir()):
-                if path.name.startswith("."):
-                    continue
-                found.append(Entry(kind, path.stem if kind in FILE_KINDS else path.name, path))
+                key = path.stem if kind in FILE_KINDS else path.name
+                shaped = (path.suffix == ".npz" and path.is_file()) if kind in FILE_KINDS else path.is_dir()
+                if KEY.fullmatch(key) and shaped and not path.is_symlink():
+                    found.append(Entry(kind, key, path))
         return found
 
     def export(self, keys: dict[str, Sequence[str]], destination: str | Path) -> list[Path]:
