@@ -75,12 +75,18 @@ def _age(path: Path, days: float) -> None:
         os.utime(p, (stamp, stamp))
 
 
-def test_clean_lists_the_cache_and_removes_only_what_is_named_after_a_yes(tmp_path, no_plots, capsys):
+def _tiny_run(tmp_path) -> RunConfig:
+    """A finished run of a tiny competition (random weights, one view, two folds); its config."""
     comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
     config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",),
                        stages=1, folds=2, heads=("logreg",), cache_dir=str(tmp_path / "cache"),
                        runs_dir=str(tmp_path / "runs"), submissions_dir=str(tmp_path / "subs"))
     run(config)
+    return config
+
+
+def test_clean_lists_the_cache_and_removes_only_what_is_named_after_a_yes(tmp_path, no_plots, capsys):
+    config = _tiny_run(tmp_path)
     cache = Cache(tmp_path / "cache")
     features = [e for e in cache.entries() if e.kind == "features"]
     assert len(features) == 2 and all(e.info["data"] == "comp" and e.info["backbone"] == "mobilenet_v2"
@@ -103,11 +109,7 @@ def test_clean_lists_the_cache_and_removes_only_what_is_named_after_a_yes(tmp_pa
 
 
 def test_clean_touches_only_what_is_provably_a_cache_entry(tmp_path, no_plots, capsys):
-    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
-    config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",),
-                       stages=1, folds=2, heads=("logreg",), cache_dir=str(tmp_path / "cache"),
-                       runs_dir=str(tmp_path / "runs"), submissions_dir=str(tmp_path / "subs"))
-    run(config)
+    _tiny_run(tmp_path)
     cache_dir = tmp_path / "cache"
     mine = [cache_dir / "models" / "best" / "model.h5", cache_dir / "fits" / "notes.csv",
             cache_dir / "predictions" / "my-blend.npz"]
