@@ -196,7 +196,8 @@ def _ignored_notes(ignored: dict[str, list[Path]], root: Path) -> list[str]:
     what = {"hidden": "hidden file(s)/folder(s) (name starting with '.')",
             "__MACOSX": "__MACOSX folder(s) (macOS zip metadata)",
             "system": "system file(s) (Thumbs.db, desktop.ini, Icon)",
-            "other": "file(s) that are not images kaggle_tl reads"}
+            "other": "file(s) that are not images kaggle_tl reads",
+            "broken": "link(s) that lead nowhere (dangling, or a loop)"}
     return [f"{len(paths)} {what[kind]} ignored, e.g. {paths[0].relative_to(root)}"
             for kind, paths in ignored.items() if paths]
 
@@ -208,12 +209,18 @@ def _list_folder(folder: Path, ignored: dict[str, list[Path]]) -> tuple[list[Pat
         files, folders = [], []
         for entry in entries:
             kind = _ignored_kind(entry.name)
+            try:
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+            except OSError:  # a symbolic link loop (ELOOP): as unreadable as a dangling link
+                is_dir = is_file = False
             if kind:
                 ignored[kind].append(Path(entry.path))
-            elif entry.is_dir():
+            elif is_dir:
                 folders.append(Path(entry.path))
-            elif entry.is_file():
+            elif is_file:
                 files.append(Path(entry.path))
+            else:
+                ignored["broken"].append(Path(entry.path))
     except OSError as exc:
         raise KaggleTLError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
     return files, folders

@@ -291,6 +291,15 @@ def test_image_under_a_foreign_extension_is_named(comp):
         read(comp)
 
 
+def test_links_that_lead_nowhere_are_ignored_and_noted_a_loop_like_a_dangling_link(comp):
+    before = read(comp)
+    (comp / "train" / "gone.png").symlink_to(comp / "nowhere.png")
+    (comp / "test" / "loop").symlink_to(comp / "test" / "loop")
+    competition = read(comp)
+    assert competition.train_ids == before.train_ids and competition.test_ids == before.test_ids
+    assert "2 link(s) that lead nowhere (dangling, or a loop) ignored, e.g. train/gone.png" in competition.notes
+
+
 def test_other_files_are_ignored_and_noted(comp):
     (comp / "test" / "README.txt").write_text("test images")
     competition = read(comp)
