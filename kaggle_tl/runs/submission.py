@@ -13,8 +13,7 @@ import pandas as pd
 
 from kaggle_tl.data.csvs import read_text_csv
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.files import (atomic_write_bytes, disk_errors_as_one_line, ensure_writable, read_json,
-                             remove_stale_temps, to_json)
+from kaggle_tl.files import atomic_write_bytes, disk_errors_as_one_line, ensure_writable, read_json, to_json
 from kaggle_tl.tasks.metrics import KAGGLE_EPS, Score, clip_proba, score
 
 ROW_SUM_TOLERANCE = 1e-6
@@ -86,8 +85,7 @@ def write_submission(frame: pd.DataFrame, sample: pd.DataFrame, directory: str |
     is taken (by the CSV or its ``.json`` sidecar), ``<stem>-1.csv``, ``<stem>-2.csv``... is used.
     """
     validate_submission(frame, sample, id_column, source=stem)
-    directory = Path(directory)
-    remove_stale_temps(directory)
+    directory = ensure_writable(directory, "submissions")  # a file there is named as one, not as a full folder
     data = _csv_bytes(frame)
     for attempt in range(1000):
         path = directory / (f"{stem}.csv" if attempt == 0 else f"{stem}-{attempt}.csv")

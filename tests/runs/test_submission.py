@@ -52,8 +52,11 @@ def test_never_overwrites_and_leaves_no_temp_files(frame, sample, tmp_path):
 def test_unwritable_directory_is_one_clear_error(frame, sample, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    with pytest.raises(KaggleTLError, match="cannot write submission"):
+    with pytest.raises(KaggleTLError, match=f"{blocker / 'subs'}: submissions folder is not writable"):
         write_submission(frame, sample, blocker / "subs", "sub")
+    # The folder itself a file: named as one (it had read "too many submissions named sub").
+    with pytest.raises(KaggleTLError, match=f"{blocker}: submissions folder is a file, not a folder"):
+        write_submission(frame, sample, blocker, "sub")
 
 
 @pytest.mark.parametrize("change, message", [
