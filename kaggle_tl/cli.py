@@ -222,8 +222,8 @@ def _selected_models(args: argparse.Namespace) -> list:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from kaggle_tl.report.leaderboard import TERMINAL_COLUMNS, leaderboard_table
-    from kaggle_tl.tasks.metrics import NOISE_Z
     from kaggle_tl.report.tables import Column, terminal_text, write_table
+    from kaggle_tl.tasks.metrics import NOISE_Z
 
     models = _selected_models(args)
     table = leaderboard_table(models, per_view=args.models)
@@ -250,10 +250,10 @@ def _output_folder(folder: str | Path) -> Path:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from kaggle_tl.ensemble.across_runs import ensemble_models
-    from kaggle_tl.runs.record import RunRecord
+    from kaggle_tl.report.tables import Column, plus_minus, terminal_text
     from kaggle_tl.runs.compare import load_models, same_folds_as_newest
     from kaggle_tl.runs.queries import resolve_run_dir
-    from kaggle_tl.report.tables import Column, plus_minus, terminal_text
+    from kaggle_tl.runs.record import RunRecord
 
     if args.all:
         models, notes = same_folds_as_newest(_selected_models(args))

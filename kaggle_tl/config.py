@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kaggle_tl.backbones.runtimes import PRECISIONS, RUNTIMES
 from kaggle_tl.data.competition import Layout
 from kaggle_tl.data.images import DEFAULT_RESIZE, RESIZE_POLICIES, VIEW_TRANSFORMS
 from kaggle_tl.engine import ENGINES
 from kaggle_tl.errors import KaggleTLError, did_you_mean
 from kaggle_tl.kaggle import check_competition_slug
-from kaggle_tl.backbones.runtimes import PRECISIONS, RUNTIMES
 
 VIEWS = tuple(VIEW_TRANSFORMS)
 
@@ -349,8 +349,8 @@ def resolve_config(config: RunConfig) -> RunConfig:
       available on this machine.
     """
     from kaggle_tl.backbones import backbone_spec
-    from kaggle_tl.heads.base import create_head
     from kaggle_tl.backbones.runtimes import check_runtime, default_runtime
+    from kaggle_tl.heads.base import create_head
 
     changes: dict[str, Any] = {}
     if config.data is None:

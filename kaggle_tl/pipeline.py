@@ -24,6 +24,7 @@ import numpy as np
 
 from kaggle_tl import __version__
 from kaggle_tl.backbones import BackboneRef, backbone_spec
+from kaggle_tl.backbones.runtimes import runtime_id
 from kaggle_tl.cache.store import Cache, cache_key
 from kaggle_tl.config import DEMO_DATA, RunConfig, model_name, resolve_config
 from kaggle_tl.cv import fits_key, head_predictions, make_folds, predictions_key
@@ -35,12 +36,11 @@ from kaggle_tl.features import FEATURE_VERSION, BackboneBuilder, FeaturePlan, Fe
 from kaggle_tl.files import ensure_writable, temp_path
 from kaggle_tl.heads.base import HEAD_VERSION, create_head
 from kaggle_tl.report.plots import plot_report
-from kaggle_tl.tasks import metrics
-from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord, claim_run_dir, package_versions
 from kaggle_tl.runs.queries import list_runs
-from kaggle_tl.backbones.runtimes import runtime_id
+from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord, claim_run_dir, package_versions
 from kaggle_tl.runs.submission import (SubmissionInfo, build_submission, check_submission_file, submission_folder,
                                        write_submission, write_submission_file)
+from kaggle_tl.tasks import metrics
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]

@@ -19,15 +19,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kaggle_tl.cache import store as cache
-
+from conftest import make_competition  # noqa: E402
 from kaggle_tl import cli, files
+from kaggle_tl.cache import store as cache
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.pipeline import run
 from kaggle_tl.runs.record import RECORD_FILE, Predictions, RunRecord
 from kaggle_tl.runs.submission import build_submission, write_submission
-from conftest import make_competition  # noqa: E402
 
 SMALL = dict(backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",), folds=2, heads=("logreg",))
 # Renamed train and test ids: spaces, non-ASCII, commas, quotes, a would-be spreadsheet formula.

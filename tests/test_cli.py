@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss
 
+from conftest import make_competition, make_run
 from kaggle_tl.cli import main
-from kaggle_tl.tasks.metrics import clip_proba, score
-from kaggle_tl.runs.record import RunRecord
 from kaggle_tl.runs.compare import load_models
+from kaggle_tl.runs.record import RunRecord
 from kaggle_tl.runs.submission import SubmissionInfo, score_submission, validate_submission
-from conftest import make_competition
-from conftest import make_run
+from kaggle_tl.tasks.metrics import clip_proba, score
 
 SINGLE_X = {"xception__logreg": (["xception"], 1.0)}
 SINGLE_I = {"inception_v3__logreg": (["inception_v3"], 1.5)}

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import blobs  # noqa: E402
 from kaggle_tl.cv import cross_validate, make_folds
 from kaggle_tl.heads.base import create_head
 from kaggle_tl.heads.linear import LogRegHead
 from kaggle_tl.tasks.metrics import clip_proba, score
-from conftest import blobs  # noqa: E402
 
 
 def test_folds_are_stratified_reproducible_and_seeded():

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import make_competition  # noqa: E402
 from kaggle_tl.config import RunConfig
 from kaggle_tl.cv import cross_validate, make_folds
 from kaggle_tl.heads.base import create_head
 from kaggle_tl.pipeline import run
-from conftest import make_competition  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,11 @@ from joblib import Parallel, delayed  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
+from conftest import make_competition  # noqa: E402
 from kaggle_tl.cache.store import Cache  # noqa: E402
 from kaggle_tl.engine import ONE_THREAD_ENV, Engine  # noqa: E402
 from kaggle_tl.errors import KaggleTLError  # noqa: E402
 from kaggle_tl.features import BackboneBuilder, BackboneRef, extract_features  # noqa: E402
-from conftest import make_competition  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import make_competition
 from kaggle_tl.backbones import backbone_spec
+from kaggle_tl.backbones.runtimes import runtime_id
 from kaggle_tl.cache.store import Cache
 from kaggle_tl.config import RunConfig
 from kaggle_tl.features import BackboneBuilder, extract_features, feature_key
 from kaggle_tl.pipeline import run
-from kaggle_tl.backbones.runtimes import runtime_id
-from conftest import make_competition
 
 
 def _refs(stages: int, runtime: str = "tensorflow", precision: str = "fp32"):

@@ -14,16 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaggle_tl.config import RunConfig, resolve_config
-from kaggle_tl.cv import make_folds
-from kaggle_tl.data.competition import usable_competition
-from kaggle_tl.heads.frozen import FoldModels
-from kaggle_tl.heads.base import create_head
-from kaggle_tl.heads.linear import LogRegHead, SVMHead
-from kaggle_tl.heads.dense import DenseHead
-from kaggle_tl.pipeline import backbone_refs, layout_of, run
-from kaggle_tl.cv import fits_key, predictions_key
 from conftest import make_competition
+from kaggle_tl.config import RunConfig, resolve_config
+from kaggle_tl.cv import fits_key, make_folds, predictions_key
+from kaggle_tl.data.competition import usable_competition
+from kaggle_tl.heads.base import create_head
+from kaggle_tl.heads.dense import DenseHead
+from kaggle_tl.heads.frozen import FoldModels
+from kaggle_tl.heads.linear import LogRegHead, SVMHead
+from kaggle_tl.pipeline import backbone_refs, layout_of, run
 
 HEADS = ("logreg", "dense", "svm")
 

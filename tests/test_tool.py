@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import make_competition, make_run
 from kaggle_tl import cli
 from kaggle_tl.cache.store import Cache
 from kaggle_tl.config import RunConfig
@@ -21,8 +22,6 @@ from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.heads.base import HEADS
 from kaggle_tl.pipeline import run
 from kaggle_tl.report.tables import TERMINAL_WIDTH
-from conftest import make_competition
-from conftest import make_run
 
 REPO = Path(__file__).resolve().parents[1]
 # The widest names a user meets: three long backbones concatenated, a long head parameter set.

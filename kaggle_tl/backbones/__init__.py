@@ -33,11 +33,11 @@ from typing import Callable
 import numpy as np
 
 from kaggle_tl.backbones.digest import file_digest
+from kaggle_tl.backbones.quiet import import_tensorflow
+from kaggle_tl.backbones.runtimes import compile_backbone
 from kaggle_tl.data.images import DEFAULT_RESIZE, check_resize
 from kaggle_tl.errors import KaggleTLError, did_you_mean, one_line
-from kaggle_tl.backbones.quiet import import_tensorflow
 from kaggle_tl.registry import Registry
-from kaggle_tl.backbones.runtimes import compile_backbone
 
 Builder = Callable[[object, int], object]
 Preprocess = Callable[[np.ndarray], np.ndarray]

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kaggle_tl.backbones import PretrainedCfg, register_backbone
-from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.backbones.quiet import import_tensorflow
 from kaggle_tl.backbones.torch_pickle import load_state_dict
+from kaggle_tl.errors import KaggleTLError
 
 if TYPE_CHECKING:
     import keras

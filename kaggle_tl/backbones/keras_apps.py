@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kaggle_tl.backbones import PretrainedCfg, Preprocess, register_backbone
-from kaggle_tl.errors import KaggleTLError, one_line
+from kaggle_tl.backbones import Preprocess, PretrainedCfg, register_backbone
 from kaggle_tl.backbones.quiet import import_tensorflow
+from kaggle_tl.errors import KaggleTLError, one_line
 
 if TYPE_CHECKING:
     import keras

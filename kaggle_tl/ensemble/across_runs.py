@@ -23,18 +23,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kaggle_tl.tasks import metrics
 from kaggle_tl.data.digests import image_set_key
 from kaggle_tl.ensemble.strategies import compare_strategies
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.files import atomic_write_bytes, ensure_writable, read_json, to_json
 from kaggle_tl.report.plots import plot_report
-from kaggle_tl.runs.record import RunRecord, claim_run_dir, package_versions
+from kaggle_tl.report.tables import write_table
 from kaggle_tl.runs.compare import RunModel, check_comparable
 from kaggle_tl.runs.queries import oldest_first
+from kaggle_tl.runs.record import RunRecord, claim_run_dir, package_versions
 from kaggle_tl.runs.submission import (SubmissionInfo, build_submission, read_sample_submission, submission_folder,
                                        write_submission)
-from kaggle_tl.report.tables import write_table
+from kaggle_tl.tasks import metrics
 
 TABLE_COLUMNS = ["section", "strategy", *metrics.Score.COLUMNS, "diff_vs_best", "diff_se", "within_noise",
                  "description", "submission"]

@@ -20,9 +20,9 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import PredefinedSplit
 
-from kaggle_tl.tasks import metrics
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.registry import Registry
+from kaggle_tl.tasks import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from kaggle_tl.heads.frozen import FrozenHead
 from kaggle_tl.heads.transforms import freeze_transform, make_transform
 from kaggle_tl.heads.tuning import inner_split
 
-
 DENSE_L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)  # what l2 = "auto" tries
 
 

@@ -15,7 +15,6 @@ from kaggle_tl.heads.svm import LinearSVM
 from kaggle_tl.heads.transforms import freeze_transform, make_transform
 from kaggle_tl.heads.tuning import LinearSVMAutoC, LogisticRegressionAutoC
 
-
 # Defaults by measurement (CV log loss, paired differences: BENCHMARKS.md "Better features"):
 LOGREG_C: float | str = "auto"
 

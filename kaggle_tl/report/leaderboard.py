@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kaggle_tl.tasks import metrics
-from kaggle_tl.runs.compare import RunModel
 from kaggle_tl.report.tables import Column, plus_minus
+from kaggle_tl.runs.compare import RunModel
+from kaggle_tl.tasks import metrics
 
 COLUMNS = ["rank", *metrics.Score.COLUMNS, "diff_vs_best", "diff_se", "within_noise", "run_id", "model", "recipe",
            "backbones", "head", "views", "folds", "weights", "note", "date", "submission"]

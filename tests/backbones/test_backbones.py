@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kaggle_tl.backbones import BACKBONES, backbone_spec, create_backbone, list_backbones
-from kaggle_tl.backbones import digest
+from kaggle_tl.backbones import BACKBONES, backbone_spec, create_backbone, digest, list_backbones
 from kaggle_tl.backbones.catalog import backbones_table
 from kaggle_tl.backbones.flops import backbone_gflops, published_gflops
 from kaggle_tl.backbones.stages import describe_stages, published_stages

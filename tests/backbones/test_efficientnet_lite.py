@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaggle_tl.backbones import create_backbone
-from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.backbones.torch_pickle import load_state_dict
 from conftest import SHARED_DATASETS
+from kaggle_tl.backbones import create_backbone
+from kaggle_tl.backbones.torch_pickle import load_state_dict
+from kaggle_tl.errors import KaggleTLError
 
 NATIVE_SIZE = {0: 224, 1: 240, 2: 260}
 

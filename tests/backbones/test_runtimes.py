@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from kaggle_tl.backbones import runtimes
-from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.backbones.runtimes import check_runtime, compile_backbone, runtime_id
+from kaggle_tl.errors import KaggleTLError
 
 SIZE = 64
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from kaggle_tl.backbones import backbone_spec, create_backbone, list_backbones
-from kaggle_tl.backbones.stages import (describe_stages, match_plan, multi_level_model, published_stages,
-                                        stage_layers, stage_plan)
+from kaggle_tl.backbones.stages import (describe_stages, match_plan, multi_level_model, published_stages, stage_layers,
+                                        stage_plan)
 from kaggle_tl.errors import KaggleTLError
 
 # Small and different: no-SE inverted residuals; squeeze-excite and Keras ops (hard-sigmoid's `x + 3`);

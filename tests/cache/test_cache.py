@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from kaggle_tl.cache import store as cache_module
 from kaggle_tl import files as files_module
+from kaggle_tl.cache import store as cache_module
 from kaggle_tl.cache.store import Cache, array_digest
-from kaggle_tl.files import _host, atomic_write_bytes
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.features import BackboneRef, extract_features
+from kaggle_tl.files import _host, atomic_write_bytes
 
 N_IMAGES, CHUNK, BATCH, DIM = 20, 8, 4, 6  # chunks of rows [0, 8), [8, 16), [16, 20)
 REF = BackboneRef("fake", "none", 16, DIM)

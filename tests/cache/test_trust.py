@@ -23,16 +23,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import make_competition, write_image
 from kaggle_tl import cli
 from kaggle_tl.backbones import create_backbone
+from kaggle_tl.backbones.torch_pickle import load_state_dict
 from kaggle_tl.config import RunConfig, resolve_config
 from kaggle_tl.data.images import MAX_PIXELS, find_bad_images, resize_image
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.pipeline import run
-from kaggle_tl.runs.record import Predictions, RunRecord
 from kaggle_tl.runs.queries import list_runs
-from kaggle_tl.backbones.torch_pickle import load_state_dict
-from conftest import make_competition, write_image
+from kaggle_tl.runs.record import Predictions, RunRecord
 
 SMALL = dict(backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",), folds=2,
              heads=("logreg",))

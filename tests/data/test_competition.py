@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import make_competition  # noqa: E402
 from kaggle_tl.data.competition import Layout, usable_competition
 from kaggle_tl.errors import KaggleTLError
-from conftest import make_competition  # noqa: E402
 
 
 @pytest.fixture

@@ -5,18 +5,12 @@ from scipy.special import softmax
 from sklearn.metrics import log_loss
 
 from kaggle_tl.config import RunConfig
-from kaggle_tl.ensemble.strategies import (
-                                           Mean,
-                                           compare_strategies,
-                                           create_strategy,
-                                           list_strategies,
-                                           nested_cv_predict,
-                                           )
-from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.tasks.metrics import Score, score
 from kaggle_tl.ensemble.across_runs import concat_vs_average
-from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord
+from kaggle_tl.ensemble.strategies import Mean, compare_strategies, create_strategy, list_strategies, nested_cv_predict
+from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.runs.compare import RunModel
+from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord
+from kaggle_tl.tasks.metrics import Score, score
 
 N_ROWS, N_TEST, N_CLASSES, N_FOLDS = 600, 50, 4, 5
 SELECTING = ["best_single", "weighted", "greedy"]

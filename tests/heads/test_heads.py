@@ -14,15 +14,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.heads.base import create_head, list_heads, register_head
-from kaggle_tl.heads.linear import LogRegHead, SVMHead
-from kaggle_tl.heads.dense import DenseHead, _Adam, _keep_mask
-from kaggle_tl.heads.svm import LinearSVM
-
-
 # Small data: small batches and a higher rate give the dense head enough Adam steps.
 from conftest import blobs  # noqa: E402
+from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.heads.base import create_head, list_heads, register_head
+from kaggle_tl.heads.dense import DenseHead, _Adam, _keep_mask
+from kaggle_tl.heads.linear import LogRegHead, SVMHead
+from kaggle_tl.heads.svm import LinearSVM
+
 HEADS = [pytest.param(lambda: DenseHead(max_epochs=60, patience=5, batch_size=16, learning_rate=1e-2), id="dense"),
          pytest.param(lambda: SVMHead(), id="svm"),
          pytest.param(lambda: LogRegHead(), id="logreg")]

@@ -7,10 +7,10 @@ from scipy.optimize import approx_fprime
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
+from conftest import blobs
 from kaggle_tl.heads.softmax import SoftmaxRegression, _loss_and_gradient
 from kaggle_tl.heads.tuning import LOGREG_C_GRID, _walk_grid, inner_split, logreg_path
 from kaggle_tl.tasks.metrics import row_logloss
-from conftest import blobs
 
 
 def test_gradient_is_that_of_the_objective():

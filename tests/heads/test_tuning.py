@@ -9,9 +9,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from kaggle_tl.cv import cross_validate, make_folds
-from kaggle_tl.tasks.metrics import row_logloss
 from kaggle_tl.heads.tuning import (LOGREG_C_GRID, LinearSVMAutoC, LogisticRegressionAutoC, choose_logreg_C,
                                     choose_svm_C, inner_split, refine_C)
+from kaggle_tl.tasks.metrics import row_logloss
 
 
 def _blobs(n: int, d: int, separation: float, informative: int | None = None,

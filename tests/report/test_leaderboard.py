@@ -5,13 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaggle_tl.tasks import metrics
+from conftest import make_competition, make_run
 from kaggle_tl.report.leaderboard import OPTIMISTIC_NOTE, leaderboard_table
 from kaggle_tl.report.tables import escape_formula, to_markdown, write_table
 from kaggle_tl.runs.compare import load_models
 from kaggle_tl.runs.queries import list_runs, select_runs
-from conftest import make_competition
-from conftest import make_run
+from kaggle_tl.tasks import metrics
 
 
 @pytest.fixture

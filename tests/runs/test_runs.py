@@ -12,13 +12,13 @@ import json
 import numpy as np
 import pytest
 
-from kaggle_tl.tasks import metrics
+from conftest import VIEWS, make_run  # noqa: E402
 from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.runs.record import RECORD_FILE, SCHEMA_VERSION, Predictions, RunRecord, claim_run_dir
 from kaggle_tl.runs.compare import check_comparable, load_models, same_folds_as_newest
 from kaggle_tl.runs.queries import list_runs, resolve_run_dir, select_runs
-from conftest import VIEWS, make_run  # noqa: E402
+from kaggle_tl.runs.record import RECORD_FILE, SCHEMA_VERSION, Predictions, RunRecord, claim_run_dir
+from kaggle_tl.tasks import metrics
 
 
 @pytest.fixture
