@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from kaggle_tl.cv import cross_validate, make_folds
 from kaggle_tl.heads.tuning import (LOGREG_C_GRID, LinearSVMAutoC, LogisticRegressionAutoC, choose_logreg_C,
                                     choose_svm_C, inner_split, refine_C)
 from kaggle_tl.tasks.metrics import row_logloss
@@ -69,13 +69,13 @@ def test_choice_never_sees_the_scored_rows(auto):
     # is scored with: replace those by noise and it must not move. Had they been in the inner split,
     # the chosen C (and the scaler) would follow them.
     X, y = _blobs(90, 30, separation=0.6)
-    folds = make_folds(y, 3, seed=0)
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
     head = make_pipeline(StandardScaler(), auto)
 
     def oof(features):
-        return cross_validate(head, {"original": features}, {"original": features[:2]}, y, folds, 3).oof[0]
+        return cross_val_predict(head, features, y, cv=folds, method="predict_proba")  # a clone fitted per fold
 
-    fold0 = np.flatnonzero(folds == 0)
+    fold0 = folds[0][1]  # the first fold's scored rows
     watched, others = fold0[0], fold0[1:]
     noisy = X.copy()
     noisy[others] = np.random.default_rng(1).normal(0, 5, noisy[others].shape)
