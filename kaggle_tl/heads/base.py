@@ -12,6 +12,14 @@ Adding a head is one decorated class::
 columns in ``classes_`` order. So heads work with ``clone``, ``cross_val_predict``, pickling and
 joblib workers; each is deterministic for a given ``random_state``. ``freeze()`` returns the
 fitted head as arrays (``frozen.FrozenHead``), what the fits cache keeps, or None if it cannot.
+
+What a head outputs is its ``response``, one of the class attribute ``responses`` (a subset of
+``RESPONSES``); the task picks it, the caller sets it (``set_params(response=...)``), and ``fit``
+and ``predict_response`` follow it:
+
+- ``"proba"``: y (N,) class labels; (N, classes) probabilities in ``classes_`` order;
+- ``"tags"``: y (N, L) 0/1 matrix; (N, L) per-tag probabilities (``classes_`` = tag indices);
+- ``"value"``: y (N,) numbers; (N, 1) predicted values.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_X_y
 
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.heads.frozen import FrozenHead
@@ -50,6 +59,13 @@ _TYPE_TESTS["auto"] = (lambda v: v == "auto" or _TYPE_TESTS[float][0](v), 'a num
 C_RULE: Rule = ("auto", lambda v: v == "auto" or v > 0, '> 0 or "auto" (chosen per fold on an inner split)')
 TRANSFORM_RULE: Rule = (str, _valid_transform, "a transform such as sqrt,standard (steps: sqrt, l2, standard, "
                                                 "pca_whiten(n); or none)")
+RESPONSES = ("proba", "tags", "value")
+
+
+def response_rule(responses: tuple[str, ...]) -> Rule:
+    """The rule of a head's ``response`` parameter: one of the head's ``responses``."""
+    return (str, lambda v: v in responses, f"one of {', '.join(responses)}")
+
 
 HEADS: Registry[type[Head]] = Registry("head")
 # Bump when a head's numbers change for the same parameters (a solver, a default step), so the fits
@@ -88,6 +104,7 @@ class Head(ClassifierMixin, BaseEstimator):
     """Base class: parameter rules checked by `create_head` and again by ``fit``."""
 
     name = "head"  # set by register_head; names the head in error messages
+    responses: tuple[str, ...] = ("proba",)  # what it can output, from RESPONSES; the first is its default
     _param_rules: dict[str, Rule] = {}
 
     @property
@@ -121,7 +138,32 @@ class Head(ClassifierMixin, BaseEstimator):
             if not test(value):
                 raise KaggleTLError(f"head_params.{self.name}.{param}: must be {text}, got {value!r}")
 
+    def predict_response(self, X) -> np.ndarray:
+        """(N, W) float64 predictions of the fitted ``response``; by default ``predict_proba`` (for a head fitted
+        for tags, its per-tag probabilities)."""
+        return np.asarray(self.predict_proba(X), dtype=np.float64)
+
     def predict(self, X):
+        """The class (proba), the 0/1 tags at probability 0.5 (tags) or the value (value) of each row."""
+        response = getattr(self, "response", "proba")
+        if response == "tags":
+            return (self.predict_response(X) >= 0.5).astype(np.uint8)
+        if response == "value":
+            return self.predict_response(X)[:, 0]
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def check_response_y(X, y, response: str) -> tuple[np.ndarray, np.ndarray]:
+    """(X float32, y) validated for ``response``: y as class labels (proba), a uint8 0/1 matrix (tags) or
+    float64 values (value)."""
+    if response == "proba":
+        return check_X_y(X, y, dtype=np.float32)
+    if response == "tags":
+        X, y = check_X_y(X, y, dtype=np.float32, multi_output=True)
+        if y.ndim != 2 or not np.isin(y, (0, 1)).all():
+            raise ValueError(f"response 'tags' needs y as an (N, L) 0/1 matrix, got shape {y.shape}")
+        return X, y.astype(np.uint8)
+    X, y = check_X_y(X, y, dtype=np.float32, y_numeric=True)
+    return X, y.astype(np.float64)
 
 

@@ -13,7 +13,14 @@ models ``scores = X @ coef + intercept``, then its output:
   model is the softmax of [0, z]);
 - ``"platt"``: scikit-learn's CalibratedClassifierCV(method="sigmoid") over linear SVMs: per
   calibrated model, a sigmoid of each score column ``1 / (1 + exp(a * s + b))`` placed in its
-  class column (``positions``), normalised; then the mean over the calibrated models.
+  class column (``positions``), normalised; then the mean over the calibrated models;
+- ``"sigmoid"``: one linear model, a probability per tag expit(scores) (tags: logreg, dense);
+- ``"identity"``: one linear model of one column, the value itself (value: ridge, dense; a
+  standardised target's mean and scale are folded into coef and intercept). Computed in float64,
+  transform included: float32 keeps 7 digits, too few for a value of 1e4 or a cached model that
+  must predict as the fitted one.
+
+``classes_`` are the head's classes (proba), the tag indices 0..L-1 (tags) or empty (value).
 """
 from __future__ import annotations
 
@@ -26,12 +33,13 @@ from scipy.special import expit
 from kaggle_tl.files import npz_bytes, read_npz
 from kaggle_tl.heads.transforms import apply_frozen_transform
 
-OUTPUTS = ("softmax", "platt")
+OUTPUTS = ("softmax", "platt", "sigmoid", "identity")
+RESPONSE_OF = {"softmax": "proba", "platt": "proba", "sigmoid": "tags", "identity": "value"}
 
 
 @dataclass
 class FrozenHead:
-    """A fitted head's predict_proba as arrays; ``classes_`` as the head's."""
+    """A fitted head's predict_response as arrays; ``classes_`` as the head's."""
 
     classes_: np.ndarray
     transform: dict[str, np.ndarray]
@@ -44,7 +52,28 @@ class FrozenHead:
         self.transform = {name: np.ascontiguousarray(value) for name, value in self.transform.items()}
         self.linear = [{name: np.ascontiguousarray(value) for name, value in model.items()} for model in self.linear]
 
+    @property
+    def response(self) -> str:
+        """What it predicts: "proba", "tags" or "value" (``base.RESPONSES``)."""
+        return RESPONSE_OF[self.output]
+
+    def predict_response(self, X: np.ndarray) -> np.ndarray:
+        """(N, W) float64: class probabilities (softmax, platt), tag probabilities (sigmoid) or values (identity)."""
+        if self.output == "identity":
+            X = apply_frozen_transform(self.transform, np.asarray(X, dtype=np.float64))
+            (model,) = self.linear
+            return X @ model["coef"].astype(np.float64) + model["intercept"].astype(np.float64)
+        if self.output == "sigmoid":
+            X = apply_frozen_transform(self.transform, np.asarray(X, dtype=np.float32))
+            (model,) = self.linear
+            return expit((X @ model["coef"] + model["intercept"]).astype(np.float64))
+        return self.predict_proba(X)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(N, classes) class probabilities of a softmax or platt output."""
+        if self.output not in ("softmax", "platt"):
+            raise ValueError(f"predict_proba: a frozen {self.output} output predicts {self.response}; "
+                             f"use predict_response")
         X = apply_frozen_transform(self.transform, np.asarray(X, dtype=np.float32))
         if self.output == "softmax":
             (model,) = self.linear
@@ -118,7 +147,8 @@ class FoldModels:
     @staticmethod
     def max_bytes(n_views: int, n_folds: int, n_features: int, n_classes: int) -> int:
         """The most a fits entry of these sizes holds: per fit, float64 coefficients of every class (Platt
-        pairs included) and a transform of at most a features x features matrix (pca_whiten), doubled."""
+        pairs included) and a transform of at most a features x features matrix (pca_whiten), doubled.
+        ``n_classes``: the columns a fit predicts (classes, tags; a value's one column fits in any count)."""
         per_fit = 8 * (n_features * (n_features + 4 * n_classes + 4) + 16 * n_classes) + 4096
         return 2 * n_views * n_folds * per_fit + 65536
 

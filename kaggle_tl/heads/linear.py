@@ -1,19 +1,23 @@
-"""Linear heads: logistic regression and the linear SVM (Platt-scaled), each a transform and a classifier."""
+"""Linear heads: logistic regression (classes or tags), the linear SVM (Platt-scaled) and ridge regression
+(values), each a transform and a linear model."""
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import RegressorMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import SVC
-from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.heads.base import C_RULE, SEED_RULE, TRANSFORM_RULE, Head, register_head
+from kaggle_tl.heads.base import C_RULE, SEED_RULE, TRANSFORM_RULE, Head, check_response_y, register_head, response_rule
 from kaggle_tl.heads.frozen import FrozenHead
+from kaggle_tl.heads.ridge import ridge_path
+from kaggle_tl.heads.sigmoid import SigmoidRegression
 from kaggle_tl.heads.softmax import SoftmaxRegression
 from kaggle_tl.heads.svm import LinearSVM
-from kaggle_tl.heads.transforms import freeze_transform, make_transform
-from kaggle_tl.heads.tuning import LinearSVMAutoC, LogisticRegressionAutoC
+from kaggle_tl.heads.transforms import fitted_transform, freeze_transform, make_transform
+from kaggle_tl.heads.tuning import LinearSVMAutoC, LogisticRegressionAutoC, SigmoidRegressionAutoC, choose_ridge_alpha
 
 # Defaults by measurement (CV log loss, paired differences: BENCHMARKS.md "Better features"):
 LOGREG_C: float | str = "auto"
@@ -22,7 +26,7 @@ LOGREG_C: float | str = "auto"
 SVM_C: float | str = 0.001
 
 
-LINEAR_TRANSFORM = "sqrt,standard"  # logreg and svm
+LINEAR_TRANSFORM = "sqrt,standard"  # logreg, svm and ridge
 
 
 class _PipelineHead(Head):
@@ -31,7 +35,7 @@ class _PipelineHead(Head):
 
     def _fit_pipeline(self, classifier, X, y):
         self._check_params()
-        X, y = check_X_y(X, y, dtype=np.float32)
+        X, y = check_response_y(X, y, self.response)
         self.model_ = make_pipeline(make_transform(self.transform), classifier).fit(X, y)
         self.classes_ = self.model_.classes_
         return self
@@ -41,6 +45,7 @@ class _PipelineHead(Head):
         return {"C": float(classifier.C_)} if hasattr(classifier, "C_") else {}
 
     def predict_proba(self, X):
+        """Class probabilities (proba); per-tag probabilities of a head fitted for tags."""
         check_is_fitted(self, "model_")
         return self.model_.predict_proba(check_array(X, dtype=np.float32))
 
@@ -54,24 +59,27 @@ class SVMHead(_PipelineHead):
     features matrix. ``C = "auto"`` chooses C per fold on an inner split of its training rows
     (``tuning.LinearSVMAutoC``). kernel="rbf" (or another libsvm kernel): SVC(probability=True),
     whose internal 5-fold Platt scaling needs the O(n^2) kernel matrix: fine for a few thousand rows
-    only; ``random_state`` seeds it.
+    only; ``random_state`` seeds it. Class probabilities only (``responses``).
     """
 
+    responses = ("proba",)
     _param_rules = {
         "C": C_RULE,
         "kernel": (str, lambda v: v in ("linear", "rbf", "poly", "sigmoid"), "one of linear, rbf, poly, sigmoid"),
         "calibration_folds": (int, lambda v: v >= 2, ">= 2"),
         "transform": TRANSFORM_RULE,
         "random_state": SEED_RULE,
+        "response": response_rule(responses),
     }
 
     def __init__(self, C: float | str = SVM_C, kernel: str = "linear", calibration_folds: int = 3,
-                 transform: str = LINEAR_TRANSFORM, random_state: int = 0):
+                 transform: str = LINEAR_TRANSFORM, random_state: int = 0, response: str = "proba"):
         self.C = C
         self.kernel = kernel
         self.calibration_folds = calibration_folds
         self.transform = transform
         self.random_state = random_state
+        self.response = response
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -119,32 +127,100 @@ class LogRegHead(_PipelineHead):
     ``C = "auto"`` chooses C per fold on a stratified 20% of its training rows, along a log grid
     warm-started from strong to weak regularisation (``tuning.LogisticRegressionAutoC``), then
     refits on all of them; the chosen C of every fold and view is in the run record.
+
+    ``response="tags"``: y is an (N, L) 0/1 matrix, and the model one L2 logistic regression per tag
+    (``sigmoid.SigmoidRegression``, all tags one float32 L-BFGS solve); ``C = "auto"`` is one C for
+    all tags, chosen on a random 20% by the mean per-tag log loss along the same grid
+    (``tuning.SigmoidRegressionAutoC``).
     """
 
+    responses = ("proba", "tags")
     _param_rules = {
         "C": C_RULE,
         "max_iter": (int, lambda v: v >= 1, ">= 1"),
         "transform": TRANSFORM_RULE,
         "random_state": SEED_RULE,
+        "response": response_rule(responses),
     }
 
     def __init__(self, C: float | str = LOGREG_C, max_iter: int = 1000, transform: str = LINEAR_TRANSFORM,
-                 random_state: int = 0):
+                 random_state: int = 0, response: str = "proba"):
         self.C = C
         self.max_iter = max_iter
         self.transform = transform
         self.random_state = random_state
+        self.response = response
 
     def fit(self, X, y):
+        self._check_params()
+        tags = self.response == "tags"
         if self.C == "auto":
-            classifier = LogisticRegressionAutoC(max_iter=self.max_iter, random_state=self.random_state)
+            auto = SigmoidRegressionAutoC if tags else LogisticRegressionAutoC
+            classifier = auto(max_iter=self.max_iter, random_state=self.random_state)
         else:
-            classifier = SoftmaxRegression(C=self.C, max_iter=self.max_iter)
+            classifier = (SigmoidRegression if tags else SoftmaxRegression)(C=self.C, max_iter=self.max_iter)
         return self._fit_pipeline(classifier, X, y)
 
     def freeze(self) -> FrozenHead:
         check_is_fitted(self, "model_")
         classifier = self.model_[-1]
-        model = classifier.model_ if isinstance(classifier, LogisticRegressionAutoC) else classifier
-        return FrozenHead(self.classes_, freeze_transform(self.model_.steps[0][1]), "softmax",
+        auto = isinstance(classifier, (LogisticRegressionAutoC, SigmoidRegressionAutoC))
+        model = classifier.model_ if auto else classifier
+        return FrozenHead(self.classes_, freeze_transform(self.model_.steps[0][1]),
+                          "sigmoid" if self.response == "tags" else "softmax",
                           [{"coef": model.coef_.T, "intercept": model.intercept_}])
+
+
+@register_head("ridge")
+class RidgeHead(RegressorMixin, Head):
+    """Ridge regression (scikit-learn's ``Ridge``, y centred, intercept unpenalised) on transformed features.
+
+    ``alpha = "auto"`` chooses alpha per fold on a random 20% of its training rows, along
+    ``tuning.RIDGE_ALPHA_GRID`` x the inner fit rows (1e-3 to 1e5 times them, 17 values), every
+    alpha from one decomposition (``tuning.choose_ridge_alpha``), then refits on all of them at that
+    alpha; the chosen alpha of every fold and view is in the run record. Values only: the
+    transform and the fit run in float64 (see ``frozen.py``'s "identity").
+    """
+
+    responses = ("value",)
+    _param_rules = {
+        "alpha": ("auto", lambda v: v == "auto" or v > 0, '> 0 or "auto" (chosen per fold on an inner split)'),
+        "transform": TRANSFORM_RULE,
+        "random_state": SEED_RULE,
+        "response": response_rule(responses),
+    }
+
+    def __init__(self, alpha: float | str = "auto", transform: str = LINEAR_TRANSFORM, random_state: int = 0,
+                 response: str = "value"):
+        self.alpha = alpha
+        self.transform = transform
+        self.random_state = random_state
+        self.response = response
+
+    def fit(self, X, y):
+        self._check_params()
+        X, y = check_response_y(X, y, self.response)
+        X = X.astype(np.float64)
+        self.transform_ = fitted_transform(self.transform, X)
+        X = self.transform_.transform(X)
+        if self.alpha == "auto":
+            self.alpha_, self.inner_scores_ = choose_ridge_alpha(X, y, seed=self.random_state)
+        else:
+            self.alpha_ = float(self.alpha)
+        coef, intercept = ridge_path(X, y, [self.alpha_])
+        self.coef_, self.intercept_ = coef[:, 0], float(intercept[0])
+        return self
+
+    def fitted_params(self) -> dict[str, float]:
+        return {"alpha": float(self.alpha_)} if self.alpha == "auto" else {}
+
+    def predict_response(self, X) -> np.ndarray:
+        """(N, 1) predicted values."""
+        check_is_fitted(self, "coef_")
+        X = self.transform_.transform(check_array(X, dtype=np.float64))
+        return X @ self.coef_[:, None] + self.intercept_
+
+    def freeze(self) -> FrozenHead:
+        check_is_fitted(self, "coef_")
+        return FrozenHead(np.zeros(0), freeze_transform(self.transform_), "identity",
+                          [{"coef": self.coef_[:, None], "intercept": np.array([self.intercept_])}])

@@ -152,3 +152,9 @@ def make_transform(spec: str) -> Pipeline | str:
     if "" in parts:
         raise KaggleTLError(f"transform {spec!r}: an empty step (a stray comma)")
     return make_pipeline(*(_step(part, spec) for part in parts))
+
+
+def fitted_transform(spec: str, X: np.ndarray):
+    """``make_transform(spec)`` fitted on X (a fold's training rows); "none" as an identity transformer."""
+    transform = make_transform(spec)
+    return (FunctionTransformer() if transform == "passthrough" else transform).fit(X)

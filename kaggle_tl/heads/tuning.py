@@ -5,9 +5,13 @@ on 1 - ``inner_fraction`` of the training rows (stratified), from strong to weak
 each fit warm-started from the previous one's weights (``logreg_path``), and scores each C by log
 loss on the other ``inner_fraction``.
 ``choose_svm_C`` does the same for the linear SVM (Platt-calibrated on the inner rows).
-``LogisticRegressionAutoC`` and ``LinearSVMAutoC`` are the scikit-learn estimators built on them:
-their ``fit`` chooses C, refits on all its rows, and keeps ``C_`` and ``inner_scores_``
-(C -> inner log loss) for a head to record per fold.
+``choose_tags_C`` does it for per-tag logistic regressions (``sigmoid.SigmoidRegression``, one C
+for all tags) on a random split, scored by the mean per-tag log loss (``sigmoid_path``).
+``LogisticRegressionAutoC``, ``LinearSVMAutoC`` and ``SigmoidRegressionAutoC`` are the scikit-learn
+estimators built on them: their ``fit`` chooses C, refits on all its rows, and keeps ``C_`` and
+``inner_scores_`` (C -> inner log loss) for a head to record per fold.
+``choose_ridge_alpha`` chooses ridge's alpha on a random split, every grid alpha from one
+decomposition (``ridge.ridge_path``), by the inner mean squared error.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
+from kaggle_tl.heads.ridge import ridge_path
+from kaggle_tl.heads.sigmoid import SigmoidRegression
 from kaggle_tl.heads.softmax import SoftmaxRegression
 from kaggle_tl.heads.svm import LinearSVM
 from kaggle_tl.tasks.metrics import row_logloss
@@ -31,15 +37,23 @@ from kaggle_tl.tasks.metrics import row_logloss
 LOGREG_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 SVM_C_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 PATIENCE = 2  # stop along the grid after this many C values in a row worse than the best so far
+# Ridge's alpha per inner fit row, a log grid of 2 steps a decade (17 values): X^T X of standardised features
+# grows with the rows, so per row the grid spans the same shrinkage on 200 rows as on 40,000. 1e-3 barely
+# shrinks a direction of the features' spread (variance 1e-3 or more), 1e5 shrinks all of them to ~0 (the
+# mean): both ends are reached only by data that wants them.
+RIDGE_ALPHA_GRID = tuple(float(a) for a in np.logspace(-3, 5, 17))
 
 
-def inner_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit rows, inner validation rows) of ``y``: stratified where the classes allow it."""
+def inner_split(y: np.ndarray, fraction: float, seed: int, stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, inner validation rows) of ``y``: stratified where the classes allow it, or with
+    ``stratify=False`` (tags, values) a plain random split."""
     rows = np.arange(len(y))
-    try:
-        return train_test_split(rows, test_size=fraction, stratify=y, random_state=seed)
-    except ValueError:  # a class with one row, or fewer held-out rows than classes
-        return train_test_split(rows, test_size=fraction, random_state=seed)
+    if stratify:
+        try:
+            return train_test_split(rows, test_size=fraction, stratify=y, random_state=seed)
+        except ValueError:  # a class with one row, or fewer held-out rows than classes
+            pass
+    return train_test_split(rows, test_size=fraction, random_state=seed)
 
 
 def _inner_logloss(model, X: np.ndarray, y: np.ndarray, classes: np.ndarray) -> float:
@@ -104,6 +118,20 @@ def choose_logreg_C(X, y, grid=LOGREG_C_GRID, seed: int = 0, inner_fraction: flo
     return c, scores
 
 
+def _choose_on_path(path: Iterator[dict], grid, refine: bool):
+    """Walk ``path`` (``logreg_path``, ``sigmoid_path``) along ``_walk_grid``: (chosen C, {C: inner log loss},
+    the inner fit at the best grid C)."""
+    models = {}
+
+    def fit_and_score(c: float) -> float:
+        entry = next(path)  # the path walks the same ascending grid as _walk_grid
+        models[entry["C"]] = entry["model"]
+        return entry["inner_logloss"]
+
+    c, scores = _walk_grid(grid, fit_and_score)
+    return (refine_C(scores) if refine else c), scores, models[c]
+
+
 def logreg_path(X_fit, y_fit, X_val, y_val, grid=LOGREG_C_GRID, max_iter: int = 1000) -> Iterator[dict]:
     """Logistic regression at each C of ``grid`` from the smallest up, each solve warm-started from the
     previous one; per C: its inner log loss on (X_val, y_val), the fit's parameters and what the solve took.
@@ -127,16 +155,63 @@ def _choose_logreg(X, y, grid, seed: int, inner_fraction: float, max_iter: int, 
     _check_grid(grid)
     X, y = check_X_y(X, y, dtype=np.float32)
     fit_rows, val_rows = inner_split(y, inner_fraction, seed)
-    path = logreg_path(X[fit_rows], y[fit_rows], X[val_rows], y[val_rows], grid, max_iter)
-    models = {}
+    return _choose_on_path(logreg_path(X[fit_rows], y[fit_rows], X[val_rows], y[val_rows], grid, max_iter),
+                           grid, refine)
 
-    def fit_and_score(c: float) -> float:
-        entry = next(path)  # the path walks the same ascending grid as _walk_grid
-        models[entry["C"]] = entry["model"]
-        return entry["inner_logloss"]
 
-    c, scores = _walk_grid(grid, fit_and_score)
-    return (refine_C(scores) if refine else c), scores, models[c]
+def tags_logloss(Y: np.ndarray, proba: np.ndarray) -> float:
+    """The mean over tags (and rows) of the binary log loss of per-tag probabilities ``proba`` for 0/1 ``Y``."""
+    p, y = np.asarray(proba, dtype=np.float64).ravel(), np.asarray(Y).ravel()
+    return float(row_logloss(y, np.column_stack([1 - p, p])).mean())  # each tag cell as a two-class row
+
+
+def sigmoid_path(X_fit, Y_fit, X_val, Y_val, grid=LOGREG_C_GRID, max_iter: int = 1000) -> Iterator[dict]:
+    """``logreg_path`` for per-tag logistic regressions (``SigmoidRegression``) on 0/1 tag matrices: per C, the
+    mean per-tag log loss on (X_val, Y_val) ("inner_logloss"), the fit and what its solve took."""
+    X_fit = np.ascontiguousarray(X_fit, dtype=np.float32)
+    start = None
+    for c in sorted(float(c) for c in grid):
+        began = time.perf_counter()
+        model = SigmoidRegression(C=c, max_iter=max_iter).fit(X_fit, Y_fit, start=start)
+        start = model.params_
+        yield {"C": c, "inner_logloss": tags_logloss(Y_val, model.predict_proba(X_val)), "model": model,
+               "iterations": model.n_iter_, "evaluations": model.n_evaluations_,
+               "seconds": time.perf_counter() - began}
+
+
+def choose_tags_C(X, Y, grid=LOGREG_C_GRID, seed: int = 0, inner_fraction: float = 0.2, max_iter: int = 1000,
+                  refine: bool = True) -> tuple[float, dict[float, float]]:
+    """One C for all tags: the lowest mean per-tag log loss on a random inner split of (X, Y (n, L) 0/1),
+    along ``grid`` as ``choose_logreg_C`` walks it; and each grid C's inner log loss."""
+    c, scores, _ = _choose_tags(X, Y, grid, seed, inner_fraction, max_iter, refine)
+    return c, scores
+
+
+def _choose_tags(X, Y, grid, seed: int, inner_fraction: float, max_iter: int, refine: bool):
+    _check_grid(grid)
+    X, Y = check_X_y(X, Y, dtype=np.float32, multi_output=True)
+    fit_rows, val_rows = inner_split(Y, inner_fraction, seed, stratify=False)
+    return _choose_on_path(sigmoid_path(X[fit_rows], Y[fit_rows], X[val_rows], Y[val_rows], grid, max_iter),
+                           grid, refine)
+
+
+def choose_ridge_alpha(X, y, grid=RIDGE_ALPHA_GRID, seed: int = 0, inner_fraction: float = 0.2,
+                       refine: bool = True) -> tuple[float, dict[float, float]]:
+    """The ridge alpha with the lowest mean squared error on a random inner split of (X, y); and each grid
+    alpha's inner mean squared error.
+
+    ``grid`` is per row: the alphas tried are grid x the inner fit rows, all from one decomposition of
+    those rows (``ridge_path``); ``refine`` places the choice between grid points as ``refine_C`` does.
+    The alpha returned is absolute, for a refit on all the rows (like C, it is not rescaled to them).
+    """
+    _check_grid(grid)
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    fit_rows, val_rows = inner_split(y, inner_fraction, seed, stratify=False)
+    alphas = np.sort(np.asarray(grid, dtype=np.float64)) * len(fit_rows)
+    coef, intercept = ridge_path(X[fit_rows], y[fit_rows], alphas)
+    errors = np.mean(np.square(X[val_rows] @ coef + intercept - y[val_rows][:, None]), axis=0)
+    scores = {float(a): float(e) for a, e in zip(alphas, errors)}
+    return (refine_C(scores) if refine else min(scores, key=scores.get)), scores
 
 
 def choose_svm_C(X, y, grid=SVM_C_GRID, seed: int = 0, inner_fraction: float = 0.2,
@@ -242,3 +317,28 @@ class LinearSVMAutoC(_RefittedAtC):
                                              cv=self.calibration_folds).fit(X, y)
         self.classes_ = self.model_.classes_
         return self
+
+
+class SigmoidRegressionAutoC(_RefittedAtC):
+    """Per-tag logistic regressions (``SigmoidRegression``) whose one C is chosen by ``choose_tags_C`` on the
+    rows given to ``fit``; ``C_``, ``inner_scores_`` and ``model_`` (refitted on all rows, warm-started from
+    the inner fit at the best grid C) as ``LogisticRegressionAutoC``; ``classes_`` the tag indices."""
+
+    def __init__(self, grid=LOGREG_C_GRID, inner_fraction: float = 0.2, max_iter: int = 1000,
+                 refine: bool = True, random_state: int = 0):
+        self.grid = grid
+        self.inner_fraction = inner_fraction
+        self.max_iter = max_iter
+        self.refine = refine
+        self.random_state = random_state
+
+    def fit(self, X, Y):
+        X, Y = check_X_y(X, Y, dtype=np.float32, order="C", multi_output=True)
+        self.C_, self.inner_scores_, inner = _choose_tags(X, Y, self.grid, self.random_state, self.inner_fraction,
+                                                          self.max_iter, self.refine)
+        self.model_ = SigmoidRegression(C=self.C_, max_iter=self.max_iter).fit(X, Y, start=inner.params_)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict(self, X):
+        return self.model_.predict(X)

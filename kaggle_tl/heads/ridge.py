@@ -1,0 +1,34 @@
+"""Ridge regression in closed form, every alpha of a grid from one decomposition: the ridge head's solver.
+
+scikit-learn's ``Ridge(alpha, fit_intercept=True)``: minimise ||y - X w - b||^2 + alpha ||w||^2,
+solved on the centred X and y (so the intercept is unpenalised). With the thin SVD of the centred
+X = U S V^T, the solution at any alpha is
+
+    w(alpha) = V diag(1 / (s^2 + alpha)) V^T X^T y
+
+so one decomposition gives the whole path, a grid of alphas costing a matrix product each.
+Only s and V are needed: with more rows than columns they come from the eigendecomposition of
+the d x d matrix X^T X (its eigenvalues are s^2), which needs neither the n x d factor U nor the
+time of the SVD itself; with fewer rows, from the SVD of X. Float64 throughout.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+
+def ridge_path(X: np.ndarray, y: np.ndarray, alphas) -> tuple[np.ndarray, np.ndarray]:
+    """(coef (d, A), intercept (A,)): the ridge fit of y (n,) on X (n, d) at each of the A ``alphas`` (> 0)."""
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    alphas = np.asarray(alphas, dtype=np.float64)
+    x_mean, y_mean = X.mean(axis=0), y.mean()
+    centred = X - x_mean
+    if len(X) >= X.shape[1]:
+        squares, V = scipy.linalg.eigh(centred.T @ centred)
+        squares, Vt = np.clip(squares, 0, None), V.T
+    else:
+        _, s, Vt = scipy.linalg.svd(centred, full_matrices=False)
+        squares = s * s
+    projected = Vt @ (centred.T @ (y - y_mean))  # V^T X^T y
+    coef = Vt.T @ (projected[:, None] / (squares[:, None] + alphas[None, :]))
+    return coef, y_mean - x_mean @ coef
