@@ -4,7 +4,8 @@ The sample submission's first column is the id and its others the targets. One c
 with one label column in the labels: multiclass probabilities. The same columns in the labels
 (one-hot): multilabel, or multiclass when exactly one is set a row. One target column: its
 training cells decide; several tags a cell: multilabel; two classes, 0/1: binary; a few integers
-or names: multiclass labels; other numbers: regression; a sample cell holding k labels: top-k.
+or names (spaces allowed): multiclass labels; other numbers, or integers where the sample submits
+values: regression; a sample cell holding k one-word labels: top-k.
 Where the cells fit two kinds (integer grades: classes, ordinal or values), the note says which
 setting decides (``--task``); ``--metric`` picks among the metrics that fit the kind.
 """
@@ -40,7 +41,7 @@ def _numbers(values: pd.Series) -> np.ndarray | None:
     return None if parsed.isna().any() else parsed.to_numpy(dtype=np.float64)
 
 
-def _class_order(names: set[str]) -> tuple[str, ...]:
+def class_order(names: set[str]) -> tuple[str, ...]:
     """Classes in numeric order when they are all numbers ('2' before '10'), else sorted as text."""
     try:
         return tuple(sorted(names, key=float))
@@ -78,8 +79,8 @@ def detect_task(targets: pd.DataFrame, sample: pd.DataFrame, settings: TaskSetti
     if targets.shape[1] > 1:
         return _one_hot(targets, settings, where, common), notes
     cells = targets.iloc[:, 0].astype(str).str.strip()
-    if len(target_columns) > 1:
-        kind = settings.task or "multiclass"
+    if len(target_columns) > 1:  # one column per class (dog breeds) or per tag
+        kind = settings.task or ("multilabel" if _are_tags(set(cells)) else "multiclass")
         return Task(kind, settings.metric or default_metrics(kind, by_column=True)[0], classes=target_columns,
                     **common), notes
     kind, classes = settings.task, ()
@@ -88,8 +89,10 @@ def detect_task(targets: pd.DataFrame, sample: pd.DataFrame, settings: TaskSetti
         kind, note = _guess_kind(cells, first_sample_cell, where)
         if note:
             notes.append(note)
+    if kind == "topk" and not settings.catch_all:
+        notes.extend(_catch_all_note(sample.iloc[:, 1], set(cells), where))
     if kind == "multilabel":
-        classes = _class_order({tag for cell in cells for tag in cell.split()})
+        classes = class_order({tag for cell in cells for tag in cell.split()})
         return Task(kind, settings.metric or default_metrics(kind)[0], classes=classes, **common), notes
     if kind == "regression":
         values = _numbers(cells)
@@ -99,7 +102,7 @@ def detect_task(targets: pd.DataFrame, sample: pd.DataFrame, settings: TaskSetti
                                 f"is not a number (a regression target needs one on every row)")
         value_range = settings.value_range or (float(values.min()), float(values.max()))
         return Task(kind, settings.metric or "rmse", value_range=value_range, **common), notes
-    classes = _class_order(set(cells))
+    classes = class_order(set(cells))
     if kind == "binary" and len(classes) != 2:
         raise KaggleTLError(f"setting task: binary needs two classes, {where} has {len(classes)}: {list(classes[:5])}")
     positive = ""
@@ -118,21 +121,52 @@ def detect_task(targets: pd.DataFrame, sample: pd.DataFrame, settings: TaskSetti
 
 
 def _are_tags(distinct: set[str]) -> bool:
-    """True when some cell's words recur in another cell: "13 51" beside "51" are tags, while a class
-    name with a space ("Loose Silky-bent") has words no other class uses."""
-    seen: dict[str, str] = {}
-    for cell in distinct:
-        for word in cell.split():
-            if seen.setdefault(word, cell) != cell:
-                return True
-    return False
+    """True when the cells are sets of space-separated tags: the cells are more than the words they are made
+    of (combinations), a word of a several-word cell is a cell of its own ("13 51" beside "51"), or a word
+    takes two places ("a b", "b c"). Class names with spaces share words in one place ("Common Chickweed",
+    "Common wheat") and are not made of other classes."""
+    several = [cell.split() for cell in distinct if len(cell.split()) > 1]
+    if not several:
+        return False
+    places: dict[str, int] = {}
+    moved = any(places.setdefault(word, place) != place for words in several for place, word in enumerate(words))
+    return _combined(distinct) or moved or any(word in distinct for words in several for word in words)
+
+
+def _combined(distinct: set[str]) -> bool:
+    """More distinct cells than distinct words: the cells are combinations of a few tags (planet, imet)."""
+    return len({word for cell in distinct for word in cell.split()}) < len(distinct)
+
+
+def _is_value_cell(cell: str) -> bool:
+    """A number that is neither an integer nor a probability (Pawpularity's 64.06): the sample submits values."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value != round(value) and not 0 < value < 1
+
+
+def _catch_all_note(sample_cells: pd.Series, labels: set[str], where: str) -> list[str]:
+    """A note when every sample cell ranks the same training label first (new_whale): a catch-all class."""
+    firsts = {str(cell).split()[0] for cell in sample_cells if str(cell).split()}
+    if len(firsts) != 1 or next(iter(firsts)) not in labels:
+        return []
+    label = next(iter(firsts))
+    return [f"{where}: every sample cell ranks {label!r} first: --catch-all {label} reads it as 'none of the known "
+            f"ones' (its score tuned per fold); without it, it is one label among the others"]
 
 
 def _guess_kind(cells: pd.Series, first_sample_cell: str, where: str) -> tuple[str, str]:
     """The kind one target column's training cells and the sample's first cell suggest; a note where it chose."""
-    if _are_tags(set(cells)):
-        return "multilabel", ""
-    if len(first_sample_cell.split()) > 1:
+    distinct = set(cells)
+    if _are_tags(distinct):
+        note = "" if _combined(distinct) else (
+            f"{where}: cells of {cells.name!r} with spaces read as tags (multilabel: 'a b' is the tags a and b); "
+            "--task multiclass reads each cell as one label")
+        return "multilabel", note
+    # A ranked sample cell ("new_whale w_1 w_2"), unless the labels themselves have spaces ("Sugar beet").
+    if len(first_sample_cell.split()) > 1 and all(len(cell.split()) == 1 for cell in distinct):
         return "topk", ""
     values = _numbers(cells)
     numeric = pd.to_numeric(cells, errors="coerce").notna()
@@ -141,13 +175,16 @@ def _guess_kind(cells: pd.Series, first_sample_cell: str, where: str) -> tuple[s
         number = cells[numeric].iloc[0]
         raise KaggleTLError(f"{where}: labels of mixed types in {cells.name!r}: numbers such as {number!r} and text "
                             f"such as {text!r} (row {int(np.flatnonzero(~numeric)[0]) + 2}); make them one kind")
-    distinct = set(cells)
     if values is not None:
         integers = bool(np.all(values == np.round(values)))
         if not integers:
             return "regression", ""
         if set(np.unique(values)) <= {0.0, 1.0} and len(distinct) == 2:
             return "binary", ""
+        if _is_value_cell(first_sample_cell):
+            return "regression", (f"{where}: integers in {cells.name!r} read as a value (regression), as the sample "
+                                  f"submits values such as {first_sample_cell!r}; --task multiclass or --task "
+                                  "ordinal reads them as classes")
         if len(distinct) > MAX_INTEGER_CLASSES:
             return "regression", (f"{where}: {len(distinct)} distinct integers in {cells.name!r} read as a value "
                                   f"(regression); --task multiclass or --task ordinal reads them as classes")

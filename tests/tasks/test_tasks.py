@@ -136,3 +136,41 @@ def test_what_heads_output_and_whether_the_rule_is_tuned(task, tuned, widths):
     assert {r: task.width(r) for r in widths} == widths
     assert task.response_of(("proba", "value", "tags")) == next(iter(widths))
     assert task.response_of(("value",)) == ("value" if "value" in widths else None)
+
+
+SEEDLINGS = ["Black-grass", "Charlock", "Cleavers", "Common Chickweed", "Common wheat", "Fat Hen", "Loose Silky-bent",
+             "Maize", "Scentless Mayweed", "Shepherds Purse", "Small-flowered Cranesbill", "Sugar beet"]
+
+
+def test_class_names_sharing_a_word_are_labels_not_tags_nor_a_ranking():
+    # plant-seedlings: "Common Chickweed" and "Common wheat" share a word; the sample's cell "Sugar beet" is one label
+    task, notes = _detect("species", SEEDLINGS, ["species"], "Sugar beet")
+    assert (task.kind, task.form, task.n_classes) == ("multiclass", "label", 12) and notes == []
+
+
+def test_tags_whose_words_are_cells_of_their_own_say_so():
+    task, notes = _detect("labels", ["Maize", "Maize rust", "wheat"], ["labels"], "")
+    assert (task.kind, task.classes) == ("multilabel", ("Maize", "rust", "wheat"))
+    assert len(notes) == 1 and "read as tags" in notes[0] and "--task multiclass" in notes[0]
+
+
+def test_integers_where_the_sample_submits_values_are_a_value():
+    # petfinder: few distinct Pawpularity scores in a small train.csv, but the sample writes 64.06
+    task, notes = _detect("Pawpularity", [3, 17, 50, 64, 99, 17], ["Pawpularity"], "64.06")
+    assert (task.kind, task.form, task.value_range) == ("regression", "value", (3.0, 99.0))
+    assert len(notes) == 1 and "as the sample submits values such as '64.06'" in notes[0]
+
+
+def test_tag_cells_beside_one_sample_column_per_tag():
+    task, _ = _detect("tags", ["a b", "b", "c a"], ["a", "b", "c"], "0.5")
+    assert (task.kind, task.form, task.classes) == ("multilabel", "tag_proba", ("a", "b", "c"))
+    assert task.encode(pd.DataFrame({"tags": ["a b", "c"]}, index=["r1", "r2"]), "x").tolist() == [[1, 1, 0], [0, 0, 1]]
+    with pytest.raises(KaggleTLError, match=r"train.csv: row 2 \(r1\): tag 'zz' is not among the 3 tags"):
+        task.encode(pd.DataFrame({"tags": ["a zz"]}, index=["r1"]), "train.csv")
+
+
+def test_a_label_every_sample_cell_ranks_first_is_noted_as_a_catch_all():
+    task, notes = _detect("Id", ["new_whale", "w_1", "w_2", "new_whale"], ["Id"], "new_whale w_1 w_2 w_3 w_4")
+    assert (task.kind, task.k, task.catch_all) == ("topk", 5, "")
+    assert len(notes) == 1 and "--catch-all new_whale" in notes[0]
+    assert _detect("Id", ["new_whale", "w_1"], ["Id"], "new_whale w_1", catch_all="new_whale")[1] == []
