@@ -117,8 +117,9 @@ class Head(ClassifierMixin, BaseEstimator):
         return None
 
     def describe_params(self) -> str:
-        """Its parameters, for a message: 'l2=1e+300, dropout=0.5, ...'."""
-        return ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if k != "random_state")
+        """Its parameters as a user sets them, for a message: 'l2=1e+300, dropout=0.5, ...' (the task sets the
+        response)."""
+        return ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if k not in ("random_state", "response"))
 
     def fitted_params(self) -> dict[str, float]:
         """What ``fit`` chose that a run records per fold and view (e.g. {"C": 0.0052} with C = "auto")."""
