@@ -19,7 +19,7 @@ and ``predict_response`` follow it:
 
 - ``"proba"``: y (N,) class labels; (N, classes) probabilities in ``classes_`` order;
 - ``"tags"``: y (N, L) 0/1 matrix; (N, L) per-tag probabilities (``classes_`` = tag indices);
-- ``"value"``: y (N,) numbers; (N, 1) predicted values.
+- ``"value"``: y (N,) numbers; (N, 1) predicted values (no ``classes_``; a frozen one's are empty).
 """
 from __future__ import annotations
 
