@@ -77,7 +77,12 @@ def detect_task(targets: pd.DataFrame, sample: pd.DataFrame, settings: TaskSetti
                             f"{', '.join(targets.columns[empty.iloc[row].to_numpy()])}")
     common = dict(id_column=id_column, target_columns=target_columns, source=source)
     if targets.shape[1] > 1:
-        return _one_hot(targets, settings, where, common), notes
+        task = _one_hot(targets, settings, where, common)
+        if task.kind == "multiclass" and not settings.task:
+            notes.append(f"{where}: exactly one of the label columns {', '.join(targets.columns[:4])}"
+                         f"{', ...' if targets.shape[1] > 4 else ''} is set on every row: read as classes "
+                         "(multiclass); --task multilabel reads them as tags")
+        return task, notes
     cells = targets.iloc[:, 0].astype(str).str.strip()
     if len(target_columns) > 1:  # one column per class (dog breeds) or per tag
         kind = settings.task or ("multilabel" if _are_tags(set(cells)) else "multiclass")
@@ -98,8 +103,8 @@ def detect_task(targets: pd.DataFrame, sample: pd.DataFrame, settings: TaskSetti
         values = _numbers(cells)
         if values is None:
             bad = int(np.flatnonzero(pd.to_numeric(cells, errors="coerce").isna())[0])
-            raise KaggleTLError(f"{where}: row {bad + 2} ({cells.index[bad]}): {targets.columns[0]} {cells.iloc[bad]!r} "
-                                f"is not a number (a regression target needs one on every row)")
+            raise KaggleTLError(f"{where}: row {bad + 2} ({cells.index[bad]}): {targets.columns[0]} "
+                                f"{cells.iloc[bad]!r} is not a number (a regression target needs one on every row)")
         value_range = settings.value_range or (float(values.min()), float(values.max()))
         return Task(kind, settings.metric or "rmse", value_range=value_range, **common), notes
     classes = class_order(set(cells))
