@@ -91,7 +91,8 @@ def test_label_that_is_not_a_submission_column(comp):
     frame = labels(comp)
     frame.loc[0, "label"] = "purple"
     frame.to_csv(comp / "labels.csv", index=False)
-    with pytest.raises(KaggleTLError, match=r"labels.csv: label\(s\) \['purple'\] are not columns of sample_sub"):
+    with pytest.raises(KaggleTLError, match=r"labels.csv: label\(s\) \['purple'\] are not among the 3 classes "
+                                            r"\(blue, green, red\)"):
         read(comp)
 
 
@@ -153,22 +154,23 @@ def test_sample_submission_without_rows(comp):
         read(comp)
 
 
-@pytest.mark.parametrize("csv, columns, message", [
-    ("labels.csv", ["image", "label"], r"labels.csv: missing column\(s\) \['id'\]"),
-    ("labels.csv", ["id", "breed"], r"labels.csv: missing column\(s\) \['label'\]"),
-    ("sample_submission.csv", ["image_id", "blue", "green", "red"], r"sample_submission.csv: missing column\(s\)"),
+@pytest.mark.parametrize("csv, columns, layout, message", [
+    ("labels.csv", ["image", "label"], {"id_column": "id"}, r"labels.csv: missing column\(s\) \['id'\]"),
+    ("labels.csv", ["id", "breed"], {"label_column": "label"}, r"labels.csv: missing column\(s\) \['label'\]"),
+    ("sample_submission.csv", ["image_id", "blue", "green", "red"], {"id_column": "id"},
+     r"sample_submission.csv: missing column\(s\)"),
 ])
-def test_wrong_csv_columns(comp, csv, columns, message):
+def test_wrong_csv_columns_given_by_flags(comp, csv, columns, layout, message):
     frame = pd.read_csv(comp / csv, dtype=str)
     frame.columns = columns
     frame.to_csv(comp / csv, index=False)
     with pytest.raises(KaggleTLError, match=message):
-        read(comp)
+        read(comp, **layout)
 
 
 def test_sample_submission_with_only_the_id_column(comp):
     sample(comp)[["id"]].to_csv(comp / "sample_submission.csv", index=False)
-    with pytest.raises(KaggleTLError, match="no class columns besides 'id'"):
+    with pytest.raises(KaggleTLError, match="sample_submission.csv: no target column besides the id column 'id'"):
         read(comp)
 
 
@@ -318,7 +320,7 @@ def test_unreadable_folder_is_one_line(comp, folder, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr("kaggle_tl.data.competition.os.scandir", scandir)
+    monkeypatch.setattr("kaggle_tl.data.folders.os.scandir", scandir)
     with pytest.raises(KaggleTLError, match=rf"{folder}: cannot list the folder \(Permission denied\)") as exc:
         read(comp)
     one_line(exc)

@@ -1,0 +1,287 @@
+"""Where a competition folder keeps its parts, found without flags (docs/dev/competition-layouts.md).
+
+Images: ``train/`` + ``test/``, ``train_images/`` + ``test_images/``, or one ``images/`` folder holding
+both (told apart by the CSVs' ids). Labels: the CSV among train.csv, train_labels.csv and labels.csv
+whose id column names the training images (imet's labels.csv maps attribute ids to names instead),
+else class sub-folders (``train/<label>/``), else labels in the file names (``train/cat.0.jpg``). Its
+id column is the sample submission's (else its first), its label columns those named like the
+sample's targets (else its one other column). A non-empty ``Layout`` field overrides what is found.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from kaggle_tl.data.csvs import COMPRESSED_SUFFIXES, locate_csv, read_text_csv
+from kaggle_tl.data.folders import Ignored, check_unique, image_of, images_by_id, list_folder, stop_on_missing
+from kaggle_tl.errors import KaggleTLError
+
+TRAIN_DIRS = ("train", "train_images", "images")
+TEST_DIRS = ("test", "test_images", "images")
+LABEL_CSVS = ("train.csv", "train_labels.csv", "labels.csv")
+SAMPLE_CSV = "sample_submission.csv"
+TEST_CSV = "test.csv"
+# Labels in file names (dogs-vs-cats' cat.0.jpg): at most this many distinct prefixes, each on two files or more.
+MAX_NAME_LABELS = 20
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a competition folder keeps its parts: sub-folders, CSV names and columns; "" means: find it."""
+
+    train_dir: str = ""
+    test_dir: str = ""
+    labels_csv: str = ""
+    sample_submission: str = ""
+    id_column: str = ""
+    label_column: str = ""  # one column, or several separated by commas
+
+
+@dataclass
+class Labels:
+    """The training labels as found: ids as written, their images, and the label cells as text."""
+
+    ids: list[str]
+    paths: list[Path]
+    targets: pd.DataFrame  # one column per target, text, rows in file order, index: the ids
+    where: Path  # the labels CSV, or the train folder for class-folder and file-name labels
+    source: str  # for the task's one line: "labels from train.csv id/has_cactus, images in train/"
+    csv: str = ""  # the labels CSV's name; "" for class folders and file names
+    id_column: str = ""
+    label_columns: tuple[str, ...] = ()  # the CSV's label columns
+    pool: dict[str, Path] = field(default_factory=dict)  # images a CSV row could have named (unlabelled: a note)
+    images: dict[str, Path] = field(default_factory=dict)  # the train folder's own images, by id
+    others: dict[str, Path] = field(default_factory=dict)  # its files that are not images kaggle_tl reads
+
+
+def find_sample(root: Path, layout: Layout, notes: list[str]) -> Path | None:
+    """The sample submission (sample_submission.csv, compressed, or a CSV named like one), or None."""
+    path = locate_csv(root, layout.sample_submission or SAMPLE_CSV)
+    if path.is_file() or layout.sample_submission:
+        return path if path.is_file() else None
+    named = sorted(p for p in root.iterdir() if p.is_file() and _is_sample_name(p.name))
+    if len(named) > 1:
+        notes.append(f"sample submissions {[p.name for p in named]}: {named[0].name} read "
+                     "(--sample-submission decides)")
+    return named[0] if named else None
+
+
+def _is_sample_name(name: str) -> bool:
+    """sampleSubmission.csv, kaggle_sample_submission.csv, sample_submission_v2.csv.zip ..."""
+    name = name.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name.endswith(".csv") and "samplesubmission" in "".join(c for c in name if c.isalnum())
+
+
+def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, notes: list[str]) -> Path:
+    """The ``what`` images' folder: ``given``, else the first of ``candidates`` there; one line when none is."""
+    if given:
+        if not (root / given).is_dir():
+            raise KaggleTLError(f"{root / given}: {what} folder not found")
+        return root / given
+    found = [root / name for name in candidates if (root / name).is_dir()]
+    if not found:
+        zipped = next((root / f"{name}.zip" for name in candidates if (root / f"{name}.zip").is_file()), None)
+        if zipped is not None:
+            raise KaggleTLError(f"{zipped}: zipped images are not read; unzip it into {root / zipped.stem}/ "
+                                f"(unzip {zipped.name} -d {zipped.stem})")
+        others = ", ".join(f"{name}/" for name in candidates[1:])
+        raise KaggleTLError(f"{root / candidates[0]}: {what} folder not found (nor {others})")
+    if len(found) > 1:
+        notes.append(f"{what} images read from {found[0].name}/, not {found[1].name}/ (--{what}-dir decides)")
+    return found[0]
+
+
+class _Reading(NamedTuple):
+    hits: int  # training images its ids name
+    path: Path
+    frame: pd.DataFrame
+    id_column: str | None  # None: it lacks the given --id-column
+
+
+def read_labels(root: Path, train_dir: Path, layout: Layout, sample: pd.DataFrame | None, notes: list[str],
+                ignored: Ignored) -> Labels:
+    """The training labels: a labels CSV naming the training images, else class folders, else file names."""
+    files, folders = list_folder(train_dir, ignored)
+    images, others = images_by_id(files, ignored)
+    id_name = layout.id_column or (sample.columns[0] if sample is not None else "")
+    names = [layout.labels_csv] if layout.labels_csv else LABEL_CSVS
+    readings = [_reading(path, id_name, bool(layout.id_column), images)
+                for path in (locate_csv(root, name) for name in names) if path.is_file()]
+    pool, pool_others = images, others
+    if folders and readings and not any(r.hits for r in readings):
+        # Images one folder down that a CSV names: folders that are not the labels (hotel chains) or agree with them.
+        probe = _nested_images(folders, defaultdict(list))[0]
+        readings = [_reading(r.path, id_name, bool(layout.id_column), probe, r.frame) for r in readings]
+        if any(r.hits for r in readings):
+            pool, pool_others = _nested_images(folders, ignored)
+            notes.append(f"{train_dir.name}/ has sub-folders ({folders[0].name}, ...): their images are named by a "
+                         "labels CSV, whose columns are the labels, not the folder names")
+    named = [r for r in readings if r.hits]
+    if named:
+        chosen = max(named, key=lambda r: r.hits)  # the first of equals
+        if len(named) > 1:
+            notes.append(f"{' and '.join(r.path.name for r in named)} both name training images: {chosen.path.name} "
+                         "read as the labels (--labels-csv decides)")
+        notes.extend(_not_the_labels(r, train_dir) for r in readings if not r.hits)
+        labels = _labels_from_csv(chosen, train_dir, layout, sample, pool, pool_others, ignored, notes)
+    elif layout.labels_csv and readings:  # given: read it, and say which ids have no image
+        labels = _labels_from_csv(readings[0], train_dir, layout, sample, images, others, ignored, notes)
+    else:
+        labels = (_labels_from_folders(train_dir, files, folders, sample, notes, ignored)
+                  or _labels_from_file_names(train_dir, images, sample))
+        if labels is not None:
+            notes.extend(_not_the_labels(r, train_dir) for r in readings)
+        elif readings:  # a CSV whose ids have no image: say which (stop_on_missing)
+            labels = _labels_from_csv(readings[0], train_dir, layout, sample, images, others, ignored, notes)
+        elif layout.labels_csv:
+            raise KaggleTLError(f"{root / layout.labels_csv}: not found, and {train_dir}/ has no class sub-folders "
+                                "of images")
+        else:
+            raise KaggleTLError(f"{root}: no labels found: none of {', '.join(LABEL_CSVS)}, no class sub-folders of "
+                                f"images in {train_dir.name}/, no file names <label>.<n> (pass --labels-csv)")
+    labels.images, labels.others = images, others
+    return labels
+
+
+def _reading(path: Path, id_name: str, given: bool, images: dict[str, Path],
+             frame: pd.DataFrame | None = None) -> _Reading:
+    frame = read_text_csv(path, "labels", required=[]) if frame is None else frame
+    id_column = _labels_id_column(frame, id_name, given)
+    hits = 0 if id_column is None else sum(image_of(images, i) is not None for i in frame[id_column])
+    return _Reading(hits, path, frame, id_column)
+
+
+def _labels_id_column(frame: pd.DataFrame, id_name: str, given: bool) -> str | None:
+    """The labels CSV's id column: the sample's (or the given) name, else its first; None if a given one is absent."""
+    if id_name in frame.columns:
+        return id_name
+    return None if given else frame.columns[0]
+
+
+def _not_the_labels(reading: _Reading, train_dir: Path) -> str:
+    return (f"{reading.path.name} ({', '.join(list(reading.frame.columns)[:4])}) names no image of {train_dir.name}/: "
+            "not read as the labels")
+
+
+def _nested_images(folders: list[Path], ignored: Ignored) -> tuple[dict[str, Path], dict[str, Path]]:
+    """``images_by_id`` over the files one folder down: an id with images in two folders names neither."""
+    images: dict[str, Path] = {}
+    others: dict[str, Path] = {}
+    twice: set[str] = set()
+    for folder in folders:
+        found, other = images_by_id(list_folder(folder, ignored)[0], ignored)
+        twice.update(set(found) & set(images))
+        images.update({i: p for i, p in found.items() if i not in images})
+        others.update(other)
+    return {i: p for i, p in images.items() if i not in twice}, others
+
+
+def _labels_from_csv(reading: _Reading, train_dir: Path, layout: Layout, sample: pd.DataFrame | None,
+                     images: dict[str, Path], others: dict[str, Path], ignored: Ignored, notes: list[str]) -> Labels:
+    path, frame, id_column = reading.path, reading.frame, reading.id_column
+    if id_column is None:
+        raise KaggleTLError(f"{path}: missing column(s) {[layout.id_column]} in the labels; found "
+                            f"{list(frame.columns)[:8]}")
+    ids = frame[id_column].tolist()
+    check_unique(ids, path, id_column)
+    missing = [i for i in ids if image_of(images, i) is None]
+    stop_on_missing(missing, others, ignored["hidden"], path, train_dir)
+    if sample is not None and id_column != sample.columns[0] and not layout.id_column:
+        notes.append(f"{path.name} has no column {sample.columns[0]!r} (the sample's ids): its first column "
+                     f"{id_column!r} read as the ids")
+    columns = _label_columns(frame, path, id_column, layout, sample, notes)
+    targets = frame[list(columns)].set_axis(pd.Index(ids, name=id_column))
+    source = f"labels from {path.name} {id_column}/{_names(columns)}, images in {train_dir.name}/"
+    return Labels(ids, [image_of(images, i) for i in ids], targets, path, source, path.name, id_column, columns,
+                  pool=images)
+
+
+def _names(columns: tuple[str, ...]) -> str:
+    return ",".join(columns) if len(columns) <= 4 else f"{','.join(columns[:3])},... ({len(columns)} columns)"
+
+
+def _label_columns(frame: pd.DataFrame, path: Path, id_column: str, layout: Layout, sample: pd.DataFrame | None,
+                   notes: list[str]) -> tuple[str, ...]:
+    """The labels CSV's target columns: given, named like the sample's targets, or its one other column."""
+    others = [c for c in frame.columns if c != id_column]
+    if layout.label_column:
+        given = [layout.label_column] if layout.label_column in frame.columns else layout.label_column.split(",")
+        missing = [c for c in given if c not in frame.columns]
+        if missing:
+            raise KaggleTLError(f"{path}: missing column(s) {missing} in the labels; found {list(frame.columns)[:8]}")
+        return tuple(given)
+    if sample is None:
+        if len(others) == 1 or "label" in others:
+            return (others[0] if len(others) == 1 else "label",)
+        if len(others) > 1 and all(frame[c].isin(["0", "1"]).all() for c in others):
+            return tuple(others)  # one-hot (plant-pathology-2020's healthy,multiple_diseases,rust,scab)
+        raise KaggleTLError(f"{path}: which column holds the labels? Its columns are {list(frame.columns)[:8]} and "
+                            "there is no sample submission to name them; pass --label-column")
+    targets = list(sample.columns[1:])
+    named = [c for c in targets if c in others]
+    if named and len(named) == len(targets):
+        return tuple(named)
+    if not named and len(others) == 1:
+        if len(targets) == 1:
+            notes.append(f"{path.name}: its one label column {others[0]!r} read as the sample's {targets[0]!r} "
+                         "(--label-column decides)")
+        return (others[0],)
+    what = (f"has {named} but not {[c for c in targets if c not in others][:4]} of the sample's targets" if named
+            else f"has none of the sample's target columns {targets[:4]}")
+    raise KaggleTLError(f"{path}: {what}; its columns are {list(frame.columns)[:8]}: name the label column(s) "
+                        "with --label-column")
+
+
+def _target_name(sample: pd.DataFrame | None) -> str:
+    """The label cells' column name for class-folder and file-name labels: the sample's one target, or 'label'."""
+    return sample.columns[1] if sample is not None and len(sample.columns) == 2 else "label"
+
+
+def _labels_from_folders(train_dir: Path, loose: list[Path], class_dirs: list[Path], sample: pd.DataFrame | None,
+                         notes: list[str], ignored: Ignored) -> Labels | None:
+    """train/<class>/<image>: one level of class folders, or None when there are none with images. Loose files
+    beside them and deeper folders are not read; they are counted in a note, since a user who put them there
+    expected them to count."""
+    ids, paths, labels = [], [], []
+    deeper: list[Path] = []
+    found: Ignored = defaultdict(list)  # recorded only if these are the labels
+    for class_dir in class_dirs:
+        files, folders = list_folder(class_dir, found)
+        images, _ = images_by_id(files, found)
+        deeper.extend(folders)
+        for image_id, path in images.items():
+            ids.append(f"{class_dir.name}/{image_id}")
+            paths.append(path)
+            labels.append(class_dir.name)
+    if not ids:
+        return None
+    for kind, entries in found.items():
+        ignored[kind].extend(entries)
+    if loose:
+        notes.append(f"{len(loose)} file(s) directly in {train_dir.name}/ have no class folder: ignored, "
+                     f"e.g. {loose[0].name} (labels come from {train_dir.name}/<class>/ folders when no labels CSV "
+                     "names the images)")
+    if deeper:
+        count = sum(1 for folder in deeper for p in folder.rglob("*") if p.is_file())
+        notes.append(f"{len(deeper)} folder(s) inside class folders ({count} file(s)) are not read: only "
+                     f"{train_dir.name}/<class>/<image> counts, e.g. {deeper[0].relative_to(train_dir)}")
+    targets = pd.DataFrame({_target_name(sample): labels}, index=pd.Index(ids, name="id"))
+    return Labels(ids, paths, targets, train_dir, f"labels from the class folders of {train_dir.name}/")
+
+
+def _labels_from_file_names(train_dir: Path, images: dict[str, Path], sample: pd.DataFrame | None) -> Labels | None:
+    """Labels in the file names, <label>.<rest> (dogs-vs-cats' cat.0.jpg, dog.1.jpg), or None when they are not."""
+    prefixes = {image_id: image_id.split(".", 1)[0] for image_id in images if "." in image_id.strip(".")}
+    labels = set(prefixes.values())
+    if not images or len(prefixes) != len(images) or not 2 <= len(labels) <= min(MAX_NAME_LABELS, len(images) // 2):
+        return None
+    ids = list(images)
+    targets = pd.DataFrame({_target_name(sample): [prefixes[i] for i in ids]}, index=pd.Index(ids, name="id"))
+    source = f"labels from the file names in {train_dir.name}/ (<label>.<n>: {', '.join(sorted(labels)[:5])})"
+    return Labels(ids, [images[i] for i in ids], targets, train_dir, source)

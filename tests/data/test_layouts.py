@@ -1,0 +1,476 @@
+"""Real competitions' public layouts (docs/dev/competition-layouts.md), found and read without flags: the
+folders, the labels file and its columns, the ids, and the Task each one asks for."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from kaggle_tl.data.competition import Layout, read_competition, usable_competition
+from kaggle_tl.data.images import read_image
+from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.tasks.detect import TaskSettings
+
+
+def write_images(folder: Path, names: list[str]) -> list[Path]:
+    """Tiny images (8 x 8, a grey level per file), in the format each name's extension says."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, name in enumerate(names):
+        ok, data = cv2.imencode(Path(name).suffix, np.full((8, 8, 3), 20 * k % 250, dtype=np.uint8))
+        assert ok
+        (folder / name).write_bytes(data.tobytes())
+        paths.append(folder / name)
+    return paths
+
+
+def write_csv(path: Path, columns: list[str], rows: list[list]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=columns)
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def one_line(exc_info) -> str:
+    assert "\n" not in str(exc_info.value)
+    return str(exc_info.value)
+
+
+# -- one test per real layout ------------------------------------------------------------------
+def test_dog_breed_identification(tmp_path):
+    # train/<id>.jpg, labels.csv id,breed (not train.csv), a sample with one probability column per breed
+    root = tmp_path / "dog-breed-identification"
+    ids = [f"{k:04x}0eb18c7604dc" for k in range(9)]
+    breeds = ["affenpinscher", "afghan_hound", "boston_bull"] * 3
+    write_images(root / "train", [f"{i}.jpg" for i in ids])
+    write_csv(root / "labels.csv", ["id", "breed"], list(zip(ids, breeds)))
+    write_images(root / "test", [f"t{k}ab.jpg" for k in range(3)])
+    columns = ["affenpinscher", "afghan_hound", "african_hunting_dog", "boston_bull"]
+    write_csv(root / "sample_submission.csv", ["id", *columns], [[f"t{k}ab", *[0.25] * 4] for k in (2, 0, 1)])
+    competition = read_competition(root)
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name) == ("multiclass", "proba", "log_loss")
+    assert competition.classes == columns and competition.id_column == "id"
+    assert competition.train_ids == ids and competition.train_paths == [root / "train" / f"{i}.jpg" for i in ids]
+    assert competition.y.tolist() == [0, 1, 3] * 3 and competition.y.dtype == np.int64
+    assert competition.test_ids == ["t2ab", "t0ab", "t1ab"]
+    assert competition.test_paths == [root / "test" / f"{i}.jpg" for i in competition.test_ids]
+    assert task.describe() == ("multiclass: a probability per class (4 columns), log_loss, labels from labels.csv "
+                               "id/breed, images in train/")
+    assert "class(es) ['african_hunting_dog'] have no training image: their probabilities stay near 0" in \
+        competition.notes
+    assert competition.layout == Layout("train", "test", "labels.csv", "sample_submission.csv", "id", "breed")
+
+
+def test_cassava_leaf_disease_classification(tmp_path):
+    # train_images/, train.csv image_id,label with ids that include ".jpg", integer labels, sample image_id,label
+    root = tmp_path / "cassava-leaf-disease-classification"
+    ids = [f"{1000015157 + k}.jpg" for k in range(10)]
+    write_images(root / "train_images", ids)
+    write_csv(root / "train.csv", ["image_id", "label"], [[i, k % 5] for k, i in enumerate(ids)])
+    write_images(root / "test_images", ["2216849948.jpg"])
+    write_csv(root / "sample_submission.csv", ["image_id", "label"], [["2216849948.jpg", 4]])
+    (root / "train_tfrecords").mkdir()
+    (root / "label_num_to_disease_map.json").write_text('{"0": "Cassava Bacterial Blight (CBB)"}')
+    competition = read_competition(root)
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name) == ("multiclass", "label", "accuracy")
+    assert competition.classes == ["0", "1", "2", "3", "4"] and competition.id_column == "image_id"
+    assert competition.train_ids == ids and competition.train_paths == [root / "train_images" / i for i in ids]
+    assert competition.y.tolist() == [0, 1, 2, 3, 4] * 2
+    assert competition.test_ids == ["2216849948.jpg"] and competition.test_paths == [root / "test_images" /
+                                                                                     "2216849948.jpg"]
+    assert task.describe() == ("multiclass: the label in label (5 classes), accuracy, labels from train.csv "
+                               "image_id/label, images in train_images/")
+    assert any("read as classes (multiclass); --task ordinal" in n for n in competition.notes)
+
+
+def test_aerial_cactus_identification(tmp_path):
+    # train/ + train.csv id,has_cactus, ids with ".jpg" in both CSVs, sample cells 0.5 (P(cactus))
+    root = tmp_path / "aerial-cactus-identification"
+    ids = [f"{k:02d}2de8f27.jpg" for k in range(8)]
+    write_images(root / "train", ids)
+    write_csv(root / "train.csv", ["id", "has_cactus"], [[i, k % 2] for k, i in enumerate(ids)])
+    write_images(root / "test", ["000940378.jpg", "0017242f5.jpg"])
+    write_csv(root / "sample_submission.csv", ["id", "has_cactus"], [["000940378.jpg", 0.5], ["0017242f5.jpg", 0.5]])
+    competition = usable_competition(root, Layout(), folds=2, skip_bad_train_images=False)
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name, task.positive) == ("binary", "p_positive", "roc_auc", "1")
+    assert competition.train_ids == ids and competition.y.tolist() == [0, 1] * 4
+    assert competition.test_ids == ["000940378.jpg", "0017242f5.jpg"]
+    assert task.describe() == ("binary: P(has_cactus = 1), roc_auc, labels from train.csv id/has_cactus, "
+                               "images in train/")
+    assert competition.sample_submission["has_cactus"].tolist() == ["0.5", "0.5"]  # as read: text
+
+
+def test_aerial_cactus_as_shipped_zipped_is_one_line(tmp_path):
+    root = tmp_path / "aerial-cactus-identification"
+    root.mkdir()
+    for name in ("train.zip", "test.zip"):
+        (root / name).write_bytes(b"PK\x05\x06" + bytes(18))
+    write_csv(root / "train.csv", ["id", "has_cactus"], [["a.jpg", 1]])
+    with pytest.raises(KaggleTLError, match=r"train.zip: zipped images are not read; unzip it into .*train/ "
+                                            r"\(unzip train.zip -d train\)") as exc:
+        read_competition(root)
+    one_line(exc)
+
+
+def test_histopathologic_cancer_detection(tmp_path):
+    # train/*.tif, train_labels.csv id,label (0/1), sample id,label cells 0
+    root = tmp_path / "histopathologic-cancer-detection"
+    ids = [f"f38a6374c348f90b587e046aac6079959adf3{k:03d}" for k in range(8)]
+    write_images(root / "train", [f"{i}.tif" for i in ids])
+    write_csv(root / "train_labels.csv", ["id", "label"], [[i, int(k < 4)] for k, i in enumerate(ids)])
+    write_images(root / "test", ["0b2ea2a822ad23fdb1b5dd26653da899fbd2c0d5.tif"])
+    write_csv(root / "sample_submission.csv", ["id", "label"], [["0b2ea2a822ad23fdb1b5dd26653da899fbd2c0d5", 0]])
+    competition = usable_competition(root, Layout(), folds=2, skip_bad_train_images=False)
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name, task.positive) == ("binary", "p_positive", "roc_auc", "1")
+    assert competition.train_ids == ids and competition.y.tolist() == [1] * 4 + [0] * 4
+    assert [p.suffix for p in competition.train_paths + competition.test_paths] == [".tif"] * 9
+    assert read_image(competition.train_paths[1]).shape == (8, 8, 3)  # OpenCV decodes TIFF
+    assert task.describe() == ("binary: P(label = 1), roc_auc, labels from train_labels.csv id/label, "
+                               "images in train/")
+
+
+def test_dogs_vs_cats_labels_in_file_names(tmp_path):
+    # train/cat.<k>.jpg and train/dog.<k>.jpg (no labels CSV; train.zip beside the folder), test/<int>.jpg
+    root = tmp_path / "dogs-vs-cats-redux-kernels-edition"
+    names = [f"{animal}.{k}.jpg" for animal in ("cat", "dog") for k in range(5)]
+    write_images(root / "train", names)
+    write_images(root / "test", ["1.jpg", "2.jpg", "10.jpg"])
+    write_csv(root / "sample_submission.csv", ["id", "label"], [[1, 0.5], [2, 0.5], [10, 0.5]])
+    (root / "train.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    competition = read_competition(root)
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name, task.positive) == ("binary", "p_positive", "roc_auc", "dog")
+    assert competition.classes == ["cat", "dog"]
+    assert competition.train_ids == [Path(n).stem for n in sorted(names)]
+    assert competition.y.tolist() == [0] * 5 + [1] * 5
+    assert competition.test_ids == ["1", "2", "10"] and [p.name for p in competition.test_paths] == ["1.jpg", "2.jpg",
+                                                                                                   "10.jpg"]
+    assert task.describe() == ("binary: P(label = dog), roc_auc, labels from the file names in train/ "
+                               "(<label>.<n>: cat, dog)")
+    assert competition.layout.labels_csv == ""
+    dvc = read_competition(root, settings=TaskSettings(metric="log_loss"))
+    assert (dvc.task.form, dvc.task.metric_name) == ("p_positive", "log_loss")
+
+
+def test_aptos2019_blindness_detection(tmp_path):
+    # train_images/*.png, train.csv id_code,diagnosis (0-4, ids without extension), test.csv, sample id_code,diagnosis
+    root = tmp_path / "aptos2019-blindness-detection"
+    ids = [f"000c1434d8{k:02d}" for k in range(10)]
+    write_images(root / "train_images", [f"{i}.png" for i in ids])
+    write_csv(root / "train.csv", ["id_code", "diagnosis"], [[i, k % 5] for k, i in enumerate(ids)])
+    write_images(root / "test_images", ["0005cfc8afb6.png", "003f0afdcd15.png"])
+    write_csv(root / "test.csv", ["id_code"], [["0005cfc8afb6"], ["003f0afdcd15"]])
+    write_csv(root / "sample_submission.csv", ["id_code", "diagnosis"], [["0005cfc8afb6", 0], ["003f0afdcd15", 0]])
+    competition = read_competition(root)
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name) == ("multiclass", "label", "accuracy")
+    assert competition.train_ids == ids and competition.y.tolist() == [0, 1, 2, 3, 4] * 2
+    assert competition.test_paths == [root / "test_images" / "0005cfc8afb6.png", root / "test_images" /
+                                      "003f0afdcd15.png"]
+    note = next(n for n in competition.notes if "integers" in n)
+    assert note == (f"{root / 'train.csv'}: integers ['0', '1', '2', '3', '4'] in 'diagnosis' read as classes "
+                    "(multiclass); --task ordinal reads them as grades (QWK), --task regression as a value")
+    assert task.describe() == ("multiclass: the label in diagnosis (5 classes), accuracy, labels from train.csv "
+                               "id_code/diagnosis, images in train_images/")
+    graded = read_competition(root, settings=TaskSettings(task="ordinal")).task
+    assert (graded.kind, graded.form, graded.metric_name) == ("ordinal", "label", "qwk")
+    assert graded.describe() == ("ordinal: the grade in diagnosis (5 grades), qwk, labels from train.csv "
+                                 "id_code/diagnosis, images in train_images/")
+
+
+PETFINDER_FLAGS = ["Subject Focus", "Eyes", "Face", "Near", "Action", "Accessory", "Group", "Collage", "Human",
+                   "Occlusion", "Info", "Blur"]
+
+
+def write_petfinder(root: Path, scores: list) -> list[str]:
+    ids = [f"0007de18844b0dbbb5e1f607da0606e{k}" for k in range(len(scores))]
+    write_images(root / "train", [f"{i}.jpg" for i in ids])
+    write_csv(root / "train.csv", ["Id", *PETFINDER_FLAGS, "Pawpularity"],
+              [[i, *[k % 2] * 12, score] for k, (i, score) in enumerate(zip(ids, scores))])
+    write_images(root / "test", ["4128bae22183829d2b5fea10effdb0c3.jpg"])
+    write_csv(root / "test.csv", ["Id", *PETFINDER_FLAGS], [["4128bae22183829d2b5fea10effdb0c3", *[1] * 12]])
+    write_csv(root / "sample_submission.csv", ["Id", "Pawpularity"], [["4128bae22183829d2b5fea10effdb0c3", 64.06]])
+    return ids
+
+
+def test_petfinder_pawpularity_score(tmp_path):
+    # train/ + train.csv Id,<12 0/1 flags>,Pawpularity (integers 1-100), sample Id,Pawpularity with values
+    root = tmp_path / "petfinder-pawpularity-score"
+    scores = [63, 42, 28, 15, 72, 74, 22, 35, 100, 1]
+    ids = write_petfinder(root, scores)
+    competition = read_competition(root)
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name, task.value_range) == ("regression", "value", "rmse", (1.0, 100.0))
+    assert competition.classes == [] and competition.n_classes == 0
+    assert competition.train_ids == ids and competition.y.dtype == np.float64 and competition.y.tolist() == scores
+    assert competition.layout.label_column == "Pawpularity"  # the sample's target, not one of the 12 flags
+    assert task.describe() == ("regression: the value of Pawpularity in [1, 100], rmse, labels from train.csv "
+                               "Id/Pawpularity, images in train/")
+    assert any("read as a value (regression), as the sample submits values such as '64.06'" in n
+               for n in competition.notes)
+
+
+def test_plant_pathology_2020_one_images_folder(tmp_path):
+    # images/ holds Train_<i>.jpg and Test_<i>.jpg; train.csv image_id + four one-hot columns; test.csv
+    root = tmp_path / "plant-pathology-2020-fgvc7"
+    columns = ["healthy", "multiple_diseases", "rust", "scab"]
+    train_ids, test_ids = [f"Train_{k}" for k in range(8)], [f"Test_{k}" for k in range(3)]
+    write_images(root / "images", [f"{i}.jpg" for i in train_ids + test_ids])
+    write_csv(root / "train.csv", ["image_id", *columns],
+              [[i, *np.eye(4, dtype=int)[k % 4]] for k, i in enumerate(train_ids)])
+    write_csv(root / "test.csv", ["image_id"], [[i] for i in test_ids])
+    write_csv(root / "sample_submission.csv", ["image_id", *columns], [[i, *[0.25] * 4] for i in test_ids])
+    competition = read_competition(root)
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name) == ("multiclass", "proba", "roc_auc")  # one set a row
+    assert competition.classes == columns and competition.y.tolist() == [0, 1, 2, 3] * 2
+    assert competition.train_paths == [root / "images" / f"{i}.jpg" for i in train_ids]
+    assert competition.test_ids == test_ids and competition.test_paths == [root / "images" / f"{i}.jpg"
+                                                                           for i in test_ids]
+    assert (competition.layout.train_dir, competition.layout.test_dir) == ("images", "images")
+    assert not any("image(s) in images/" in n for n in competition.notes)  # train and test are told apart
+    assert task.describe() == ("multiclass: a probability per class (4 columns), roc_auc, labels from train.csv "
+                               "image_id/healthy,multiple_diseases,rust,scab, images in images/")
+    assert (f"{root / 'train.csv'}: exactly one of the label columns healthy, multiple_diseases, rust, scab is set on "
+            "every row: read as classes (multiclass); --task multilabel reads them as tags") in competition.notes
+    tags = read_competition(root, settings=TaskSettings(task="multilabel"))
+    assert (tags.task.kind, tags.task.form) == ("multilabel", "tag_proba") and tags.y.shape == (8, 4)
+
+
+def test_plant_pathology_2020_without_a_sample_takes_test_ids_from_test_csv(tmp_path):
+    test_plant_pathology_2020_one_images_folder(tmp_path)
+    root = tmp_path / "plant-pathology-2020-fgvc7"
+    (root / "sample_submission.csv").unlink()
+    competition = read_competition(root)
+    assert competition.test_ids == ["Test_0", "Test_1", "Test_2"] and competition.classes[0] == "healthy"
+    assert list(competition.sample_submission.columns) == ["image_id", "healthy", "multiple_diseases", "rust", "scab"]
+    assert "no sample_submission.csv: classes taken from the labels, test ids from test.csv" in competition.notes
+
+
+def test_imet_2020_labels_csv_that_maps_attribute_names_is_not_the_labels(tmp_path):
+    # train/*.png + train.csv id,attribute_ids ("13 51 202"); labels.csv attribute_id,attribute_name is a mapping
+    root = tmp_path / "imet-2020-fgvc7"
+    cells = ["13 51 202", "51", "13 7", "202 7", "13", "51 202", "7", "13 51", "202", "7 51"]
+    ids = [f"1000483014d91860{k}" for k in range(len(cells))]
+    write_images(root / "train", [f"{i}.png" for i in ids])
+    write_csv(root / "train.csv", ["id", "attribute_ids"], list(zip(ids, cells)))
+    write_csv(root / "labels.csv", ["attribute_id", "attribute_name"],
+              [[k, f"tag::{k}"] for k in range(300)])
+    write_images(root / "test", ["10023b2cc4ed5f68.png"])
+    write_csv(root / "sample_submission.csv", ["id", "attribute_ids"], [["10023b2cc4ed5f68", "0 1 2"]])
+    competition = read_competition(root)
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name) == ("multilabel", "tags", "micro_f1")
+    assert competition.classes == ["7", "13", "51", "202"]
+    assert competition.y.dtype == np.uint8 and competition.y.shape == (10, 4)
+    assert competition.y[0].tolist() == [0, 1, 1, 1] and competition.y[2].tolist() == [1, 1, 0, 0]
+    assert competition.layout.labels_csv == "train.csv" and competition.train_ids == ids
+    assert ("labels.csv (attribute_id, attribute_name) names no image of train/: not read as the labels"
+            in competition.notes)
+    assert task.describe() == ("multilabel: tags in attribute_ids (4 tags, threshold tuned per fold), micro_f1, "
+                               "labels from train.csv id/attribute_ids, images in train/")
+    kept = competition.without({0: "broken"}, "left out")
+    assert kept.y.shape == (9, 4) and kept.y[1].tolist() == [1, 1, 0, 0]
+
+
+def test_plant_seedlings_class_folders_with_spaces(tmp_path):
+    # train/<Class Name>/*.png (no labels CSV), sample file,species with ids that include ".png"
+    root = tmp_path / "plant-seedlings-classification"
+    species = ["Common Chickweed", "Common wheat", "Loose Silky-bent", "Sugar beet"]
+    for k, name in enumerate(species):
+        write_images(root / "train" / name, [f"{k}a{j}f9b.png" for j in range(2)])
+    write_images(root / "test", ["f900b7684.png", "0021e90e4.png"])
+    write_csv(root / "sample_submission.csv", ["file", "species"], [["f900b7684.png", "Sugar beet"],
+                                                                      ["0021e90e4.png", "Sugar beet"]])
+    competition = read_competition(root)
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name) == ("multiclass", "label", "accuracy")
+    assert competition.classes == species and competition.id_column == "file"
+    assert competition.train_ids[:3] == ["Common Chickweed/0a0f9b", "Common Chickweed/0a1f9b", "Common wheat/1a0f9b"]
+    assert competition.train_paths[2] == root / "train" / "Common wheat" / "1a0f9b.png"
+    assert competition.y.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert competition.test_ids == ["f900b7684.png", "0021e90e4.png"]
+    assert task.describe() == ("multiclass: the label in species (4 classes), accuracy, labels from the class "
+                               "folders of train/")
+
+
+def test_whale_categorization_playground(tmp_path):
+    # train/ + train.csv Image,Id with new_whale; sample Image,Id cells "new_whale w_1 w_2 w_3 w_4"
+    root = tmp_path / "whale-categorization-playground"
+    whales = ["new_whale", "w_e15442c", "new_whale", "w_1287fbc", "w_98baff9", "new_whale", "w_e15442c", "w_7554f44"]
+    images = [f"00022e1{k}.jpg" for k in range(len(whales))]
+    write_images(root / "train", images)
+    write_csv(root / "train.csv", ["Image", "Id"], list(zip(images, whales)))
+    write_images(root / "test", ["00028a005.jpg", "000dcf7d8.jpg"])
+    cell = "new_whale w_1287fbc w_98baff9 w_7554f44 w_1eafe46"
+    write_csv(root / "sample_submission.csv", ["Image", "Id"], [["00028a005.jpg", cell], ["000dcf7d8.jpg", cell]])
+    competition = read_competition(root)
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name, task.k) == ("topk", "ranked", "map@5", 5)
+    assert competition.classes == ["new_whale", "w_1287fbc", "w_7554f44", "w_98baff9", "w_e15442c"]
+    assert competition.id_column == "Image" and competition.layout.label_column == "Id"
+    assert competition.y.tolist() == [0, 4, 0, 1, 3, 0, 4, 2] and competition.train_ids == images
+    assert task.describe() == ("topk: the top 5 of 5 labels in Id, map@5, labels from train.csv Image/Id, "
+                               "images in train/")
+    assert any("--catch-all new_whale" in n for n in competition.notes)
+    catch_all = read_competition(root, settings=TaskSettings(catch_all="new_whale")).task
+    assert catch_all.describe() == ("topk: the top 5 of 5 labels in Id, new_whale scored per fold, map@5, labels "
+                                    "from train.csv Image/Id, images in train/")
+
+
+def test_paddy_class_folders_named_by_a_labels_csv(tmp_path):
+    # train_images/<label>/<image_id> and train.csv image_id,label,variety,age naming them (ids with ".jpg")
+    root = tmp_path / "paddy-disease-classification"
+    rows = []
+    for k, label in enumerate(["blast", "normal", "blast", "hispa", "normal", "hispa"]):
+        write_images(root / "train_images" / label, [f"1100{k}.jpg"])
+        rows.append([f"1100{k}.jpg", label, "ADT45", 45])
+    write_csv(root / "train.csv", ["image_id", "label", "variety", "age"], rows)
+    write_images(root / "test_images", ["200001.jpg"])
+    write_csv(root / "sample_submission.csv", ["image_id", "label"], [["200001.jpg", ""]])
+    competition = read_competition(root)
+    assert (competition.task.kind, competition.task.form) == ("multiclass", "label")
+    assert competition.train_ids == [r[0] for r in rows] and competition.layout.label_column == "label"
+    assert competition.train_paths[3] == root / "train_images" / "hispa" / "11003.jpg"
+    assert competition.classes == ["blast", "hispa", "normal"] and competition.y.tolist() == [0, 2, 0, 1, 2, 1]
+    assert any("train_images/ has sub-folders (blast, ...)" in n for n in competition.notes)
+
+
+def test_hotel_id_sub_folders_that_are_not_the_labels(tmp_path):
+    # train_images/<chain>/<image>: the target is train.csv's hotel_id, the sample ranks 5 hotels
+    root = tmp_path / "hotel-id-2021-fgvc8"
+    rows = []
+    for k in range(8):
+        write_images(root / "train_images" / str(k % 2), [f"a{k}.jpg"])
+        rows.append([f"a{k}.jpg", k % 2, 36363 + k % 4, "2018-04-07"])
+    write_csv(root / "train.csv", ["image", "chain", "hotel_id", "timestamp"], rows)
+    write_images(root / "test_images", ["b0.jpg"])
+    write_csv(root / "sample_submission.csv", ["image", "hotel_id"], [["b0.jpg", "36363 36364 36365 36366 36367"]])
+    competition = read_competition(root)
+    task = competition.task
+    assert (task.kind, task.k, task.classes) == ("topk", 5, ("36363", "36364", "36365", "36366"))
+    assert competition.y.tolist() == [0, 1, 2, 3] * 2 and competition.layout.label_column == "hotel_id"
+
+
+def test_a_sample_submission_named_otherwise_is_found(tmp_path):
+    ids = write_simple(tmp_path)
+    (tmp_path / "sample_submission.csv").rename(tmp_path / "sampleSubmission.csv")
+    write_csv(tmp_path / "train.csv", ["id", "label"], [[i, k % 2] for k, i in enumerate(ids)])
+    competition = read_competition(tmp_path)
+    assert competition.layout.sample_submission == "sampleSubmission.csv" and competition.task.kind == "binary"
+
+
+def test_a_given_labels_csv_is_read_even_when_its_ids_name_no_image(tmp_path):
+    write_simple(tmp_path)
+    for label in ("a", "b"):
+        write_images(tmp_path / "train" / label, ["x.jpg", "y.jpg"])
+    write_csv(tmp_path / "mine.csv", ["id", "label"], [["ghost", 1]])
+    assert read_competition(tmp_path).layout.labels_csv == ""  # the class folders
+    with pytest.raises(KaggleTLError, match=r"mine.csv: 1 id\(s\) have no image in .*train/, e.g. \['ghost'\]"):
+        read_competition(tmp_path, Layout(labels_csv="mine.csv"))
+
+
+# -- readings chosen where two were possible, and flags that decide -----------------------------
+def write_simple(root: Path, n: int = 8) -> list[str]:
+    ids = [f"im{k}" for k in range(n)]
+    write_images(root / "train", [f"{i}.jpg" for i in ids])
+    write_images(root / "test", ["t0.jpg"])
+    write_csv(root / "sample_submission.csv", ["id", "label"], [["t0", 0.5]])
+    return ids
+
+
+def test_two_labels_csvs_naming_the_images_are_noted(tmp_path):
+    ids = write_simple(tmp_path)
+    write_csv(tmp_path / "train.csv", ["id", "label"], [[i, k % 2] for k, i in enumerate(ids)])
+    write_csv(tmp_path / "labels.csv", ["id", "label"], [[i, "ab"[k % 2]] for k, i in enumerate(ids)])
+    competition = read_competition(tmp_path)
+    assert competition.layout.labels_csv == "train.csv" and competition.classes == ["0", "1"]
+    assert ("train.csv and labels.csv both name training images: train.csv read as the labels (--labels-csv "
+            "decides)") in competition.notes
+    assert read_competition(tmp_path, Layout(labels_csv="labels.csv")).classes == ["a", "b"]
+
+
+def test_a_labels_column_named_otherwise_than_the_sample_target_is_noted(tmp_path):
+    ids = write_simple(tmp_path)
+    write_csv(tmp_path / "train.csv", ["image", "is_red"], [[i, k % 2] for k, i in enumerate(ids)])
+    competition = read_competition(tmp_path)
+    assert (competition.layout.id_column, competition.layout.label_column) == ("image", "is_red")
+    assert competition.id_column == "id" and competition.task.kind == "binary"
+    assert "train.csv: its one label column 'is_red' read as the sample's 'label' (--label-column decides)" in \
+        competition.notes
+    assert "train.csv has no column 'id' (the sample's ids): its first column 'image' read as the ids" in \
+        competition.notes
+
+
+def test_train_and_train_images_both_there_is_noted(tmp_path):
+    ids = write_simple(tmp_path)
+    write_csv(tmp_path / "train.csv", ["id", "label"], [[i, k % 2] for k, i in enumerate(ids)])
+    write_images(tmp_path / "train_images", ["other.jpg"])
+    competition = read_competition(tmp_path)
+    assert "train images read from train/, not train_images/ (--train-dir decides)" in competition.notes
+
+
+# -- bad inputs: one line naming the file, row or column ---------------------------------------
+def test_labels_csv_without_the_sample_columns(tmp_path):
+    ids = write_simple(tmp_path)
+    write_csv(tmp_path / "train.csv", ["id", "colour", "size"], [[i, "red", 1] for i in ids])
+    with pytest.raises(KaggleTLError, match=r"train.csv: has none of the sample's target columns \['label'\]; its "
+                                            r"columns are \['id', 'colour', 'size'\]: name the label column\(s\) "
+                                            r"with --label-column") as exc:
+        read_competition(tmp_path)
+    one_line(exc)
+    assert read_competition(tmp_path, Layout(label_column="colour")).layout.label_column == "colour"
+
+
+def test_labels_of_mixed_types(tmp_path):
+    ids = write_simple(tmp_path)
+    write_csv(tmp_path / "train.csv", ["id", "label"], [[i, "cat" if k == 3 else k % 2] for k, i in enumerate(ids)])
+    with pytest.raises(KaggleTLError, match=r"train.csv: labels of mixed types in 'label': numbers such as '0' and "
+                                            r"text such as 'cat' \(row 5\)") as exc:
+        read_competition(tmp_path)
+    one_line(exc)
+
+
+@pytest.mark.parametrize("cell, settings, message", [
+    ("NaN", {}, r"train.csv: labels of mixed types in 'Pawpularity': numbers such as '63' and text such as 'NaN' "
+                r"\(row 4\)"),
+    ("high", {"task": "regression"}, r"train.csv: row 4 \(\w+\): Pawpularity 'high' is not a number"),
+    ("", {}, r"train.csv: row 4 \(\w+\): no label in Pawpularity"),
+])
+def test_regression_target_that_is_not_a_number(tmp_path, cell, settings, message):
+    write_petfinder(tmp_path, [63, 42, cell, 15, 72, 74, 22, 35])
+    with pytest.raises(KaggleTLError, match=message) as exc:
+        read_competition(tmp_path, settings=TaskSettings(**settings))
+    one_line(exc)
+
+
+def test_tag_string_with_an_unknown_tag(tmp_path):
+    # tags in one cell, the sample one probability column per tag: a tag the sample lacks is named
+    ids = [f"im{k}" for k in range(8)]
+    write_images(tmp_path / "train", [f"{i}.jpg" for i in ids])
+    write_images(tmp_path / "test", ["t0.jpg"])
+    cells = ["clear primary", "haze", "primary", "clear", "haze primary", "cloudy", "clear haze", "primary"]
+    write_csv(tmp_path / "train.csv", ["image_name", "tags"], list(zip(ids, cells)))
+    write_csv(tmp_path / "sample_submission.csv", ["image_name", "clear", "haze", "primary"], [["t0", 0.5, 0.5, 0.5]])
+    with pytest.raises(KaggleTLError, match=r"train.csv: row 7 \(im5\): tag 'cloudy' is not among the 3 tags") as exc:
+        read_competition(tmp_path)
+    one_line(exc)
+    cells[5] = "clear"
+    write_csv(tmp_path / "train.csv", ["image_name", "tags"], list(zip(ids, cells)))
+    competition = read_competition(tmp_path)
+    assert (competition.task.kind, competition.task.form) == ("multilabel", "tag_proba")
+    assert competition.y[0].tolist() == [1, 0, 1]
+
+
+def test_no_labels_anywhere_is_one_line(tmp_path):
+    write_simple(tmp_path)
+    with pytest.raises(KaggleTLError, match=r"no labels found: none of train.csv, train_labels.csv, labels.csv, no "
+                                            r"class sub-folders of images in train/, no file names <label>.<n>") as exc:
+        read_competition(tmp_path)
+    one_line(exc)
