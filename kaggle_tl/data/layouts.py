@@ -5,7 +5,8 @@ both (told apart by the CSVs' ids). Labels: the CSV among train.csv, train_label
 whose id column names the training images (imet's labels.csv maps attribute ids to names instead),
 else class sub-folders (``train/<label>/``), else labels in the file names (``train/cat.0.jpg``). Its
 id column is the sample submission's (else its first), its label columns those named like the
-sample's targets (else its one other column). A non-empty ``Layout`` field overrides what is found.
+sample's targets (else its one other column, or the one holding the sample's class columns as cells).
+A non-empty ``Layout`` field overrides what is found.
 """
 from __future__ import annotations
 
@@ -232,6 +233,11 @@ def _label_columns(frame: pd.DataFrame, path: Path, id_column: str, layout: Layo
             notes.append(f"{path.name}: its one label column {others[0]!r} read as the sample's {targets[0]!r} "
                          "(--label-column decides)")
         return (others[0],)
+    # One sample column per class: the column whose cells are those classes (leaf-classification's species
+    # beside 192 numeric features).
+    holding = [c for c in others if len(targets) > 1 and set(frame[c]) <= set(targets)]
+    if not named and len(holding) == 1:
+        return (holding[0],)
     what = (f"has {named} but not {[c for c in targets if c not in others][:4]} of the sample's targets" if named
             else f"has none of the sample's target columns {targets[:4]}")
     raise KaggleTLError(f"{path}: {what}; its columns are {list(frame.columns)[:8]}: name the label column(s) "

@@ -253,6 +253,22 @@ def test_plant_pathology_2020_without_a_sample_takes_test_ids_from_test_csv(tmp_
     assert "no sample_submission.csv: classes taken from the labels, test ids from test.csv" in competition.notes
 
 
+def test_leaf_classification_one_images_folder_and_numeric_features(tmp_path):
+    # images/<int>.jpg for train and test; train.csv id,species,margin1,...; the sample one column per species
+    root = tmp_path / "leaf-classification"
+    species = ["Acer_Capillipes", "Acer_Circinatum", "Quercus_Rubra"]
+    write_images(root / "images", [f"{k}.jpg" for k in range(1, 11)])
+    write_csv(root / "train.csv", ["id", "species", "margin1", "shape1", "texture1"],
+              [[k, species[k % 3], 0.007812, 0.000647, 0.049] for k in range(1, 9)])
+    write_csv(root / "test.csv", ["id", "margin1", "shape1", "texture1"], [[9, 0.1, 0.2, 0.3], [10, 0.1, 0.2, 0.3]])
+    write_csv(root / "sample_submission.csv", ["id", *species], [[9, *[1 / 3] * 3], [10, *[1 / 3] * 3]])
+    competition = read_competition(root)
+    assert (competition.task.kind, competition.task.form) == ("multiclass", "proba")
+    assert competition.layout.label_column == "species" and competition.classes == species
+    assert competition.train_ids == [str(k) for k in range(1, 9)] and competition.y.tolist() == [1, 2, 0] * 2 + [1, 2]
+    assert [p.name for p in competition.test_paths] == ["9.jpg", "10.jpg"]
+
+
 def test_imet_2020_labels_csv_that_maps_attribute_names_is_not_the_labels(tmp_path):
     # train/*.png + train.csv id,attribute_ids ("13 51 202"); labels.csv attribute_id,attribute_name is a mapping
     root = tmp_path / "imet-2020-fgvc7"
