@@ -41,7 +41,8 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--runtime", dict(help="tensorflow | openvino: what runs the backbones (default: openvino when installed, "
                             "else tensorflow)")),
     ("--precision", dict(help="fp32 | bf16 (bf16: openvino on a CPU with native bf16) (default fp32)")),
-    ("--heads", dict(help="comma-separated heads: dense, svm, logreg (default logreg,dense)")),
+    ("--heads", dict(help="comma-separated heads: logreg, dense, svm, ridge (default: the task's, e.g. logreg,dense "
+                          "for classes and tags, ridge,dense for values)")),
     ("--head-param", dict(dest="head_param", action="append", metavar="HEAD.NAME=VALUE",
                           help="a head parameter, e.g. logreg.C=0.2 or dense.early_stopping=fold (repeatable)")),
     ("--head-jobs", dict(type=int, help="head fits run in parallel, one BLAS thread each; 0 chooses: every core "
@@ -62,14 +63,25 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--submissions-dir", dict(help="submissions folder (default submissions)")),
     ("--submission-file", dict(help="also write the chosen model's submission to exactly this file "
                                     "(in a Kaggle notebook: /kaggle/working/submission.csv)")),
-    ("--submit-model", dict(help="the head (or model name) --submission-file gets (default: best CV log loss)")),
-    ("--competition", dict(help="the Kaggle competition's slug, for the upload command printed at the end")),
-    ("--train-dir", dict(help="train images sub-folder (default train)")),
-    ("--test-dir", dict(help="test images sub-folder (default test)")),
-    ("--labels-csv", dict(help="labels file name (default labels.csv)")),
+    ("--submit-model", dict(help="the head (or model name) --submission-file gets (default: the best by the "
+                                 "competition's metric)")),
+    ("--competition", dict(help="the Kaggle competition's slug: its task and metric when kaggle_tl knows it, and the "
+                                "upload command printed at the end")),
+    ("--task", dict(help="multiclass | binary | ordinal | regression | multilabel | topk (default: read from the "
+                         "labels and the sample submission)")),
+    ("--metric", dict(help="the competition's metric: log_loss, accuracy, micro_f1, macro_f1, roc_auc, qwk, rmse, "
+                           "mae, f1_samples, f2_samples, map@K (default: the usual one for the task)")),
+    ("--top-k", dict(type=int, help="topk: labels per submission cell (default: as many as the sample's cells)")),
+    ("--catch-all", dict(help="topk: the label meaning none of the known ones (e.g. new_whale), scored per fold")),
+    ("--positive-class", dict(help="binary: the class a probability cell is for (default: the second class)")),
+    ("--train-dir", dict(help="train images sub-folder (default: train, train_images or images, found)")),
+    ("--test-dir", dict(help="test images sub-folder (default: test, test_images or images, found)")),
+    ("--labels-csv", dict(help="labels file name (default: train.csv, train_labels.csv or labels.csv, the one "
+                               "holding the training ids)")),
     ("--sample-submission", dict(help="sample submission file name (default sample_submission.csv)")),
-    ("--id-column", dict(help="id column name (default id)")),
-    ("--label-column", dict(help="label column name (default label)")),
+    ("--id-column", dict(help="id column name (default: the sample submission's first column)")),
+    ("--label-column", dict(help="label column(s) in the labels file, comma-separated (default: the sample "
+                                 "submission's target columns)")),
     ("--flips", dict(action=argparse.BooleanOptionalAction, default=None,
                      help="shorthand: --flips is --views original,hflip, --no-flips is --views original")),
     ("--skip-bad-train-images", dict(action="store_true", default=None,
@@ -146,23 +158,23 @@ def say_note(note: str, file=None) -> None:
 def print_run(record, config: RunConfig) -> None:
     import pandas as pd
 
-    from kaggle_tl.tasks import metrics
+    from kaggle_tl.tasks.evaluate import score_table
 
     print(f"\nrun {record.run_id}  ({record.run_dir})")
+    print(f"task: {record.task.describe()}")
     if record.random_weights:
         print("WARNING: weights=none — random backbone weights; these scores say nothing about pretrained features")
     for entry in record.models:
-        table = metrics.score_table(record.predictions(entry.name))
+        table = score_table(record.task, record.predictions(entry.name))
         table["view"] = table["view"].where(~table["view"].str.contains(r"\+"), "mean of views")
-        wide = table.pivot(index="fold", columns="view", values="cv_logloss")
+        wide = table.pivot(index="fold", columns="view", values="cv_score")
         wide = wide.reindex(index=[*sorted(i for i in wide.index if i != "all"), "all"],
                             columns=[*record.views, *(["mean of views"] if len(record.views) > 1 else [])])
         optimistic = "  (optimistic: stopped early on the scored fold)" if entry.optimistic else ""
-        print(f"\n{entry.name}: CV log loss {entry.score.logloss:.4f} ± {entry.score.logloss_se:.4f}, "
-              f"accuracy {entry.score.accuracy:.4f} ± {entry.score.accuracy_se:.4f}{optimistic}")
+        print(f"\n{entry.name}: CV {entry.score}{optimistic}")
         print(f"  {entry.recipe}")
         with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 118):
-            print("  CV log loss by fold and view:")
+            print(f"  CV {entry.score.metric} by fold and view:")
             print("\n".join("  " + line for line in wide.to_string().splitlines()))
         print(f"  submission: {entry.submission}")
     for note in record.notes:
@@ -185,7 +197,7 @@ def _print_upload(record, config: RunConfig) -> None:
         return
     entry = chosen_model(config, record)
     path = config.submission_file or entry.submission
-    message = f"kaggle_tl {record.run_id} {entry.name} CV {entry.score.logloss:.4f}"
+    message = f"kaggle_tl {record.run_id} {entry.name} CV {entry.score.metric} {entry.score.value:.4f}"
     command = ["kaggle", "competitions", "submit", "-c", config.competition, "-f", str(path), "-m", message]
     print(f"\nupload: {shlex.join(command)}")
 
@@ -203,14 +215,15 @@ def _selected_models(args: argparse.Namespace) -> list:
 
     Damaged runs and damaged or replaced predictions are left out, each named on stderr.
     """
-    from kaggle_tl.runs.compare import load_models
+    from kaggle_tl.runs.compare import load_models, same_task_as_newest
     from kaggle_tl.runs.queries import list_runs, select_runs, with_models
 
     records, problems = list_runs(args.runs_dir)
     records, notes = select_runs(records, args.data, args.fingerprint)
     records, empty = with_models(records)
     models, damaged = load_models(records)
-    for note in [*problems, *notes, *empty, *damaged]:
+    models, other_tasks = same_task_as_newest(models)
+    for note in [*problems, *notes, *empty, *damaged, *other_tasks]:
         say_note(note, file=sys.stderr)
     if not models:
         where = " ".join(f"{flag} {value}" for flag, value in (("--data", args.data), ("--fingerprint", args.fingerprint))
@@ -230,11 +243,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     first = models[0].run
     runs = {m.run.run_id for m in models}
     print(f"\nleaderboard: {len(runs)} run(s) on {Path(first.competition).name} (data fingerprint "
-          f"{first.data_fingerprint}), best CV log loss first")
+          f"{first.data_fingerprint}), {first.task.kind} scored by {first.task.metric_name}, best first")
     columns = TERMINAL_COLUMNS if not args.models else [*TERMINAL_COLUMNS[:2], Column("view", lambda r: r.view,
                                                                                      align="<"), *TERMINAL_COLUMNS[2:]]
     print(terminal_text(table, columns))
-    print(f"\nse: standard error over rows. vs best: paired log-loss difference from the best model on the same rows;"
+    print(f"\nse: standard error ({'over rows' if first.task.metric.mean_over_rows else 'paired bootstrap over rows'})."
+          f" vs best: paired {first.task.metric_name} difference from the best model on the same rows;"
           f"\nnoise = yes: within {NOISE_Z:g} standard errors of 0 (not distinguishable on this data).")
     csv_path, md_path = write_table(table, _output_folder(args.out or Path(args.runs_dir) / "leaderboard"),
                                     "leaderboard_models" if args.models else "leaderboard")
@@ -272,8 +286,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
           "scores are nested CV where a strategy is fitted")
     print(terminal_text(record.frame, [
         Column("strategy", lambda r: r.strategy, flexible=True, align="<"),
-        Column("CV log loss ± se", lambda r: plus_minus(r.cv_logloss, r.cv_logloss_se)),
-        Column("accuracy", lambda r: f"{r.cv_accuracy:.4f}"),
+        Column(f"CV {record.frame['metric'].iloc[0]} ± se", lambda r: plus_minus(r.cv_score, r.cv_score_se)),
+        Column("log loss", lambda r: "" if r.cv_logloss != r.cv_logloss else f"{r.cv_logloss:.4f}"),
         Column("vs best ± se", lambda r: plus_minus(r.diff_vs_best, r.diff_se)),
         Column("noise", lambda r: str(r.within_noise), align="<"),
         Column("description", lambda r: r.description, flexible=True, align="<")]))
@@ -290,9 +304,16 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from kaggle_tl.runs.submission import score_submission
 
-    scores = score_submission(args.submission, args.labels, args.sample, args.id_column, args.label_column)
-    print(f"{args.submission}: log loss {scores['logloss']:.5f}, accuracy {scores['accuracy']:.4f} "
-          f"({scores['rows']} rows, {scores['classes']} classes; clipped at 1e-15 as Kaggle's grader does)")
+    from kaggle_tl.tasks.detect import TaskSettings
+
+    scores = score_submission(args.submission, args.labels, args.sample, args.id_column, args.label_column,
+                              TaskSettings(task=args.task or "", metric=args.metric or ""))
+    if "logloss" in scores:
+        print(f"{args.submission}: log loss {scores['logloss']:.5f}, accuracy {scores['accuracy']:.4f} "
+              f"({scores['rows']} rows, {scores['classes']} classes; clipped at 1e-15 as Kaggle's grader does)")
+    else:
+        print(f"{args.submission}: {scores['metric']} {scores['score']:.5f} ({scores['rows']} rows, "
+              f"{scores['classes']} classes)")
     return 0
 
 
@@ -436,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--sample", help="sample submission: its class columns must all be present")
     grade.add_argument("--id-column", default="id", help="id column name (default id)")
     grade.add_argument("--label-column", default="label", help="label column name in --labels (default label)")
+    grade.add_argument("--task", help="the task, where the labels fit two readings (as kaggle-tl run --task)")
+    grade.add_argument("--metric", help="the competition's metric (default: the usual one for the task)")
 
     tidy = command("clean", "list what the cache holds; remove what you name or what is old",
                    "List the cache's entries by kind, data set and backbone with their sizes and last use. With a "

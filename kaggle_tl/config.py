@@ -61,6 +61,11 @@ class RunConfig:
     sample_submission: str = Layout.sample_submission
     id_column: str = Layout.id_column
     label_column: str = Layout.label_column
+    task: str = ""  # multiclass | binary | ordinal | regression | multilabel | topk; "": read from the labels
+    metric: str = ""  # the competition's metric (tasks.scoring); "": the usual one for the task and sample
+    top_k: int = 0  # topk: labels a cell holds; 0: as many as the sample's cells
+    catch_all: str = ""  # topk: the label meaning "none of the known ones" (new_whale), scored per fold
+    positive_class: str = ""  # binary: the class a P(positive) cell is the probability of; "": the second
 
     backbones: tuple[str, ...] | None = None  # None: xception + inception_v3 (the demo: efficientnet_lite0)
     image_size: int | None = None  # None: each backbone's native size (299 for the mission pair)
@@ -71,7 +76,7 @@ class RunConfig:
     stage_layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # backbone -> its stages' layers, by name
     runtime: str | None = None  # tensorflow | openvino: what runs the backbones; None: openvino when installed
     precision: str = "fp32"  # fp32 | bf16 (openvino on a CPU with native bf16)
-    heads: tuple[str, ...] = ("logreg", "dense")
+    heads: tuple[str, ...] | None = None  # None: the task's heads (tasks.task.DEFAULT_HEADS)
     head_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # head name -> parameters
     folds: int = 5
     seed: int = 42
@@ -124,7 +129,7 @@ class RunConfig:
                 continue
             if getattr(self, name) not in choices:
                 raise bad(name, f"must be one of {', '.join(choices)}{did_you_mean(getattr(self, name), choices)}")
-        if not self.heads or len(set(self.heads)) != len(self.heads):
+        if self.heads is not None and (not self.heads or len(set(self.heads)) != len(self.heads)):
             raise bad("heads", "must name at least one head, each once")
         if self.folds < 2:
             raise bad("folds", "must be at least 2")
@@ -350,7 +355,6 @@ def resolve_config(config: RunConfig) -> RunConfig:
     """
     from kaggle_tl.backbones import backbone_spec
     from kaggle_tl.backbones.runtimes import check_runtime, default_runtime
-    from kaggle_tl.heads.base import create_head
 
     changes: dict[str, Any] = {}
     if config.data is None:
@@ -367,27 +371,60 @@ def resolve_config(config: RunConfig) -> RunConfig:
                 changes[name] = f"{KAGGLE_WORKING}/{getattr(defaults, name)}"
         if config.submission_file is None:
             changes["submission_file"] = f"{KAGGLE_WORKING}/submission.csv"
-    unused = sorted(set(config.head_params) - set(config.heads))
-    if unused:
-        raise KaggleTLError(f"setting head_params: parameters for {', '.join(unused)}, which is not among heads "
-                            f"{', '.join(config.heads)}")
-    params = {}
-    for name in config.heads:
-        head = create_head(name, random_state=config.seed, **config.head_params.get(name, {}))
-        params[name] = {k: v for k, v in head.get_params().items() if k != "random_state"}
-    changes["head_params"] = params
+    if config.heads is not None:
+        changes["head_params"] = _resolved_head_params(config, config.heads)
     if config.runtime is None:
         changes["runtime"] = default_runtime()
     resolved = config.replace(**changes)
-    if resolved.submit_model is not None:  # a head, or a model name "<backbones>__<head>"
-        prefix, named, head = resolved.submit_model.rpartition("__")
-        if head not in resolved.heads:
-            raise KaggleTLError(f"setting submit_model: {resolved.submit_model!r} names none of the heads "
-                                f"{', '.join(resolved.heads)}{did_you_mean(head, resolved.heads)}")
-        if named and resolved.submit_model != model_name(resolved, head):
-            raise KaggleTLError(f"setting submit_model: {resolved.submit_model!r} is not a model of this run "
-                                f"(backbones {prefix!r}); its {head} model is {model_name(resolved, head)!r}")
+    if resolved.heads is not None:
+        _check_submit_model(resolved)
     for name in resolved.backbones:
         backbone_spec(name).check_size(resolved.image_size)
     check_runtime(resolved.runtime, resolved.precision)
     return resolved
+
+
+def _resolved_head_params(config: RunConfig, heads: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Every head's full parameter set, from its defaults and ``head_params``, checked."""
+    from kaggle_tl.heads.base import create_head
+
+    unused = sorted(set(config.head_params) - set(heads))
+    if unused:
+        raise KaggleTLError(f"setting head_params: parameters for {', '.join(unused)}, which is not among heads "
+                            f"{', '.join(heads)}")
+    params = {}
+    for name in heads:
+        head = create_head(name, random_state=config.seed, **config.head_params.get(name, {}))
+        params[name] = {k: v for k, v in head.get_params().items() if k not in ("random_state", "response")}
+    return params
+
+
+def resolve_heads(config: RunConfig, task) -> RunConfig:
+    """``config`` with its heads for ``task`` (a ``tasks.Task``): the given ones, each checked to give one of the
+    task's responses, or the task's defaults; and every head's parameters filled in."""
+    from kaggle_tl.heads.base import HEADS
+
+    heads = config.heads or task.default_heads
+    for name in heads:
+        HEADS.get(name)  # an unknown head: one line naming the choices
+        if task.response_of(HEADS.get(name).responses) is None:
+            fit = [h for h in HEADS.names() if task.response_of(HEADS.get(h).responses)]
+            raise KaggleTLError(f"setting heads: {name} cannot predict a {task.kind} task (it outputs "
+                                f"{', '.join(HEADS.get(name).responses)}); heads that can: {', '.join(fit)}")
+    resolved = config.replace(heads=tuple(heads), head_params=_resolved_head_params(config, tuple(heads)))
+    _check_submit_model(resolved)
+    return resolved
+
+
+def _check_submit_model(resolved: RunConfig) -> None:
+    """--submit-model names a head of the run, or a model "<backbones>__<head>" of it."""
+    if resolved.submit_model is None:
+        return
+    prefix, named, head = resolved.submit_model.rpartition("__")
+    if head not in resolved.heads:
+        raise KaggleTLError(f"setting submit_model: {resolved.submit_model!r} names none of the heads "
+                            f"{', '.join(resolved.heads)}{did_you_mean(head, resolved.heads)}")
+    if named and resolved.submit_model != model_name(resolved, head):
+        raise KaggleTLError(f"setting submit_model: {resolved.submit_model!r} is not a model of this run "
+                            f"(backbones {prefix!r}); its {head} model is {model_name(resolved, head)!r}")
+

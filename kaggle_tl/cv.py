@@ -1,4 +1,5 @@
-"""Folds; one head fitted per fold x view (frozen.FoldModels) -> OOF and test predictions (runs.Predictions).
+"""One head fitted per fold x view (frozen.FoldModels) -> OOF and test predictions (runs.Predictions), and the
+task's decision rule tuned per fold.
 
 The head caches' policy lives here too: what a head's fold models and predictions depend on
 (``fits_key``, ``predictions_key``) and where ``head_predictions`` takes them from.
@@ -10,7 +11,6 @@ import logging
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import clone
-from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -24,17 +24,12 @@ from kaggle_tl.features import feature_key
 from kaggle_tl.heads.base import HEAD_VERSION
 from kaggle_tl.heads.frozen import FoldModels
 from kaggle_tl.runs.record import Predictions
+from kaggle_tl.tasks.task import Task
 
 log = logging.getLogger(__name__)
 
 
-def make_folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """(N,) fold index of each row: StratifiedKFold(n_folds, shuffle=True, random_state=seed)."""
-    folds = np.empty(len(y), dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, val) in enumerate(splitter.split(np.zeros(len(y)), y)):
-        folds[val] = k
-    return folds
+INNER_FOLDS = 5  # a tuned decision rule is fitted on 1/INNER_FOLDS of each fold's training rows
 
 
 def _full_columns(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -44,23 +39,33 @@ def _full_columns(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.
     return out
 
 
-def _fit_fold(head, X: np.ndarray, y: np.ndarray, folds: np.ndarray, k: int, blas_threads: int):
-    """A clone of ``head`` fitted on the rows outside fold k, frozen where it can be; and what the fit chose.
+def _predict(model, X: np.ndarray, response: str, width: int) -> np.ndarray:
+    """(n, width) predictions of a fitted (or frozen) head: class probabilities placed in every class's column."""
+    out = model.predict_response(X)
+    return _full_columns(out, model.classes_, width) if response == "proba" else np.asarray(out, dtype=np.float64)
+
+
+def _fit_rows(head, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray, blas_threads: int):
+    """A clone of ``head`` fitted on ``fit_rows``, frozen where it can be; and what the fit chose.
 
     The BLAS/OpenMP pools are capped for the fit: two fits each using every core's BLAS
     threads run many times slower than one thread each (oversubscription, BENCHMARKS.md).
     """
-    fit_rows, val_rows = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
     # A diverging head (an absurd regularisation) overflows: the caller names it on one line
     # instead of numpy's warnings from deep inside the fit.
     with threadpool_limits(limits=blas_threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         model = clone(head)
-        # Only a head told to stop early on the held-out fold sees its rows (optimistic, recorded as such).
+        # Only a head told to stop early on the held-out rows sees them (optimistic, recorded as such).
         extra = ({"validation_data": (X[val_rows], y[val_rows])}
                  if getattr(model, "uses_fold_for_early_stopping", False) else {})
         model.fit(X[fit_rows], y[fit_rows], **extra)
         frozen = model.freeze() if hasattr(model, "freeze") else None
     return frozen or model, model.fitted_params() if hasattr(model, "fitted_params") else {}
+
+
+def _fit_fold(head, X: np.ndarray, y: np.ndarray, folds: np.ndarray, k: int, blas_threads: int):
+    """``head`` fitted on the rows outside fold k."""
+    return _fit_rows(head, X, y, np.flatnonzero(folds != k), np.flatnonzero(folds == k), blas_threads)
 
 
 def fit_fold_models(head, train_by_view: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, n_jobs: int = 1,
@@ -89,7 +94,7 @@ def fit_fold_models(head, train_by_view: dict[str, np.ndarray], y: np.ndarray, f
 
 
 def predict_folds(models: FoldModels, train_by_view: dict[str, np.ndarray], test_by_view: dict[str, np.ndarray],
-                  y: np.ndarray, folds: np.ndarray, n_classes: int) -> Predictions:
+                  y: np.ndarray, folds: np.ndarray, response: str, width: int) -> Predictions:
     """Each fold model's predictions of the rows it held out (OOF) and of every test row, per view.
 
     The same whether the models were fitted now or read from the fits cache: a re-run on new test
@@ -97,35 +102,84 @@ def predict_folds(models: FoldModels, train_by_view: dict[str, np.ndarray], test
     """
     n_folds = int(folds.max()) + 1
     n_test = len(next(iter(test_by_view.values())))
-    oof = np.zeros((len(models.views), len(y), n_classes))
-    test = np.zeros((len(models.views), n_folds, n_test, n_classes))
+    oof = np.zeros((len(models.views), len(y), width))
+    test = np.zeros((len(models.views), n_folds, n_test, width))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverged head: named by the caller
         for v, view in enumerate(models.views):
             for k in range(n_folds):
                 model = models.models[v][k]
-                oof[v, folds == k] = _full_columns(model.predict_proba(train_by_view[view][folds == k]),
-                                                   model.classes_, n_classes)
-                test[v, k] = _full_columns(model.predict_proba(test_by_view[view]), model.classes_, n_classes)
+                oof[v, folds == k] = _predict(model, train_by_view[view][folds == k], response, width)
+                test[v, k] = _predict(model, test_by_view[view], response, width)
     return Predictions(models.views, oof, test, folds, y, models.fitted)
 
 
-def cross_validate(head, train_by_view: dict[str, np.ndarray], test_by_view: dict[str, np.ndarray],
-                   y: np.ndarray, folds: np.ndarray, n_classes: int, n_jobs: int = 1, blas_threads: int = 1,
-                   desc: str = "head") -> Predictions:
-    """Fit ``head`` per view x fold (``fit_fold_models``) and predict the held-out and test rows (``predict_folds``)."""
+def _inner_prediction(head, task: Task, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray, seed: int,
+                      response: str, blas_threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, predictions) of an inner split of ``fit_rows``: a clone fitted on the rest of them predicts
+    1/INNER_FOLDS of them, split as the task splits its folds."""
+    inner = task.make_folds(y[fit_rows], INNER_FOLDS, seed)
+    rows, rest = fit_rows[inner == 0], fit_rows[inner != 0]
+    model, _ = _fit_rows(head, X, y, rest, rows, blas_threads)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return rows, _predict(model, X[rows], response, task.width(response))
+
+
+def fit_decisions(head, task: Task, train_by_view: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray,
+                  oof: np.ndarray, response: str, seed: int, n_jobs: int = 1, blas_threads: int = 1) -> np.ndarray:
+    """(K + 1, P) parameters of the task's decision rule: row k for fold k's OOF rows, row K for the test rows.
+
+    Fold k's rule is tuned on an inner split of its training rows (predicted by a clone fitted on
+    the rest of them, views averaged), so no row fold k scores is read; the test rows' rule on every
+    OOF row (``oof``, views averaged). Rules without parameters (arg-max, P(positive)) cost nothing.
+    """
+    n_folds = int(folds.max()) + 1
+    if not task.tuned_decision:
+        return np.zeros((n_folds + 1, 0))
+    views = list(train_by_view)
+    tasks = [(v, k) for k in range(n_folds) for v in range(len(views))]
+    results = Parallel(n_jobs=n_jobs)(
+        delayed(_inner_prediction)(head, task, train_by_view[views[v]], y, np.flatnonzero(folds != k), seed,
+                                   response, blas_threads) for v, k in tasks)
+    params = []
+    for k in range(n_folds):
+        per_view = [prediction for (_, fold), (_, prediction) in zip(tasks, results) if fold == k]
+        rows = next(r for (_, fold), (r, _) in zip(tasks, results) if fold == k)
+        params.append(task.fit_decision(y[rows], np.mean(per_view, axis=0)))
+    params.append(task.fit_decision(y, oof))
+    return np.stack(params)
+
+
+def fit_and_predict(head, task: Task, train_by_view: dict[str, np.ndarray], test_by_view: dict[str, np.ndarray],
+                    y: np.ndarray, folds: np.ndarray, seed: int = 0, n_jobs: int = 1, blas_threads: int = 1,
+                    desc: str = "head") -> tuple[Predictions, FoldModels]:
+    """Fit ``head`` per view x fold (``fit_fold_models``), predict the held-out and test rows (``predict_folds``),
+    and tune the task's decision rule per fold (``fit_decisions``); the predictions and the fold models.
+
+    ``head`` outputs its ``response`` (set for the task: class probabilities, tags or a value)."""
     models = fit_fold_models(head, train_by_view, y, folds, n_jobs, blas_threads, desc)
-    return predict_folds(models, train_by_view, test_by_view, y, folds, n_classes)
+    preds = predict_folds(models, train_by_view, test_by_view, y, folds, head.response, task.width(head.response))
+    if preds.is_finite():
+        models.decisions = preds.decisions = fit_decisions(head, task, train_by_view, y, folds, preds.oof_mean,
+                                                           head.response, seed, n_jobs, blas_threads)
+    return preds, models
+
+
+def cross_validate(head, task: Task, train_by_view: dict[str, np.ndarray], test_by_view: dict[str, np.ndarray],
+                   y: np.ndarray, folds: np.ndarray, seed: int = 0, n_jobs: int = 1) -> Predictions:
+    """A head's cross-validated predictions for the task (``fit_and_predict`` without its fold models)."""
+    return fit_and_predict(head, task, train_by_view, test_by_view, y, folds, seed, n_jobs)[0]
 
 
 def fits_key(config: RunConfig, head_name: str, refs: list[BackboneRef], image_keys: dict[str, str],
              competition: Competition, folds: np.ndarray) -> str:
-    """What a head's fitted fold models depend on: the training features (every stage of every backbone and
-    view), rows, labels, classes, folds, head, its parameters, seed, version and the heads' implementation
-    (HEAD_VERSION); never the test images."""
+    """What a head's fitted fold models (and its decision rules) depend on: the training features (every stage
+    of every backbone and view), rows, targets, the task (kind, classes, metric, decision settings), folds,
+    head, its parameters, seed, version and the heads' implementation (HEAD_VERSION); never the test images."""
+    task = {k: v for k, v in competition.task.to_dict().items() if k != "source"}  # source: words, not numbers
     return cache_key(features=[feature_key(image_keys["train"], ref, view, output)
                                for ref in refs for view in config.views for output, _ in ref.outputs],
                      train_ids=array_digest(np.array(competition.train_ids, dtype=str)),
-                     y=array_digest(competition.y), classes=competition.classes, folds=array_digest(folds),
+                     y=array_digest(competition.y), task=task, folds=array_digest(folds),
                      head=head_name, params=config.head_params[head_name], seed=config.seed, version=__version__,
                      heads=HEAD_VERSION)
 
@@ -137,42 +191,46 @@ def predictions_key(fits: str, config: RunConfig, refs: list[BackboneRef], image
 
 
 def head_predictions(head, competition: Competition, train_by_view: dict, test_by_view: dict, folds: np.ndarray,
-                     keys: dict[str, str], cache: Cache, n_jobs: int = 1) -> tuple[Predictions, dict[str, str]]:
+                     keys: dict[str, str], cache: Cache, seed: int,
+                     n_jobs: int = 1) -> tuple[Predictions, dict[str, str]]:
     """A head's fold x view predictions, and where each cache entry of ``keys`` ({"fits": key, "predictions":
     key}) came from ("computed", "cache" or a read-only layer).
 
     In order: the predictions themselves from a cache; else the fold models from the fits cache,
     predicting the test rows (a re-run on new test images: nothing refitted); else the head fitted
     ``n_jobs`` fits at a time, its models and predictions then cached (unless they diverged; a head
-    that cannot be frozen, an RBF SVM, caches its predictions only).
+    that cannot be frozen, an RBF SVM, caches its predictions only). ``head`` has its ``response``
+    for the task set.
     """
+    task, y, response = competition.task, competition.y, head.response
+    width = task.width(response)
     n_folds, n_views = int(folds.max()) + 1, len(train_by_view)
     n_test, n_features = len(next(iter(test_by_view.values()))), next(iter(train_by_view.values())).shape[1]
     for path in cache.find_files("predictions", keys["predictions"]):
         try:
-            preds = Predictions.load(path, Predictions.max_bytes(n_views, len(competition.y), n_folds, n_test,
-                                                                 competition.n_classes))
+            preds = Predictions.load(path, Predictions.max_bytes(n_views, len(y), n_folds, n_test, width))
         except KaggleTLError as exc:  # a damaged cache file is recomputed, never served
             log.warning("%s; refitting", exc)
             continue
-        if preds.oof.shape[1:] == (len(competition.y), competition.n_classes):
+        if preds.oof.shape[1:] == (len(y), width):
             # The fits entry too, when there is one: `cache export` then hands a hidden re-run the models.
             fits = cache.find_files("fits", keys["fits"])
             return preds, {"predictions": cache.source(path), **({"fits": cache.source(fits[0])} if fits else {})}
         log.warning("%s: predictions of another shape; refitting", path)
     for path in cache.find_files("fits", keys["fits"]):
         try:
-            models = FoldModels.load(path, FoldModels.max_bytes(n_views, n_folds, n_features, competition.n_classes))
+            models = FoldModels.load(path, FoldModels.max_bytes(n_views, n_folds, n_features, width))
         except KaggleTLError as exc:
             log.warning("%s; refitting", exc)
             continue
-        if models.views == list(train_by_view) and all(len(row) == n_folds for row in models.models):
-            preds = predict_folds(models, train_by_view, test_by_view, competition.y, folds, competition.n_classes)
+        if (models.views == list(train_by_view) and all(len(row) == n_folds for row in models.models)
+                and models.decisions is not None and len(models.decisions) == n_folds + 1):
+            preds = predict_folds(models, train_by_view, test_by_view, y, folds, response, width)
+            preds.decisions = models.decisions
             cache.write_file("predictions", keys["predictions"], preds.to_bytes())
             return preds, {"fits": cache.source(path), "predictions": "computed"}
-        log.warning("%s: fold models of other views or folds; refitting", path)
-    models = fit_fold_models(head, train_by_view, competition.y, folds, n_jobs=n_jobs, blas_threads=1, desc=head.name)
-    preds = predict_folds(models, train_by_view, test_by_view, competition.y, folds, competition.n_classes)
+        log.warning("%s: fold models of other views or folds, or without decision rules; refitting", path)
+    preds, models = fit_and_predict(head, task, train_by_view, test_by_view, y, folds, seed, n_jobs, desc=head.name)
     sources = {"predictions": "computed"}
     if preds.is_finite():
         cache.write_file("predictions", keys["predictions"], preds.to_bytes())

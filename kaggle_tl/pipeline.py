@@ -26,21 +26,25 @@ from kaggle_tl import __version__
 from kaggle_tl.backbones import BackboneRef, backbone_spec
 from kaggle_tl.backbones.runtimes import runtime_id
 from kaggle_tl.cache.store import Cache, cache_key
-from kaggle_tl.config import DEMO_DATA, RunConfig, model_name, resolve_config
-from kaggle_tl.cv import fits_key, head_predictions, make_folds, predictions_key
-from kaggle_tl.data.competition import Competition, Layout, usable_competition
+from kaggle_tl.config import DEMO_DATA, RunConfig, model_name, resolve_config, resolve_heads
+from kaggle_tl.cv import fits_key, head_predictions, predictions_key
+from kaggle_tl.data.competition import Competition, Layout, read_competition
 from kaggle_tl.data.digests import data_fingerprint, image_set_key
 from kaggle_tl.engine import Engine, usable_cores
 from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.features import FEATURE_VERSION, BackboneBuilder, FeaturePlan, Features, check_memory, seconds_per_image
 from kaggle_tl.files import ensure_writable, temp_path
-from kaggle_tl.heads.base import HEAD_VERSION, create_head
+from kaggle_tl.heads.base import HEAD_VERSION, HEADS, create_head
 from kaggle_tl.report.plots import plot_report
 from kaggle_tl.runs.queries import list_runs
 from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord, claim_run_dir, package_versions
 from kaggle_tl.runs.submission import (SubmissionInfo, build_submission, check_submission_file, submission_folder,
                                        write_submission, write_submission_file)
-from kaggle_tl.tasks import metrics
+from kaggle_tl.tasks.competitions import competition_settings
+from kaggle_tl.tasks.detect import TaskSettings
+from kaggle_tl.tasks.evaluate import model_score
+from kaggle_tl.tasks.metrics import best_index
+from kaggle_tl.tasks.task import Task
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]
@@ -48,6 +52,19 @@ Report = Callable[[str], None]
 
 def layout_of(config: RunConfig) -> Layout:
     return Layout(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Layout)})
+
+
+def task_settings(config: RunConfig) -> tuple[TaskSettings, str | None]:
+    """What the user fixed of the task, completed from --competition's known settings; a note for an unknown slug."""
+    given = TaskSettings(task=config.task, metric=config.metric, top_k=config.top_k, catch_all=config.catch_all,
+                         positive=config.positive_class)
+    return competition_settings(config.competition, given)
+
+
+def create_task_head(config: RunConfig, head_name: str, task: Task):
+    """The head as the run fits it: its parameters, the run's seed, and the response the task needs from it."""
+    response = task.response_of(HEADS.get(head_name).responses)
+    return create_head(head_name, random_state=config.seed, response=response, **config.head_params[head_name])
 
 
 def backbone_refs(config: RunConfig) -> list[BackboneRef]:
@@ -101,9 +118,20 @@ def run(config: RunConfig, *, new_run: bool = False, report: Report = log.info) 
     cache = Cache(config.cache_dir, config.cache_from)
     refs = backbone_refs(config)
 
-    competition = usable_competition(config.data, layout_of(config), config.folds, config.skip_bad_train_images)
-    folds = make_folds(competition.y, config.folds, config.seed)
-    _check_heads_can_fit(config, competition.y, folds)
+    settings, unknown_slug = task_settings(config)
+    competition = read_competition(config.data, layout_of(config), settings)
+    if unknown_slug:
+        competition.notes.append(unknown_slug)
+        report(f"note: {unknown_slug}")
+    report(competition.task.describe())  # what was decided, before any image is read
+    config = resolve_heads(config, competition.task)
+    competition = competition.with_usable_images(*competition.scan_images(), config.skip_bad_train_images,
+                                                 config.folds)
+    problem = competition.task.fold_problem(competition.y, config.folds)
+    if problem:
+        raise KaggleTLError(f"{competition.root}: {problem}")
+    folds = competition.task.make_folds(competition.y, config.folds, config.seed)
+    _check_heads_can_fit(config, competition, folds)
     image_keys = {"train": image_set_key(competition.train_paths), "test": image_set_key(competition.test_paths)}
     fingerprint = data_fingerprint(competition, image_keys["train"], image_keys["test"])
     if not new_run:
@@ -166,13 +194,17 @@ def identical_run(config: RunConfig, fingerprint: str) -> RunRecord | None:
     return None
 
 
-def _check_heads_can_fit(config: RunConfig, y: np.ndarray, folds: np.ndarray) -> None:
+def _check_heads_can_fit(config: RunConfig, competition: Competition, folds: np.ndarray) -> None:
     """One line now, before extraction, for a head the data is too small for (SVM calibration, say)."""
-    counts = [np.bincount(y[folds != k], minlength=int(y.max()) + 1) for k in range(config.folds)]
-    present = np.bincount(y) > 0
-    smallest = int(min(c[present].min() for c in counts))
+    y = competition.y
     for name in config.heads:
-        problem = create_head(name, **config.head_params[name]).training_problem(smallest)
+        head = create_task_head(config, name, competition.task)
+        if head.response != "proba":
+            continue
+        counts = [np.bincount(y[folds != k], minlength=int(y.max()) + 1) for k in range(config.folds)]
+        present = np.bincount(y) > 0
+        smallest = int(min(c[present].min() for c in counts))
+        problem = head.training_problem(smallest)
         if problem:
             raise KaggleTLError(f"setting heads: {problem}")
 
@@ -197,7 +229,7 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
     competition, refs, image_keys, folds = inputs.competition, inputs.refs, inputs.image_keys, inputs.folds
     competition, train_rows = _usable_rows(competition, features, config)
     if train_rows is not None:
-        folds = make_folds(competition.y, config.folds, config.seed)
+        folds = competition.task.make_folds(competition.y, config.folds, config.seed)
     names = [r.name for r in refs]
     train_by_view = features["train"].by_view(names, config.views, train_rows)
     test_by_view = features["test"].by_view(names, config.views)
@@ -205,7 +237,7 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
     run_dir = claim_run_dir(config.runs_dir)
     record = RunRecord(
         run_id=run_dir.name, config=config, data_fingerprint=inputs.fingerprint, image_keys=image_keys,
-        classes=competition.classes, submission_columns=list(competition.sample_submission.columns),
+        task=competition.task, submission_columns=list(competition.sample_submission.columns),
         train_ids=competition.train_ids, test_ids=competition.test_ids,
         train_paths=[str(Path(p).resolve()) for p in competition.train_paths],
         test_paths=[str(Path(p).resolve()) for p in competition.test_paths],
@@ -224,10 +256,10 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
         t = time.perf_counter()
         fits = fits_key(config, head_name, refs, image_keys, competition, folds)
         keys[head_name] = {"fits": fits, "predictions": predictions_key(fits, config, refs, image_keys)}
-        head = create_head(head_name, random_state=config.seed, **config.head_params[head_name])
+        head = create_task_head(config, head_name, competition.task)
         with engine.head_parallelism(jobs) as n_jobs:
             preds, sources = head_predictions(head, competition, train_by_view, test_by_view, folds, keys[head_name],
-                                              cache, n_jobs)
+                                              cache, config.seed, n_jobs)
         for kind, source in sources.items():
             record.cache_entries[kind][keys[head_name][kind]] = source
         timings[f"head_{head_name}_s"] = time.perf_counter() - t
@@ -243,7 +275,8 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
         name = model_name(config, head_name)
         _, sha1 = record.save_predictions(name, preds)
         entry = ModelRecord(name=name, head=head_name, head_params=config.head_params[head_name],
-                            backbones=list(config.backbones), score=metrics.model_score(preds),
+                            backbones=list(config.backbones), response=head.response,
+                            score=model_score(competition.task, preds),
                             optimistic=head.uses_fold_for_early_stopping,
                             recipe=recipe(config, refs, head_name, preds.fitted), predictions_sha1=sha1,
                             fitted={k: v.tolist() for k, v in preds.fitted.items()})
@@ -256,9 +289,11 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
         raise KaggleTLError(f"run {record.run_id}: no head finished ({'; '.join(record.notes[-len(config.heads):])})")
 
     t = time.perf_counter()
-    best = min(record.models, key=lambda m: m.score.logloss)
+    best = record.models[best_index([m.score for m in record.models])]
     try:
         # The figures show the OOF predictions and training images only: a new test set redraws nothing.
+        if not competition.task.class_probabilities(competition.task.width(best.response)):
+            raise KaggleTLError(f"the figures show class probabilities; {best.name} predicts {best.response}")
         figures_key = cache_key(fits=keys[best.head]["fits"], classes=competition.classes)
         folder = cache.figures(figures_key)
         source = cache.source(folder) if folder.is_dir() else "computed"
@@ -367,11 +402,11 @@ def write_model_submission(record: RunRecord, entry: ModelRecord, preds: Predict
                            competition: Competition):
     """The model's view x fold averaged test predictions as a validated CSV (in the competition's folder
     under the submissions folder), with a JSON note of its origin; returns the path and the frame."""
-    frame = build_submission(preds.test_mean, competition.test_ids, competition.classes,
-                             competition.sample_submission, competition.id_column)
+    frame = build_submission(competition.task, preds.test_mean, preds.test_decision, competition.test_ids,
+                             competition.sample_submission)
     folder = submission_folder(record.config.submissions_dir, record.competition)
     path = write_submission(frame, competition.sample_submission, folder,
-                            f"{record.run_id}_{entry.head}_{entry.score.logloss:.4f}", competition.id_column)
+                            f"{record.run_id}_{entry.head}_{entry.score.value:.4f}", competition.task)
     SubmissionInfo(source="run", source_id=record.run_id, source_dir=str(record.run_dir.resolve()), model=entry.name,
                    score=entry.score, data_fingerprint=record.data_fingerprint, optimistic=entry.optimistic,
                    random_weights=record.random_weights, description=entry.recipe).save(path)
@@ -379,10 +414,10 @@ def write_model_submission(record: RunRecord, entry: ModelRecord, preds: Predict
 
 
 def chosen_model(config: RunConfig, record: RunRecord) -> ModelRecord:
-    """--submit-model's model, or the run's best by CV log loss."""
+    """--submit-model's model, or the run's best by the competition's metric."""
     if config.submit_model:
         return record.model(config.submit_model.rpartition("__")[2])
-    return min(record.models, key=lambda m: m.score.logloss)
+    return record.models[best_index([m.score for m in record.models])]
 
 
 def _write_chosen_submission(config: RunConfig, record: RunRecord, competition: Competition,
@@ -392,7 +427,7 @@ def _write_chosen_submission(config: RunConfig, record: RunRecord, competition: 
     if frames is not None and entry.name in frames:
         frame = frames[entry.name]
     else:
-        frame = build_submission(record.predictions(entry.name).test_mean, record.test_ids, record.classes,
-                                 competition.sample_submission, competition.id_column)
-    return write_submission_file(frame, competition.sample_submission, config.submission_file,
-                                 competition.id_column)
+        preds = record.predictions(entry.name)
+        frame = build_submission(record.task, preds.test_mean, preds.test_decision, record.test_ids,
+                                 competition.sample_submission)
+    return write_submission_file(frame, competition.sample_submission, config.submission_file, record.task)

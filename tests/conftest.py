@@ -16,10 +16,10 @@ import pytest
 from scipy.special import softmax
 
 from kaggle_tl.config import RunConfig
-from kaggle_tl.cv import make_folds
 from kaggle_tl.data.digests import image_set_key
 from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord
-from kaggle_tl.tasks import metrics
+from kaggle_tl.tasks.evaluate import model_score
+from kaggle_tl.tasks.task import Task
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CLASSES = ["blue", "green", "red"]
@@ -98,6 +98,14 @@ def blobs(n_per_class=40, n_classes=3, dim=32, seed=0, spread=0.6):
 VIEWS = ["original", "hflip"]
 
 
+def class_task(n_classes: int = 3, metric: str = "log_loss") -> Task:
+    """A multiclass task of classes c0, c1, ...: one probability column each (the Dog Breed shape) for log loss,
+    else one label column (the Cassava shape)."""
+    classes = tuple(f"c{i}" for i in range(n_classes))
+    columns = classes if metric in ("log_loss", "roc_auc") else ("label",)
+    return Task("multiclass", metric, id_column="id", target_columns=columns, classes=classes)
+
+
 def competition_labels(competition: Path) -> tuple[list[str], np.ndarray, list[str], list[str]]:
     """(classes, y, train ids, test ids) of a conftest competition, as pipeline.run reads them."""
     labels = pd.read_csv(competition / "labels.csv", dtype=str)
@@ -115,14 +123,15 @@ def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, t
     ``minutes`` after a fixed time stamps the run; None leaves the record's own "now" stamp.
     """
     classes, y, train_ids, test_ids = competition_labels(competition)
-    fold_ids = make_folds(y, folds, seed)
+    task = Task("multiclass", "log_loss", id_column="id", target_columns=tuple(classes), classes=tuple(classes))
+    fold_ids = task.make_folds(y, folds, seed)
     rng = np.random.default_rng(zlib.crc32(run_id.encode()))
     config = RunConfig(data=str(competition.resolve()), backbones=tuple(models[next(iter(models))][0]),
                        weights="none", folds=folds, seed=seed, runs_dir=str(runs_dir))
     test_paths = [p.resolve() for i in test_ids for p in (competition / "test").glob(f"{i}.*")]
     record = RunRecord(
         run_id=run_id, config=config, data_fingerprint=fingerprint,
-        image_keys={"train": "k1", "test": image_set_key(test_paths)}, classes=classes,
+        image_keys={"train": "k1", "test": image_set_key(test_paths)}, task=task,
         submission_columns=["id", *classes], train_ids=train_ids, test_ids=test_ids,
         train_paths=[str(p.resolve()) for i in train_ids for p in (competition / "train").glob(f"{i}.*")],
         test_paths=[str(p) for p in test_paths], backbones=[], run_dir=runs_dir / run_id)
@@ -136,7 +145,7 @@ def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, t
         _, sha1 = record.save_predictions(name, preds)
         record.models.append(ModelRecord(
             name=name, head=name.split("__")[-1] if "__" in name else head, head_params={}, backbones=backbones,
-            score=metrics.model_score(preds), optimistic=optimistic, recipe=f"signal {signal}", predictions_sha1=sha1,
+            response="proba", score=model_score(task, preds), optimistic=optimistic, recipe=f"signal {signal}", predictions_sha1=sha1,
             submission=f"submissions/{run_id}_{name}.csv"))
     record.save()
     return record

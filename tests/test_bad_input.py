@@ -27,6 +27,7 @@ from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.pipeline import run
 from kaggle_tl.runs.record import RECORD_FILE, Predictions, RunRecord
 from kaggle_tl.runs.submission import build_submission, write_submission
+from kaggle_tl.tasks.task import Task
 
 SMALL = dict(backbones=("mobilenet_v2",), weights="none", image_size=32, views=("original",), folds=2, heads=("logreg",))
 # Renamed train and test ids: spaces, non-ASCII, commas, quotes, a would-be spreadsheet formula.
@@ -349,9 +350,10 @@ def test_full_disk_while_saving_an_array_leaves_no_temp_file(tmp_path, monkeypat
 def test_submission_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
     fill_disk(monkeypatch, room=10)
     sample = pd.DataFrame({"id": ["a", "b"], "x": [0.5, 0.5], "y": [0.5, 0.5]})
-    frame = build_submission(np.full((2, 2), 0.5), ["a", "b"], ["x", "y"], sample)
+    task = Task("multiclass", "log_loss", id_column="id", target_columns=("x", "y"), classes=("x", "y"))
+    frame = build_submission(task, np.full((2, 2), 0.5), np.zeros(0), ["a", "b"], sample)
     with pytest.raises(KaggleTLError, match=r"subs: no space left on device while writing sub.csv$"):
-        write_submission(frame, sample, tmp_path / "subs", "sub")
+        write_submission(frame, sample, tmp_path / "subs", "sub", task)
     assert list((tmp_path / "subs").iterdir()) == []
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import make_competition  # noqa: E402
+from conftest import class_task, make_competition  # noqa: E402
 from kaggle_tl.config import RunConfig
-from kaggle_tl.cv import cross_validate, make_folds
+from kaggle_tl.cv import cross_validate
 from kaggle_tl.heads.base import create_head
 from kaggle_tl.pipeline import run
 
@@ -24,15 +24,17 @@ def features():
 
 def test_folds_depend_only_on_labels_and_seed(features):
     _, _, y = features
-    np.testing.assert_array_equal(make_folds(y, 3, seed=42), make_folds(y, 3, seed=42))
-    assert not np.array_equal(make_folds(y, 3, seed=42), make_folds(y, 3, seed=7))
+    task = class_task(3)
+    np.testing.assert_array_equal(task.make_folds(y, 3, seed=42), task.make_folds(y, 3, seed=42))
+    assert not np.array_equal(task.make_folds(y, 3, seed=42), task.make_folds(y, 3, seed=7))
 
 
 @pytest.mark.parametrize("head_name", ["dense", "svm", "logreg"])
 def test_cross_validate_repeats_exactly(features, head_name):
     train, test, y = features
-    folds = make_folds(y, 2, seed=42)
-    first, second = (cross_validate(create_head(head_name, random_state=42), train, test, y, folds, 3)
+    task = class_task(3)
+    folds = task.make_folds(y, 2, seed=42)
+    first, second = (cross_validate(create_head(head_name, random_state=42), task, train, test, y, folds)
                      for _ in range(2))
     assert np.array_equal(first.oof, second.oof) and np.array_equal(first.test, second.test)
     assert first.oof.shape == (1, 36, 3) and first.test.shape == (1, 2, 7, 3)

@@ -142,7 +142,7 @@ def test_the_notebook_writes_a_valid_submission_where_kaggle_reads_it(rehearsal)
     sample = read_sample_submission(rehearsal["root"] / "hidden" / "sample_submission.csv")
     frame = pd.read_csv(path, dtype={"id": str})
     validate_submission(frame, pd.read_csv(rehearsal["comp"] / "sample_submission.csv", dtype=str,
-                                           keep_default_na=False), source=str(path))
+                                           keep_default_na=False), rehearsal["public_record"].task, source=str(path))
     assert frame["id"].str.startswith("hidden").all() and len(frame) == len(sample) == 7
     assert len(rehearsal["public_submission"]) == 3
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from kaggle_tl.data.digests import image_set_key
-from kaggle_tl.ensemble.strategies import compare_strategies
+from kaggle_tl.ensemble.strategies import compare_strategies, ensemble_decisions
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.files import atomic_write_bytes, ensure_writable, read_json, to_json
 from kaggle_tl.report.plots import plot_report
@@ -34,9 +34,11 @@ from kaggle_tl.runs.queries import oldest_first
 from kaggle_tl.runs.record import RunRecord, claim_run_dir, package_versions
 from kaggle_tl.runs.submission import (SubmissionInfo, build_submission, read_sample_submission, submission_folder,
                                        write_submission)
-from kaggle_tl.tasks import metrics
+from kaggle_tl.tasks.evaluate import decide_folds, score_prediction, versus_best
+from kaggle_tl.tasks.metrics import Score
+from kaggle_tl.tasks.task import Task
 
-TABLE_COLUMNS = ["section", "strategy", *metrics.Score.COLUMNS, "diff_vs_best", "diff_se", "within_noise",
+TABLE_COLUMNS = ["section", "strategy", *Score.COLUMNS, "diff_vs_best", "diff_se", "within_noise",
                  "description", "submission"]
 RECORD_FILE = "ensemble.json"
 
@@ -157,7 +159,7 @@ def _chosen(submit: str, table: pd.DataFrame) -> list[str]:
     if submit == "none":
         return []
     if submit == "best":
-        return [table.loc[table["cv_logloss"].idxmin(), "strategy"]]
+        return [table.iloc[0]["strategy"]]  # the table is sorted best first by the task's metric
     if submit == "all":
         return table["strategy"].tolist()
     names = [n.strip() for n in submit.split(",") if n.strip()]
@@ -172,29 +174,34 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
 
 
-def compare_models(models: Sequence[RunModel], y: np.ndarray, folds: np.ndarray,
-                   strategies: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict, dict, list[str]]:
+def compare_models(models: Sequence[RunModel], y: np.ndarray, folds: np.ndarray, task: Task,
+                   strategies: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict, dict, dict, list[str]]:
     """Score every strategy, and concatenated vs averaged backbones, on the models' OOF predictions.
 
     Returns
     -------
-    table : TABLE_COLUMNS; the strategies by CV log loss, then the concat_vs_average rows in pairs.
-    oof_by_row, test_by_row : row name -> (N, C) honest OOF and (M, C) test probabilities.
+    table : TABLE_COLUMNS; the strategies best first by the task's metric, then the concat_vs_average rows in pairs.
+    oof_by_row, test_by_row : row name -> (N, W) honest OOF and (M, W) test predictions.
+    decisions_by_row : row name -> (K + 1, P) its decision rules.
     notes : what could not be compared, for the user.
     """
     oof = {m.key: m.predictions.oof_mean for m in models}
     test = {m.key: m.predictions.test_mean for m in models}
-    table, oof_by_row, test_by_row = compare_strategies(oof, y, folds, test, strategies)
+    table, oof_by_row, test_by_row, decisions_by_row = compare_strategies(oof, y, folds, task, test, strategies)
     rows = [{"section": "strategy", **row} for row in table.to_dict(orient="records")]
+    scores = [Score.from_columns(row) for row in rows]
     pairs = concat_vs_average(models)
     concat_rows, concat_oof, concat_test = _concat_rows(pairs)
     for row in concat_rows:
-        row.update(metrics.score(y, concat_oof[row["strategy"]]).columns())
+        decisions_by_row[row["strategy"]] = ensemble_decisions(task, y, concat_oof[row["strategy"]], folds)
+        scores.append(score_prediction(task, y, concat_oof[row["strategy"]], folds, decisions_by_row[row["strategy"]]))
+        row.update(scores[-1].columns())
     oof_by_row.update(concat_oof)
     test_by_row.update(concat_test)
     every = rows + concat_rows
-    paired = metrics.versus_best([r["cv_logloss"] for r in every], [y] * len(every),
-                                 [oof_by_row[r["strategy"]] for r in every])
+    paired = versus_best(task, scores, [y] * len(every),
+                         [decide_folds(task, oof_by_row[r["strategy"]], folds, decisions_by_row[r["strategy"]])
+                          for r in every])
     for row, difference in zip(every, paired):
         row.update(difference, submission="")
     notes = []
@@ -206,7 +213,11 @@ def compare_models(models: Sequence[RunModel], y: np.ndarray, folds: np.ndarray,
     if not pairs and any(len(m.entry.backbones) > 1 for m in models):
         notes.append("concat_vs_average: no single-backbone models with the concatenated model's head, views, "
                      "weights and image size; run each backbone alone to compare")
-    return pd.DataFrame(every, columns=TABLE_COLUMNS), oof_by_row, test_by_row, notes
+    if task.tuned_decision:
+        notes.append("each strategy's decision rule is tuned fold by fold on the other folds' OOF rows: those were "
+                     "predicted by models that trained on the scored fold, so a strategy's score can be slightly "
+                     "optimistic against a single model's (tuned on inner rows)")
+    return pd.DataFrame(every, columns=TABLE_COLUMNS), oof_by_row, test_by_row, decisions_by_row, notes
 
 
 def ensemble_models(models: Sequence[RunModel], strategies: Sequence[str] | None = None, submit: str = "best",
@@ -218,7 +229,8 @@ def ensemble_models(models: Sequence[RunModel], strategies: Sequence[str] | None
     y, folds = check_comparable(list(models))
     records = oldest_first({m.run.run_id: m.run for m in models}.values())
     newest = records[-1]
-    table, oof_by, test_by, notes = compare_models(models, y, folds, strategies)
+    task = newest.task
+    table, oof_by, test_by, decisions_by, notes = compare_models(models, y, folds, task, strategies)
     chosen = _chosen(submit, table)
     sample = _sample_submission(newest) if chosen else None  # --submit none needs no competition folder
     ensure_writable(out_root, "ensembles")
@@ -227,25 +239,25 @@ def ensemble_models(models: Sequence[RunModel], strategies: Sequence[str] | None
     out_dir = claim_run_dir(out_root)
     record = EnsembleRecord(
         ensemble_id=out_dir.name, data_fingerprint=newest.data_fingerprint, competition=newest.competition,
-        runs=[r.run_id for r in records], best=table.loc[table["cv_logloss"].idxmin(), "strategy"],
+        runs=[r.run_id for r in records], best=table.iloc[0]["strategy"],
         models=[{"key": m.key, "backbones": m.entry.backbones, "head": m.entry.head, "recipe": m.entry.recipe,
                  "views": m.predictions.views, **m.entry.score.columns()} for m in models],
         table=[], notes=notes, versions=package_versions(), out_dir=out_dir)
     for name in chosen:
         row = table[table["strategy"] == name].iloc[0]
-        frame = build_submission(test_by[name], newest.test_ids, newest.classes, sample, newest.id_column)
-        stem = f"ens-{record.ensemble_id}_{_file_safe(name)}_{row.cv_logloss:.4f}"
-        path = write_submission(frame, sample, submission_folder(submissions_dir, newest.competition), stem,
-                                newest.id_column)
+        frame = build_submission(task, test_by[name], decisions_by[name][-1], newest.test_ids, sample)
+        stem = f"ens-{record.ensemble_id}_{_file_safe(name)}_{row.cv_score:.4f}"
+        path = write_submission(frame, sample, submission_folder(submissions_dir, newest.competition), stem, task)
         SubmissionInfo(source="ensemble", source_id=record.ensemble_id, source_dir=str(out_dir.resolve()),
-                       model=name, score=metrics.Score.from_columns(row), data_fingerprint=record.data_fingerprint,
+                       model=name, score=Score.from_columns(row), data_fingerprint=record.data_fingerprint,
                        optimistic=any(m.entry.optimistic for m in models), description=row.description,
                        models=[m.key for m in models]).save(path)
         record.submissions[name] = str(path)
         table.loc[table["strategy"] == name, "submission"] = str(path)
-    plots = plot_report(out_dir, y, oof_by[record.best], newest.classes, image_paths=newest.train_paths,
-                        strategy_table=table[table["section"] == "strategy"])
-    record.plots = {k: str(v) for k, v in plots.items()}
+    if task.class_probabilities(oof_by[record.best].shape[1]):
+        plots = plot_report(out_dir, y, oof_by[record.best], newest.classes, image_paths=newest.train_paths,
+                            strategy_table=table[table["section"] == "strategy"])
+        record.plots = {k: str(v) for k, v in plots.items()}
     record.tables = [str(p) for p in write_table(table, out_dir, "ensemble")]
     record.table = table.to_dict(orient="records")
     record.save()

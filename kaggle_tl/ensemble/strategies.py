@@ -23,6 +23,9 @@ from sklearn.model_selection import PredefinedSplit
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.registry import Registry
 from kaggle_tl.tasks import metrics
+from kaggle_tl.tasks.evaluate import MetricRanker, score_prediction
+from kaggle_tl.tasks.metrics import Score
+from kaggle_tl.tasks.task import Task
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ class Strategy(BaseEstimator):
 
     # False when fit learns nothing from y, so the strategy can be scored on all OOF rows directly.
     needs_fit: ClassVar[bool] = True
+    # False when it combines any predictions (values, tag probabilities), not only class probabilities.
+    reads_class_probabilities: ClassVar[bool] = True
 
     def fit(self, probas: Sequence[np.ndarray], y: np.ndarray) -> Strategy:
         """Learn the combination from per-model (N, C) OOF probabilities and labels."""
@@ -111,8 +116,8 @@ class _WeightedAverage(Strategy):
     """Shared `combine` for strategies that end in non-negative weights summing to 1."""
 
     def combine(self, probas: Sequence[np.ndarray]) -> np.ndarray:
-        """Weighted arithmetic mean of the models' probabilities."""
-        return metrics.clip_proba(np.tensordot(self.weights_, _stack(probas), axes=1))
+        """Weighted arithmetic mean of the models' predictions (probabilities stay rows summing to 1)."""
+        return np.tensordot(self.weights_, _stack(probas), axes=1)
 
     def describe(self, model_names: Sequence[str]) -> str:
         """Weights of the models that take part."""
@@ -121,19 +126,29 @@ class _WeightedAverage(Strategy):
 
 @register_strategy("best_single")
 class BestSingle(_WeightedAverage):
-    """The single model with the lowest log loss on the rows it is fitted on."""
+    """The single model with the best score on the rows it is fitted on: the lowest log loss, or by ``ranker``
+    (``ranker(y, prediction)``, lower is better: the competition's metric, ``evaluate.MetricRanker``)."""
+
+    reads_class_probabilities = False
+
+    def __init__(self, ranker: Callable[[np.ndarray, np.ndarray], float] | None = None):
+        self.ranker = ranker
 
     def fit(self, probas: Sequence[np.ndarray], y: np.ndarray) -> BestSingle:
-        """Pick the model with the lowest log loss."""
+        """Pick the best model."""
         stacked = _stack(probas)
-        self.model_loglosses_ = _mean_neg_log(_true_class_proba(stacked, y))
-        self.best_index_ = int(np.argmin(self.model_loglosses_))
+        if self.ranker is None:
+            self.model_scores_ = _mean_neg_log(_true_class_proba(stacked, y))
+        else:
+            self.model_scores_ = np.array([self.ranker(y, p) for p in stacked])
+        self.best_index_ = int(np.argmin(self.model_scores_))
         self.weights_ = np.eye(len(stacked))[self.best_index_]
         return self
 
     def describe(self, model_names: Sequence[str]) -> str:
         """The chosen model."""
-        return f"{model_names[self.best_index_]} (logloss {self.model_loglosses_[self.best_index_]:.4f})"
+        what = "logloss" if self.ranker is None else str(self.ranker)
+        return f"{model_names[self.best_index_]} ({what} {abs(self.model_scores_[self.best_index_]):.4f})"
 
 
 @register_strategy("mean")
@@ -141,6 +156,7 @@ class Mean(_WeightedAverage):
     """Arithmetic mean of all models."""
 
     needs_fit = False
+    reads_class_probabilities = False
 
     def fit(self, probas: Sequence[np.ndarray], y: np.ndarray | None = None) -> Mean:
         """Equal weights; labels are not used."""
@@ -305,30 +321,36 @@ def nested_cv_predict(strategy: Strategy, probas: Sequence[np.ndarray], y: np.nd
     return nested
 
 
-def _resolve_strategies(strategies: Iterable[str] | Mapping[str, Strategy] | None) -> dict[str, Strategy]:
-    """Name → unfitted strategy, from names, a ready mapping, or None for all registered."""
+def _resolve_strategies(strategies: Iterable[str] | Mapping[str, Strategy] | None, task: Task,
+                        class_probabilities: bool) -> dict[str, Strategy]:
+    """Name → unfitted strategy, from names, a ready mapping, or None for all registered that fit the task's
+    predictions (only mean and best_single combine values or tag probabilities); best_single ranks by the
+    task's metric."""
     if isinstance(strategies, Mapping):
         return dict(strategies)
     names = STRATEGIES.names() if strategies is None else list(strategies)
-    return {name: create_strategy(name) for name in names}
+    unfit = [n for n in names if STRATEGIES.get(n).reads_class_probabilities and not class_probabilities]
+    if unfit and strategies is not None:
+        raise KaggleTLError(f"--strategies: {', '.join(unfit)} combine class probabilities, and these models predict "
+                            f"{task.kind} outputs; choose from mean, best_single")
+    return {name: create_strategy(name, **({"ranker": MetricRanker(task)} if name == "best_single" else {}))
+            for name in names if name not in unfit}
 
 
 def _check_inputs(
     oof: Mapping[str, np.ndarray], y: np.ndarray, folds: np.ndarray, test: Mapping[str, np.ndarray] | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validate shapes and labels at the boundary; return y and folds as int arrays."""
+    """Validate shapes at the boundary; return y and folds (as int)."""
     if not oof:
         raise KaggleTLError("no OOF predictions to ensemble; run cross-validation for at least one model first")
     shapes = {name: np.shape(p) for name, p in oof.items()}
     first = next(iter(shapes.values()))
     if len(first) != 2 or any(s != first for s in shapes.values()):
-        raise KaggleTLError(f"OOF predictions must all be (N, C) arrays of one shape; got {shapes}")
-    n_rows, n_classes = first
+        raise KaggleTLError(f"OOF predictions must all be (N, W) arrays of one shape; got {shapes}")
+    n_rows, width = first
     y, folds = np.asarray(y), np.asarray(folds)
-    if y.shape != (n_rows,) or folds.shape != (n_rows,):
+    if len(y) != n_rows or folds.shape != (n_rows,):
         raise KaggleTLError(f"y {y.shape} and folds {folds.shape} must both have one entry per OOF row ({n_rows})")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
-        raise KaggleTLError(f"y must hold integer class indices in [0, {n_classes}); re-encode the labels")
     if folds.min() < 0 or len(np.unique(folds)) < 2:
         raise KaggleTLError("folds must hold at least two distinct non-negative fold indices for nested CV")
     if test is not None:
@@ -336,39 +358,58 @@ def _check_inputs(
             raise KaggleTLError(f"test predictions {sorted(test)} must cover the same models as OOF {sorted(oof)}")
         test_shapes = {name: np.shape(p) for name, p in test.items()}
         n_test = np.shape(next(iter(test.values())))[0]
-        if any(s != (n_test, n_classes) for s in test_shapes.values()):
-            raise KaggleTLError(f"test predictions must all be (M, {n_classes}) arrays; got {test_shapes}")
-    return y.astype(int), folds.astype(int)
+        if any(s != (n_test, width) for s in test_shapes.values()):
+            raise KaggleTLError(f"test predictions must all be (M, {width}) arrays; got {test_shapes}")
+    return y, folds.astype(int)
+
+
+def ensemble_decisions(task: Task, y: np.ndarray, oof: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """(K + 1, P) decision rules of a strategy's OOF predictions: fold k's tuned on the other folds' rows
+    (which fold k never scores), the test rows' on every row.
+
+    A model's own rule is tuned on an inner split (``cv.fit_decisions``); a strategy has no inner
+    predictions, so this is the nearest honest rule: its rows were predicted by models that had
+    fold k's rows in training, which the notes say.
+    """
+    n_folds = int(folds.max()) + 1
+    if not task.tuned_decision:
+        return np.zeros((n_folds + 1, 0))
+    rules = [task.fit_decision(y[folds != k], oof[folds != k]) for k in range(n_folds)]
+    return np.stack([*rules, task.fit_decision(y, oof)])
 
 
 def compare_strategies(
     oof: Mapping[str, np.ndarray],
     y: np.ndarray,
     folds: np.ndarray,
+    task: Task,
     test: Mapping[str, np.ndarray] | None = None,
     strategies: Iterable[str] | Mapping[str, Strategy] | None = None,
-) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Score ensemble strategies on OOF predictions and build their test predictions.
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Score ensemble strategies on OOF predictions by the task's metric and build their test predictions.
 
     Parameters
     ----------
-    oof : model name → (N, C) out-of-fold probabilities.
-    y : (N,) integer class indices.
+    oof : model name → (N, W) out-of-fold predictions (class probabilities, tag probabilities or values).
+    y : the task's targets of the N rows.
     folds : (N,) outer-fold index of each row, the folds the models were cross-validated with.
-    test : model name → (M, C) test probabilities, or None.
-    strategies : registered names, a mapping name → Strategy, or None for all registered.
+    task : what the predictions are for and how they are scored.
+    test : model name → (M, W) test predictions, or None.
+    strategies : registered names, a mapping name → Strategy, or None for all that fit the predictions.
 
     Returns
     -------
-    table : columns strategy, cv_logloss(_se), cv_accuracy(_se), description; sorted by cv_logloss.
-    oof_by_strategy : name → (N, C) honest OOF probabilities (nested CV where the strategy fits).
-    test_by_strategy : name → (M, C) test probabilities from a fit on all OOF rows ({} without test).
+    table : columns strategy, Score.COLUMNS, description; best by the task's metric first.
+    oof_by_strategy : name → (N, W) honest OOF predictions (nested CV where the strategy fits).
+    test_by_strategy : name → (M, W) test predictions from a fit on all OOF rows ({} without test).
+    decisions_by_strategy : name → (K + 1, P) its decision rules (``ensemble_decisions``).
     """
     y, folds = _check_inputs(oof, y, folds, test)
     model_names = list(oof)
     probas = [oof[name] for name in model_names]
-    rows, oof_by_strategy, test_by_strategy = [], {}, {}
-    for name, strategy in _resolve_strategies(strategies).items():
+    class_probabilities = task.class_probabilities(probas[0].shape[1])
+    rows, oof_by_strategy, test_by_strategy, decisions_by_strategy, scores = [], {}, {}, {}, []
+    for name, strategy in _resolve_strategies(strategies, task, class_probabilities).items():
         final = clone(strategy).fit(probas, y)
         if strategy.needs_fit:
             oof_by_strategy[name] = nested_cv_predict(strategy, probas, y, folds)
@@ -376,9 +417,12 @@ def compare_strategies(
             oof_by_strategy[name] = final.combine(probas)
         if test is not None:
             test_by_strategy[name] = final.combine([test[m] for m in model_names])
-        scores = metrics.score(y, oof_by_strategy[name])
-        logger.info("ensemble %-15s cv logloss %.5f  accuracy %.4f", name, scores.logloss, scores.accuracy)
-        rows.append({"strategy": name, **scores.columns(), "description": final.describe(model_names)})
-    table = pd.DataFrame(rows, columns=["strategy", *metrics.Score.COLUMNS, "description"])
-    table = table.sort_values("cv_logloss", kind="stable", ignore_index=True)
-    return table, oof_by_strategy, test_by_strategy
+        decisions_by_strategy[name] = ensemble_decisions(task, y, oof_by_strategy[name], folds)
+        score = score_prediction(task, y, oof_by_strategy[name], folds, decisions_by_strategy[name])
+        logger.info("ensemble %-15s cv %s", name, score)
+        scores.append(score)
+        rows.append({"strategy": name, **score.columns(), "description": final.describe(model_names)})
+    table = pd.DataFrame(rows, columns=["strategy", *Score.COLUMNS, "description"])
+    table["rank_key"] = [s.rank_key for s in scores]
+    table = table.sort_values("rank_key", kind="stable", ignore_index=True).drop(columns="rank_key")
+    return table, oof_by_strategy, test_by_strategy, decisions_by_strategy

@@ -119,7 +119,8 @@ class FrozenHead:
 
 @dataclass
 class FoldModels:
-    """A head's fitted model for every view x fold, and what each fit chose (C = "auto", ...).
+    """A head's fitted model for every view x fold, what each fit chose (C = "auto", ...), and the task's
+    decision rules tuned with them (``cv.fit_decisions``: (K + 1, P), P = 0 for rules without parameters).
 
     ``models[v][k]`` predicts like the head fitted on view v's rows outside fold k. A head that
     cannot be frozen (an RBF SVM) keeps its live models: then ``frozen`` is False, and the models
@@ -129,6 +130,8 @@ class FoldModels:
     views: list[str]
     models: list[list]  # (V, K): FrozenHead, or a fitted estimator
     fitted: dict[str, np.ndarray] = field(default_factory=dict)  # (V, K) each
+    # Fitted from the training rows only, like the models: a hidden re-run reuses them with the models.
+    decisions: np.ndarray | None = None
 
     @property
     def frozen(self) -> bool:
@@ -139,6 +142,8 @@ class FoldModels:
         assert self.frozen, "live models are not cached"
         arrays = {"views": np.array(self.views), "n_folds": np.array(len(self.models[0]))}
         arrays.update({f"fitted_{name}": values for name, values in self.fitted.items()})
+        if self.decisions is not None:
+            arrays["decisions"] = np.asarray(self.decisions, dtype=np.float64)
         for v, row in enumerate(self.models):
             for k, model in enumerate(row):
                 arrays.update(model.to_arrays(f"v{v}k{k}_"))
@@ -160,6 +165,6 @@ class FoldModels:
             views, n_folds = [str(v) for v in arrays["views"]], int(arrays["n_folds"])
             models = [[FrozenHead.from_arrays(arrays, f"v{v}k{k}_") for k in range(n_folds)] for v in range(len(views))]
             fitted = {name[len("fitted_"):]: values for name, values in arrays.items() if name.startswith("fitted_")}
-            return cls(views, models, fitted)
+            return cls(views, models, fitted, arrays.get("decisions"))
 
         return read_npz(Path(path), "fitted fold models", build, max_bytes)

@@ -51,28 +51,28 @@ def _save(figure: Figure, path: str | os.PathLike) -> Path:
 
 
 def plot_strategy_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Each ensemble strategy's CV log loss with ±1 standard-error bars, best on top, annotated with accuracy.
+    """Each ensemble strategy's CV score (the competition's metric) with ±1 standard-error bars, best on top.
 
     The axis spans the data, not zero to the largest: strategies often differ by 0.002-0.05, which
-    bars drawn from zero would hide.
+    bars drawn from zero would hide. ``table`` is sorted best first (Score columns).
     """
-    table = table.sort_values("cv_logloss", ascending=False, kind="stable")  # drawn bottom-up
+    table = table.iloc[::-1]  # drawn bottom-up: the best on top
     figure = _new_figure(8, 1.2 + 0.45 * len(table))
     ax = figure.subplots()
-    loss, se = table["cv_logloss"].to_numpy(), table["cv_logloss_se"].fillna(0).to_numpy()
+    value, se = table["cv_score"].to_numpy(dtype=float), table["cv_score_se"].fillna(0).to_numpy(dtype=float)
     positions = np.arange(len(table))
-    best = int(np.argmin(loss))
-    colours = ["tab:green" if i == best else "tab:blue" for i in positions]
-    ax.errorbar(loss, positions, xerr=se, fmt="none", ecolor="0.4", capsize=3, zorder=1)
-    ax.scatter(loss, positions, c=colours, s=36, zorder=2)
+    colours = ["tab:green" if i == len(table) - 1 else "tab:blue" for i in positions]
+    ax.errorbar(value, positions, xerr=se, fmt="none", ecolor="0.4", capsize=3, zorder=1)
+    ax.scatter(value, positions, c=colours, s=36, zorder=2)
     ax.set_yticks(positions, table["strategy"])
-    low, high = float((loss - se).min()), float((loss + se).max())
+    low, high = float((value - se).min()), float((value + se).max())
     pad = max(high - low, 1e-3) * 0.08
     ax.set_xlim(low - pad, high + (high - low + 2 * pad) * 0.45)  # room right of the points for the labels
-    for i, (value, error, accuracy) in enumerate(zip(loss, se, table["cv_accuracy"])):
-        ax.annotate(f"{value:.4f} ± {error:.4f}  (acc {accuracy:.3f})", (value + error, i), xytext=(6, 0),
-                    textcoords="offset points", va="center", fontsize=8)
-    ax.set_xlabel("CV log loss, ±1 standard error (lower is better)")
+    for i, (v, error) in enumerate(zip(value, se)):
+        ax.annotate(f"{v:.4f} ± {error:.4f}", (v + error, i), xytext=(6, 0), textcoords="offset points",
+                    va="center", fontsize=8)
+    metric, higher = str(table["metric"].iloc[0]), bool(table["greater_is_better"].iloc[0])
+    ax.set_xlabel(f"CV {metric}, ±1 standard error ({'higher' if higher else 'lower'} is better)")
     ax.set_title("Ensemble strategies (nested CV)")
     ax.grid(axis="x", alpha=0.3)
     return _save(figure, path)

@@ -43,6 +43,23 @@ def load_models(records: list[RunRecord]) -> tuple[list[RunModel], list[str]]:
     return models, problems
 
 
+def same_task_as_newest(models: list[RunModel]) -> tuple[list[RunModel], list[str]]:
+    """The models whose run has the newest run's task (kind, classes, metric), and a note naming the rest:
+    scores of two metrics, or of two readings of the labels, are never ranked together."""
+    if not models:
+        return [], []
+    newest = oldest_first({m.run.run_id: m.run for m in models}.values())[-1]
+    wanted = {k: v for k, v in newest.task.to_dict().items() if k != "source"}
+    kept = [m for m in models if {k: v for k, v in m.run.task.to_dict().items() if k != "source"} == wanted]
+    skipped = sorted({m.run.run_id for m in models} - {m.run.run_id for m in kept})
+    if not skipped:
+        return kept, []
+    other = next(m.run.task for m in models if m.run.run_id == skipped[0])
+    return kept, [f"{len(skipped)} run(s) of another task or metric left out ({', '.join(skipped[:5])}; e.g. "
+                  f"{other.kind} scored by {other.metric_name}, while the newest run {newest.run_id} is "
+                  f"{newest.task.kind} scored by {newest.task.metric_name})"]
+
+
 def same_folds_as_newest(models: list[RunModel]) -> tuple[list[RunModel], list[str]]:
     """The models (of one data set) cross-validated on the newest run's labels and folds, and a note on the rest."""
     if not models:
@@ -74,7 +91,7 @@ def check_comparable(models: list[RunModel]) -> tuple[np.ndarray, np.ndarray]:
         if other.data_fingerprint != run.data_fingerprint:
             raise KaggleTLError(f"{pair} are on different data (fingerprints {run.data_fingerprint} "
                                 f"and {other.data_fingerprint}); ensemble runs of one data set only")
-        for name in ("classes", "test_ids", "train_ids"):
+        for name in ("task", "test_ids", "train_ids"):
             if getattr(other, name) != getattr(run, name):
                 raise KaggleTLError(f"{pair} have different {name}; ensemble runs of one data set only")
         if not np.array_equal(model.predictions.y, y):

@@ -6,7 +6,8 @@ Layout of ``<runs_dir>/<run_id>/`` (nothing else in kaggle_tl names these files)
                                     classes and ids, backbones, one ModelRecord per model
                                     (head, its parameters, CV scores, submission path), notes,
                                     timings, versions, figures
-    models/<model>/predictions.npz  Predictions: oof (V, N, C), test (V, K, M, C), views, folds, y
+    models/<model>/predictions.npz  Predictions: oof (V, N, W), test (V, K, M, W), views, folds, y,
+                                    decisions (K + 1, P)
     plots/*.png                     figures of the best model
 
 ``pipeline.run`` writes only through ``RunRecord.save`` and ``RunRecord.save_predictions``; the
@@ -32,8 +33,9 @@ from kaggle_tl.config import RunConfig
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.files import atomic_write_bytes, npz_bytes, read_json, read_npz, remove_stale_temps, to_json
 from kaggle_tl.tasks.metrics import Score
+from kaggle_tl.tasks.task import Task
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RECORD_FILE = "record.json"
 MODELS_DIR = "models"
 PREDICTIONS_FILE = "predictions.npz"
@@ -79,14 +81,21 @@ def package_versions() -> dict[str, str]:
 # --------------------------------------------------------------------------- predictions
 @dataclass
 class Predictions:
-    """One model's cross-validated predictions: every view x fold, and the labels they are scored on."""
+    """One model's cross-validated predictions: every view x fold, the targets they are scored on, and the
+    decision rule's parameters of each fold (what turns predictions into submission cells).
+
+    W is the head's output width for the task (classes, tags, or 1 for a value).
+    """
 
     views: list[str]
-    oof: np.ndarray  # (V, N, C): row i predicted by the fold model that held it out, per view
-    test: np.ndarray  # (V, K, M, C): every fold model's predictions of every test row, per view
+    oof: np.ndarray  # (V, N, W): row i predicted by the fold model that held it out, per view
+    test: np.ndarray  # (V, K, M, W): every fold model's predictions of every test row, per view
     folds: np.ndarray  # (N,) outer fold of each row
-    y: np.ndarray  # (N,) class index of each row
+    y: np.ndarray  # (N,) class index or value, or (N, L) 0/1 tags: the Task's encoding
     fitted: dict[str, np.ndarray] = field(default_factory=dict)  # (V, K) of what each fit chose (C = "auto")
+    # (K + 1, P): row k the rule fold k's OOF rows are decided with (tuned on rows fold k never scores),
+    # row K the rule the test rows are (tuned on every OOF row); P = 0 for rules without parameters.
+    decisions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # Held as stored (float32) from the start: a score computed before saving must equal one
@@ -95,15 +104,21 @@ class Predictions:
         self.oof = np.asarray(self.oof, dtype=np.float32)
         self.test = np.asarray(self.test, dtype=np.float32)
         self.folds = np.asarray(self.folds, dtype=np.int64)
-        self.y = np.asarray(self.y, dtype=np.int64)
+        self.y = np.asarray(self.y)
         self.fitted = {name: np.asarray(values, dtype=np.float64) for name, values in self.fitted.items()}
-        n_views, n_rows, n_classes = self.oof.shape
+        if self.oof.ndim != 3:
+            raise KaggleTLError(f"predictions of inconsistent shapes: oof {self.oof.shape}")
+        n_views, n_rows, width = self.oof.shape
         n_folds = int(self.folds.max()) + 1 if len(self.folds) else 0
+        self.decisions = np.asarray(np.zeros((n_folds + 1, 0)) if self.decisions is None else self.decisions,
+                                    dtype=np.float64)
         if (len(self.views) != n_views or self.test.ndim != 4 or self.test.shape[0] != n_views
-                or self.test.shape[1] != n_folds or self.test.shape[3] != n_classes
-                or self.y.shape != (n_rows,) or self.folds.shape != (n_rows,)):
+                or self.test.shape[1] != n_folds or self.test.shape[3] != width
+                or self.y.ndim not in (1, 2) or len(self.y) != n_rows or self.folds.shape != (n_rows,)
+                or self.decisions.ndim != 2 or len(self.decisions) != n_folds + 1):
             raise KaggleTLError(f"predictions of inconsistent shapes: oof {self.oof.shape}, test {self.test.shape}, "
-                                f"views {len(self.views)}, y {self.y.shape}, folds {self.folds.shape}")
+                                f"views {len(self.views)}, y {self.y.shape}, folds {self.folds.shape}, "
+                                f"decisions {self.decisions.shape}")
 
     @property
     def oof_mean(self) -> np.ndarray:
@@ -112,8 +127,13 @@ class Predictions:
 
     @property
     def test_mean(self) -> np.ndarray:
-        """(M, C) test predictions averaged over views x folds: what the submission holds."""
+        """(M, W) test predictions averaged over views x folds: what the submission is decided from."""
         return self.test.mean(axis=(0, 1))
+
+    @property
+    def test_decision(self) -> np.ndarray:
+        """The decision rule's parameters for the test rows (tuned on every OOF row)."""
+        return self.decisions[-1]
 
     def is_finite(self) -> bool:
         return bool(np.isfinite(self.oof).all() and np.isfinite(self.test).all())
@@ -121,14 +141,17 @@ class Predictions:
     def to_bytes(self) -> bytes:
         """The .npz file's bytes (the prediction cache and the run folder hold the same file)."""
         return npz_bytes({"oof": self.oof, "test": self.test, "folds": self.folds, "y": self.y,
-                          "views": np.array(self.views),
+                          "views": np.array(self.views), "decisions": self.decisions,
                           **{f"fitted_{name}": values for name, values in self.fitted.items()}})
 
     @staticmethod
     def max_bytes(n_views: int, n_rows: int, n_folds: int, n_test: int, n_classes: int) -> int:
-        """The most a predictions file of these sizes holds: oof, test, folds, y, views and what each fit
-        chose (float32, int64, float64), doubled for slack: the bound ``load`` reads within."""
-        arrays = 4 * n_views * n_classes * (n_rows + n_folds * n_test) + 16 * n_rows + 8 * n_views * n_folds * 16
+        """The most a predictions file of these sizes holds: oof, test, folds, y (tags: a row of classes),
+        views, decisions and what each fit chose (float32, int64, float64), doubled for slack: the bound
+        ``load`` reads within."""
+        width = max(1, n_classes)
+        arrays = (4 * n_views * width * (n_rows + n_folds * n_test) + 8 * n_rows * (1 + width)
+                  + 8 * n_views * n_folds * 16 + 8 * (n_folds + 1) * (width + 1))
         return 2 * arrays + 65536
 
     @classmethod
@@ -137,7 +160,8 @@ class Predictions:
 
         def build(data: dict[str, np.ndarray]) -> "Predictions":
             fitted = {name[len("fitted_"):]: values for name, values in data.items() if name.startswith("fitted_")}
-            return cls([str(v) for v in data["views"]], data["oof"], data["test"], data["folds"], data["y"], fitted)
+            return cls([str(v) for v in data["views"]], data["oof"], data["test"], data["folds"], data["y"], fitted,
+                       data["decisions"])
 
         preds = read_npz(path, "predictions", build, max_bytes)
         if not preds.is_finite():
@@ -159,6 +183,7 @@ class ModelRecord:
     head: str
     head_params: dict[str, Any]
     backbones: list[str]
+    response: str  # what the head predicted for the task: proba, tags or value
     score: Score
     optimistic: bool  # True when the head stopped early on the rows it was scored on
     recipe: str  # the feature recipe and the head's parameters in short: what tells two models apart
@@ -184,7 +209,7 @@ class RunRecord:
     config: RunConfig  # the resolved config, rebuilt typed on load
     data_fingerprint: str
     image_keys: dict[str, str]  # split -> content key of its image list
-    classes: list[str]
+    task: Task  # what the competition asks and how it is scored, rebuilt typed on load
     submission_columns: list[str]
     train_ids: list[str]
     test_ids: list[str]
@@ -211,7 +236,11 @@ class RunRecord:
 
     @property
     def id_column(self) -> str:
-        return self.config.id_column
+        return self.task.id_column
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.task.classes)
 
     @property
     def random_weights(self) -> bool:
@@ -243,11 +272,12 @@ class RunRecord:
         if file_sha1(path) != self.model(name).predictions_sha1:
             raise KaggleTLError(f"{path}: not the predictions run {self.run_id} saved (replaced or damaged since; "
                                 "its record holds another checksum)")
+        width = self.task.width(self.model(name).response)
         preds = Predictions.load(path, Predictions.max_bytes(len(self.views), len(self.train_ids), self.config.folds,
-                                                             len(self.test_ids), len(self.classes)))
-        if preds.oof.shape[2] != len(self.classes) or preds.test.shape[2] != len(self.test_ids):
+                                                             len(self.test_ids), width))
+        if preds.oof.shape[2] != width or preds.test.shape[2] != len(self.test_ids):
             raise KaggleTLError(f"{path}: predictions do not match the run record "
-                                f"({len(self.classes)} classes, {len(self.test_ids)} test rows)")
+                                f"({width} output column(s), {len(self.test_ids)} test rows)")
         return preds
 
     # ------------------------------------------------------------------ writing
@@ -262,6 +292,7 @@ class RunRecord:
         """(Re)write record.json atomically; called after every step so a run is never lost."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "run_dir"}
         values["config"] = self.config.to_dict()
+        values["task"] = self.task.to_dict()
         values["models"] = [m.to_dict() for m in self.models]
         path = self.run_dir / RECORD_FILE
         atomic_write_bytes(path, to_json(values))
@@ -292,7 +323,7 @@ class RunRecord:
         try:
             config = RunConfig.from_dict(values["config"], source=f"{path}: saved config")
             models = [ModelRecord.from_dict(m) for m in values.get("models") or []]
-            record = cls(**{**values, "config": config, "models": models})
+            record = cls(**{**values, "config": config, "models": models, "task": Task.from_dict(values["task"])})
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise KaggleTLError(f"{path}: damaged run record ({type(exc).__name__}: {exc})") from None
         record.run_dir = path.parent

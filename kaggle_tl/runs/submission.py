@@ -14,25 +14,27 @@ import pandas as pd
 from kaggle_tl.data.csvs import read_text_csv
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.files import atomic_write_bytes, disk_errors_as_one_line, ensure_writable, read_json, to_json
-from kaggle_tl.tasks.metrics import KAGGLE_EPS, Score, clip_proba, score
+from kaggle_tl.tasks.detect import TaskSettings, detect_task
+from kaggle_tl.tasks.metrics import KAGGLE_EPS, Score, clip_proba, row_logloss
+from kaggle_tl.tasks.task import Task
 
 ROW_SUM_TOLERANCE = 1e-6
 
 
-def build_submission(test_proba: np.ndarray, test_ids: list[str], classes: list[str],
-                     sample: pd.DataFrame, id_column: str = "id") -> pd.DataFrame:
-    """Rows in sample_submission's id order, columns in its order, probabilities clipped and renormalised."""
-    proba = clip_proba(test_proba)
-    frame = pd.DataFrame(proba, columns=classes)
-    frame.insert(0, id_column, list(test_ids))
-    order = sample[id_column].astype(str).tolist()
-    frame = frame.set_index(id_column).reindex(order).reset_index()
+def build_submission(task: Task, test_prediction: np.ndarray, decision: np.ndarray, test_ids: list[str],
+                     sample: pd.DataFrame) -> pd.DataFrame:
+    """Rows in sample_submission's id order, columns in its order, cells as the task decides them
+    (clipped probabilities, P(positive), a label, a value in range, tags, the top k)."""
+    cells = task.cells(task.decide(test_prediction, decision))
+    frame = pd.DataFrame({task.id_column: list(test_ids), **cells})
+    order = sample[task.id_column].astype(str).tolist()
+    frame = frame.set_index(task.id_column).reindex(order).reset_index()
     return frame[list(sample.columns)]
 
 
-def validate_submission(frame: pd.DataFrame, sample: pd.DataFrame, id_column: str = "id",
-                        source: str = "submission") -> None:
-    """Raise KaggleTLError naming the first problem: the checks a Kaggle grader makes."""
+def validate_submission(frame: pd.DataFrame, sample: pd.DataFrame, task: Task, source: str = "submission") -> None:
+    """Raise KaggleTLError naming the first problem: the checks a Kaggle grader makes, for the task's cells."""
+    id_column = task.id_column
     if list(frame.columns) != list(sample.columns):
         missing = [c for c in sample.columns if c not in frame.columns]
         extra = [c for c in frame.columns if c not in sample.columns]
@@ -47,18 +49,26 @@ def validate_submission(frame: pd.DataFrame, sample: pd.DataFrame, id_column: st
     if missing_ids or extra_ids:
         raise KaggleTLError(f"{source}: {len(missing_ids)} id(s) missing (e.g. {sorted(missing_ids)[:3]}), "
                             f"{len(extra_ids)} unexpected (e.g. {sorted(extra_ids)[:3]})")
-    try:
-        values = frame.drop(columns=[id_column]).to_numpy(dtype=np.float64)
-    except (ValueError, TypeError):
-        raise KaggleTLError(f"{source}: probability columns hold non-numeric values") from None
-    bad = ~np.isfinite(values).all(axis=1)
-    if bad.any():
-        raise KaggleTLError(f"{source}: row for id {ids.iloc[np.argmax(bad)]!r} has a NaN or infinite value")
+    targets = frame[list(task.target_columns)]
+    empty = targets.isna().to_numpy().any(axis=1) | (targets.astype(str) == "").to_numpy().any(axis=1)
+    if empty.any():
+        raise KaggleTLError(f"{source}: row for id {ids.iloc[np.argmax(empty)]!r} has an empty or NaN cell")
+    if task.form in ("label", "tags", "ranked"):
+        task.read_cells(frame.astype(str), source)  # every label, tag or ranked label one of the task's classes
+        return
+    values = task.read_cells(frame, source).reshape(len(frame), -1)
+    if task.form == "value":
+        low, high = task.value_range or (-np.inf, np.inf)
+        outside = ((values < low) | (values > high)).any(axis=1)
+        if outside.any():
+            raise KaggleTLError(f"{source}: row for id {ids.iloc[np.argmax(outside)]!r} has a value outside "
+                                f"[{low:g}, {high:g}]")
+        return
     out_of_range = ((values < 0) | (values > 1)).any(axis=1)
     if out_of_range.any():
         raise KaggleTLError(f"{source}: row for id {ids.iloc[np.argmax(out_of_range)]!r} has a value outside [0, 1]")
     off = np.abs(values.sum(axis=1) - 1) > ROW_SUM_TOLERANCE
-    if off.any():
+    if task.form == "proba" and off.any():
         row = int(np.argmax(off))
         raise KaggleTLError(f"{source}: row for id {ids.iloc[row]!r} sums to {values[row].sum():.6f}, not 1")
 
@@ -77,14 +87,14 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def write_submission(frame: pd.DataFrame, sample: pd.DataFrame, directory: str | Path, stem: str,
-                     id_column: str = "id") -> Path:
+                     task: Task) -> Path:
     """Validate, then write ``<directory>/<stem>.csv`` atomically, never overwriting a file.
 
     Ids are written exactly as in the sample submission (the grader matches them byte for
     byte), so they are quoted as CSV needs but never altered or formula-escaped. When the name
     is taken (by the CSV or its ``.json`` sidecar), ``<stem>-1.csv``, ``<stem>-2.csv``... is used.
     """
-    validate_submission(frame, sample, id_column, source=stem)
+    validate_submission(frame, sample, task, source=stem)
     directory = ensure_writable(directory, "submissions")  # a file there is named as one, not as a full folder
     data = _csv_bytes(frame)
     for attempt in range(1000):
@@ -101,15 +111,14 @@ def write_submission(frame: pd.DataFrame, sample: pd.DataFrame, directory: str |
     raise KaggleTLError(f"{directory}: too many submissions named {stem}")
 
 
-def write_submission_file(frame: pd.DataFrame, sample: pd.DataFrame, destination: str | Path,
-                          id_column: str = "id") -> Path:
+def write_submission_file(frame: pd.DataFrame, sample: pd.DataFrame, destination: str | Path, task: Task) -> Path:
     """Validate, then write to exactly ``destination``, replacing it atomically if it exists.
 
     What a Kaggle notebook's grader reads (/kaggle/working/submission.csv): that one path is
     replaced, nothing beside it is touched.
     """
     destination = Path(destination)
-    validate_submission(frame, sample, id_column, source=str(destination))
+    validate_submission(frame, sample, task, source=str(destination))
     with disk_errors_as_one_line(destination):
         try:
             atomic_write_bytes(destination, _csv_bytes(frame))
@@ -209,18 +218,22 @@ def _probabilities(frame: pd.DataFrame, classes: list[str], id_column: str, path
 
 
 def score_submission(submission: str | Path, labels: str | Path, sample: str | Path | None = None,
-                     id_column: str = "id", label_column: str = "label") -> dict[str, float]:
+                     id_column: str = "id", label_column: str = "label",
+                     settings: TaskSettings = TaskSettings()) -> dict[str, float | str]:
     """Score a submission CSV against an id,label file the way Kaggle's grader does.
 
     Format first, stopping at the first problem with one line naming the file and row: the id
-    column; the class columns (the sample submission's when given, else the submission's own,
-    which must include every label); every labelled id exactly once and no other; numeric values
-    in [0, 1], no NaN; rows summing to 1 within SCORE_ROW_SUM_TOLERANCE. Then multi-class log loss
-    after Kaggle's clipping at 1e-15 (metrics.KAGGLE_EPS) and row rescaling, and accuracy of the argmax.
+    column; every labelled id exactly once and no other. A submission with one probability column
+    per class (the sample's when given, else its own, which must include every label): numeric
+    values in [0, 1], no NaN, rows summing to 1 within SCORE_ROW_SUM_TOLERANCE, then multi-class log
+    loss after Kaggle's clipping at 1e-15 (metrics.KAGGLE_EPS) and row rescaling, and accuracy of the
+    argmax. A submission with one target column (a label, P(positive), a value, tags, the top k): the
+    task read from the labels and that column (``settings`` as ``--task``/``--metric``), scored by its
+    metric.
 
     Returns
     -------
-    {"logloss", "accuracy", "rows", "classes"}
+    {"metric", "score", "rows", "classes"}, and "logloss", "accuracy" for probability columns
     """
     submission, labels = Path(submission), Path(labels)
     truth = read_text_csv(labels, "labels", required=[id_column, label_column])
@@ -234,12 +247,9 @@ def score_submission(submission: str | Path, labels: str | Path, sample: str | P
         extra = [c for c in frame.columns if c not in expected and c != id_column]
         if extra:
             raise KaggleTLError(f"{submission}: column(s) {extra[:5]} are not in the sample submission {sample}")
-        classes = expected
+        columns = expected
     else:
-        classes = [c for c in frame.columns if c != id_column]
-    unknown = sorted(set(truth[label_column]) - set(classes))
-    if unknown:
-        raise KaggleTLError(f"{submission}: missing column(s) {unknown[:5]} for labels in {labels}")
+        columns = [c for c in frame.columns if c != id_column]
 
     ids = frame[id_column]
     _first_duplicate(ids, submission, id_column)
@@ -250,9 +260,31 @@ def score_submission(submission: str | Path, labels: str | Path, sample: str | P
     if len(extra_ids):
         raise KaggleTLError(f"{submission}: {len(extra_ids)} id(s) not in {labels.name}, e.g. "
                             f"{extra_ids.iloc[:3].tolist()} (first on line {extra_ids.index[0] + 2})")
-    proba = _probabilities(frame, classes, id_column, submission)
-
     order = pd.Index(ids).get_indexer(truth[id_column])
-    y = pd.Index(classes).get_indexer(truth[label_column])
-    scores = score(y, proba[order], eps=KAGGLE_EPS)  # the grader's clipping, not the CV scores' (metrics.py)
-    return {"logloss": scores.logloss, "accuracy": scores.accuracy, "rows": len(y), "classes": len(classes)}
+    if len(columns) == 1:
+        return _score_cells(frame.iloc[order].reset_index(drop=True), truth, columns[0], id_column, label_column,
+                            settings, submission, labels)
+    unknown = sorted(set(truth[label_column]) - set(columns))
+    if unknown:
+        raise KaggleTLError(f"{submission}: missing column(s) {unknown[:5]} for labels in {labels}")
+    proba = _probabilities(frame, columns, id_column, submission)
+    y = pd.Index(columns).get_indexer(truth[label_column])
+    proba = clip_proba(proba[order], KAGGLE_EPS)  # the grader's clipping, not the CV scores' (metrics.py)
+    logloss = float(row_logloss(y, proba, KAGGLE_EPS).mean())
+    return {"metric": "log_loss", "score": logloss, "logloss": logloss,
+            "accuracy": float((proba.argmax(axis=1) == y).mean()), "rows": len(y), "classes": len(columns)}
+
+
+def _score_cells(frame: pd.DataFrame, truth: pd.DataFrame, column: str, id_column: str, label_column: str,
+                 settings: TaskSettings, submission: Path, labels: Path) -> dict[str, float | str]:
+    """One target column: the task read from the labels (and the submission's cells), scored by its metric."""
+    targets = truth[[label_column]].set_axis(truth[id_column]).rename(columns={label_column: column})
+    task, _ = detect_task(targets, frame[[id_column, column]], settings, where=str(labels))
+    y = task.encode(targets, str(labels))
+    cells = task.read_cells(frame, str(submission))
+    if task.form in ("p_positive", "tag_proba"):
+        outside = np.flatnonzero(((cells < 0) | (cells > 1)).reshape(len(frame), -1).any(axis=1))
+        if len(outside):
+            raise KaggleTLError(f"{submission}: id {frame[id_column].iloc[outside[0]]!r} has a value outside [0, 1]")
+    return {"metric": task.metric_name, "score": task.metric(task.truth(y), cells), "rows": len(y),
+            "classes": task.n_classes}

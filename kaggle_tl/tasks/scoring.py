@@ -24,7 +24,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from kaggle_tl.errors import KaggleTLError, did_you_mean
-from kaggle_tl.tasks.metrics import CLIP_EPS, clip_proba, row_logloss  # one definition of clipping
+from kaggle_tl.tasks.metrics import CLIP_EPS, row_logloss  # one definition of clipping
 
 BOOTSTRAP_RESAMPLES = 200  # enough for a standard error to ~5%; each costs one metric evaluation
 BOOTSTRAP_SEED = 0

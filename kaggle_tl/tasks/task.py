@@ -28,12 +28,19 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.tasks import decisions
-from kaggle_tl.tasks.scoring import CLIP_EPS, Metric, clip_proba, get_metric
+from kaggle_tl.tasks.metrics import CLIP_EPS, clip_proba
+from kaggle_tl.tasks.scoring import Metric, get_metric
 
 KINDS = ("multiclass", "binary", "ordinal", "regression", "multilabel", "topk")
 # What heads output for each kind, in the order a head that can do several picks from.
 RESPONSES = {"multiclass": ("proba",), "binary": ("proba",), "topk": ("proba",), "multilabel": ("tags",),
              "regression": ("value",), "ordinal": ("proba", "value")}
+# The heads a run fits when --heads is not given: a classifier and the dense head for classes, tags and
+# rankings; for values a ridge-type head; for grades both readings (class probabilities -> expected
+# grade, and a value), each with its cut points tuned for QWK.
+DEFAULT_HEADS = {"multiclass": ("logreg", "dense"), "binary": ("logreg", "dense"), "topk": ("logreg", "dense"),
+                 "multilabel": ("logreg", "dense"), "regression": ("ridge", "dense"),
+                 "ordinal": ("logreg", "ridge", "dense")}
 VALUE_BINS = 10  # quantile bins a regression target is stratified on
 
 
@@ -83,6 +90,10 @@ class Task:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def default_heads(self) -> tuple[str, ...]:
+        return DEFAULT_HEADS[self.kind]
+
     def response_of(self, supported: tuple[str, ...]) -> str | None:
         """The first of this task's responses a head that outputs ``supported`` can give, or None."""
         return next((r for r in RESPONSES[self.kind] if r in supported), None)
@@ -90,6 +101,11 @@ class Task:
     def width(self, response: str) -> int:
         """Columns a head's predictions have for ``response``."""
         return 1 if response == "value" else self.n_classes
+
+    def class_probabilities(self, width: int) -> bool:
+        """True when predictions of ``width`` columns are one probability per class, rows summing to 1 (what
+        confusion figures, stacking and weighted ensembles read); False for tags and values."""
+        return self.kind in ("multiclass", "binary", "topk", "ordinal") and width == self.n_classes
 
     @property
     def tuned_decision(self) -> bool:
@@ -173,6 +189,26 @@ class Task:
                 folds[val] = k
         return folds
 
+    def fold_problem(self, y: np.ndarray, n_folds: int) -> str | None:
+        """Why ``y`` cannot be split into ``n_folds`` stratified folds for this task, or None.
+
+        A class (or grade) with fewer rows than folds leaves a fold without it; a top-k catalogue
+        (one image of most whales) is split without stratifying, so its rare classes are expected.
+        """
+        if self.kind in ("multiclass", "binary", "ordinal"):
+            counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=self.n_classes)
+            small = [(self.classes[i], int(n)) for i, n in enumerate(counts) if 0 < n < n_folds]
+            if small:
+                name, n = small[0]
+                return (f"class {name!r} has {n} image(s), fewer than folds={n_folds}; lower --folds or add images "
+                        f"({len(small)} class(es) affected)")
+            if np.count_nonzero(counts) < 2:
+                return (f"training images of at least 2 classes are needed, found "
+                        f"{[self.classes[i] for i in np.flatnonzero(counts)]}")
+        if len(y) < n_folds:
+            return f"{len(y)} training image(s), fewer than folds={n_folds}"
+        return None
+
     # ------------------------------------------------------------------ decisions
     def signal(self, prediction: np.ndarray) -> np.ndarray:
         """Ordinal: the continuous grade, the expected grade of class probabilities or a value head's value."""
@@ -224,6 +260,27 @@ class Task:
         if self.kind == "ordinal":  # the grade index: the continuous grade placed between the cut points
             return decisions.apply_cuts(self.signal(prediction), params)
         return prediction.argmax(axis=1)
+
+    # ------------------------------------------------------------------ what the metric reads
+    def truth(self, y: np.ndarray, form: str | None = None) -> np.ndarray:
+        """``y`` as a metric of ``form`` (default: the task's) reads it: a P(positive) is scored against 1
+        for the positive class, everything else against ``y`` itself."""
+        if (form or self.form) == "p_positive":
+            return (np.asarray(y) == self.classes.index(self.positive)).astype(np.int64)
+        return np.asarray(y)
+
+    def logloss_input(self, y: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(truth, probabilities) log loss is computed on, or None where the predictions are not
+        probabilities (a value, or a grade from a value head)."""
+        prediction = np.asarray(prediction, dtype=np.float64)
+        if self.kind == "regression" or prediction.ndim != 2 or prediction.shape[1] != self.n_classes:
+            return None
+        if self.kind == "binary":
+            p = clip_proba(prediction)[:, self.classes.index(self.positive)]
+            return self.truth(y, "p_positive"), np.clip(p, CLIP_EPS, 1 - CLIP_EPS)
+        if self.kind == "multilabel":
+            return np.asarray(y), np.clip(prediction, CLIP_EPS, 1 - CLIP_EPS)
+        return np.asarray(y), clip_proba(prediction)
 
     # ------------------------------------------------------------------ the submission's cells
     def cells(self, decided: np.ndarray) -> dict[str, object]:

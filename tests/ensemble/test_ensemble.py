@@ -10,10 +10,17 @@ from kaggle_tl.ensemble.strategies import Mean, compare_strategies, create_strat
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.runs.compare import RunModel
 from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord
-from kaggle_tl.tasks.metrics import Score, score
+from conftest import class_task  # noqa: E402
+from kaggle_tl.tasks.evaluate import score_prediction
+from kaggle_tl.tasks.metrics import Score, row_logloss
 
 N_ROWS, N_TEST, N_CLASSES, N_FOLDS = 600, 50, 4, 5
 SELECTING = ["best_single", "weighted", "greedy"]
+TASK = class_task(N_CLASSES)
+
+
+def _logloss(y, proba):
+    return float(row_logloss(y, proba).mean())
 FITTED = ["weighted", "greedy", "stacking"]
 
 
@@ -47,7 +54,7 @@ def predictions():
 def compared(predictions):
     """compare_strategies over all registered strategies, with test predictions."""
     y, folds, oof, test = predictions
-    return compare_strategies(oof, y, folds, test=test)
+    return compare_strategies(oof, y, folds, TASK, test=test)
 
 
 @pytest.mark.parametrize("name", SELECTING)
@@ -70,24 +77,24 @@ def test_identical_models_keep_their_logloss(predictions, name):
     y, _, oof, _ = predictions
     good = oof["good"]
     combined = create_strategy(name).fit([good, good], y).combine([good, good])
-    assert score(y, combined).logloss == pytest.approx(score(y, good).logloss, rel=1e-6)
+    assert _logloss(y, combined) == pytest.approx(_logloss(y, good), rel=1e-6)
 
 
 def test_averaging_independent_good_models_beats_each(predictions):
     y, _, oof, _ = predictions
     pair = [oof["good"], oof["good2"]]
-    averaged = score(y, Mean().fit(pair).combine(pair)).logloss
-    assert averaged < min(score(y, p).logloss for p in pair)
+    averaged = _logloss(y, Mean().fit(pair).combine(pair))
+    assert averaged < min(_logloss(y, p) for p in pair)
 
 
 @pytest.mark.parametrize("name", FITTED)
 def test_nested_cv_is_not_better_than_in_sample_oracle(predictions, compared, name):
     y, _, oof, _ = predictions
-    table, _, _ = compared
+    table, _, _, _ = compared
     probas = list(oof.values())
     oracle = create_strategy(name).fit(probas, y).combine(probas)
     nested_logloss = table.set_index("strategy").loc[name, "cv_logloss"]
-    assert nested_logloss > score(y, oracle).logloss
+    assert nested_logloss > _logloss(y, oracle)
 
 
 def test_nested_cv_fits_never_see_held_out_rows(predictions):
@@ -109,15 +116,15 @@ def test_fitted_strategies_are_scored_by_nested_cv(predictions):
     """A stacker scored in-sample would look better than its nested CV score."""
     y, folds, oof, _ = predictions
     probas = list(oof.values())
-    table, nested_oof, _ = compare_strategies(oof, y, folds, strategies=["stacking"])
+    table, nested_oof, _, _ = compare_strategies(oof, y, folds, TASK, strategies=["stacking"])
     in_sample = create_strategy("stacking").fit(probas, y).combine(probas)
     assert not np.allclose(nested_oof["stacking"], in_sample)
-    assert table.loc[0, "cv_logloss"] == pytest.approx(score(y, nested_oof["stacking"]).logloss)
+    assert table.loc[0, "cv_logloss"] == pytest.approx(_logloss(y, nested_oof["stacking"]))
 
 
 @pytest.mark.parametrize("name", list_strategies())
 def test_predictions_are_normalised_with_right_shapes(compared, name):
-    _, oof_by_strategy, test_by_strategy = compared
+    _, oof_by_strategy, test_by_strategy, _ = compared
     assert oof_by_strategy[name].shape == (N_ROWS, N_CLASSES)
     assert test_by_strategy[name].shape == (N_TEST, N_CLASSES)
     for proba in (oof_by_strategy[name], test_by_strategy[name]):
@@ -126,40 +133,41 @@ def test_predictions_are_normalised_with_right_shapes(compared, name):
 
 
 def test_table_is_sorted_and_complete(compared):
-    table, _, _ = compared
-    assert list(table.columns) == ["strategy", "cv_logloss", "cv_logloss_se", "cv_accuracy", "cv_accuracy_se",
-                                   "description"]
+    table, _, _, _ = compared
+    assert list(table.columns) == ["strategy", *Score.COLUMNS, "description"]
     assert sorted(table["strategy"]) == list_strategies()
-    assert table["cv_logloss"].is_monotonic_increasing
+    assert table["cv_logloss"].is_monotonic_increasing and (table["cv_score"] == table["cv_logloss"]).all()
     assert table["description"].str.len().min() > 0
 
 
 def test_no_test_gives_empty_test_predictions(predictions):
     y, folds, oof, _ = predictions
-    _, _, test_by_strategy = compare_strategies(oof, y, folds, strategies=["mean"])
+    _, _, test_by_strategy, _ = compare_strategies(oof, y, folds, TASK, strategies=["mean"])
     assert test_by_strategy == {}
 
 
 def test_stacking_on_informative_model_beats_chance(predictions):
     y, folds, oof, _ = predictions
-    table, _, _ = compare_strategies({"good": oof["good"], "noise": oof["noise"]}, y, folds, strategies=["stacking"])
+    table, _, _, _ = compare_strategies({"good": oof["good"], "noise": oof["noise"]}, y, folds,
+                                        class_task(N_CLASSES, "accuracy"), strategies=["stacking"])
     assert table.loc[0, "cv_logloss"] < np.log(N_CLASSES) - 0.2
-    assert table.loc[0, "cv_accuracy"] > 1.0 / N_CLASSES + 0.2
+    assert table.loc[0, "metric"] == "accuracy" and table.loc[0, "cv_score"] > 1.0 / N_CLASSES + 0.2
 
 
 def test_score_counts_classes_absent_from_y():
     y = np.array([0, 1, 1])
     proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2]])
-    scores = score(y, proba)
-    assert scores.logloss == pytest.approx(log_loss(y, proba, labels=[0, 1, 2]))
-    assert scores.accuracy == pytest.approx(2 / 3)
+    folds = np.array([0, 1, 0])
+    logloss = score_prediction(class_task(3), y, proba, folds, np.zeros((3, 0)))
+    accuracy = score_prediction(class_task(3, "accuracy"), y, proba, folds, np.zeros((3, 0)))
+    assert logloss.value == logloss.logloss == pytest.approx(log_loss(y, proba, labels=[0, 1, 2]))
+    assert accuracy.value == pytest.approx(2 / 3) and accuracy.logloss == logloss.logloss
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
         (lambda oof, y, folds: {"y": y[:-1]}, "one entry per OOF row"),
-        (lambda oof, y, folds: {"y": y + N_CLASSES}, "class indices"),
         (lambda oof, y, folds: {"folds": np.zeros_like(folds)}, "two distinct"),
         (lambda oof, y, folds: {"oof": {**oof, "bad": oof["good"][:, :2]}}, "one shape"),
         (lambda oof, y, folds: {"oof": {}}, "no OOF predictions"),
@@ -167,7 +175,7 @@ def test_score_counts_classes_absent_from_y():
 )
 def test_bad_inputs_raise_actionable_errors(predictions, change, message):
     y, folds, oof, _ = predictions
-    inputs = {"oof": oof, "y": y, "folds": folds}
+    inputs = {"oof": oof, "y": y, "folds": folds, "task": TASK}
     with pytest.raises(KaggleTLError, match=message):
         compare_strategies(**{**inputs, **change(oof, y, folds)})
 
@@ -175,7 +183,7 @@ def test_bad_inputs_raise_actionable_errors(predictions, change, message):
 def test_test_predictions_must_cover_the_same_models(predictions):
     y, folds, oof, test = predictions
     with pytest.raises(KaggleTLError, match="same models"):
-        compare_strategies(oof, y, folds, test={"good": test["good"]})
+        compare_strategies(oof, y, folds, TASK, test={"good": test["good"]})
 
 
 def test_unknown_strategy_name():
@@ -186,10 +194,10 @@ def test_unknown_strategy_name():
 # --------------------------------------------------------------------------- concat vs average pairing
 def _model(run_id, backbones, head="dense", views=("original", "hflip"), weights="imagenet"):
     run = RunRecord(run_id=run_id, config=RunConfig(data="/c", weights=weights, resize="squash"),
-                    data_fingerprint="f", image_keys={}, classes=["a"], submission_columns=["id", "a"],
+                    data_fingerprint="f", image_keys={}, task=class_task(1), submission_columns=["id", "c0"],
                     train_ids=["t"], test_ids=["u"], train_paths=[], test_paths=[], backbones=[])
-    entry = ModelRecord(f"{'+'.join(backbones)}__{head}", head, {}, list(backbones), Score(0.0, 0.0, 1.0, 0.0),
-                        False, "", "")
+    entry = ModelRecord(f"{'+'.join(backbones)}__{head}", head, {}, list(backbones), "proba",
+                        Score("log_loss", 0.0, 0.0, False), False, "", "")
     ones = np.ones((len(views), 1, 1))
     return RunModel(run, entry, Predictions(list(views), ones, ones[:, None], np.zeros(1, int), np.zeros(1, int)))
 

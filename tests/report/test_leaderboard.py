@@ -106,7 +106,7 @@ def test_csv_escapes_formula_cells_and_markdown_escapes_pipes(tmp_path, competit
     assert back.loc[0, "backbones"] == "'@evil+-x"
     assert float(back.loc[0, "cv_logloss"]) == pytest.approx(table.loc[0, "cv_logloss"], rel=1e-5)  # numbers untouched
     markdown = md_path.read_text()
-    assert markdown.splitlines()[0].startswith("| rank | cv_logloss |")
+    assert markdown.splitlines()[0].startswith("| rank | metric | cv_score |")
     assert "a\\|b.csv" in markdown and "=HYPERLINK(1)__logreg" in markdown
 
 

@@ -32,10 +32,10 @@ def _plot_calls(labelled, tmp_path):
     y, proba, features = labelled
     table = pd.DataFrame(
         {
-            "strategy": ["greedy", "weighted", "mean", "stacking"],
-            "cv_logloss": [0.31, 0.32, 0.40, 0.29],
-            "cv_logloss_se": [0.010, 0.011, 0.009, 0.014],
-            "cv_accuracy": [0.90, 0.89, 0.85, 0.91],
+            "strategy": ["stacking", "greedy", "weighted", "mean"],  # best first, as compare_strategies sorts
+            "metric": "log_loss", "greater_is_better": False,
+            "cv_score": [0.29, 0.31, 0.32, 0.40],
+            "cv_score_se": [0.014, 0.010, 0.011, 0.009],
             "description": ["", "", "", ""],
         }
     )
@@ -62,8 +62,8 @@ def test_plot_writes_readable_png(labelled, tmp_path, plot):
 
 def test_plot_report_draws_what_it_can_and_skips_what_fails(labelled, tmp_path, caplog):
     y, proba, features = labelled
-    table = pd.DataFrame({"strategy": ["mean", "greedy"], "cv_logloss": [0.4, 0.3], "cv_logloss_se": [0.01, 0.02],
-                          "cv_accuracy": [0.8, 0.9]})
+    table = pd.DataFrame({"strategy": ["greedy", "mean"], "metric": "accuracy", "greater_is_better": True,
+                          "cv_score": [0.9, 0.8], "cv_score_se": [0.01, 0.02]})
     missing_images = [str(tmp_path / f"gone{i}.png") for i in range(len(y))]
     written = plot_report(tmp_path / "report", y, proba, CLASS_NAMES, image_paths=missing_images,
                           strategy_table=table)

@@ -18,6 +18,7 @@ from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.runs.compare import check_comparable, load_models, same_folds_as_newest
 from kaggle_tl.runs.queries import list_runs, resolve_run_dir, select_runs
 from kaggle_tl.runs.record import RECORD_FILE, SCHEMA_VERSION, Predictions, RunRecord, claim_run_dir
+from kaggle_tl.tasks.evaluate import model_score, score_table
 from kaggle_tl.tasks import metrics
 
 
@@ -39,7 +40,7 @@ def test_record_and_predictions_round_trip(runs):
     entry = record.model("inception_v3__logreg")
     preds = record.predictions(entry.name)
     assert preds.oof.shape == (2, 30, 3) and preds.test.shape == (2, 5, 9, 3) and preds.views == VIEWS
-    assert entry.score.logloss == pytest.approx(metrics.score(preds.y, preds.oof.mean(axis=0)).logloss, rel=1e-6)
+    assert entry.score.logloss == pytest.approx(metrics.row_logloss(preds.y, preds.oof.mean(axis=0)).mean(), rel=1e-6)
     assert np.bincount(preds.folds).tolist() == [6] * 5
     assert isinstance(record.config, RunConfig) and record.config.seed == 42 and record.random_weights
 
@@ -192,8 +193,9 @@ def test_check_comparable_refuses_other_data_or_folds(runs, other, message):
 
 def test_score_table_matches_the_model_score(runs):
     runs_dir, _ = runs
-    preds = RunRecord.load(runs_dir / "r1").predictions("xception__logreg")
-    table = metrics.score_table(preds)
+    record = RunRecord.load(runs_dir / "r1")
+    preds = record.predictions("xception__logreg")
+    table = score_table(record.task, preds)
     overall = table[(table.fold == "all") & (table.view == "original+hflip")].iloc[0]
-    assert overall.cv_logloss == pytest.approx(metrics.model_score(preds).logloss)
+    assert overall.cv_logloss == pytest.approx(model_score(record.task, preds).logloss)
     assert set(table.view) == {"original", "hflip", "original+hflip"} and len(table) == 3 * 6

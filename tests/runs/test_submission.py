@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.tasks.task import Task
 from kaggle_tl.runs.submission import (build_submission, read_sample_submission, score_submission, validate_submission,
                                        write_submission)
 
@@ -13,6 +14,7 @@ from kaggle_tl.runs.submission import (build_submission, read_sample_submission,
 # would run as formulas: a submission must still carry them byte for byte.
 ODD_IDS = ["a,b", 'say "hi"', "it's", "café", "日本", "=1+1", "+cmd", "-2", "@SUM(A1)", "NA", "00123", " pad "]
 CLASSES = ["cat", "=dog", "café"]
+TASK = Task("multiclass", "log_loss", id_column="id", target_columns=tuple(CLASSES), classes=tuple(CLASSES))
 
 
 @pytest.fixture
@@ -24,11 +26,11 @@ def sample() -> pd.DataFrame:
 @pytest.fixture
 def frame(sample) -> pd.DataFrame:
     proba = np.random.default_rng(0).dirichlet(np.ones(3), size=len(ODD_IDS))
-    return build_submission(proba, ODD_IDS, CLASSES, sample)
+    return build_submission(TASK, proba, np.zeros(0), ODD_IDS, sample)
 
 
 def test_ids_and_class_names_round_trip_exactly(frame, sample, tmp_path):
-    path = write_submission(frame, sample, tmp_path, "sub")
+    path = write_submission(frame, sample, tmp_path, "sub", TASK)
     back = pd.read_csv(path, dtype=str, keep_default_na=False)
     assert back["id"].tolist() == sample["id"].tolist()  # sample order, not escaped, not stripped
     assert list(back.columns) == ["id", *CLASSES]
@@ -42,10 +44,10 @@ def test_rows_follow_the_sample_not_the_prediction_order(frame, sample):
 def test_never_overwrites_and_leaves_no_temp_files(frame, sample, tmp_path):
     (tmp_path / "sub.csv").write_text("someone else's file")
     (tmp_path / "sub-1.json").write_text("a sidecar whose CSV was deleted")
-    path = write_submission(frame, sample, tmp_path, "sub")
+    path = write_submission(frame, sample, tmp_path, "sub", TASK)
     assert path.name == "sub-2.csv"
     assert (tmp_path / "sub.csv").read_text() == "someone else's file"
-    assert write_submission(frame, sample, tmp_path, "sub").name == "sub-3.csv"
+    assert write_submission(frame, sample, tmp_path, "sub", TASK).name == "sub-3.csv"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub-1.json", "sub-2.csv", "sub-3.csv", "sub.csv"]
 
 
@@ -53,10 +55,10 @@ def test_unwritable_directory_is_one_clear_error(frame, sample, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(KaggleTLError, match=f"{blocker / 'subs'}: submissions folder is not writable"):
-        write_submission(frame, sample, blocker / "subs", "sub")
+        write_submission(frame, sample, blocker / "subs", "sub", TASK)
     # The folder itself a file: named as one (it had read "too many submissions named sub").
     with pytest.raises(KaggleTLError, match=f"{blocker}: submissions folder is a file, not a folder"):
-        write_submission(frame, sample, blocker, "sub")
+        write_submission(frame, sample, blocker, "sub", TASK)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -68,7 +70,7 @@ def test_unwritable_directory_is_one_clear_error(frame, sample, tmp_path):
 ])
 def test_validation_stops_a_wrong_submission(frame, sample, change, message):
     with pytest.raises(KaggleTLError, match=message):
-        validate_submission(change(frame.copy()), sample)
+        validate_submission(change(frame.copy()), sample, TASK)
 
 
 # -- scoring and the sample: the header as written, never a column pandas invents -------------------

@@ -1,0 +1,319 @@
+"""Every row of the task table, end to end: a tiny competition in each real layout (the real file, folder and
+column names; synthetic images whose content carries the answer), `pipeline.run` with nothing but the folder
+and --competition, the submission parsed back and scored against the known test answers by scikit-learn.
+
+Each test checks: the detected task and metric; the submission's cells in the sample's format; the
+submission's score beats the constant prediction by a clear margin; the run's CV metric is that metric
+computed here on its own OOF predictions (decided with the rules stored beside them).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from conftest import write_image  # noqa: E402
+from kaggle_tl.config import RunConfig
+from kaggle_tl.pipeline import run
+from kaggle_tl.tasks.evaluate import decide_folds
+
+COLOURS = {"red": (230, 30, 30), "green": (30, 200, 30), "blue": (40, 60, 230), "yellow": (230, 220, 30),
+           "magenta": (220, 30, 220), "cyan": (30, 220, 220)}
+
+
+def _squares(rng: np.random.Generator, colours: list[str], level: float = 0.2) -> np.ndarray:
+    """A 48 x 48 image: a background of grey ``level`` (0..1) and one square of each colour named."""
+    image = np.full((48, 48, 3), int(255 * level), np.uint8) + rng.integers(0, 20, (48, 48, 3), dtype=np.uint8)
+    for colour in colours:
+        y0, x0 = rng.integers(0, 28, 2)
+        image[y0:y0 + 20, x0:x0 + 20] = COLOURS[colour]
+    return image
+
+
+def _run(tmp_path: Path, comp: Path, **settings) -> tuple:
+    config = RunConfig(data=str(comp), backbones=("mobilenet_v2",), weights="none", image_size=48, stages=1,
+                       views=("original",), folds=3, cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"),
+                       submissions_dir=str(tmp_path / "subs"), **settings)
+    lines: list[str] = []
+    record = run(config, report=lines.append)
+    return record, lines
+
+
+def _submission(record, model: int = 0) -> pd.DataFrame:
+    return pd.read_csv(record.models[model].submission, dtype=str, keep_default_na=False)
+
+
+def _oof_metric_matches_the_record(record, metric) -> None:
+    """The run's CV score equals ``metric`` (scikit-learn) on its OOF predictions, decided with the stored rules."""
+    for entry in record.models:
+        preds = record.predictions(entry.name)
+        decided = decide_folds(record.task, preds.oof_mean, preds.folds, preds.decisions)
+        assert entry.score.value == pytest.approx(metric(record.task.truth(preds.y), decided), rel=1e-9, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- multiclass, one label
+def test_cassava_one_integer_label_scored_by_accuracy(tmp_path):
+    rng = np.random.default_rng(0)
+    comp = tmp_path / "cassava"
+    (comp / "train_images").mkdir(parents=True)
+    (comp / "test_images").mkdir()
+    colours = ["red", "green", "blue"]
+    rows = []
+    for i in range(36):
+        write_image(comp / "train_images" / f"{1000 + i}.jpg", _squares(rng, [colours[i % 3]]))
+        rows.append((f"{1000 + i}.jpg", i % 3))
+    pd.DataFrame(rows, columns=["image_id", "label"]).to_csv(comp / "train.csv", index=False)
+    answers = {}
+    for i in range(12):
+        write_image(comp / "test_images" / f"{5000 + i}.jpg", _squares(rng, [colours[i % 3]]))
+        answers[f"{5000 + i}.jpg"] = str(i % 3)
+    pd.DataFrame({"image_id": list(answers), "label": 4}).to_csv(comp / "sample_submission.csv", index=False)
+
+    record, lines = _run(tmp_path, comp, competition="cassava-leaf-disease-classification", heads=("logreg",))
+    assert (record.task.kind, record.task.metric_name, record.task.form) == ("multiclass", "accuracy", "label")
+    assert any(line.startswith("multiclass: the label in label") for line in lines)
+    sub = _submission(record)
+    assert list(sub.columns) == ["image_id", "label"] and set(sub["label"]) <= {"0", "1", "2"}
+    accuracy = skm.accuracy_score([answers[i] for i in sub["image_id"]], sub["label"])
+    assert accuracy >= 1 / 3 + 0.4
+    _oof_metric_matches_the_record(record, skm.accuracy_score)
+
+
+# --------------------------------------------------------------------------- multiclass, probabilities
+def test_dog_breed_probability_columns_scored_by_log_loss(tmp_path):
+    rng = np.random.default_rng(1)
+    comp = tmp_path / "dog-breed"
+    (comp / "train").mkdir(parents=True)
+    (comp / "test").mkdir()
+    breeds = ["afghan_hound", "beagle", "collie"]
+    colour_of = dict(zip(breeds, ["red", "green", "blue"]))
+    rows = []
+    for i in range(36):
+        write_image(comp / "train" / f"d{i:03d}.jpg", _squares(rng, [colour_of[breeds[i % 3]]]))
+        rows.append((f"d{i:03d}", breeds[i % 3]))
+    pd.DataFrame(rows, columns=["id", "breed"]).to_csv(comp / "labels.csv", index=False)
+    answers = {}
+    for i in range(12):
+        write_image(comp / "test" / f"t{i:03d}.jpg", _squares(rng, [colour_of[breeds[i % 3]]]))
+        answers[f"t{i:03d}"] = i % 3
+    pd.DataFrame({"id": list(answers), **{b: 1 / 3 for b in breeds}}).to_csv(comp / "sample_submission.csv",
+                                                                              index=False)
+    record, _ = _run(tmp_path, comp, competition="dog-breed-identification", heads=("logreg",))
+    assert (record.task.kind, record.task.metric_name, record.task.form) == ("multiclass", "log_loss", "proba")
+    sub = _submission(record)
+    proba = sub[breeds].astype(float).to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-6)
+    assert skm.log_loss([answers[i] for i in sub["id"]], proba, labels=[0, 1, 2]) < np.log(3) - 0.4
+    _oof_metric_matches_the_record(record, lambda y, p: skm.log_loss(y, p, labels=[0, 1, 2]))
+
+
+# --------------------------------------------------------------------------- binary
+def test_aerial_cactus_binary_probability_scored_by_roc_auc(tmp_path):
+    rng = np.random.default_rng(2)
+    comp = tmp_path / "cactus"
+    (comp / "train").mkdir(parents=True)
+    (comp / "test").mkdir()
+    rows = []
+    for i in range(40):
+        write_image(comp / "train" / f"{i:04x}abc.jpg", _squares(rng, ["green"] if i % 2 else ["red"]))
+        rows.append((f"{i:04x}abc.jpg", i % 2))
+    pd.DataFrame(rows, columns=["id", "has_cactus"]).to_csv(comp / "train.csv", index=False)
+    answers = {}
+    for i in range(14):
+        write_image(comp / "test" / f"{i:04x}fff.jpg", _squares(rng, ["green"] if i % 2 else ["red"]))
+        answers[f"{i:04x}fff.jpg"] = i % 2
+    pd.DataFrame({"id": list(answers), "has_cactus": 0.5}).to_csv(comp / "sample_submission.csv", index=False)
+
+    record, lines = _run(tmp_path, comp, competition="aerial-cactus-identification", heads=("logreg",))
+    assert (record.task.kind, record.task.metric_name, record.task.form) == ("binary", "roc_auc", "p_positive")
+    assert any(line.startswith("binary: P(has_cactus = 1)") for line in lines)
+    sub = _submission(record)
+    p = sub["has_cactus"].astype(float)
+    assert ((p > 0) & (p < 1)).all()
+    assert skm.roc_auc_score([answers[i] for i in sub["id"]], p) > 0.9
+    _oof_metric_matches_the_record(record, skm.roc_auc_score)
+
+
+def test_dogs_vs_cats_labels_in_file_names_scored_by_log_loss(tmp_path):
+    rng = np.random.default_rng(3)
+    comp = tmp_path / "dogs-vs-cats"
+    (comp / "train").mkdir(parents=True)
+    (comp / "test").mkdir()
+    for i in range(20):
+        write_image(comp / "train" / f"cat.{i}.jpg", _squares(rng, ["red"]))
+        write_image(comp / "train" / f"dog.{i}.jpg", _squares(rng, ["blue"]))
+    answers = {}
+    for i in range(1, 13):
+        write_image(comp / "test" / f"{i}.jpg", _squares(rng, ["blue"] if i % 2 else ["red"]))
+        answers[str(i)] = i % 2
+    pd.DataFrame({"id": list(answers), "label": 0.5}).to_csv(comp / "sample_submission.csv", index=False)
+
+    record, _ = _run(tmp_path, comp, competition="dogs-vs-cats-redux-kernels-edition", heads=("logreg",))
+    assert (record.task.kind, record.task.metric_name, record.task.positive) == ("binary", "log_loss", "dog")
+    sub = _submission(record)
+    assert skm.log_loss([answers[i] for i in sub["id"]], sub["label"].astype(float)) < np.log(2) - 0.3
+
+
+# --------------------------------------------------------------------------- ordinal
+def test_aptos_grades_scored_by_qwk_with_cut_points_tuned_per_fold(tmp_path):
+    rng = np.random.default_rng(4)
+    comp = tmp_path / "aptos"
+    (comp / "train_images").mkdir(parents=True)
+    (comp / "test_images").mkdir()
+    rows = []
+    for i in range(50):
+        grade = i % 5
+        write_image(comp / "train_images" / f"a{i:03d}.png", _squares(rng, [], level=0.1 + 0.18 * grade))
+        rows.append((f"a{i:03d}", grade))
+    pd.DataFrame(rows, columns=["id_code", "diagnosis"]).to_csv(comp / "train.csv", index=False)
+    answers = {}
+    for i in range(15):
+        write_image(comp / "test_images" / f"b{i:03d}.png", _squares(rng, [], level=0.1 + 0.18 * (i % 5)))
+        answers[f"b{i:03d}"] = i % 5
+    pd.DataFrame({"id_code": list(answers)}).to_csv(comp / "test.csv", index=False)
+    pd.DataFrame({"id_code": list(answers), "diagnosis": 0}).to_csv(comp / "sample_submission.csv", index=False)
+
+    record, _ = _run(tmp_path, comp, competition="aptos2019-blindness-detection", heads=("logreg", "ridge"))
+    assert (record.task.kind, record.task.metric_name) == ("ordinal", "qwk")
+    assert {m.response for m in record.models} == {"proba", "value"}  # both readings of a grade
+    for model in range(2):
+        sub = _submission(record, model)
+        assert set(sub["diagnosis"]) <= {"0", "1", "2", "3", "4"}
+        truth = [answers[i] for i in sub["id_code"]]
+        assert skm.cohen_kappa_score(truth, sub["diagnosis"].astype(int), weights="quadratic") > 0.6
+        preds = record.predictions(record.models[model].name)
+        assert preds.decisions.shape == (4, 4)  # cut points per fold, and the test rows'
+    _oof_metric_matches_the_record(record, lambda y, g: skm.cohen_kappa_score(y, g, weights="quadratic"))
+
+
+# --------------------------------------------------------------------------- regression
+def test_pawpularity_value_in_range_scored_by_rmse(tmp_path):
+    rng = np.random.default_rng(5)
+    comp = tmp_path / "petfinder"
+    (comp / "train").mkdir(parents=True)
+    (comp / "test").mkdir()
+    flags = ["Subject Focus", "Eyes", "Face", "Near"]
+    rows = []
+    for i in range(45):
+        value = int(rng.integers(1, 101))
+        write_image(comp / "train" / f"{i:032x}.jpg", _squares(rng, [], level=0.05 + 0.9 * value / 100))
+        rows.append((f"{i:032x}", *rng.integers(0, 2, len(flags)), value))
+    train = pd.DataFrame(rows, columns=["Id", *flags, "Pawpularity"])
+    train.to_csv(comp / "train.csv", index=False)
+    answers = {}
+    for i in range(15):
+        value = int(rng.integers(1, 101))
+        write_image(comp / "test" / f"{1000 + i:032x}.jpg", _squares(rng, [], level=0.05 + 0.9 * value / 100))
+        answers[f"{1000 + i:032x}"] = value
+    pd.DataFrame({"Id": list(answers), **{f: 0 for f in flags}}).to_csv(comp / "test.csv", index=False)
+    pd.DataFrame({"Id": list(answers), "Pawpularity": 50.0}).to_csv(comp / "sample_submission.csv", index=False)
+
+    record, _ = _run(tmp_path, comp, competition="petfinder-pawpularity-score", heads=("ridge",))
+    assert (record.task.kind, record.task.metric_name, record.task.value_range) == ("regression", "rmse", (1, 100))
+    sub = _submission(record)
+    values = sub["Pawpularity"].astype(float)
+    assert values.between(1, 100).all()
+    truth = np.array([answers[i] for i in sub["Id"]], dtype=float)
+    assert np.sqrt(np.mean((values - truth) ** 2)) < 0.6 * truth.std()  # the constant mean scores ~ its std
+    _oof_metric_matches_the_record(record, lambda y, v: np.sqrt(skm.mean_squared_error(y, v)))
+
+
+# --------------------------------------------------------------------------- multi-label
+def test_imet_tag_strings_scored_by_micro_f1_with_a_threshold_tuned_per_fold(tmp_path):
+    rng = np.random.default_rng(6)
+    comp = tmp_path / "imet"
+    (comp / "train").mkdir(parents=True)
+    (comp / "test").mkdir()
+    tag_colour = {"13": "red", "51": "green", "202": "blue"}
+
+    def draw_tags() -> list[str]:
+        tags = [t for t in tag_colour if rng.random() < 0.5]
+        return tags or [str(rng.choice(list(tag_colour)))]
+
+    rows = []
+    for i in range(90):
+        tags = draw_tags()
+        write_image(comp / "train" / f"m{i:03d}.png", _squares(rng, [tag_colour[t] for t in tags]))
+        rows.append((f"m{i:03d}", " ".join(tags)))
+    pd.DataFrame(rows, columns=["id", "attribute_ids"]).to_csv(comp / "train.csv", index=False)
+    pd.DataFrame({"attribute_id": list(tag_colour), "attribute_name": ["tag::red", "tag::green", "tag::blue"]}).to_csv(
+        comp / "labels.csv", index=False)  # maps ids to names: not the labels
+    answers = {}
+    for i in range(24):
+        tags = draw_tags()
+        write_image(comp / "test" / f"n{i:03d}.png", _squares(rng, [tag_colour[t] for t in tags]))
+        answers[f"n{i:03d}"] = set(tags)
+    pd.DataFrame({"id": list(answers), "attribute_ids": "0 1 2"}).to_csv(comp / "sample_submission.csv", index=False)
+
+    record, _ = _run(tmp_path, comp, competition="imet-2020-fgvc7", heads=("logreg",))
+    assert (record.task.kind, record.task.metric_name, record.task.form) == ("multilabel", "micro_f1", "tags")
+    sub = _submission(record)
+    predicted = [set(cell.split()) for cell in sub["attribute_ids"]]
+    assert all(p and p <= set(tag_colour) for p in predicted)
+    tags = sorted(tag_colour)
+    truth = np.array([[t in answers[i] for t in tags] for i in sub["id"]])
+    guess = np.array([[t in p for t in tags] for p in predicted])
+    assert skm.f1_score(truth, guess, average="micro") > 0.8
+    preds = record.predictions(record.models[0].name)
+    assert preds.decisions.shape == (4, 1)  # one threshold per fold, and the test rows'
+    _oof_metric_matches_the_record(record, lambda y, t: skm.f1_score(y, t, average="micro", zero_division=0))
+
+
+def test_plant_pathology_one_hot_columns_in_one_images_folder_scored_by_column_auc(tmp_path):
+    rng = np.random.default_rng(7)
+    comp = tmp_path / "plant-pathology"
+    (comp / "images").mkdir(parents=True)
+    columns = ["healthy", "multiple_diseases", "rust", "scab"]
+    colours = ["green", "magenta", "red", "yellow"]
+    rows = []
+    for i in range(48):
+        write_image(comp / "images" / f"Train_{i}.jpg", _squares(rng, [colours[i % 4]]))
+        rows.append((f"Train_{i}", *np.eye(4, dtype=int)[i % 4]))
+    pd.DataFrame(rows, columns=["image_id", *columns]).to_csv(comp / "train.csv", index=False)
+    answers = {}
+    for i in range(16):
+        write_image(comp / "images" / f"Test_{i}.jpg", _squares(rng, [colours[i % 4]]))
+        answers[f"Test_{i}"] = i % 4
+    pd.DataFrame({"image_id": list(answers)}).to_csv(comp / "test.csv", index=False)
+    pd.DataFrame({"image_id": list(answers), **{c: 0.25 for c in columns}}).to_csv(comp / "sample_submission.csv",
+                                                                                  index=False)
+    record, _ = _run(tmp_path, comp, competition="plant-pathology-2020-fgvc7", heads=("logreg",))
+    assert record.task.metric_name == "roc_auc" and record.task.classes == tuple(columns)
+    sub = _submission(record)
+    proba = sub[columns].astype(float).to_numpy()
+    truth = np.eye(4)[[answers[i] for i in sub["image_id"]]]
+    assert np.mean([skm.roc_auc_score(truth[:, j], proba[:, j]) for j in range(4)]) > 0.9
+
+
+# --------------------------------------------------------------------------- top-k
+def test_whales_top_5_with_the_catch_all_scored_by_map_at_5(tmp_path):
+    rng = np.random.default_rng(8)
+    comp = tmp_path / "whales"
+    (comp / "train").mkdir(parents=True)
+    (comp / "test").mkdir()
+    whales = {"new_whale": "red", "w_1": "green", "w_2": "blue", "w_3": "yellow", "w_4": "magenta", "w_5": "cyan"}
+    names = list(whales)
+    rows = []
+    for i in range(48):
+        name = names[i % 6]
+        write_image(comp / "train" / f"{i:05x}.jpg", _squares(rng, [whales[name]]))
+        rows.append((f"{i:05x}.jpg", name))
+    pd.DataFrame(rows, columns=["Image", "Id"]).to_csv(comp / "train.csv", index=False)
+    answers = {}
+    for i in range(12):
+        write_image(comp / "test" / f"{0xa0000 + i:05x}.jpg", _squares(rng, [whales[names[i % 6]]]))
+        answers[f"{0xa0000 + i:05x}.jpg"] = names[i % 6]
+    pd.DataFrame({"Image": list(answers), "Id": "new_whale w_1 w_2 w_3 w_4"}).to_csv(comp / "sample_submission.csv",
+                                                                                   index=False)
+    record, _ = _run(tmp_path, comp, competition="whale-categorization-playground", heads=("logreg",))
+    assert (record.task.kind, record.task.metric_name, record.task.k, record.task.catch_all) == (
+        "topk", "map@5", 5, "new_whale")
+    sub = _submission(record)
+    ranked = [cell.split() for cell in sub["Id"]]
+    assert all(len(r) == 5 and len(set(r)) == 5 and set(r) <= set(whales) for r in ranked)
+    # MAP@5 by hand: 1 / rank of the true whale within the top 5.
+    average_precision = [1 / (r.index(answers[i]) + 1) if answers[i] in r else 0 for i, r in zip(sub["Image"], ranked)]
+    assert np.mean(average_precision) > 0.8  # the constant "new_whale w_1 w_2 w_3 w_4" scores ~0.38
