@@ -78,7 +78,8 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--test-dir", dict(help="test images sub-folder (default: test, test_images or images, found)")),
     ("--labels-csv", dict(help="labels file name (default: train.csv, train_labels.csv or labels.csv, the one "
                                "holding the training ids)")),
-    ("--sample-submission", dict(help="sample submission file name (default sample_submission.csv)")),
+    ("--sample-submission", dict(help="sample submission file name (default: sample_submission.csv, or one named "
+                                      "like it)")),
     ("--id-column", dict(help="id column name (default: the sample submission's first column)")),
     ("--label-column", dict(help="label column(s) in the labels file, comma-separated (default: the sample "
                                  "submission's target columns)")),
@@ -303,7 +304,6 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from kaggle_tl.runs.submission import score_submission
-
     from kaggle_tl.tasks.detect import TaskSettings
 
     scores = score_submission(args.submission, args.labels, args.sample, args.id_column, args.label_column,

@@ -376,8 +376,7 @@ def resolve_config(config: RunConfig) -> RunConfig:
     if config.runtime is None:
         changes["runtime"] = default_runtime()
     resolved = config.replace(**changes)
-    if resolved.heads is not None:
-        _check_submit_model(resolved)
+    _check_submit_model(resolved)
     for name in resolved.backbones:
         backbone_spec(name).check_size(resolved.image_size)
     check_runtime(resolved.runtime, resolved.precision)
@@ -418,13 +417,16 @@ def resolve_heads(config: RunConfig, task) -> RunConfig:
 
 def _check_submit_model(resolved: RunConfig) -> None:
     """--submit-model names a head of the run, or a model "<backbones>__<head>" of it."""
+    from kaggle_tl.heads.base import HEADS
+
     if resolved.submit_model is None:
         return
+    heads = resolved.heads or tuple(HEADS.names())  # heads not given yet: the task's come from these
     prefix, named, head = resolved.submit_model.rpartition("__")
-    if head not in resolved.heads:
+    if head not in heads:
         raise KaggleTLError(f"setting submit_model: {resolved.submit_model!r} names none of the heads "
-                            f"{', '.join(resolved.heads)}{did_you_mean(head, resolved.heads)}")
-    if named and resolved.submit_model != model_name(resolved, head):
+                            f"{', '.join(heads)}{did_you_mean(head, heads)}")
+    if named and resolved.submit_model.rpartition("__")[0] != model_name(resolved, head).rpartition("__")[0]:
         raise KaggleTLError(f"setting submit_model: {resolved.submit_model!r} is not a model of this run "
                             f"(backbones {prefix!r}); its {head} model is {model_name(resolved, head)!r}")
 

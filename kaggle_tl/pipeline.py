@@ -237,7 +237,7 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
     run_dir = claim_run_dir(config.runs_dir)
     record = RunRecord(
         run_id=run_dir.name, config=config, data_fingerprint=inputs.fingerprint, image_keys=image_keys,
-        task=competition.task, submission_columns=list(competition.sample_submission.columns),
+        task=competition.task, layout=dataclasses.asdict(competition.layout), submission_columns=list(competition.sample_submission.columns),
         train_ids=competition.train_ids, test_ids=competition.test_ids,
         train_paths=[str(Path(p).resolve()) for p in competition.train_paths],
         test_paths=[str(Path(p).resolve()) for p in competition.test_paths],

@@ -132,6 +132,8 @@ def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, t
     record = RunRecord(
         run_id=run_id, config=config, data_fingerprint=fingerprint,
         image_keys={"train": "k1", "test": image_set_key(test_paths)}, task=task,
+        layout={"train_dir": "train", "test_dir": "test", "labels_csv": "labels.csv",
+                "sample_submission": "sample_submission.csv", "id_column": "id", "label_column": "label"},
         submission_columns=["id", *classes], train_ids=train_ids, test_ids=test_ids,
         train_paths=[str(p.resolve()) for i in train_ids for p in (competition / "train").glob(f"{i}.*")],
         test_paths=[str(p) for p in test_paths], backbones=[], run_dir=runs_dir / run_id)

@@ -273,8 +273,8 @@ def test_cli_reports_bad_input_on_one_line(case, tmp_path, capsys, monkeypatch):
     labels = pd.read_csv(comp / "labels.csv", dtype=str)
     if case == "duplicate-id":
         pd.concat([labels, labels.iloc[:1]]).to_csv(comp / "labels.csv", index=False)
-    elif case == "missing-column":
-        labels.rename(columns={"label": "class"}).to_csv(comp / "labels.csv", index=False)
+    elif case == "missing-column":  # the ids and nothing else: no column holds the labels
+        labels[["id"]].to_csv(comp / "labels.csv", index=False)
     elif case == "zero-byte-test-image":
         (comp / "test" / "te001.png").write_bytes(b"")
     elif case == "sample-trailing-comma":
@@ -291,12 +291,13 @@ def test_cli_reports_bad_input_on_one_line(case, tmp_path, capsys, monkeypatch):
         (comp / "test" / "te001.webp").write_bytes(data[:len(data) // 2] + bytes(len(data) - len(data) // 2))
     else:
         real_scandir = os.scandir  # tests run as root, whom chmod 000 does not stop
-        monkeypatch.setattr("kaggle_tl.data.competition.os.scandir", lambda path: (
+        monkeypatch.setattr("kaggle_tl.data.folders.os.scandir", lambda path: (
             _raise(PermissionError(13, "Permission denied")) if Path(path).name == "test" else real_scandir(path)))
     code, line = cli_run(capsys, comp, tmp_path, "--weights", "none")
     assert code == 2
     assert {"duplicate-id": "labels.csv: duplicate id 'tr000' at row 8",
-            "missing-column": "labels.csv: missing column(s) ['label']",
+            "missing-column": "labels.csv: has none of the sample's target columns ['blue', 'green', 'red']; its "
+                              "columns are ['id']",
             "zero-byte-test-image": "te001.png: empty file (0 bytes)",
             "sample-trailing-comma": "sample_submission.csv: empty column name at position 5 of the header",
             "two-label-columns": "labels.csv: duplicated column 'label' in the header (positions 2 and 3)",

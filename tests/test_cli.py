@@ -294,7 +294,7 @@ def test_a_run_prints_progress_and_tables_without_tensorflow_noise(tmp_path):
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
     assert done.returncode == 0, done.stderr
-    assert "mobilenet_v2__logreg: CV log loss" in done.stdout
+    assert "mobilenet_v2__logreg: CV log_loss" in done.stdout
     for noise in ("cuInit", "oneDNN", "cuda", "retracing", "absl", "I0000", "E0000", "W0000"):
         assert noise not in done.stderr, noise
 
@@ -394,4 +394,4 @@ def test_every_flag_default_in_the_help_is_the_configs_default():
             default = defaults[options.get("dest", flag[2:].replace("-", "_"))]
             assert stated.group(1) == (",".join(default) if isinstance(default, tuple) else str(default)), flag
             checked += 1
-    assert checked >= 15
+    assert checked >= 12  # the layout flags and --heads describe a search or the task's choice: "(default: ...)"

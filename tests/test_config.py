@@ -17,7 +17,8 @@ def parse(argv):
 def test_defaults_are_the_mission():
     config = resolve_config(RunConfig(data="x"))
     assert config.backbones == ("xception", "inception_v3")
-    assert config.views == ("original", "hflip") and config.folds == 5 and config.heads == ("logreg", "dense") and config.stages == 3
+    assert config.views == ("original", "hflip") and config.folds == 5 and config.stages == 3
+    assert config.heads is None  # the task's: logreg,dense for classes (resolve_heads, once the task is read)
     assert config.weights == "imagenet" and config.image_size is None and config.engine == "local"
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import make_competition
 from kaggle_tl.config import RunConfig, resolve_config
-from kaggle_tl.cv import fits_key, make_folds, predictions_key
+from kaggle_tl.cv import fits_key, predictions_key
 from kaggle_tl.data.competition import usable_competition
 from kaggle_tl.heads.base import create_head
 from kaggle_tl.heads.dense import DenseHead
@@ -95,7 +95,7 @@ def key_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("keys")
     config = resolve_config(small_config(root, make_competition(root / "comp", n_per_class=4, n_test=3)))
     competition = usable_competition(config.data, layout_of(config), config.folds, False)
-    folds = make_folds(competition.y, config.folds, config.seed)
+    folds = competition.task.make_folds(competition.y, config.folds, config.seed)
     return config, backbone_refs(config), {"train": "train-images", "test": "test-images"}, competition, folds
 
 
@@ -112,9 +112,16 @@ def _changed(part: str, config, refs, image_keys, competition, folds, monkeypatc
     elif part == "labels":
         competition = dataclasses.replace(competition, y=np.roll(competition.y, 1))
     elif part == "classes":
-        competition = dataclasses.replace(competition, classes=[*competition.classes, "yellow"])
+        classes = (*competition.task.classes, "yellow")
+        competition = dataclasses.replace(competition, task=dataclasses.replace(
+            competition.task, classes=classes, target_columns=classes))
+    elif part == "metric":  # the decision rules are tuned for it
+        competition = dataclasses.replace(competition, task=dataclasses.replace(competition.task, metric_name="roc_auc"))
+    elif part == "task":
+        competition = dataclasses.replace(competition, task=dataclasses.replace(
+            competition.task, kind="multilabel", metric_name="roc_auc"))
     elif part == "folds":
-        folds = make_folds(competition.y, config.folds, config.seed + 1)
+        folds = competition.task.make_folds(competition.y, config.folds, config.seed + 1)
     elif part == "seed":
         config = config.replace(seed=config.seed + 1)
     elif part == "head parameters":
@@ -128,7 +135,7 @@ def _changed(part: str, config, refs, image_keys, competition, folds, monkeypatc
 
 
 @pytest.mark.parametrize("part", ["train images", "backbone stages", "views", "train ids", "labels", "classes",
-                                  "folds", "seed", "head parameters", "version", "head implementation"])
+                                  "metric", "task", "folds", "seed", "head parameters", "version", "head implementation"])
 def test_every_part_of_what_a_fit_depends_on_changes_its_key(key_inputs, part, monkeypatch):
     config, refs, image_keys, competition, folds = key_inputs
     base = fits_key(config, "logreg", refs, image_keys, competition, folds)

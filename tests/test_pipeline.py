@@ -87,7 +87,9 @@ def test_heads_learn_the_easy_task_and_honest_stopping_is_recorded(mission_run):
     # Random conv features still separate the dominant-colour classes; logreg must find it.
     _, _, record = mission_run
     logreg = record.model("xception+inception_v3__logreg")
-    assert logreg.score.accuracy >= 0.9 and logreg.score.logloss < np.log(3)
+    preds = record.predictions(logreg.name)
+    assert (preds.oof_mean.argmax(axis=1) == preds.y).mean() >= 0.9 and logreg.score.logloss < np.log(3)
+    assert logreg.score.metric == "log_loss" and logreg.score.value == logreg.score.logloss  # Dog Breed's metric
     assert 0 < logreg.score.logloss_se < logreg.score.logloss
     dense = record.model("xception+inception_v3__dense")
     assert dense.optimistic is False and dense.head_params["early_stopping"] == "inner"

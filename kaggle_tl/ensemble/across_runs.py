@@ -133,7 +133,7 @@ def _sample_submission(record: RunRecord) -> pd.DataFrame:
     A class or an id added or removed since then, or test images replaced under the same ids (a
     stage-2 test set), means the run's test predictions no longer fit the competition.
     """
-    path = Path(record.competition) / record.config.sample_submission
+    path = Path(record.competition) / record.layout["sample_submission"]
     if not path.is_file():
         raise KaggleTLError(f"{path}: sample submission not found; restore the competition folder to write "
                             "submissions (or pass --submit none)")

@@ -210,6 +210,7 @@ class RunRecord:
     data_fingerprint: str
     image_keys: dict[str, str]  # split -> content key of its image list
     task: Task  # what the competition asks and how it is scored, rebuilt typed on load
+    layout: dict[str, str]  # where the competition's parts were found (data.Layout: folders, CSV names, columns)
     submission_columns: list[str]
     train_ids: list[str]
     test_ids: list[str]

@@ -4,13 +4,13 @@ import pytest
 from scipy.special import softmax
 from sklearn.metrics import log_loss
 
+from conftest import class_task  # noqa: E402
 from kaggle_tl.config import RunConfig
 from kaggle_tl.ensemble.across_runs import concat_vs_average
 from kaggle_tl.ensemble.strategies import Mean, compare_strategies, create_strategy, list_strategies, nested_cv_predict
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.runs.compare import RunModel
 from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord
-from conftest import class_task  # noqa: E402
 from kaggle_tl.tasks.evaluate import score_prediction
 from kaggle_tl.tasks.metrics import Score, row_logloss
 
@@ -194,7 +194,7 @@ def test_unknown_strategy_name():
 # --------------------------------------------------------------------------- concat vs average pairing
 def _model(run_id, backbones, head="dense", views=("original", "hflip"), weights="imagenet"):
     run = RunRecord(run_id=run_id, config=RunConfig(data="/c", weights=weights, resize="squash"),
-                    data_fingerprint="f", image_keys={}, task=class_task(1), submission_columns=["id", "c0"],
+                    data_fingerprint="f", image_keys={}, task=class_task(1), layout={}, submission_columns=["id", "c0"],
                     train_ids=["t"], test_ids=["u"], train_paths=[], test_paths=[], backbones=[])
     entry = ModelRecord(f"{'+'.join(backbones)}__{head}", head, {}, list(backbones), "proba",
                         Score("log_loss", 0.0, 0.0, False), False, "", "")

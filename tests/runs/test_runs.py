@@ -18,8 +18,8 @@ from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.runs.compare import check_comparable, load_models, same_folds_as_newest
 from kaggle_tl.runs.queries import list_runs, resolve_run_dir, select_runs
 from kaggle_tl.runs.record import RECORD_FILE, SCHEMA_VERSION, Predictions, RunRecord, claim_run_dir
-from kaggle_tl.tasks.evaluate import model_score, score_table
 from kaggle_tl.tasks import metrics
+from kaggle_tl.tasks.evaluate import model_score, score_table
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.tasks.task import Task
 from kaggle_tl.runs.submission import (build_submission, read_sample_submission, score_submission, validate_submission,
                                        write_submission)
+from kaggle_tl.tasks.task import Task
 
 # Commas, quotes, a newline-free but otherwise hostile mix, non-ASCII, and cells a spreadsheet
 # would run as formulas: a submission must still carry them byte for byte.
