@@ -117,13 +117,13 @@ def competition_labels(competition: Path) -> tuple[list[str], np.ndarray, list[s
 
 def make_run(runs_dir: Path, competition: Path, run_id: str, models: dict[str, tuple[list[str], float]],
              fingerprint: str = "fp-a", seed: int = 42, folds: int = 5, minutes: int | None = 0,
-             head: str = "logreg", optimistic: bool = False) -> RunRecord:
+             head: str = "logreg", optimistic: bool = False, metric: str = "log_loss") -> RunRecord:
     """A run of ``models``: name -> (backbones, signal); a larger signal gives a better model.
 
     ``minutes`` after a fixed time stamps the run; None leaves the record's own "now" stamp.
     """
     classes, y, train_ids, test_ids = competition_labels(competition)
-    task = Task("multiclass", "log_loss", id_column="id", target_columns=tuple(classes), classes=tuple(classes))
+    task = Task("multiclass", metric, id_column="id", target_columns=tuple(classes), classes=tuple(classes))
     fold_ids = task.make_folds(y, folds, seed)
     rng = np.random.default_rng(zlib.crc32(run_id.encode()))
     config = RunConfig(data=str(competition.resolve()), backbones=tuple(models[next(iter(models))][0]),

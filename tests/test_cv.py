@@ -9,6 +9,7 @@ from kaggle_tl.cv import cross_validate
 from kaggle_tl.heads.base import create_head
 from kaggle_tl.heads.linear import LogRegHead
 from kaggle_tl.tasks.metrics import clip_proba
+from kaggle_tl.tasks.task import Task
 
 TASK = class_task(3)
 
@@ -88,3 +89,37 @@ def test_only_a_head_asking_for_it_sees_the_scored_fold(fold_stopping):
     _RecordsValidation.seen = []
     cross_validate(_RecordsValidation(fold_stopping=fold_stopping), TASK, {"original": X}, {"original": X}, y, folds)
     assert _RecordsValidation.seen == [fold_stopping] * 3
+
+
+def _grades(n: int = 120, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 5
+    X = (y[:, None] * 0.6 + rng.normal(size=(n, 8))).astype(np.float32)
+    task = Task("ordinal", "qwk", id_column="id_code", target_columns=("diagnosis",), classes=tuple("01234"))
+    return X, y, task
+
+
+def test_a_folds_decision_rule_never_reads_the_rows_it_scores():
+    # Change every label fold 0 scores: fold 0's cut points and OOF predictions must not move (they are
+    # tuned on inner rows of the other folds), while the other folds' rules and the test rows' rule may.
+    X, y, task = _grades()
+    folds = task.make_folds(y, 3, seed=0)
+    head = create_head("ridge", random_state=0)
+    train, test = {"original": X}, {"original": X[:4]}
+    before = cross_validate(head, task, train, test, y, folds)
+    changed = y.copy()
+    changed[folds == 0] = 4 - changed[folds == 0]
+    after = cross_validate(head, task, train, test, changed, folds)
+    assert before.decisions.shape == (4, 4)  # 4 cut points for each of 3 folds, and the test rows'
+    np.testing.assert_array_equal(before.decisions[0], after.decisions[0])
+    np.testing.assert_array_equal(before.oof[:, folds == 0], after.oof[:, folds == 0])
+    assert not np.array_equal(before.decisions[1:], after.decisions[1:])  # the check can fail: these do read them
+
+
+def test_the_cut_points_beat_rounding_on_the_scores_they_were_tuned_for():
+    X, y, task = _grades(seed=1)
+    folds = task.make_folds(y, 3, seed=0)
+    preds = cross_validate(create_head("ridge", random_state=0), task, {"original": X}, {"original": X[:4]}, y, folds)
+    tuned = task.metric(y, task.decide(preds.oof_mean, preds.test_decision))
+    rounded = task.metric(y, task.decide(preds.oof_mean))
+    assert tuned >= rounded  # the test rows' rule is tuned on every OOF row

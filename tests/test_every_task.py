@@ -222,7 +222,7 @@ def test_pawpularity_value_in_range_scored_by_rmse(tmp_path):
 
 
 # --------------------------------------------------------------------------- multi-label
-def test_imet_tag_strings_scored_by_micro_f1_with_a_threshold_tuned_per_fold(tmp_path):
+def test_imet_tag_strings_scored_by_micro_f1_with_a_threshold_tuned_per_fold(tmp_path, monkeypatch):
     rng = np.random.default_rng(6)
     comp = tmp_path / "imet"
     (comp / "train").mkdir(parents=True)
@@ -260,6 +260,19 @@ def test_imet_tag_strings_scored_by_micro_f1_with_a_threshold_tuned_per_fold(tmp
     preds = record.predictions(record.models[0].name)
     assert preds.decisions.shape == (4, 1)  # one threshold per fold, and the test rows'
     _oof_metric_matches_the_record(record, lambda y, t: skm.f1_score(y, t, average="micro", zero_division=0))
+
+    # The hidden re-run of a code competition: new test images, nothing refitted, the thresholds reused.
+    for path in (comp / "test").iterdir():
+        path.unlink()
+    hidden = [f"h{i:03d}" for i in range(5)]
+    for image_id in hidden:
+        write_image(comp / "test" / f"{image_id}.png", _squares(rng, ["red"]))
+    pd.DataFrame({"id": hidden, "attribute_ids": "0 1 2"}).to_csv(comp / "sample_submission.csv", index=False)
+    monkeypatch.setattr("kaggle_tl.heads.linear.LogRegHead.fit", lambda *a, **k: pytest.fail("refitted"))
+    again, _ = _run(tmp_path, comp, competition="imet-2020-fgvc7", heads=("logreg",))
+    assert set(again.cache_entries["fits"].values()) == {"cache"}
+    np.testing.assert_array_equal(again.predictions(again.models[0].name).decisions, preds.decisions)
+    assert _submission(again)["id"].tolist() == hidden
 
 
 def test_plant_pathology_one_hot_columns_in_one_images_folder_scored_by_column_auc(tmp_path):

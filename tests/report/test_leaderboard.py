@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from conftest import make_competition, make_run
 from kaggle_tl.report.leaderboard import OPTIMISTIC_NOTE, leaderboard_table
@@ -119,3 +120,37 @@ def test_escape_formula(value, expected):
 def test_markdown_alignment_and_floats():
     text = to_markdown(pd.DataFrame({"name": ["a"], "loss": [0.123456]}))
     assert text.splitlines() == ["| name | loss |", "|---|---:|", "| a | 0.1235 |"]
+
+
+def test_a_higher_is_better_metric_ranks_highest_first_with_bootstrapped_noise(tmp_path, competition):
+    runs_dir = tmp_path / "runs"
+    make_run(runs_dir, competition, "r1", {"xception__logreg": (["xception"], 0.2)}, minutes=1, metric="roc_auc")
+    make_run(runs_dir, competition, "r2", {"inception_v3__logreg": (["inception_v3"], 1.5),
+                                           "inception_v3__dense": (["inception_v3"], 0.8)}, minutes=2, metric="roc_auc")
+    models = selected(runs_dir)
+    table = leaderboard_table(models)
+    assert table["metric"].unique().tolist() == ["roc_auc"] and table["greater_is_better"].all()
+    assert table["cv_score"].is_monotonic_decreasing  # best (highest AUC) first
+    assert table["model"].tolist() == ["inception_v3__logreg", "inception_v3__dense", "xception__logreg"]
+    # ROC AUC is not a mean over rows: its standard error and the paired differences are bootstrapped.
+    assert (table["cv_score_se"] > 0).all() and table.loc[0, "within_noise"] == "best"
+    assert (table["diff_vs_best"][1:] < 0).all()  # worse models have a lower AUC than the best
+    by_name = {m.entry.name: m for m in models}
+    for row in table.itertuples():
+        preds = by_name[row.model].predictions
+        expected = roc_auc_score(preds.y, metrics.clip_proba(preds.oof_mean), multi_class="ovr")
+        assert row.cv_score == pytest.approx(expected)
+
+
+def test_runs_of_another_metric_are_never_ranked_with_the_newest(tmp_path, competition, capsys):
+    from kaggle_tl.cli import main
+
+    runs_dir = tmp_path / "runs"
+    make_run(runs_dir, competition, "r1", {"xception__logreg": (["xception"], 0.5)}, minutes=1)
+    make_run(runs_dir, competition, "r2", {"inception_v3__logreg": (["inception_v3"], 4.0)}, minutes=2,
+             metric="roc_auc")
+    assert main(["leaderboard", "--runs-dir", str(runs_dir), "--out", str(tmp_path / "board")]) == 0
+    printed = capsys.readouterr()
+    assert "1 run(s) of another task or metric left out (r1; e.g. multiclass scored by log_loss" in printed.err
+    assert "scored by roc_auc" in printed.out
+    assert pd.read_csv(tmp_path / "board" / "leaderboard.csv")["run_id"].tolist() == ["r2"]
