@@ -17,7 +17,9 @@ from sklearn import metrics as skm
 
 from conftest import write_image  # noqa: E402
 from kaggle_tl.config import RunConfig
+from kaggle_tl.ensemble.across_runs import ensemble_models
 from kaggle_tl.pipeline import run
+from kaggle_tl.runs.compare import load_models
 from kaggle_tl.tasks.evaluate import decide_folds
 
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 30), "blue": (40, 60, 230), "yellow": (230, 220, 30),
@@ -187,6 +189,14 @@ def test_aptos_grades_scored_by_qwk_with_cut_points_tuned_per_fold(tmp_path):
         preds = record.predictions(record.models[model].name)
         assert preds.decisions.shape == (4, 4)  # cut points per fold, and the test rows'
     _oof_metric_matches_the_record(record, lambda y, g: skm.cohen_kappa_score(y, g, weights="quadratic"))
+
+    # Ensembles of a grades run: scored by QWK; the two readings (probabilities, a value) are not averaged.
+    ensemble = ensemble_models(load_models([record])[0], out_root=tmp_path / "ens", submissions_dir=tmp_path / "subs")
+    assert any("predicting another output" in note for note in ensemble.notes)
+    table = ensemble.frame[ensemble.frame["section"] == "strategy"]
+    assert set(table["metric"]) == {"qwk"} and table["cv_score"].is_monotonic_decreasing
+    (path,) = ensemble.submissions.values()
+    assert set(pd.read_csv(path, dtype=str)["diagnosis"]) <= {"0", "1", "2", "3", "4"}
 
 
 # --------------------------------------------------------------------------- regression

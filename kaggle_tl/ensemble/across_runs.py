@@ -174,6 +174,17 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
 
 
+def _one_response(models: Sequence[RunModel]) -> tuple[list[RunModel], list[str]]:
+    """The models that predict the most common response (grades are read as class probabilities by some heads
+    and as a value by others: those cannot be averaged), and a note naming the rest."""
+    responses = [m.entry.response for m in models]
+    kept = max(dict.fromkeys(responses), key=responses.count)
+    left = [m.key for m in models if m.entry.response != kept]
+    note = (f"{len(left)} model(s) predicting another output than {kept} left out of the ensemble "
+            f"({', '.join(left[:5])}): ensemble them on their own with --runs")
+    return [m for m in models if m.entry.response == kept], [note] if left else []
+
+
 def compare_models(models: Sequence[RunModel], y: np.ndarray, folds: np.ndarray, task: Task,
                    strategies: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict, dict, dict, list[str]]:
     """Score every strategy, and concatenated vs averaged backbones, on the models' OOF predictions.
@@ -185,6 +196,7 @@ def compare_models(models: Sequence[RunModel], y: np.ndarray, folds: np.ndarray,
     decisions_by_row : row name -> (K + 1, P) its decision rules.
     notes : what could not be compared, for the user.
     """
+    notes: list[str] = []
     oof = {m.key: m.predictions.oof_mean for m in models}
     test = {m.key: m.predictions.test_mean for m in models}
     table, oof_by_row, test_by_row, decisions_by_row = compare_strategies(oof, y, folds, task, test, strategies)
@@ -204,7 +216,6 @@ def compare_models(models: Sequence[RunModel], y: np.ndarray, folds: np.ndarray,
                           for r in every])
     for row, difference in zip(every, paired):
         row.update(difference, submission="")
-    notes = []
     optimistic = [m.key for m in models if m.entry.optimistic]
     if optimistic:
         notes.append(f"{len(optimistic)} model(s) stopped early on the rows they are scored on (optimistic): "
@@ -230,7 +241,9 @@ def ensemble_models(models: Sequence[RunModel], strategies: Sequence[str] | None
     records = oldest_first({m.run.run_id: m.run for m in models}.values())
     newest = records[-1]
     task = newest.task
+    models, left_out = _one_response(models)
     table, oof_by, test_by, decisions_by, notes = compare_models(models, y, folds, task, strategies)
+    notes = [*left_out, *notes]
     chosen = _chosen(submit, table)
     sample = _sample_submission(newest) if chosen else None  # --submit none needs no competition folder
     ensure_writable(out_root, "ensembles")
