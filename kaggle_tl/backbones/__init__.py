@@ -28,7 +28,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -90,12 +90,14 @@ class Backbone:
         self.weights_id = weights_id  # what the cache key and the run record call these weights
         self._run = compile_backbone(model, input_size, preprocess, "tensorflow", "fp32", None)
 
-    def on(self, runtime: str, precision: str, ir_dir: Path | None, threads: int | None = None) -> "Backbone":
-        """This backbone run by ``runtime`` at ``precision`` (OpenVINO: converted once, kept in ``ir_dir``)."""
+    def on(self, runtime: str, precision: str, ir_dir: Path | None, threads: int | None = None,
+           ir_layers: Sequence[Path] = ()) -> "Backbone":
+        """This backbone run by ``runtime`` at ``precision`` (OpenVINO: converted once, kept in ``ir_dir``;
+        read from ``ir_layers``, read-only, when they hold it)."""
         other = Backbone.__new__(Backbone)
         other.__dict__.update(self.__dict__)
         other._run = compile_backbone(self.model, self.input_size, self.preprocess, runtime, precision, ir_dir,
-                                      threads)
+                                      threads, ir_layers)
         return other
 
     def with_outputs(self, outputs: tuple[tuple[str, int], ...]) -> "Backbone":

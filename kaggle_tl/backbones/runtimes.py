@@ -3,26 +3,32 @@
 ``compile_backbone`` turns a Keras model and its preprocessing into one callable, uint8 RGB batch
 -> list of (N, d) float32 arrays (one per model output), whatever the runtime. For OpenVINO the
 model is converted once to an IR (``model.xml`` + ``model.bin``, the Keras graph with float32
-weights) in a folder the caller chooses, and later processes read it from there. Preprocessing
-runs in numpy for both runtimes, so OpenVINO is fed exactly what TensorFlow is.
+weights) in a folder the caller chooses, and later processes read it from there. The folder also
+holds ``checksums.json``: its name (the cache key it was converted for) and the files' sha256. A
+folder whose files are missing, truncated or altered, that names another key, or whose model has
+other outputs is named on one line and converted again (into the writable folder: a read-only
+layer's is never written), never used. Preprocessing runs in numpy for both runtimes, so OpenVINO
+is fed exactly what TensorFlow is.
 
 Nothing here imports TensorFlow until a TensorFlow model is converted or run; ``check_runtime``
 never does.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from kaggle_tl.errors import KaggleTLError
-from kaggle_tl.files import disk_errors_as_one_line, temp_path
+from kaggle_tl.errors import KaggleTLError, one_line
+from kaggle_tl.files import atomic_write_bytes, disk_errors_as_one_line, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,8 @@ RUNTIMES = ("tensorflow", "openvino")
 PRECISIONS = ("fp32", "bf16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 features giving OpenVINO native bfloat16 (named in errors)
 IR_NAME = "model.xml"  # in ir_dir, beside model.bin
+IR_FILES = (IR_NAME, "model.bin")
+IR_STAMP = "checksums.json"  # in ir_dir: {"key": the folder's name, "sha256": {file: digest}}
 
 Features = Callable[[np.ndarray], "list[np.ndarray]"]
 
@@ -77,7 +85,8 @@ def runtime_id(runtime: str, precision: str) -> str:
 
 
 def compile_backbone(model, input_size: int, preprocess: Callable[[np.ndarray], np.ndarray], runtime: str,
-                     precision: str, ir_dir: Path | None, threads: int | None = None) -> Features:
+                     precision: str, ir_dir: Path | None, threads: int | None = None,
+                     ir_layers: Sequence[Path] = ()) -> Features:
     """A callable: (N, S, S, 3) uint8 RGB -> list of (N, d_i) float32 arrays, one per model output.
 
     Parameters
@@ -88,11 +97,13 @@ def compile_backbone(model, input_size: int, preprocess: Callable[[np.ndarray], 
         keyed by everything the converted graph depends on (backbone, weights, size, outputs,
         OpenVINO version). None converts in memory and saves nothing.
     threads : OpenVINO only: its inference threads (default: every core).
+    ir_layers : OpenVINO only: read-only folders of the same converted model (the ``--cache-from``
+        layers'), read when ``ir_dir`` holds none that verifies, never written.
     """
     check_runtime(runtime, precision)
     if runtime == "tensorflow":
         return _tensorflow_features(model, preprocess)
-    return _openvino_features(model, input_size, preprocess, precision, ir_dir, threads)
+    return _openvino_features(model, input_size, preprocess, precision, ir_dir, threads, ir_layers)
 
 
 IR_FORMAT = 1  # bump when the conversion changes (the graph converted, its inputs or outputs)
@@ -143,10 +154,10 @@ def _cpu_model() -> str:
 
 
 def _openvino_features(model, input_size: int, preprocess, precision: str, ir_dir: Path | None,
-                       threads: int | None) -> Features:
+                       threads: int | None, ir_layers: Sequence[Path] = ()) -> Features:
     ov = _import_openvino()
     core = ov.Core()
-    graph = _read_or_convert(core, model, input_size, ir_dir)
+    graph = _read_or_convert(core, model, input_size, ir_dir, ir_layers)
     config = {
         # Explicit always: on CPUs with bfloat16 OpenVINO's default *is* bf16, which would change
         # the features without the cache key saying so.
@@ -205,18 +216,76 @@ class _BatchRunner:
         return [np.concatenate([p[i] for p in parts]).reshape(len(images), -1) for i in range(self.n_outputs)]
 
 
-def _read_or_convert(core, model, input_size: int, ir_dir: Path | None):
-    """The model's OpenVINO graph: read from ``ir_dir`` when there, else converted (and saved there)."""
+def _read_or_convert(core, model, input_size: int, ir_dir: Path | None, ir_layers: Sequence[Path] = ()):
+    """The model's OpenVINO graph: read from the first of ``ir_dir`` and ``ir_layers`` that verifies, else
+    converted (and saved in ``ir_dir``, replacing a damaged one there; a layer's is left as it is)."""
     import openvino as ov
 
-    if ir_dir is not None and (Path(ir_dir) / IR_NAME).is_file():
-        graph = core.read_model(Path(ir_dir) / IR_NAME)
-        _check_outputs(graph, model, Path(ir_dir))
-        return graph
+    damaged = []
+    for folder in ([Path(ir_dir)] if ir_dir is not None else []) + [Path(f) for f in ir_layers]:
+        if not folder.exists():
+            continue
+        problem = _ir_problem(folder)
+        if problem is None:
+            try:
+                graph = core.read_model(folder / IR_NAME)
+            except RuntimeError as exc:  # what OpenVINO raises on a file it cannot parse
+                problem = f"unreadable by OpenVINO ({one_line(exc)[:200]})"
+            else:
+                problem = _outputs_problem(graph, model)
+                if problem is None:
+                    for other, why in damaged:
+                        log.warning("damaged converted model %s: %s; reading %s instead", other, why, folder)
+                    return graph
+        damaged.append((folder, problem))
+    for folder, problem in damaged:
+        log.warning("damaged converted model %s: %s; converting again%s", folder, problem,
+                    f" into {ir_dir}" if ir_dir is not None else " (in memory)")
     graph = convert_keras(model, input_size)
     if ir_dir is not None:
+        if any(folder == Path(ir_dir) for folder, _ in damaged):
+            _discard(Path(ir_dir))
         _save_atomically(ov, graph, Path(ir_dir))
     return graph
+
+
+def _ir_problem(ir_dir: Path) -> str | None:
+    """Why the converted model in ``ir_dir`` is not provably the one converted for it (its checksums.json)."""
+    try:
+        stamp = json.loads((ir_dir / IR_STAMP).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {IR_STAMP} (converted by an older kaggle_tl, or not by kaggle_tl)"
+    except (OSError, ValueError) as exc:
+        return f"{IR_STAMP} unreadable ({type(exc).__name__}: {exc})"
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("sha256"), dict):
+        return f"{IR_STAMP} holds no checksums"
+    if stamp.get("key") != ir_dir.name:
+        return f"converted for key {stamp.get('key')}, asked for {ir_dir.name}"
+    for name in IR_FILES:
+        try:
+            digest = _sha256(ir_dir / name)
+        except FileNotFoundError:
+            return f"{name} missing"
+        except OSError as exc:
+            return f"{name} unreadable ({exc.strerror or exc})"
+        if digest != stamp["sha256"].get(name):
+            return f"{name} does not match its checksum (truncated or altered)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _discard(ir_dir: Path) -> None:
+    """Move a damaged converted model out of the way (a temporary name first, so a kill leaves no half folder)."""
+    aside = temp_path(ir_dir)
+    try:
+        os.replace(ir_dir, aside)
+    except OSError:  # another process moved or replaced it first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def convert_keras(model, input_size: int):
@@ -239,7 +308,7 @@ def convert_keras(model, input_size: int):
 
 
 def _save_atomically(ov, graph, ir_dir: Path) -> None:
-    """Write the IR to a temporary folder beside ``ir_dir``, then rename it into place.
+    """Write the IR and its checksums to a temporary folder beside ``ir_dir``, then rename it into place.
 
     Another process converting the same model at the same time may win the rename: its IR is
     the same graph, so ours is dropped. A killed conversion's folder carries its process id, for
@@ -250,6 +319,8 @@ def _save_atomically(ov, graph, ir_dir: Path) -> None:
         with disk_errors_as_one_line(ir_dir / IR_NAME):
             tmp.mkdir(parents=True)  # mode from the umask (not mkdtemp's 0700): a shared cache stays readable
             ov.save_model(graph, tmp / IR_NAME, compress_to_fp16=False)  # fp16 weights would change the numbers
+            stamp = {"key": ir_dir.name, "sha256": {name: _sha256(tmp / name) for name in IR_FILES}}
+            atomic_write_bytes(tmp / IR_STAMP, json.dumps(stamp, indent=1).encode())
         try:
             os.replace(tmp, ir_dir)  # replaces an empty ir_dir; fails on a full one (a winner's)
         except OSError:
@@ -259,10 +330,8 @@ def _save_atomically(ov, graph, ir_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _check_outputs(graph, model, ir_dir: Path) -> None:
+def _outputs_problem(graph, model) -> str | None:
     # The caller's key names the IR; a cheap guard against a key that forgot something (outputs).
     want = [o.shape[-1] for o in model.outputs]
     have = [d.get_length() if d.is_static else None for d in (o.get_partial_shape()[-1] for o in graph.outputs)]
-    if want != have:
-        raise KaggleTLError(f"{ir_dir}: holds an OpenVINO model with output sizes {have}, not {want}: "
-                            f"delete the folder to convert again")
+    return None if want == have else f"a model with output sizes {have}, not {want}"

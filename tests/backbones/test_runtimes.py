@@ -1,6 +1,7 @@
 """kaggle_tl.backbones.runtimes: OpenVINO gives TensorFlow's features, keeps its IR, refuses what cannot run."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -121,13 +122,120 @@ def test_a_process_losing_the_race_keeps_the_winners_ir(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ir"]
 
 
-def test_an_ir_of_another_model_is_refused(tmp_path, mobilenet_v2):
+def test_an_ir_of_another_model_is_converted_again(tmp_path, mobilenet_v2, caplog):
     pytest.importorskip("openvino")
     ir_dir = tmp_path / "ir"
-    compile_backbone(_two_output_model(), SIZE, lambda x: x, "openvino", "fp32", ir_dir)
-    backbone = mobilenet_v2
-    with pytest.raises(KaggleTLError, match="output sizes .*delete the folder"):
-        compile_backbone(backbone.model, SIZE, backbone.preprocess, "openvino", "fp32", ir_dir)
+    compile_backbone(_two_output_model(), SIZE, lambda x: x, "openvino", "fp32", ir_dir)  # intact, its checksums too
+    args = (mobilenet_v2.model, SIZE, mobilenet_v2.preprocess, "openvino", "fp32")
+    (features,) = compile_backbone(*args, ir_dir)(_images(2))
+    assert (f"damaged converted model {ir_dir}: a model with output sizes [8, 16], not [1280]; converting again into "
+            f"{ir_dir}") in caplog.text
+    (clean,) = compile_backbone(*args, tmp_path / "clean")(_images(2))
+    np.testing.assert_array_equal(features, clean)
+    assert runtimes._ir_problem(ir_dir) is None and [p.name for p in tmp_path.iterdir()] == ["clean", "ir"]
+
+
+# -- a converted model is verified before it is read: checksums, its key, its files -------------------
+def _truncate(ir_dir):
+    (ir_dir / "model.bin").write_bytes((ir_dir / "model.bin").read_bytes()[:-100])
+
+
+def _flip_a_byte(ir_dir):
+    data = bytearray((ir_dir / "model.bin").read_bytes())
+    data[len(data) // 2] ^= 0x01  # one weight's low bit: another model that still loads
+    (ir_dir / "model.bin").write_bytes(bytes(data))
+
+
+def _remove_xml(ir_dir):
+    (ir_dir / runtimes.IR_NAME).unlink()
+
+
+def _remove_checksums(ir_dir):
+    (ir_dir / runtimes.IR_STAMP).unlink()  # as an older kaggle_tl converted it
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (_truncate, "model.bin does not match its checksum (truncated or altered)"),
+    (_flip_a_byte, "model.bin does not match its checksum (truncated or altered)"),
+    (_remove_xml, "model.xml missing"),
+    (_remove_checksums, "no checksums.json (converted by an older kaggle_tl, or not by kaggle_tl)"),
+], ids=["truncated", "one-byte", "no-xml", "no-checksums"])
+def test_a_damaged_converted_model_is_named_and_converted_again(damage, problem, tmp_path, caplog):
+    pytest.importorskip("openvino")
+    model, ir_dir, images = _two_output_model(), tmp_path / "ir", _images(3)
+    clean = compile_backbone(model, SIZE, lambda x: x, "openvino", "fp32", ir_dir)(images)
+    damage(ir_dir)
+    again = compile_backbone(model, SIZE, lambda x: x, "openvino", "fp32", ir_dir)(images)  # no traceback
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert line == f"damaged converted model {ir_dir}: {problem}; converting again into {ir_dir}"
+    for got, want in zip(again, clean):
+        np.testing.assert_array_equal(got, want)
+    assert runtimes._ir_problem(ir_dir) is None  # a fresh folder: the next run reads it
+    assert [p.name for p in tmp_path.iterdir()] == ["ir"]  # no damaged copy or temporary folder left
+
+
+def test_converted_models_swapped_between_keys_are_converted_again(tmp_path, caplog):
+    pytest.importorskip("openvino")
+    model, images = _two_output_model(), _images(2)
+    first, second = tmp_path / "0123456789abcdef0123", tmp_path / "fedcba98765432100123"
+    clean = compile_backbone(model, SIZE, lambda x: x, "openvino", "fp32", first)(images)
+    compile_backbone(model, SIZE, lambda x: x, "openvino", "fp32", second)
+    first.rename(tmp_path / "aside")
+    second.rename(first)
+    (tmp_path / "aside").rename(second)
+    again = compile_backbone(model, SIZE, lambda x: x, "openvino", "fp32", first)(images)
+    assert (f"damaged converted model {first}: converted for key {second.name}, asked for {first.name}"
+            in caplog.text)
+    for got, want in zip(again, clean):
+        np.testing.assert_array_equal(got, want)
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", [None, _flip_a_byte, "empty"], ids=["intact", "one-byte", "empty-folder"])
+def test_a_layers_converted_model_is_read_but_never_written(damage, tmp_path, monkeypatch, caplog):
+    pytest.importorskip("openvino")
+    model, images = _two_output_model(), _images(2)
+    layer, ir_dir = tmp_path / "layer" / "0123456789abcdef0123", tmp_path / "cache" / "0123456789abcdef0123"
+    clean = compile_backbone(model, SIZE, lambda x: x, "openvino", "fp32", layer)(images)
+    if damage == "empty":
+        shutil.rmtree(layer)
+        layer.mkdir()
+    elif damage is not None:
+        damage(layer)
+    before = _snapshot(layer.parent)
+    if damage is None:
+        monkeypatch.setattr(runtimes, "convert_keras", lambda *a: pytest.fail("converted: the layer's is intact"))
+    got = compile_backbone(model, SIZE, lambda x: x, "openvino", "fp32", ir_dir, ir_layers=[layer])(images)
+    for a, b in zip(got, clean):
+        np.testing.assert_array_equal(a, b)
+    assert _snapshot(layer.parent) == before  # nothing written, removed or replaced in the layer
+    if damage is None:
+        assert not ir_dir.exists() and "damaged" not in caplog.text
+    else:
+        assert f"damaged converted model {layer}: " in caplog.text and f"converting again into {ir_dir}" in caplog.text
+        assert runtimes._ir_problem(ir_dir) is None
+
+
+def test_the_builder_converts_into_the_writable_cache_never_a_layers_folder(tmp_path, caplog):
+    pytest.importorskip("openvino")
+    from kaggle_tl.backbones import backbone_spec
+    from kaggle_tl.features import BackboneBuilder
+
+    ref = backbone_spec("mobilenet_v2").identity("none", 32, "pad", runtime_id("openvino", "fp32"), 1)
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    layer, cache = tmp_path / "layer", tmp_path / "cache"
+    clean = BackboneBuilder("none", "openvino", "fp32", str(layer))([ref])["mobilenet_v2"].features(images)
+    (converted,) = (layer / "models").iterdir()
+    _flip_a_byte(converted)
+    (layer / "features").mkdir()
+    before = _snapshot(layer)
+    got = BackboneBuilder("none", "openvino", "fp32", str(cache), (str(layer),))([ref])["mobilenet_v2"].features(images)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(clean))
+    assert _snapshot(layer) == before and f"damaged converted model {converted}: model.bin" in caplog.text
+    assert runtimes._ir_problem(cache / "models" / converted.name) is None
 
 
 def test_bf16_runs_close_to_fp32_where_the_cpu_has_it(tmp_path, mobilenet_v2):
