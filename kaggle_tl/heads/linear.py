@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.heads.base import C_RULE, SEED_RULE, TRANSFORM_RULE, Head, check_response_y, register_head, response_rule
 from kaggle_tl.heads.frozen import FrozenHead
-from kaggle_tl.heads.ridge import ridge_path
+from kaggle_tl.heads.ridge import ridge_fit
 from kaggle_tl.heads.sigmoid import SigmoidRegression
 from kaggle_tl.heads.softmax import SoftmaxRegression
 from kaggle_tl.heads.svm import LinearSVM
@@ -207,8 +207,7 @@ class RidgeHead(RegressorMixin, Head):
             self.alpha_, self.inner_scores_ = choose_ridge_alpha(X, y, seed=self.random_state)
         else:
             self.alpha_ = float(self.alpha)
-        coef, intercept = ridge_path(X, y, [self.alpha_])
-        self.coef_, self.intercept_ = coef[:, 0], float(intercept[0])
+        self.coef_, self.intercept_ = ridge_fit(X, y, self.alpha_)
         return self
 
     def fitted_params(self) -> dict[str, float]:

@@ -9,7 +9,7 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold, cross_val_predict
 
 from kaggle_tl.heads.linear import RidgeHead
-from kaggle_tl.heads.ridge import ridge_path
+from kaggle_tl.heads.ridge import ridge_fit, ridge_path
 from kaggle_tl.heads.transforms import make_transform
 from kaggle_tl.heads.tuning import RIDGE_ALPHA_GRID, choose_ridge_alpha, inner_split
 
@@ -29,6 +29,16 @@ def test_the_path_is_scikit_learns_ridge_at_every_alpha(n, d):
         reference = Ridge(alpha=alpha, solver="svd").fit(X.astype(np.float64), y)
         np.testing.assert_allclose(coef[:, j], reference.coef_, rtol=1e-7, atol=1e-7)
         assert intercept[j] == pytest.approx(reference.intercept_, rel=1e-10)
+
+
+@pytest.mark.parametrize("n, d", [(120, 20), (40, 90)])
+def test_one_alpha_by_a_cholesky_solve_is_the_paths_fit(n, d):
+    X, y = values(n, d, noise=5.0)
+    for alpha in (1e-2, 1.0, 1e3):
+        coef, intercept = ridge_fit(X, y, alpha)
+        path_coef, path_intercept = ridge_path(X, y, [alpha])
+        np.testing.assert_allclose(coef, path_coef[:, 0], rtol=1e-8, atol=1e-9)
+        assert intercept == pytest.approx(float(path_intercept[0]), rel=1e-12)
 
 
 @pytest.mark.parametrize("transform", ["sqrt,standard", "standard", "none"])
