@@ -9,6 +9,10 @@ runs the missing chunks here, one after the other; the Dask engine (``engine.py`
 per missing chunk on a cluster. Both feed the models the same batches, so their features are
 bit-identical.
 
+A row of NaN in a cached entry is an image that could not be decoded only when the entry lists it
+as one and the image still fails to decode here; any other NaN or infinite row, or a listed image
+that decodes, is the entry's damage: named on one line and recomputed, never blamed on the image.
+
 A backbone may yield several outputs (the pooled features of its last stages): each output of
 each view is a cache entry of its own, so a run asking for fewer stages reads what a run with
 more computed.
@@ -28,7 +32,7 @@ from tqdm.auto import tqdm
 
 from kaggle_tl.backbones import BackboneRef
 from kaggle_tl.cache.store import Cache, FeatureEntry, cache_key
-from kaggle_tl.data.images import VIEW_TRANSFORMS, ImageError, iter_image_batches
+from kaggle_tl.data.images import VIEW_TRANSFORMS, ImageError, iter_image_batches, load_resized
 from kaggle_tl.errors import KaggleTLError
 
 if TYPE_CHECKING:
@@ -87,18 +91,20 @@ class BackboneBuilder:
                          self.runtime, self.precision)
                 backbone = create_backbone(ref.name, self.weights, ref.input_size).with_outputs(ref.outputs)
                 if self.runtime != "tensorflow":
-                    backbone = backbone.on(self.runtime, self.precision, self._converted_dir(ref), _threads())
+                    ir_dir, ir_layers = self._converted_dirs(ref)
+                    backbone = backbone.on(self.runtime, self.precision, ir_dir, _threads(), ir_layers)
                 _BUILT[ref, self] = backbone
         return {ref.name: _BUILT[ref, self] for ref in refs}
 
-    def _converted_dir(self, ref: BackboneRef) -> Path | None:
+    def _converted_dirs(self, ref: BackboneRef) -> tuple[Path | None, list[Path]]:
+        """The writable folder of the converted model (None: in memory) and the read-only layers' folders of it."""
         from kaggle_tl.backbones.runtimes import ir_key_parts
 
         if self.cache_root is None:
-            return None
+            return None, []
         key = cache_key(backbone=ref.name, weights=ref.weights_id, size=ref.input_size, outputs=ref.outputs,
                         **ir_key_parts())
-        return Cache(self.cache_root, self.cache_from).model_dir(key)
+        return Cache(self.cache_root, self.cache_from).model_dirs(key)
 
 
 def _threads() -> int | None:
@@ -218,6 +224,8 @@ class _Split:
     sources: dict[str, str]
     todo: dict[EntryId, FeatureEntry] = field(default_factory=dict)
     missing: dict[EntryId, set[int]] = field(default_factory=dict)
+    bad_rows: set[int] = field(default_factory=set)  # NaN rows of the found entries: undecodable images
+    decodes: dict[int, bool] = field(default_factory=dict)  # row -> whether its image decodes (asked once)
 
     @property
     def chunks(self) -> dict[int, int]:
@@ -267,10 +275,12 @@ class FeaturePlan:
             for key, entry in split.entries.items():
                 if entry.is_complete():
                     continue
-                found = self.cache.read_only_features(entry)
-                if found is not None:
-                    split.found[key], layer = found
-                    split.sources[entry.key] = str(layer)
+                for layered in self.cache.read_only_features(entry):
+                    array = self._load(split, layered)
+                    if array is not None:
+                        split.found[key] = array
+                        split.sources[entry.key] = str(layered.folder.parents[1])  # the layer
+                        break
         # In folder order, so two runs needing overlapping entries never each hold one the other needs.
         held = sorted((e for s in self.splits.values() for k, e in s.entries.items() if k not in s.found),
                       key=lambda e: e.folder)
@@ -280,7 +290,7 @@ class FeaturePlan:
             for key, entry in split.entries.items():
                 if key in split.found:
                     continue
-                array = entry.load()
+                array = self._load(split, entry)
                 if array is None:
                     split.todo[key] = entry
                 else:
@@ -289,6 +299,32 @@ class FeaturePlan:
             # Every entry of a split shares the chunk layout; a chunk missing from any is computed for all
             # (they differ only when a run was killed between two writes of the same chunk).
             split.missing = {k: set(e.missing_chunks()) for k, e in split.todo.items()}
+
+    def _load(self, split: _Split, entry: FeatureEntry) -> np.ndarray | None:
+        """``entry``'s array when it is intact (``FeatureEntry.load``) and every image it lists as undecodable
+        still fails to decode here; else None, the entry named on one line (and removed, if writable)."""
+        array = entry.load()
+        if array is None:
+            return None
+        decoding = [row for row in sorted(entry.bad_rows) if self._decodes(split, row)]
+        if decoding:
+            more = f" (and {len(decoding) - 1} more)" if len(decoding) > 1 else ""
+            entry.reject(f"row {decoding[0]} is NaN as an undecodable image, but {split.paths[decoding[0]]} "
+                         f"decodes{more}")
+            return None
+        split.bad_rows.update(entry.bad_rows)
+        return array
+
+    def _decodes(self, split: _Split, row: int) -> bool:
+        """Whether the image of ``row`` decodes here, as extraction would decode it."""
+        if row not in split.decodes:
+            (resize,) = {r.resize for r in self.refs}
+            try:
+                load_resized(split.paths[row], sorted({r.input_size for r in self.refs}), resize)
+                split.decodes[row] = True
+            except ImageError:
+                split.decodes[row] = False
+        return split.decodes[row]
 
     def images_to_compute(self, split: str | None = None) -> int:
         return sum(sum(s.chunks.values()) for name, s in self.splits.items() if split in (None, name))
@@ -328,8 +364,9 @@ class FeaturePlan:
                          sum(split.chunks.values()), len(split.todo))
                 failed = self._compute(name, split, build_backbones, batch_size, threads, engine)
                 for key, entry in split.todo.items():
-                    split.found[key] = entry.finalize()
+                    split.found[key] = entry.finalize(failed)
                     split.sources[entry.key] = "computed"
+                    split.bad_rows.update(entry.bad_rows)
             out[name] = self._features(split, failed)
         return out
 
@@ -359,12 +396,10 @@ class FeaturePlan:
             for view in self.views:
                 parts = [split.found[ref.name, view, output] for output, _ in ref.outputs]
                 arrays[ref.name, view] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-        # NaN rows are what "could not be decoded" looks like in the cache; this run's decoder said why.
-        bad = np.zeros(len(split.paths), dtype=bool)
-        for array in arrays.values():
-            bad |= ~np.isfinite(np.asarray(array)).all(axis=1)
-        bad_rows = {int(i): failed.get(int(i), "could not be decoded (no finite features in the cache)")
-                    for i in np.flatnonzero(bad)}
+        # The entries' NaN rows: images this run's decoder failed on (it said why), or that a cache entry lists
+        # as undecodable and that still fail to decode here (``_load``); no other row is NaN.
+        bad_rows = {row: failed.get(row, "could not be decoded (no finite features in the cache)")
+                    for row in sorted(split.bad_rows)}
         return Features(arrays, bad_rows, dict(split.sources))
 
 

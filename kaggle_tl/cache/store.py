@@ -3,13 +3,18 @@
 Layout of a cache root (``--cache-dir``; a ``--cache-from`` layer has the same layout)::
 
     features/<key>/       one (N, D) float32 array: features.npy + meta.json (see FeatureEntry)
-    predictions/<key>.npz one head's fold x view predictions (runs.Predictions' file)
-    fits/<key>.npz        one head's fitted fold x view models as arrays (frozen.FoldModels' file)
+    predictions/<key>.npz one head's fold x view predictions (runs.Predictions' file), beside <key>.json
+    fits/<key>.npz        one head's fitted fold x view models as arrays (frozen.FoldModels' file), beside <key>.json
     figures/<key>/*.png   the figures drawn for one model's predictions
     models/<key>/         a backbone converted for another runtime (OpenVINO's model.xml/.bin)
 
 Every key comes from ``cache_key(**parts)``: the parts are everything that determines the
-entry's content (the callers say which), hashed. Read-only layers (a Kaggle dataset made from an
+entry's content (the callers say which), hashed. Every entry stores the key it was written under
+and the parts it was made from (``key_record``: meta.json's ``key`` and ``key_parts``; a <key>.json
+beside an .npz, with the .npz's checksum), and reading one compares them with the key asked for: an
+entry copied or swapped under another key, or one without a stored key (an older kaggle_tl's), is
+named on one line ("damaged entry <path>: made for key X, asked for Y") and recomputed, never used.
+Read-only layers (a Kaggle dataset made from an
 earlier run's cache) are searched after the writable root: what they hold is used as it is,
 verified by its checksum, and never written, locked or modified; a damaged entry there is named
 on one line and recomputed into the writable root.
@@ -18,7 +23,8 @@ A feature entry while extraction runs::
 
     chunk_0000002048-0000003072_<sha1>.npy   rows [2048, 3072)
     features.npy             all rows, once complete (chunks are then removed)
-    meta.json                shape, dtype, checksum of features.npy and what the key stands for
+    meta.json                shape, dtype, checksum of features.npy, its key and the key's parts, the rows
+                             of undecodable images (all NaN), and what the key stands for
     .lock                    present while a run holds the entry (``FeatureEntry.locked``)
 
 Every file appears by an atomic rename, so a run killed at any moment leaves either a whole
@@ -70,10 +76,43 @@ def _short(sha1) -> str:
     return sha1.hexdigest()[:16]
 
 
-def cache_key(**parts: Any) -> str:
+class CacheKey(str):
+    """A key as ``cache_key`` makes it: the string itself, knowing the parts it was made from (as hashed)."""
+
+    parts: dict[str, Any] | None = None
+
+
+def cache_key(**parts: Any) -> CacheKey:
     """The one key function: a short stable key from named parts (backbone, weights, size, view, image set...)."""
     text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:20]
+    key = CacheKey(hashlib.sha1(text.encode()).hexdigest()[:20])
+    key.parts = json.loads(text)  # what was hashed: JSON types only, so it hashes to the key again
+    return key
+
+
+def key_record(key: str) -> dict[str, Any]:
+    """What an entry stores of the key it is written under: the key and, where known, the parts it was made from."""
+    return {"key": str(key), "key_parts": getattr(key, "parts", None)}
+
+
+def key_problem(stored: Any, key: str) -> str | None:
+    """Why an entry whose stored ``key_record`` is ``stored`` is not provably ``key``'s; None when it is.
+
+    Its stored key must be ``key``, and its stored parts (when there are any) must hash to it: a
+    key edited to pass for another is caught by the parts it no longer matches.
+    """
+    made = stored.get("key") if isinstance(stored, dict) else None
+    if not isinstance(made, str):
+        return f"no stored key (an older kaggle_tl's entry, or not kaggle_tl's), asked for {key}"
+    parts = stored.get("key_parts")
+    if made != key:
+        asked = getattr(key, "parts", None)
+        differ = (sorted(name for name in {*parts, *asked} if parts.get(name) != asked.get(name))
+                  if isinstance(parts, dict) and isinstance(asked, dict) else [])
+        return f"made for key {made}, asked for {key}" + (f" (they differ in {', '.join(differ)})" if differ else "")
+    if parts is not None and not (isinstance(parts, dict) and cache_key(**parts) == made):
+        return f"its stored key {made} is not what its stored parts hash to (edited)"
+    return None
 
 
 class Cache:
@@ -89,18 +128,14 @@ class Cache:
 
     # -- features ------------------------------------------------------------------------------
     def features(self, key: str, n_rows: int, dim: int, chunk_rows: int, info: dict | None = None) -> "FeatureEntry":
-        """The writable entry ``key`` (chunks are computed into it)."""
-        return FeatureEntry(self.root / "features" / key, n_rows, dim, chunk_rows, info or {})
+        """The writable entry ``key`` (chunks are computed into it); ``key`` as ``cache_key`` made it."""
+        return FeatureEntry(self.root / "features" / key, n_rows, dim, chunk_rows, info or {},
+                            key_parts=getattr(key, "parts", None))
 
-    def read_only_features(self, entry: "FeatureEntry") -> tuple[np.ndarray, Path] | None:
-        """``entry``'s array from the first read-only layer holding it intact, and that layer; else None."""
-        for layer in self.layers:
-            found = FeatureEntry(layer / "features" / entry.folder.name, entry.n_rows, entry.dim, entry.chunk_rows,
-                                 entry.info, read_only=True)
-            array = found.load()
-            if array is not None:
-                return array, layer
-        return None
+    def read_only_features(self, entry: "FeatureEntry") -> list["FeatureEntry"]:
+        """``entry`` as each read-only layer would hold it, in order (``load`` says whether one does, intact)."""
+        return [FeatureEntry(layer / "features" / entry.key, entry.n_rows, entry.dim, entry.chunk_rows, entry.info,
+                             read_only=True, key_parts=entry.key_parts) for layer in self.layers]
 
     # -- predictions and fitted fold models: one .npz file an entry --------------------------------
     def file_path(self, kind: str, key: str) -> Path:
@@ -109,9 +144,21 @@ class Cache:
         return self.root / kind / f"{key}.npz"
 
     def find_files(self, kind: str, key: str) -> list[Path]:
-        """Existing ``kind`` files for ``key``: the writable root's first, then each layer's."""
-        return [p for p in [self.file_path(kind, key), *(layer / kind / f"{key}.npz" for layer in self.layers)]
-                if p.is_file()]
+        """Existing ``kind`` files provably written for ``key``: the writable root's first, then each layer's.
+
+        A file whose <key>.json is missing (an older kaggle_tl's), names another key, or whose checksum
+        does not match (a file copied or swapped under this name) is named on one line and left out.
+        """
+        found = []
+        for path in [self.file_path(kind, key), *(layer / kind / f"{key}.npz" for layer in self.layers)]:
+            if not path.is_file():
+                continue
+            problem = _file_key_problem(path, key)
+            if problem is None:
+                found.append(path)
+            else:
+                log.warning("damaged entry %s: %s; not used", path, problem)
+        return found
 
     def source(self, path: Path) -> str:
         """Where an entry found at ``path`` came from, as a run records it: "cache" or the read-only layer."""
@@ -120,7 +167,14 @@ class Cache:
         return str(next(layer for layer in self.layers if path.is_relative_to(layer)))
 
     def write_file(self, kind: str, key: str, data: bytes) -> Path:
+        """Write the ``kind`` entry ``key``: ``data`` as <key>.npz, and its key and checksum as <key>.json.
+
+        The .json first: a run killed between the two leaves a key file that names no .npz (or an
+        older one, whose checksum it does not match), never an .npz that passes for another key's.
+        """
         path = self.file_path(kind, key)
+        stamp = {**key_record(key), "sha1": hashlib.sha1(data).hexdigest()}
+        atomic_write_bytes(key_file(path), json.dumps(stamp, indent=1, default=str).encode())
         atomic_write_bytes(path, data)
         return path
 
@@ -132,12 +186,10 @@ class Cache:
                 return folder
         return self.root / "figures" / key
 
-    def model_dir(self, key: str) -> Path:
-        """The folder of a converted backbone ``key``: a layer's when it holds one, else the writable root's."""
-        for folder in [self.root / "models" / key, *(layer / "models" / key for layer in self.layers)]:
-            if folder.is_dir():
-                return folder
-        return self.root / "models" / key
+    def model_dirs(self, key: str) -> tuple[Path, list[Path]]:
+        """Where a converted backbone ``key`` is kept: the writable root's folder (converted into, when
+        none verifies), and the read-only layers' folders holding it (read, never written)."""
+        return self.root / "models" / key, [f for f in (layer / "models" / key for layer in self.layers) if f.is_dir()]
 
     # -- what the cache holds (kaggle-tl clean, kaggle-tl cache export) -------------------------
     def entries(self) -> list["Entry"]:
@@ -187,7 +239,8 @@ class Cache:
                 files = ((["features.npy", "meta.json"] if kind == "features"
                           else [p.name for p in source.iterdir() if not p.name.startswith(".")])
                          if source.is_dir() and not source.is_symlink() else [])
-                link = next((p for p in [source, *(source / name for name in files)] if p.is_symlink()), None)
+                linkable = [source, *(source / name for name in files)]
+                link = next((p for p in [*linkable, key_file(source)] if p.is_symlink()), None)
                 if link is not None:  # it could point anywhere: the folder a user uploads gets no link's target
                     raise KaggleTLError(f"cache export: {link} is a link; kaggle_tl never exports one "
                                         "(replace it with the file, or re-run to compute the entry)")
@@ -195,21 +248,49 @@ class Cache:
                     tmp.mkdir()
                     for name in files:
                         shutil.copyfile(source / name, tmp / name)
-                else:
+                else:  # its key file first, as write_file does
+                    atomic_write_bytes(key_file(target), key_file(source).read_bytes())
                     shutil.copyfile(source, tmp)
                 os.replace(tmp, target)
                 copied.append(target)
         return copied
 
     def _find(self, kind: str, key: str) -> Path | None:
-        name = f"{key}.npz" if kind in FILE_KINDS else key
+        if kind in FILE_KINDS:
+            return next(iter(self.find_files(kind, key)), None)
         for root in (self.root, *self.layers):
-            path = root / kind / name
+            path = root / kind / key
             if kind == "features" and not (path / "features.npy").is_file():
                 continue
             if path.exists():
                 return path
         return None
+
+
+def key_file(path: Path) -> Path:
+    """The <key>.json beside a <key>.npz entry: its key record and checksum."""
+    return path.with_suffix(".json")
+
+
+def _file_key_problem(path: Path, key: str) -> str | None:
+    """Why the .npz entry at ``path`` is not provably ``key``'s (its <key>.json against the key and the file)."""
+    try:
+        stamp = json.loads(key_file(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no stored key ({key_file(path).name} missing: an older kaggle_tl's entry), asked for {key}"
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return f"its key file {key_file(path).name} is unreadable ({type(exc).__name__}: {exc})"
+    problem = key_problem(stamp, key)
+    if problem is not None:
+        return problem
+    try:
+        with open(path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha1").hexdigest()
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if digest != stamp.get("sha1"):
+        return f"its content is not what was written under key {key} (checksum mismatch: copied or swapped)"
+    return None
 
 
 def check_layer(layer: Path) -> None:
@@ -232,7 +313,7 @@ class Entry:
     @property
     def size(self) -> int:
         if self.path.is_file():
-            return self.path.stat().st_size
+            return sum(p.stat().st_size for p in (self.path, key_file(self.path)) if p.is_file())
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
     @property
@@ -255,18 +336,29 @@ class Entry:
             shutil.rmtree(self.path)
         else:
             self.path.unlink(missing_ok=True)
+            if self.kind in FILE_KINDS:
+                key_file(self.path).unlink(missing_ok=True)
 
 
 class FeatureEntry:
-    """One keyed (N, dim) float32 array, computed in chunks; read-only when it lies in a --cache-from layer."""
+    """One keyed (N, dim) float32 array, computed in chunks; read-only when it lies in a --cache-from layer.
 
-    def __init__(self, folder: Path, n_rows: int, dim: int, chunk_rows: int, info: dict, read_only: bool = False):
+    Its rows of images that could not be decoded are NaN, and listed in meta.json with why
+    (``bad_rows``, known once loaded or finalised): any other row that is not finite is the entry's
+    damage, not an image's.
+    """
+
+    def __init__(self, folder: Path, n_rows: int, dim: int, chunk_rows: int, info: dict, read_only: bool = False,
+                 key_parts: dict[str, Any] | None = None):
         self.folder, self.n_rows, self.dim, self.chunk_rows, self.info = folder, n_rows, dim, chunk_rows, info
-        self.read_only = read_only
+        self.read_only, self.key_parts = read_only, key_parts
+        self.bad_rows: dict[int, str] = {}
 
     @property
-    def key(self) -> str:
-        return self.folder.name
+    def key(self) -> CacheKey:
+        key = CacheKey(self.folder.name)
+        key.parts = self.key_parts
+        return key
 
     @property
     def n_chunks(self) -> int:
@@ -327,9 +419,10 @@ class FeatureEntry:
     def load(self) -> np.ndarray | None:
         """The complete array (memory-mapped) if present and intact, else None.
 
-        A truncated file, a wrong shape or a failed checksum is named on one line; in the
-        writable root it is removed so that it is recomputed, in a read-only layer it is left
-        as it is and passed over.
+        A truncated file, a wrong shape or a failed checksum is named on one line, and so is an
+        entry whose stored key is not this one's (``key_problem``) or whose rows that are not
+        finite are not exactly the undecodable images it lists. In the writable root it is
+        removed so that it is recomputed, in a read-only layer it is left as it is and passed over.
         """
         meta_path, data_path = self.folder / "meta.json", self.folder / "features.npy"
         if not meta_path.exists() or not data_path.exists():
@@ -340,22 +433,54 @@ class FeatureEntry:
             problem = None
             if tuple(array.shape) != (self.n_rows, self.dim) or array.dtype != np.float32:
                 problem = f"shape {array.shape} {array.dtype}, expected {(self.n_rows, self.dim)} float32"
-            elif not isinstance(meta, dict) or meta.get("sha1") != array_digest(array):
-                problem = "checksum mismatch"
+            else:
+                digest, not_finite = _scan(array)
+                if not isinstance(meta, dict) or meta.get("sha1") != digest:
+                    problem = "checksum mismatch"
         except _LOAD_ERRORS as exc:  # json.JSONDecodeError is a ValueError
             problem = f"unreadable ({type(exc).__name__}: {exc})"
-        if problem is None:
-            if not self.read_only:
-                with contextlib.suppress(OSError):
-                    os.utime(meta_path)  # "last used", for kaggle-tl clean
-            return array
-        if self.read_only:
-            log.warning("read-only cache %s: %s; skipped, computing it into the writable cache", data_path, problem)
+        if problem is not None:
+            if self.read_only:
+                log.warning("read-only cache %s: %s; skipped, computing it into the writable cache", data_path,
+                            problem)
+                return None
+            log.warning("feature cache %s: %s; recomputing", data_path, problem)
+            self._remove()
             return None
-        log.warning("feature cache %s: %s; recomputing", data_path, problem)
-        meta_path.unlink(missing_ok=True)
-        data_path.unlink(missing_ok=True)
+        problem = key_problem(meta, self.key) or self._bad_rows_problem(meta.get("bad_rows"), array, not_finite)
+        if problem is not None:
+            self.reject(problem)
+            return None
+        if not self.read_only:
+            with contextlib.suppress(OSError):
+                os.utime(meta_path)  # "last used", for kaggle-tl clean
+        return array
+
+    def _bad_rows_problem(self, recorded: Any, array: np.ndarray, not_finite: np.ndarray) -> str | None:
+        """Why the rows listed as undecodable images (meta.json's ``bad_rows``) are not exactly the NaN rows."""
+        try:
+            bad_rows = {int(row): str(problem) for row, problem in recorded.items()}
+        except (AttributeError, TypeError, ValueError):
+            return "no list of its undecodable images (an older kaggle_tl's entry)"
+        unexplained = sorted(set(not_finite.tolist()) - set(bad_rows))
+        if unexplained:
+            return (f"{_rows(unexplained)} NaN or infinite, which no undecodable image explains "
+                    "(they are the entry's damage, not the images')")
+        listed = sorted(bad_rows)
+        if listed and not (0 <= listed[0] and listed[-1] < self.n_rows and np.isnan(array[listed]).all()):
+            return f"{_rows(listed)} listed as undecodable images but not all NaN"
+        self.bad_rows = bad_rows
         return None
+
+    def reject(self, problem: str) -> None:
+        """Name the damage on one line; in the writable root, remove the entry so that it is recomputed."""
+        log.warning("damaged entry %s: %s; recomputed", self.folder, problem)
+        if not self.read_only:
+            self._remove()
+
+    def _remove(self) -> None:
+        (self.folder / "meta.json").unlink(missing_ok=True)
+        (self.folder / "features.npy").unlink(missing_ok=True)
 
     # -- chunks during extraction ------------------------------------------------------------
     def _chunks_on_disk(self) -> dict[int, tuple[Path, str]]:
@@ -422,8 +547,9 @@ class FeatureEntry:
             raise KaggleTLError(f"{self.folder / name}: cannot write features ({exc.strerror or exc}); "
                                 f"the chunks already written are kept and a re-run resumes from them") from None
 
-    def finalize(self) -> np.ndarray:
-        """Join the chunks into features.npy, checking each again.
+    def finalize(self, problems: dict[int, str] | None = None) -> np.ndarray:
+        """Join the chunks into features.npy, checking each again; its NaN rows are listed as undecodable
+        images, with ``problems``' reason (what this run's decoder said) where there is one.
 
         Streamed with plain writes, one chunk in memory at a time: a memory map of the output
         would count every written page in this process's RSS, and a Dask driver finalising 1M
@@ -433,6 +559,7 @@ class FeatureEntry:
         if sorted(chunks) != list(range(self.n_chunks)):
             raise KaggleTLError(f"{self.folder}: cannot finalise, chunks missing")
         fd, tmp = create_temp(self.folder / "features.npy")  # not mkstemp: its 0600 would reach features.npy
+        bad_rows: dict[int, str] = {}
         try:
             whole = hashlib.sha1()  # array_digest of the joined array, computed as it is written
             with os.fdopen(fd, "wb") as out:
@@ -447,9 +574,14 @@ class FeatureEntry:
                     data = memoryview(np.ascontiguousarray(rows, dtype=np.float32)).cast("B")  # no copy
                     whole.update(data)
                     out.write(data)
+                    # compute_chunk writes whole NaN rows for undecodable images, and nothing else not finite
+                    start = self.chunk_slice(index).start
+                    bad_rows.update({start + int(i): (problems or {}).get(start + int(i), "could not be decoded")
+                                     for i in np.flatnonzero(~np.isfinite(rows).all(axis=1))})
             digest = _short(whole)
             os.replace(tmp, self.folder / "features.npy")
-            meta = {"shape": [self.n_rows, self.dim], "dtype": "float32", "sha1": digest, **self.info}
+            meta = {"shape": [self.n_rows, self.dim], "dtype": "float32", "sha1": digest, **self.info,
+                    **key_record(self.key), "bad_rows": {str(row): why for row, why in sorted(bad_rows.items())}}
             atomic_write_bytes(self.folder / "meta.json", json.dumps(meta, indent=1, default=str).encode())
         except OSError as exc:
             raise KaggleTLError(f"{self.folder}: cannot write features.npy ({exc.strerror or exc}); "
@@ -459,4 +591,25 @@ class FeatureEntry:
                 os.unlink(tmp)
         for path, _ in chunks.values():
             path.unlink(missing_ok=True)
+        self.bad_rows = bad_rows
         return np.load(self.folder / "features.npy", mmap_mode="r")
+
+
+SCAN_BYTES = 64 << 20  # rows read at a time when checking a complete array: memory stays flat for any size
+
+
+def _scan(array: np.ndarray) -> tuple[str, np.ndarray]:
+    """``array_digest`` of a (memory-mapped) 2-d array, and the rows holding a NaN or infinite value, in one pass."""
+    whole, not_finite = hashlib.sha1(), []
+    step = max(1, SCAN_BYTES // max(1, array[:1].nbytes))
+    for start in range(0, len(array), step):
+        block = np.ascontiguousarray(array[start:start + step])
+        whole.update(block.view(np.uint8).reshape(-1))
+        not_finite.append(start + np.flatnonzero(~np.isfinite(block).all(axis=1)))
+    return _short(whole), np.concatenate([np.zeros(0, np.int64), *not_finite])
+
+
+def _rows(rows: Sequence[int]) -> str:
+    """"row 3" or "rows 3, 7, 9, ... (12 in all)", for one line."""
+    shown = ", ".join(map(str, rows[:5])) + (f", ... ({len(rows)} in all)" if len(rows) > 5 else "")
+    return f"row{'s' if len(rows) > 1 else ''} {shown}"
