@@ -41,6 +41,19 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
     path.write_bytes(data.tobytes())
 
 
+def random_pngs(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """``n`` small PNGs of random pixels in ``folder`` (im00.png, im01.png, ...): images for the cache's tests."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"im{i:02d}.png"
+        ok, data = cv2.imencode(".png", rng.integers(0, 255, (20, 24, 3), dtype=np.uint8))
+        assert ok
+        path.write_bytes(data.tobytes())
+        paths.append(path)
+    return paths
+
+
 def make_competition(root: Path, n_per_class: int = 10, n_test: int = 9, seed: int = 0,
                      classes: list[str] = CLASSES) -> Path:
     """Kaggle layout with mixed sizes and JPEG/PNG; test ids shuffled in sample_submission."""

@@ -9,10 +9,10 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
+from conftest import random_pngs
 from kaggle_tl import files as files_module
 from kaggle_tl.cache import store as cache_module
 from kaggle_tl.cache.store import Cache, array_digest
@@ -41,15 +41,7 @@ class FakeBackbone:
 
 @pytest.fixture(scope="module")
 def image_paths(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(N_IMAGES):
-        path = folder / f"im{i:02d}.png"
-        ok, data = cv2.imencode(".png", rng.integers(0, 255, (20, 24, 3), dtype=np.uint8))
-        path.write_bytes(data.tobytes())
-        paths.append(path)
-    return paths
+    return random_pngs(tmp_path_factory.mktemp("images"), N_IMAGES)
 
 
 def extract(paths, cache_dir, backbone=None, chunk_rows=CHUNK, batch_size=BATCH):

@@ -11,11 +11,10 @@ import json
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from conftest import make_competition
+from conftest import make_competition, random_pngs
 from kaggle_tl.cache.store import Cache, array_digest, cache_key
 from kaggle_tl.config import RunConfig
 from kaggle_tl.features import BackboneRef, extract_features, feature_key
@@ -39,15 +38,7 @@ class FakeBackbone:
 
 @pytest.fixture(scope="module")
 def image_paths(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(N_IMAGES):
-        path = folder / f"im{i:02d}.png"
-        ok, data = cv2.imencode(".png", rng.integers(0, 255, (20, 24, 3), dtype=np.uint8))
-        path.write_bytes(data.tobytes())
-        paths.append(path)
-    return paths
+    return random_pngs(tmp_path_factory.mktemp("images"), N_IMAGES)
 
 
 def extract(paths, cache: Cache):
