@@ -85,6 +85,9 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
                                  "submission's target columns)")),
     ("--flips", dict(action=argparse.BooleanOptionalAction, default=None,
                      help="shorthand: --flips is --views original,hflip, --no-flips is --views original")),
+    ("--tabular", dict(action=argparse.BooleanOptionalAction, default=None,
+                       help="the numeric columns train.csv and test.csv share join the image features (default: on "
+                            "when there are any; --no-tabular leaves them out)")),
     ("--skip-bad-train-images", dict(action="store_true", default=None,
                                      help="exclude unreadable training images (recorded in the run) instead of stopping")),
 ]

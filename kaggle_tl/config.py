@@ -81,6 +81,7 @@ class RunConfig:
     folds: int = 5
     seed: int = 42
     skip_bad_train_images: bool = False
+    tabular: bool = True  # side features: the numeric columns of the labels CSV and test.csv join the images'
 
     head_jobs: int = 0  # parallel fold x view fits, 1 BLAS thread each; 0: by the fits' size (pipeline.head_jobs)
     batch_size: int = 32

@@ -19,6 +19,7 @@ from kaggle_tl.backbones import BackboneRef
 from kaggle_tl.cache.store import Cache, array_digest, cache_key
 from kaggle_tl.config import RunConfig
 from kaggle_tl.data.competition import Competition
+from kaggle_tl.data.tabular import SideFeatures
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.features import feature_key
 from kaggle_tl.heads.base import HEAD_VERSION
@@ -174,20 +175,25 @@ def fits_key(config: RunConfig, head_name: str, refs: list[BackboneRef], image_k
              competition: Competition, folds: np.ndarray) -> str:
     """What a head's fitted fold models (and its decision rules) depend on: the training features (every stage
     of every backbone and view), rows, targets, the task (kind, classes, metric, decision settings), folds,
-    head, its parameters, seed, version and the heads' implementation (HEAD_VERSION); never the test images."""
+    head, its parameters, seed, version and the heads' implementation (HEAD_VERSION), the training rows' side
+    features when the run joins them (``competition.side``); never the test images."""
     task = {k: v for k, v in competition.task.to_dict().items() if k != "source"}  # source: words, not numbers
+    side = competition.side.digest("train") if competition.side is not None else ""
     return cache_key(features=[feature_key(image_keys["train"], ref, view, output)
                                for ref in refs for view in config.views for output, _ in ref.outputs],
                      train_ids=array_digest(np.array(competition.train_ids, dtype=str)),
-                     y=array_digest(competition.y), task=task, folds=array_digest(folds),
+                     y=array_digest(competition.y), task=task, folds=array_digest(folds), side_features=side,
                      head=head_name, params=config.head_params[head_name], seed=config.seed, version=__version__,
                      heads=HEAD_VERSION)
 
 
-def predictions_key(fits: str, config: RunConfig, refs: list[BackboneRef], image_keys: dict[str, str]) -> str:
-    """What a head's predictions depend on: its fold models (``fits_key``) and the test features they predict."""
+def predictions_key(fits: str, config: RunConfig, refs: list[BackboneRef], image_keys: dict[str, str],
+                    side: SideFeatures | None) -> str:
+    """What a head's predictions depend on: its fold models (``fits_key``) and the test features they predict
+    (the test rows' ``side`` features among them, when the run joins them)."""
     return cache_key(fits=fits, test_features=[feature_key(image_keys["test"], ref, view, output)
-                                               for ref in refs for view in config.views for output, _ in ref.outputs])
+                                               for ref in refs for view in config.views for output, _ in ref.outputs],
+                     test_side_features=side.digest("test") if side is not None else "")
 
 
 def head_predictions(head, competition: Competition, train_by_view: dict, test_by_view: dict, folds: np.ndarray,

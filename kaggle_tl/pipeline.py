@@ -133,7 +133,8 @@ def run(config: RunConfig, *, new_run: bool = False, report: Report = log.info) 
     folds = competition.task.make_folds(competition.y, config.folds, config.seed)
     _check_heads_can_fit(config, competition, folds)
     image_keys = {"train": image_set_key(competition.train_paths), "test": image_set_key(competition.test_paths)}
-    fingerprint = data_fingerprint(competition, image_keys["train"], image_keys["test"])
+    fingerprint = data_fingerprint(competition, image_keys["train"], image_keys["test"])  # side features included
+    competition = _side_features(config, competition, report)
     if not new_run:
         same = identical_run(config, fingerprint)
         if same is not None:
@@ -157,6 +158,20 @@ class Inputs:
     image_keys: dict[str, str]  # split -> image_set_key of its images
     fingerprint: str  # data_fingerprint: labels, ids and images together
     folds: np.ndarray  # (N,) outer fold of each training row
+
+
+def _side_features(config: RunConfig, competition: Competition, report: Report) -> Competition:
+    """The competition as the heads see it: its side features (data.tabular) kept and announced, or left out
+    (--no-tabular), which a note says."""
+    side = competition.side
+    if side is None:
+        return competition
+    if config.tabular:
+        report(side.describe())
+        return dataclasses.replace(competition, notes=[*competition.notes, side.describe()])
+    note = f"side features left out (--no-tabular): {len(side.columns)} numeric column(s) of {side.sources[0]}"
+    report(note)
+    return dataclasses.replace(competition, side=None, notes=[*competition.notes, note])
 
 
 def check_outputs(config: RunConfig) -> None:
@@ -233,6 +248,9 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
     names = [r.name for r in refs]
     train_by_view = features["train"].by_view(names, config.views, train_rows)
     test_by_view = features["test"].by_view(names, config.views)
+    if competition.side is not None:  # the same columns after every view's image features
+        train_by_view = {v: competition.side.join(X, "train") for v, X in train_by_view.items()}
+        test_by_view = {v: competition.side.join(X, "test") for v, X in test_by_view.items()}
 
     run_dir = claim_run_dir(config.runs_dir)
     record = RunRecord(
@@ -255,7 +273,8 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
     for head_name in config.heads:
         t = time.perf_counter()
         fits = fits_key(config, head_name, refs, image_keys, competition, folds)
-        keys[head_name] = {"fits": fits, "predictions": predictions_key(fits, config, refs, image_keys)}
+        keys[head_name] = {"fits": fits, "predictions": predictions_key(fits, config, refs, image_keys,
+                                                                                competition.side)}
         head = create_task_head(config, head_name, competition.task)
         with engine.head_parallelism(jobs) as n_jobs:
             preds, sources = head_predictions(head, competition, train_by_view, test_by_view, folds, keys[head_name],

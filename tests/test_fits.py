@@ -150,7 +150,8 @@ def test_the_test_images_change_the_predictions_key_but_not_the_fits_key(key_inp
     assert fits_key(config, "logreg", refs, other, competition, folds) == fits_key(config, "logreg", refs, image_keys,
                                                                                    competition, folds)
     fits = fits_key(config, "logreg", refs, image_keys, competition, folds)
-    assert predictions_key(fits, config, refs, other) != predictions_key(fits, config, refs, image_keys)
+    assert (predictions_key(fits, config, refs, other, competition.side)
+            != predictions_key(fits, config, refs, image_keys, competition.side))
     assert fits_key(config, "dense", refs, image_keys, competition, folds) != fits
 
 

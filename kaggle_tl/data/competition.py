@@ -20,6 +20,7 @@ from kaggle_tl.data.folders import (Ignored, check_unique, ignored_notes, image_
 from kaggle_tl.data.images import find_bad_images
 from kaggle_tl.data.layouts import (SAMPLE_CSV, TEST_CSV, TEST_DIRS, TRAIN_DIRS, Labels, Layout, find_folder,
                                     find_sample, read_labels)
+from kaggle_tl.data.tabular import SideFeatures, read_side_features
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.tasks.detect import TaskSettings, class_order, detect_task
 from kaggle_tl.tasks.task import Task
@@ -41,6 +42,7 @@ class Competition:
     sample_submission: pd.DataFrame  # as read (text); fixes columns and row order
     notes: list[str]  # handled oddities (ignored files, readings chosen, ...) recorded in the run
     skipped_images: list[dict] = field(default_factory=list)  # {"id", "path", "problem"}: --skip-bad-train-images
+    side: SideFeatures | None = None  # numeric columns of the labels CSV and test.csv (data.tabular)
 
     @property
     def classes(self) -> list[str]:
@@ -68,6 +70,7 @@ class Competition:
                    for i, problem in sorted(rows.items())]
         return dataclasses.replace(self, train_ids=[self.train_ids[i] for i in keep],
                                    train_paths=[self.train_paths[i] for i in keep], y=self.y[keep],
+                                   side=self.side.rows(keep) if self.side is not None else None,
                                    notes=[*self.notes, note], skipped_images=[*self.skipped_images, *skipped])
 
     def with_usable_images(self, bad_train: dict[int, str], bad_test: dict[int, str], skip_bad_train: bool,
@@ -161,13 +164,17 @@ def read_competition(root: str | Path, layout: Layout = Layout(), settings: Task
     notes.extend(task_notes)
     y = task.encode(labels.targets, str(labels.where))
     notes.extend(_classes_without_images(task, y))
+    side, side_notes = read_side_features(root, labels.csv, labels.id_column, labels.label_columns, labels.ids,
+                                          sample.columns[0], test_ids)
+    notes.extend(side_notes)
     notes.extend(ignored_notes(ignored, root))
     for note in notes:
         log.warning(note)
     found = Layout(train_dir=layout.train_dir or train_dir.name, test_dir=layout.test_dir or test_dir.name,
                    labels_csv=labels.csv, sample_submission=sample_path.name if sample_path else "",
                    id_column=labels.id_column, label_column=",".join(labels.label_columns))
-    return Competition(root, found, task, labels.ids, labels.paths, y, test_ids, test_paths, as_read, notes)
+    return Competition(root, found, task, labels.ids, labels.paths, y, test_ids, test_paths, as_read, notes,
+                       side=side)
 
 
 def usable_competition(root: str | Path, layout: Layout, folds: int, skip_bad_train_images: bool,

@@ -30,7 +30,9 @@ def image_set_key(paths: list[Path], threads: int = 8) -> str:
 def data_fingerprint(competition: Competition, train_key: str, test_key: str) -> str:
     """Identity of a competition's data: runs are comparable only when this matches."""
     h = hashlib.sha1()
+    side = competition.side
     for part in (competition.classes, competition.train_ids, competition.y.tolist(),
-                 competition.test_ids, [train_key, test_key]):
+                 competition.test_ids, [train_key, test_key],
+                 [side.digest("train"), side.digest("test")] if side is not None else []):
         h.update(repr(part).encode())
     return h.hexdigest()[:16]
