@@ -65,7 +65,8 @@ def test_the_inner_scores_are_scikit_learns_ridge_fits_on_the_inner_split():
     assert alpha == min(scores, key=scores.get)
     for a, mse in list(scores.items())[::4]:
         reference = Ridge(alpha=a).fit(X[fit_rows].astype(np.float64), y[fit_rows]).predict(X[val_rows])
-        assert mse == pytest.approx(np.mean((reference - y[val_rows]) ** 2), rel=1e-8)
+        # The path's decomposition is float32 (ridge_path): exact to ~1e-7 of the trace, relative to alpha.
+        assert mse == pytest.approx(np.mean((reference - y[val_rows]) ** 2), rel=1e-5)
     refined, _ = choose_ridge_alpha(X, y, seed=2)
     assert refined / alpha <= np.sqrt(10) and alpha / refined <= np.sqrt(10)  # between the best's grid neighbours
 
@@ -93,3 +94,26 @@ def test_head_is_a_scikit_learn_regressor():
     oof = cross_val_predict(RidgeHead(transform="standard"), X, y, cv=KFold(3, shuffle=True, random_state=0))
     assert np.sqrt(np.mean((oof - y) ** 2)) < 10.0  # the noise is 5
     assert RidgeHead(transform="standard").fit(X, y).score(X, y) > 0.99  # R^2
+
+
+def test_the_float32_path_chooses_the_float64_paths_alpha_and_falls_back_near_its_floor(monkeypatch):
+    import kaggle_tl.heads.tuning as tuning
+    X, y = values(400, 60, noise=40.0)
+    exact_path = tuning.ridge_path
+    precisions: list = []
+
+    def recording(*args):
+        precisions.append(args[-1])
+        return exact_path(*args)
+
+    monkeypatch.setattr(tuning, "ridge_path", recording)
+    alpha, scores = choose_ridge_alpha(X, y, seed=1)
+    assert precisions == [np.float32]  # this choice is far above the float32 floor
+    monkeypatch.setattr(tuning, "ridge_path", lambda X, y, alphas, decomposition: exact_path(X, y, alphas))
+    exact_alpha, exact_scores = choose_ridge_alpha(X, y, seed=1)
+    assert alpha == pytest.approx(exact_alpha, rel=1e-4)
+    np.testing.assert_allclose(list(scores.values()), list(exact_scores.values()), rtol=1e-4)
+    precisions.clear()
+    monkeypatch.setattr(tuning, "ridge_path", recording)
+    choose_ridge_alpha(*values(300, 10, noise=0.01), grid=(1e-9, 1e-8, 1e-7))  # clean data: a tiny alpha
+    assert precisions == [np.float32, np.float64]
