@@ -17,6 +17,13 @@ the column names of a real competition of that task:
 | regression | petfinder-pawpularity-score | train.csv Id,Pawpularity | the value | RMSE |
 | multilabel | imet-2020-fgvc7 | train.csv id,attribute_ids | tags | micro F1 |
 | topk | whale-categorization-playground | train.csv Image,Id | top 5 | MAP@5 |
+| side | petfinder-pawpularity-score | train.csv Id,<12 flags>,Pawpularity; test.csv Id,<12 flags> | the value | RMSE |
+| side_off | the same, run with --no-tabular | | | |
+
+"side": the value is the regression's plus 20 x Near, one of 12 photo flags written in train.csv and
+test.csv (as Pawpularity ships them); Near is drawn per image (a hash of its id), so no image shows it;
+Eyes is 1 for animals 90% of the time (what the image shows), the other 10 are noise. "side_off" runs
+the same folder without them: what the side features add, and what noise columns cost.
 
 The relabellings are functions of the CIFAR class (grades and values group classes, tags are
 properties such as "animal", "has wheels", "flies"), so every task is learnable from the same
@@ -49,7 +56,24 @@ TAGS = {"airplane": ["vehicle", "flies"], "automobile": ["vehicle", "wheels"], "
         "cat": ["animal", "legs", "pet"], "deer": ["animal", "legs"], "dog": ["animal", "legs", "pet"],
         "frog": ["animal", "legs"], "horse": ["animal", "legs"], "ship": ["vehicle", "floats"],
         "truck": ["vehicle", "wheels"]}
-TASKS = ("multiclass", "label", "binary", "ordinal", "regression", "multilabel", "topk")
+TASKS = ("multiclass", "label", "binary", "ordinal", "regression", "multilabel", "topk", "side", "side_off")
+FLAGS = ["Subject Focus", "Eyes", "Face", "Near", "Action", "Accessory", "Group", "Collage", "Human", "Occlusion",
+         "Info", "Blur"]
+
+
+def _flags(ids: pd.Series, labels: pd.Series) -> pd.DataFrame:
+    """Pawpularity's 12 photo flags of these images: Near from a hash of the id, Eyes from the class, 10 noise."""
+    import zlib
+
+    bits = np.array([[(zlib.crc32(f"{i}/{f}".encode()) >> 7) & 1 for f in FLAGS] for i in ids], dtype=int)
+    animal = labels.map(lambda c: "animal" in TAGS[c]).to_numpy()
+    wrong = np.array([zlib.crc32(f"{i}/wrong".encode()) % 10 == 0 for i in ids])  # 10% of the rows
+    bits[:, FLAGS.index("Eyes")] = np.where(wrong, 1 - animal, animal)
+    return pd.DataFrame(bits, columns=FLAGS)
+
+
+def _side_value(ids: pd.Series, labels: pd.Series) -> np.ndarray:
+    return labels.map(VALUE).to_numpy() + 20.0 * _flags(ids, labels)["Near"].to_numpy()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,7 +92,7 @@ def _write_layout(task: str, root: Path, train: pd.DataFrame, held: pd.DataFrame
     if root.exists():
         return _SLUGS[task], {}
     folder = {"multiclass": "train", "label": "train_images", "binary": "train", "ordinal": "train_images",
-              "regression": "train", "multilabel": "train", "topk": "train"}[task]
+              "regression": "train", "multilabel": "train", "topk": "train", "side": "train", "side_off": "train"}[task]
     test_folder = folder.replace("train", "test")
     (root / folder).mkdir(parents=True)
     (root / test_folder).mkdir()
@@ -95,6 +119,12 @@ def _write_layout(task: str, root: Path, train: pd.DataFrame, held: pd.DataFrame
         pd.DataFrame({"Id": ids, "Pawpularity": labels.map(VALUE)}).to_csv(root / "train.csv", index=False)
         pd.DataFrame({"Id": held_ids}).to_csv(root / "test.csv", index=False)
         sample = pd.DataFrame({"Id": held_ids, "Pawpularity": 50.0})
+    elif task in ("side", "side_off"):
+        value = pd.DataFrame({"Pawpularity": _side_value(ids, labels)})
+        pd.concat([pd.DataFrame({"Id": ids}), _flags(ids, labels), value], axis=1).to_csv(root / "train.csv", index=False)
+        pd.concat([pd.DataFrame({"Id": held_ids}), _flags(held_ids, held["label"])], axis=1).to_csv(root / "test.csv",
+                                                                                                 index=False)
+        sample = pd.DataFrame({"Id": held_ids, "Pawpularity": 50.0})
     elif task == "multilabel":
         pd.DataFrame({"id": ids, "attribute_ids": labels.map(lambda c: " ".join(TAGS[c]))}).to_csv(
             root / "train.csv", index=False)
@@ -108,8 +138,10 @@ def _write_layout(task: str, root: Path, train: pd.DataFrame, held: pd.DataFrame
 
 _SLUGS = {"multiclass": "dog-breed-identification", "label": "cassava-leaf-disease-classification",
           "binary": "aerial-cactus-identification", "ordinal": "aptos2019-blindness-detection",
-          "regression": None, "multilabel": "imet-2020-fgvc7", "topk": None}
-_SETTINGS = {"regression": {"task": "regression", "metric": "rmse"}, "topk": {"task": "topk", "metric": "map@5"}}
+          "regression": None, "multilabel": "imet-2020-fgvc7", "topk": None, "side": None, "side_off": None}
+_SETTINGS = {"regression": {"task": "regression", "metric": "rmse"}, "topk": {"task": "topk", "metric": "map@5"},
+             "side": {"task": "regression", "metric": "rmse"},
+             "side_off": {"task": "regression", "metric": "rmse", "tabular": False}}
 
 
 def _held_out_score(task: str, submission: pd.DataFrame, held: pd.DataFrame) -> tuple[str, float]:
@@ -133,6 +165,9 @@ def _held_out_score(task: str, submission: pd.DataFrame, held: pd.DataFrame) -> 
     if task == "regression":
         return "rmse", float(np.sqrt(skm.mean_squared_error([VALUE[c] for c in labels],
                                                             cells["Pawpularity"].astype(float))))
+    if task in ("side", "side_off"):
+        value = _side_value(pd.Series(ids.to_numpy()), pd.Series(labels))
+        return "rmse", float(np.sqrt(skm.mean_squared_error(value, cells["Pawpularity"].astype(float))))
     if task == "multilabel":
         tags = sorted({t for ts in TAGS.values() for t in ts})
         true = np.array([[t in TAGS[c] for t in tags] for c in labels])
