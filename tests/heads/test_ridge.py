@@ -19,7 +19,7 @@ def values(n: int, d: int, noise: float, informative: int = 8, seed: int = 0) ->
     return X.astype(np.float32), y + 500.0
 
 
-@pytest.mark.parametrize("n, d", [(120, 20), (40, 90)])  # more rows than columns (eigh of X^T X), and fewer (SVD)
+@pytest.mark.parametrize("n, d", [(120, 20), (40, 90)])  # more rows than columns (eigh of X^T X), and fewer (of X X^T)
 def test_the_path_is_scikit_learns_ridge_at_every_alpha(n, d):
     X, y = values(n, d, noise=5.0)
     alphas = [1e-3, 0.1, 10.0, 1e3]
@@ -117,3 +117,13 @@ def test_the_float32_path_chooses_the_float64_paths_alpha_and_falls_back_near_it
     monkeypatch.setattr(tuning, "ridge_path", recording)
     choose_ridge_alpha(*values(300, 10, noise=0.01), grid=(1e-9, 1e-8, 1e-7))  # clean data: a tiny alpha
     assert precisions == [np.float32, np.float64]
+
+
+@pytest.mark.parametrize("n, d", [(120, 20), (40, 90)])
+def test_the_float32_decomposition_gives_the_float64_path_to_its_precision(n, d):
+    X, y = values(n, d, noise=5.0)
+    alphas = [1.0, 10.0, 1e3]
+    coef32, intercept32 = ridge_path(X, y, alphas, np.float32)
+    coef64, intercept64 = ridge_path(X, y, alphas)
+    np.testing.assert_allclose(coef32, coef64, rtol=1e-3, atol=1e-4 * np.abs(coef64).max())
+    np.testing.assert_allclose(intercept32, intercept64, rtol=1e-5)
