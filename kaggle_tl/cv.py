@@ -115,23 +115,29 @@ def predict_folds(models: FoldModels, train_by_view: dict[str, np.ndarray], test
 
 
 def _inner_prediction(head, task: Task, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray, seed: int,
-                      response: str, blas_threads: int) -> tuple[np.ndarray, np.ndarray]:
+                      response: str, blas_threads: int, chosen: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """(rows, predictions) of an inner split of ``fit_rows``: a clone fitted on the rest of them predicts
-    1/INNER_FOLDS of them, split as the task splits its folds."""
+    1/INNER_FOLDS of them, split as the task splits its folds.
+
+    The clone takes what the fold's own fit ``chosen`` (C, alpha, l2 of an "auto" head) instead of choosing
+    again: that choice read only the fold's training rows, and the search it skips is most of a fit's cost
+    (ordinal logreg 49.0 s -> see BENCHMARKS.md round 7)."""
     inner = task.make_folds(y[fit_rows], INNER_FOLDS, seed)
     rows, rest = fit_rows[inner == 0], fit_rows[inner != 0]
-    model, _ = _fit_rows(head, X, y, rest, rows, blas_threads)
+    model, _ = _fit_rows(clone(head).set_params(**chosen), X, y, rest, rows, blas_threads)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return rows, _predict(model, X[rows], response, task.width(response))
 
 
 def fit_decisions(head, task: Task, train_by_view: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray,
-                  oof: np.ndarray, response: str, seed: int, n_jobs: int = 1, blas_threads: int = 1) -> np.ndarray:
+                  oof: np.ndarray, response: str, seed: int, n_jobs: int = 1, blas_threads: int = 1,
+                  fitted: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """(K + 1, P) parameters of the task's decision rule: row k for fold k's OOF rows, row K for the test rows.
 
     Fold k's rule is tuned on an inner split of its training rows (predicted by a clone fitted on
     the rest of them, views averaged), so no row fold k scores is read; the test rows' rule on every
     OOF row (``oof``, views averaged). Rules without parameters (arg-max, P(positive)) cost nothing.
+    ``fitted``: what each fold model chose ({name: (V, K)}, ``Predictions.fitted``), for its inner clone.
     """
     n_folds = int(folds.max()) + 1
     if not task.tuned_decision:
@@ -140,7 +146,8 @@ def fit_decisions(head, task: Task, train_by_view: dict[str, np.ndarray], y: np.
     tasks = [(v, k) for k in range(n_folds) for v in range(len(views))]
     results = Parallel(n_jobs=n_jobs)(
         delayed(_inner_prediction)(head, task, train_by_view[views[v]], y, np.flatnonzero(folds != k), seed,
-                                   response, blas_threads) for v, k in tasks)
+                                   response, blas_threads, {n: float(c[v, k]) for n, c in (fitted or {}).items()})
+        for v, k in tasks)
     params = []
     for k in range(n_folds):
         per_view = [prediction for (_, fold), (_, prediction) in zip(tasks, results) if fold == k]
@@ -161,7 +168,8 @@ def fit_and_predict(head, task: Task, train_by_view: dict[str, np.ndarray], test
     preds = predict_folds(models, train_by_view, test_by_view, y, folds, head.response, task.width(head.response))
     if preds.is_finite():
         models.decisions = preds.decisions = fit_decisions(head, task, train_by_view, y, folds, preds.oof_mean,
-                                                           head.response, seed, n_jobs, blas_threads)
+                                                           head.response, seed, n_jobs, blas_threads,
+                                                           preds.fitted)
     return preds, models
 
 

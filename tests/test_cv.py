@@ -123,3 +123,22 @@ def test_the_cut_points_beat_rounding_on_the_scores_they_were_tuned_for():
     tuned = task.metric(y, task.decide(preds.oof_mean, preds.test_decision))
     rounded = task.metric(y, task.decide(preds.oof_mean))
     assert tuned >= rounded  # the test rows' rule is tuned on every OOF row
+
+
+def test_a_folds_inner_fit_for_its_rule_takes_the_alpha_the_fold_chose(monkeypatch):
+    import kaggle_tl.cv as cv
+    X, y, task = _grades()
+    folds = task.make_folds(y, 3, seed=0)
+    seen = []
+    fit_rows = cv._fit_rows
+
+    def recording(model, X, y, rows, held, threads):
+        seen.append((len(rows), model.get_params()["alpha"]))
+        return fit_rows(model, X, y, rows, held, threads)
+
+    monkeypatch.setattr(cv, "_fit_rows", recording)
+    preds = cross_validate(create_head("ridge", random_state=0), task, {"original": X}, {"original": X[:4]}, y, folds)
+    fold_fits, inner_fits = seen[:3], seen[3:]
+    assert [alpha for _, alpha in fold_fits] == ["auto"] * 3
+    assert [alpha for _, alpha in inner_fits] == list(preds.fitted["alpha"][0])  # chosen, not searched again
+    assert all(n_inner < n_fold for (n_fold, _), (n_inner, _) in zip(fold_fits, inner_fits))

@@ -71,8 +71,9 @@ HEADS: Registry[type[Head]] = Registry("head")
 # Bump when a head's numbers change for the same parameters (a solver, a default step), so the fits
 # and predictions caches never serve another implementation's (2: logreg's float32 L-BFGS, pca_whiten
 # at most rows - 1 components; 3: ridge refitted at its alpha by a Cholesky solve; 4: ridge's alpha path
-# from a float32 decomposition; 5: of X X^T where the rows are fewer than the columns).
-HEAD_VERSION = 5
+# from a float32 decomposition; 5: of X X^T where the rows are fewer than the columns; 6: the decision
+# rules' inner fits take the fold model's chosen C / alpha / l2).
+HEAD_VERSION = 6
 
 
 def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
