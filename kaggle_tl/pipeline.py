@@ -136,7 +136,7 @@ def run(config: RunConfig, *, new_run: bool = False, report: Report = log.info) 
     fingerprint = data_fingerprint(competition, image_keys["train"], image_keys["test"])  # side features included
     competition = _side_features(config, competition, report)
     if not new_run:
-        same = identical_run(config, fingerprint)
+        same = identical_run(config, fingerprint, refs)
         if same is not None:
             report(f"identical to run {same.run_id} ({same.run_dir}): same settings, data and kaggle_tl version; "
                    "nothing recomputed (--new-run forces a new run)")
@@ -196,16 +196,38 @@ def implementation_versions() -> dict[str, str]:
     return {"kaggle-tl": __version__, "kaggle-tl features": str(FEATURE_VERSION), "kaggle-tl heads": str(HEAD_VERSION)}
 
 
-def identical_run(config: RunConfig, fingerprint: str) -> RunRecord | None:
-    """The newest finished run of these settings on this data by this version of kaggle_tl (and of its
-    feature and head implementations), if any."""
+def identical_run(config: RunConfig, fingerprint: str, refs: list[BackboneRef]) -> RunRecord | None:
+    """The newest finished run of these settings on this data, with these backbones' weights (by content),
+    by this version of kaggle_tl (and of its feature and head implementations), whose promised files are
+    all there and whose results came from no cache layer this run lacks; None if there is none."""
     records, _ = list_runs(config.runs_dir)
     wanted, versions = config.result_settings(), implementation_versions()
+    backbones = [r.to_dict() for r in refs]  # weights ids carry the file's sha256: a re-saved model is another
     for record in reversed(records):
         if (record.data_fingerprint == fingerprint and record.config.result_settings() == wanted
+                and record.backbones == backbones
                 and all(record.versions.get(name) == value for name, value in versions.items())
                 and {m.head for m in record.models} == set(config.heads)):
-            return record
+            problem = _unkept_promise(record, config)
+            if problem is None:
+                return record
+            log.warning("run %s has these settings, but %s: computed again", record.run_id, problem)
+    return None
+
+
+def _unkept_promise(record: RunRecord, config: RunConfig) -> str | None:
+    """What of ``record`` is missing for this run to be it: a file it names, or a cache layer it read from."""
+    promised = [record.predictions_path(m.name) for m in record.models]
+    promised += [Path(m.submission) for m in record.models if m.submission]
+    promised += [record.plots_dir / name for name in record.plots.values()]
+    missing = next((path for path in promised if not path.is_file()), None)
+    if missing is not None:
+        return f"its file {missing} is missing"
+    layers = {os.path.abspath(layer) for layer in config.cache_from if Path(layer).is_dir()}  # as Cache names them
+    for kind, entries in record.cache_entries.items():
+        for source in entries.values():
+            if source not in ("computed", "cache") and source not in layers:
+                return f"its {kind} came from the cache layer {source}, which this run does not read"
     return None
 
 

@@ -583,3 +583,40 @@ def test_no_output_lands_in_the_competition_folder_or_a_read_only_layer(tmp_path
     line = cli_error(capsys, [*common, "--cache-from", str(layer), "--cache-dir", str(layer / "mine")])
     assert f"setting cache_dir: {layer / 'mine'} is inside the read-only cache (--cache-from)" in line
     assert (comp / "labels.csv").read_bytes() == labels and not (layer / "mine").exists()
+
+
+def test_an_identical_run_whose_promised_files_are_gone_is_computed_again(tmp_path, no_plots, caplog):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path, comp)
+    first = run(config)
+    Path(first.models[0].submission).unlink()
+    again = run(config)
+    assert again.run_id != first.run_id and Path(again.models[0].submission).is_file()
+    assert f"run {first.run_id} has these settings, but its file" in caplog.text
+    assert run(config).run_id == again.run_id  # complete again: reused
+
+
+def test_an_identical_run_that_read_a_layer_this_run_lacks_is_not_reused(tmp_path, no_plots, caplog):
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    made = run(small_config(tmp_path / "a", comp))
+    config = small_config(tmp_path, comp).replace(cache_from=(str(tmp_path / "a" / "cache"),))
+    first = run(config)
+    assert "cache" in str(first.cache_entries["features"])  # read from the layer
+    without = config.replace(cache_from=())
+    again = run(without)
+    assert again.run_id not in (first.run_id, made.run_id)
+    assert "came from the cache layer" in caplog.text
+
+
+def test_a_resaved_weights_file_at_the_same_path_is_not_an_identical_run(tmp_path, no_plots):
+    import keras
+
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    weights = tmp_path / "mine.weights.h5"
+    model = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3))
+    model.save_weights(weights)
+    config = small_config(tmp_path, comp).replace(weights=str(weights))
+    first = run(config)
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+    model.save_weights(weights)
+    assert run(config).run_id != first.run_id
