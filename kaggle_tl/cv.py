@@ -23,7 +23,7 @@ from kaggle_tl.data.tabular import SideFeatures
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.features import feature_key
 from kaggle_tl.heads.base import HEAD_VERSION
-from kaggle_tl.heads.frozen import FoldModels
+from kaggle_tl.heads.frozen import FoldModels, FrozenHead
 from kaggle_tl.runs.record import Predictions
 from kaggle_tl.tasks.task import Task
 
@@ -157,6 +157,84 @@ def fit_decisions(head, task: Task, train_by_view: dict[str, np.ndarray], y: np.
     return np.stack(params)
 
 
+def _predictions_problem(preds: Predictions, views: list[str], y: np.ndarray, folds: np.ndarray, n_test: int,
+                         width: int, response: str) -> str | None:
+    """Why cached predictions are not this run's (other rows, targets, folds, views or widths; values no head of
+    this response gives), or None."""
+    n_folds = int(folds.max()) + 1
+    if preds.views != views:
+        return f"made for views {preds.views}, this run has {views}"
+    if preds.oof.shape[1:] != (len(y), width) or preds.test.shape[1:] != (n_folds, n_test, width):
+        return f"of shapes oof {preds.oof.shape}, test {preds.test.shape} for {len(y)} rows, {n_test} test rows, " \
+               f"{n_folds} folds and width {width}"
+    if preds.y.shape != y.shape or not np.array_equal(preds.y, y):
+        return "made for other training targets"
+    if not np.array_equal(preds.folds, folds):
+        return "made for other folds"
+    values = (preds.oof, preds.test)
+    if not all(np.isfinite(v).all() for v in values) or not np.isfinite(preds.decisions).all():
+        return "holds NaN or infinite values"
+    if response in ("proba", "tags") and not all(((v >= 0) & (v <= 1)).all() for v in values):
+        return "holds probabilities outside [0, 1]"
+    if response == "proba" and not all(np.allclose(v.sum(axis=-1), 1, atol=1e-3) for v in values):
+        return "holds class probabilities that do not sum to 1"
+    return None
+
+
+def _fits_problem(models: FoldModels, views: list[str], y: np.ndarray, folds: np.ndarray, n_features: int,
+                  width: int, response: str) -> str | None:
+    """Why cached fold models do not fit this run (views, folds, output, classes, widths, finiteness), or None."""
+    n_folds = int(folds.max()) + 1
+    if models.views != views or any(len(row) != n_folds for row in models.models) or len(models.models) != len(views):
+        return f"fold models of views {models.views} x {[len(r) for r in models.models]} folds, this run has " \
+               f"{views} x {n_folds}"
+    if models.decisions is None or models.decisions.shape[0] != n_folds + 1 or not np.isfinite(models.decisions).all():
+        return "no usable decision rules"
+    for v, row in enumerate(models.models):
+        for k, model in enumerate(row):
+            where = f"view {views[v]}, fold {k}"
+            if not isinstance(model, FrozenHead) or model.response != response:
+                return f"{where}: a model of output {getattr(model, 'output', '?')}, this run needs {response}"
+            trained = np.unique(y[folds != k]) if response == "proba" else None  # the classes its rows hold
+            if trained is not None and not np.array_equal(np.asarray(model.classes_), trained):
+                return (f"{where}: classes {np.asarray(model.classes_).tolist()[:5]}, its training rows hold "
+                        f"{trained.tolist()[:5]}")
+            arrays = [*model.transform.values(), *(a for m in model.linear for a in m.values())]
+            if any(a.dtype.kind == "f" and not np.isfinite(a).all() for a in arrays):
+                return f"{where}: NaN or infinite coefficients"
+            scales = [a for name, a in model.transform.items() if name.endswith("_scale")]
+            if any((a == 0).any() for a in scales):
+                return f"{where}: a zero scale in its transform"
+            problem = _transform_problem(model.transform, n_features)
+            if problem:
+                return f"{where}: {problem}"
+            outputs = {"value": 1, "tags": width}.get(response, len(model.classes_))
+            if model.output != "platt" and model.linear[0]["coef"].shape[1] != outputs:
+                return f"{where}: coefficients of width {model.linear[0]['coef'].shape[1]}, this run needs {outputs}"
+    return None
+
+
+def _transform_problem(transform: dict[str, np.ndarray], n_features: int) -> str | None:
+    """Why a frozen transform cannot be what was fitted on ``n_features`` columns (its steps' arrays, in order,
+    of other widths, or arrays of no step), or None."""
+    steps = [str(step) for step in np.atleast_1d(transform.get("steps", np.array([], dtype=str)))]
+    expected = {"standard": ("mean", "scale"), "pca_whiten": ("mean", "components", "scale")}
+    named = {f"step{i}_{part}" for i, step in enumerate(steps) for part in expected.get(step, ())}
+    stray = sorted(set(transform) - named - {"steps"})
+    if stray or not named <= set(transform):
+        return f"transform arrays {stray or sorted(named - set(transform))} do not match its steps {steps}"
+    width = n_features
+    for i, step in enumerate(steps):
+        if step == "standard" and not transform[f"step{i}_mean"].shape == transform[f"step{i}_scale"].shape == (width,):
+            return f"its transform's step {i} ({step}) is of {transform[f'step{i}_mean'].shape} columns, not {width}"
+        if step == "pca_whiten":
+            components = transform[f"step{i}_components"]
+            if components.ndim != 2 or components.shape[1] != width or transform[f"step{i}_mean"].shape != (width,):
+                return f"its transform's step {i} ({step}) is of {components.shape} columns, not {width}"
+            width = components.shape[0]
+    return None
+
+
 def fit_and_predict(head, task: Task, train_by_view: dict[str, np.ndarray], test_by_view: dict[str, np.ndarray],
                     y: np.ndarray, folds: np.ndarray, seed: int = 0, n_jobs: int = 1, blas_threads: int = 1,
                     desc: str = "head") -> tuple[Predictions, FoldModels]:
@@ -226,24 +304,30 @@ def head_predictions(head, competition: Competition, train_by_view: dict, test_b
         except KaggleTLError as exc:  # a damaged cache file is recomputed, never served
             log.warning("%s; refitting", exc)
             continue
-        if preds.oof.shape[1:] == (len(y), width):
+        problem = _predictions_problem(preds, list(train_by_view), y, folds, n_test, width, response)
+        if problem is None:
             # The fits entry too, when there is one: `cache export` then hands a hidden re-run the models.
             fits = cache.find_files("fits", keys["fits"])
             return preds, {"predictions": cache.source(path), **({"fits": cache.source(fits[0])} if fits else {})}
-        log.warning("%s: predictions of another shape; refitting", path)
+        log.warning("damaged entry %s: %s; refitting", path, problem)
     for path in cache.find_files("fits", keys["fits"]):
         try:
             models = FoldModels.load(path, FoldModels.max_bytes(n_views, n_folds, n_features, width))
         except KaggleTLError as exc:
             log.warning("%s; refitting", exc)
             continue
-        if (models.views == list(train_by_view) and all(len(row) == n_folds for row in models.models)
-                and models.decisions is not None and len(models.decisions) == n_folds + 1):
-            preds = predict_folds(models, train_by_view, test_by_view, y, folds, response, width)
-            preds.decisions = models.decisions
+        problem = _fits_problem(models, list(train_by_view), y, folds, n_features, width, response)
+        if problem is None:
+            try:
+                preds = predict_folds(models, train_by_view, test_by_view, y, folds, response, width)
+                preds.decisions = models.decisions
+                problem = _predictions_problem(preds, list(train_by_view), y, folds, n_test, width, response)
+            except (ValueError, KeyError, IndexError, TypeError, KaggleTLError) as exc:  # arrays that do not fit
+                problem = f"its models fail to predict ({type(exc).__name__}: {exc})"
+        if problem is None:
             cache.write_file("predictions", keys["predictions"], preds.to_bytes())
             return preds, {"fits": cache.source(path), "predictions": "computed"}
-        log.warning("%s: fold models of other views or folds, or without decision rules; refitting", path)
+        log.warning("damaged entry %s: %s; refitting", path, problem)
     preds, models = fit_and_predict(head, task, train_by_view, test_by_view, y, folds, seed, n_jobs, desc=head.name)
     sources = {"predictions": "computed"}
     if preds.is_finite():

@@ -205,3 +205,85 @@ def test_a_frozen_head_predicts_as_the_fitted_one_and_reads_back_identical(name,
     loaded = FoldModels.load(path, FoldModels.max_bytes(1, 1, X.shape[1], n_classes))
     assert np.array_equal(loaded.models[0][0].predict_proba(X_new), frozen.predict_proba(X_new))
     assert loaded.views == ["original"] and loaded.fitted["C"].tolist() == [[1.0]]
+
+
+def _tamper_fits(models: FoldModels, change: str) -> None:
+    model = models.models[0][1]
+    if change == "permuted classes":
+        model.classes_ = model.classes_[::-1].copy()
+    elif change == "too few classes":
+        model.classes_ = model.classes_[:-1].copy()
+    elif change == "NaN coefficient":
+        model.linear[0]["coef"][0, 0] = np.nan
+    elif change == "zero scale":
+        scale = next(name for name in model.transform if name.endswith("_scale"))
+        model.transform[scale][0] = 0.0
+    elif change == "coefficients of another width":
+        model.linear[0]["coef"] = model.linear[0]["coef"][:, :-1].copy()
+    elif change == "transform of another width":
+        for name in [n for n in model.transform if n.startswith("step") and n != "steps"]:
+            model.transform[name] = model.transform[name][..., :-1].copy()
+    elif change == "a transform step dropped":
+        model.transform["steps"] = model.transform["steps"][:1].copy()
+    elif change == "fewer folds":
+        models.models = [row[:-1] for row in models.models]
+    elif change == "no decisions":
+        models.decisions = models.decisions[:1]
+
+
+@pytest.mark.parametrize("change", ["permuted classes", "too few classes", "NaN coefficient", "zero scale",
+                                    "coefficients of another width", "transform of another width",
+                                    "a transform step dropped", "fewer folds",
+                                    "no decisions"])
+def test_a_fits_entry_that_does_not_fit_the_run_is_named_and_refitted(tmp_path, caplog, no_plots, change):
+    # A crafted or stale entry with a consistent checksum (as a cache layer can hand one over): checked array by
+    # array against the run before any of it is used.
+    from kaggle_tl.cache.store import Cache
+
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    config = small_config(tmp_path, comp, heads=("logreg",), head_params={}, folds=3)
+    first = run(config)
+    (key,) = first.cache_entries["fits"]
+    path = Path(config.cache_dir) / "fits" / f"{key}.npz"
+    n_features = first.backbones[0]["dim"]
+    models = FoldModels.load(path, FoldModels.max_bytes(2, 3, n_features, 3))
+    _tamper_fits(models, change)
+    Cache(config.cache_dir).write_file("fits", key, models.to_bytes())
+    for predictions in (Path(config.cache_dir) / "predictions").glob("*"):
+        predictions.unlink()
+    with caplog.at_level(logging.WARNING):
+        again = run(config, new_run=True)
+    assert f"damaged entry {path}" in caplog.text
+    assert again.cache_entries["fits"] == {key: "computed"} and again.timings["head_logreg_cached"] == 0.0
+    name = first.models[0].name
+    assert np.array_equal(again.predictions(name).test, first.predictions(name).test)
+    assert again.models[0].score == first.models[0].score
+
+
+@pytest.mark.parametrize("change", ["other targets", "other folds", "outside [0, 1]", "NaN", "other views"])
+def test_a_predictions_entry_that_does_not_fit_the_run_is_named_and_not_served(tmp_path, caplog, no_plots, change):
+    from kaggle_tl.cache.store import Cache
+    from kaggle_tl.runs.record import Predictions
+
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    config = small_config(tmp_path, comp, heads=("logreg",), head_params={}, folds=3)
+    first = run(config)
+    (key,) = first.cache_entries["predictions"]
+    path = Path(config.cache_dir) / "predictions" / f"{key}.npz"
+    preds = first.predictions(first.models[0].name)
+    if change == "other targets":
+        preds.y = preds.y[::-1].copy()
+    elif change == "other folds":
+        preds.folds = preds.folds[::-1].copy()
+    elif change == "outside [0, 1]":
+        preds.oof[0, 0, 0] = 1.5
+    elif change == "NaN":
+        preds.test[0, 0, 0, 0] = np.nan
+    else:
+        preds.views = ["hflip", "original"]
+    Cache(config.cache_dir).write_file("predictions", key, preds.to_bytes())
+    with caplog.at_level(logging.WARNING):
+        again = run(config, new_run=True)
+    assert str(path) in caplog.text and "refitting" in caplog.text  # named (NaN: already by Predictions.load)
+    assert again.cache_entries["predictions"][key] == "computed"
+    assert again.models[0].score == first.models[0].score  # from the fold models, as the first run's
