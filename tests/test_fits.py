@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import make_competition
+from kaggle_tl.cache.store import Cache
 from kaggle_tl.config import RunConfig, resolve_config
 from kaggle_tl.cv import fits_key, predictions_key
 from kaggle_tl.data.competition import usable_competition
@@ -231,6 +232,15 @@ def _tamper_fits(models: FoldModels, change: str) -> None:
         models.decisions = models.decisions[:1]
 
 
+def _first_run_entry(tmp_path: Path, kind: str):
+    """A first run of logreg on 3 folds: its config, record, and its ``kind`` cache entry's key and path."""
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
+    config = small_config(tmp_path, comp, heads=("logreg",), head_params={}, folds=3)
+    first = run(config)
+    (key,) = first.cache_entries[kind]
+    return config, first, key, Path(config.cache_dir) / kind / f"{key}.npz"
+
+
 @pytest.mark.parametrize("change", ["permuted classes", "too few classes", "NaN coefficient", "zero scale",
                                     "coefficients of another width", "transform of another width",
                                     "a transform step dropped", "fewer folds",
@@ -238,15 +248,8 @@ def _tamper_fits(models: FoldModels, change: str) -> None:
 def test_a_fits_entry_that_does_not_fit_the_run_is_named_and_refitted(tmp_path, caplog, no_plots, change):
     # A crafted or stale entry with a consistent checksum (as a cache layer can hand one over): checked array by
     # array against the run before any of it is used.
-    from kaggle_tl.cache.store import Cache
-
-    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
-    config = small_config(tmp_path, comp, heads=("logreg",), head_params={}, folds=3)
-    first = run(config)
-    (key,) = first.cache_entries["fits"]
-    path = Path(config.cache_dir) / "fits" / f"{key}.npz"
-    n_features = first.backbones[0]["dim"]
-    models = FoldModels.load(path, FoldModels.max_bytes(2, 3, n_features, 3))
+    config, first, key, path = _first_run_entry(tmp_path, "fits")
+    models = FoldModels.load(path, FoldModels.max_bytes(2, 3, first.backbones[0]["dim"], 3))
     _tamper_fits(models, change)
     Cache(config.cache_dir).write_file("fits", key, models.to_bytes())
     for predictions in (Path(config.cache_dir) / "predictions").glob("*"):
@@ -262,14 +265,7 @@ def test_a_fits_entry_that_does_not_fit_the_run_is_named_and_refitted(tmp_path, 
 
 @pytest.mark.parametrize("change", ["other targets", "other folds", "outside [0, 1]", "NaN", "other views"])
 def test_a_predictions_entry_that_does_not_fit_the_run_is_named_and_not_served(tmp_path, caplog, no_plots, change):
-    from kaggle_tl.cache.store import Cache
-    from kaggle_tl.runs.record import Predictions
-
-    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
-    config = small_config(tmp_path, comp, heads=("logreg",), head_params={}, folds=3)
-    first = run(config)
-    (key,) = first.cache_entries["predictions"]
-    path = Path(config.cache_dir) / "predictions" / f"{key}.npz"
+    config, first, key, path = _first_run_entry(tmp_path, "predictions")
     preds = first.predictions(first.models[0].name)
     if change == "other targets":
         preds.y = preds.y[::-1].copy()
