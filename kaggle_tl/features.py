@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from kaggle_tl.backbones import BackboneRef
 from kaggle_tl.cache.store import Cache, FeatureEntry, cache_key
 from kaggle_tl.data.images import VIEW_TRANSFORMS, ImageError, iter_image_batches, load_resized
+from kaggle_tl.data.zipped import ImagePath, ZipMember, absolute, on_disk
 from kaggle_tl.errors import KaggleTLError
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class ChunkJob:
 
     index: int
     first_row: int
-    paths: tuple[str, ...]  # this chunk's images, absolute, in row order
+    paths: tuple[str | ZipMember, ...]  # this chunk's images, absolute, in row order (an image in a zip: its member)
     refs: tuple[BackboneRef, ...]
     views: tuple[str, ...]
     entries: dict[EntryId, FeatureEntry]  # all are computed...
@@ -217,7 +218,7 @@ class Features:
 class _Split:
     """One image list's part of a plan."""
 
-    paths: Sequence[Path]
+    paths: Sequence[ImagePath]
     image_key: str
     entries: dict[EntryId, FeatureEntry]
     found: dict[EntryId, np.ndarray]
@@ -244,7 +245,7 @@ class FeaturePlan:
     end of ``extract``, so two runs sharing a cache never compute the same chunk twice.
     """
 
-    def __init__(self, cache: Cache, splits: dict[str, tuple[Sequence[Path], str]], refs: Sequence[BackboneRef],
+    def __init__(self, cache: Cache, splits: dict[str, tuple[Sequence[ImagePath], str]], refs: Sequence[BackboneRef],
                  views: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS, info: dict | None = None):
         self.cache, self.refs, self.views = cache, list(refs), list(views)
         self._info = info or {}
@@ -376,13 +377,13 @@ class FeaturePlan:
 
         def make_job(index: int) -> ChunkJob:
             rows = layout.chunk_slice(index)
-            return ChunkJob(index, rows.start, tuple(os.path.abspath(p) for p in split.paths[rows]), refs_needed,
-                            tuple(self.views), split.todo, frozenset(k for k in split.todo if index in split.missing[k]),
-                            build_backbones, batch_size, threads)
+            missing = frozenset(k for k in split.todo if index in split.missing[k])
+            return ChunkJob(index, rows.start, tuple(absolute(p) for p in split.paths[rows]), refs_needed,
+                            tuple(self.views), split.todo, missing, build_backbones, batch_size, threads)
 
         sizes = split.chunks
         # Jobs are made as they are run or sent: the driver never holds every chunk's paths twice.
-        an_input = os.path.abspath(split.paths[0]) if len(split.paths) else str(self.cache.root)
+        an_input = on_disk(split.paths[0]) if len(split.paths) else str(self.cache.root)
         failed = _run_jobs(map(make_job, sizes), sizes, engine, self.cache.root, an_input, name)
         for row, problem in sorted(failed.items()):
             log.warning("%s: %s: %s; its features are NaN", name, split.paths[row], problem)
@@ -403,7 +404,7 @@ class FeaturePlan:
         return Features(arrays, bad_rows, dict(split.sources))
 
 
-def extract_features(paths: Sequence[Path], image_key: str, refs: Sequence[BackboneRef], views: Sequence[str],
+def extract_features(paths: Sequence[ImagePath], image_key: str, refs: Sequence[BackboneRef], views: Sequence[str],
                      cache: Cache, build_backbones: Callable[[list[BackboneRef]], dict],
                      batch_size: int = 32, threads: int = 4, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                      desc: str = "features", engine: Engine | None = None) -> Features:

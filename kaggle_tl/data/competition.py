@@ -21,6 +21,7 @@ from kaggle_tl.data.images import find_bad_images
 from kaggle_tl.data.layouts import (SAMPLE_CSV, TEST_CSV, TEST_DIRS, TRAIN_DIRS, Labels, Layout, find_folder,
                                     find_sample, read_labels)
 from kaggle_tl.data.tabular import SideFeatures, read_side_features
+from kaggle_tl.data.zipped import ImagePath, folder_label
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.tasks.detect import TaskSettings, class_order, detect_task
 from kaggle_tl.tasks.task import Task
@@ -35,10 +36,10 @@ class Competition:
     layout: Layout  # as found: every part named (labels_csv "" for class-folder and file-name labels)
     task: Task  # what the competition asks: kind, classes, metric, the submission's columns
     train_ids: list[str]  # as the labels write them (class-folder labels: "<class>/<file stem>")
-    train_paths: list[Path]
+    train_paths: list[ImagePath]  # image files, or images inside train.zip (data.zipped.ZipMember)
     y: np.ndarray  # task.encode(label cells): (N,) int64 class index, (N, L) uint8 tags or (N,) float64 value
     test_ids: list[str]  # sample_submission row order
-    test_paths: list[Path]
+    test_paths: list[ImagePath]
     sample_submission: pd.DataFrame  # as read (text); fixes columns and row order
     notes: list[str]  # handled oddities (ignored files, readings chosen, ...) recorded in the run
     skipped_images: list[dict] = field(default_factory=list)  # {"id", "path", "problem"}: --skip-bad-train-images
@@ -89,8 +90,8 @@ class Competition:
         n_train_stopping = 0 if skip_bad_train else len(bad_train)
         stopping = found[len(bad_train) - n_train_stopping:]
         if stopping:
-            what = ", ".join([f"{n_train_stopping} in {self.layout.train_dir}/"] * bool(n_train_stopping)
-                             + [f"{len(bad_test)} in {self.layout.test_dir}/"] * bool(bad_test))
+            what = ", ".join([f"{n_train_stopping} in {_shown(self.layout.train_dir)}"] * bool(n_train_stopping)
+                             + [f"{len(bad_test)} in {_shown(self.layout.test_dir)}"] * bool(bad_test))
             hint = ("a submission needs every test image, so no flag skips them: replace them" if bad_test
                     else "fix or remove them, or pass --skip-bad-train-images to leave them out")
             examples = "; ".join(f"{path}: {problem}" for path, problem in stopping[:3])
@@ -148,7 +149,7 @@ def read_competition(root: str | Path, layout: Layout = Layout(), settings: Task
                                                       layout, test_dir)
         as_read = sample
         notes.append(f"no {layout.sample_submission or SAMPLE_CSV}: classes taken from the labels, test ids from "
-                     f"{where.name}{'/' * where.is_dir()}")
+                     f"{folder_label(where) if where == test_dir else where.name}")
     else:
         test_ids = sample.iloc[:, 0].tolist()
         check_unique(test_ids, sample_path, sample.columns[0])
@@ -188,8 +189,8 @@ def usable_competition(root: str | Path, layout: Layout, folds: int, skip_bad_tr
     return competition
 
 
-def _sample_from_labels(root: Path, labels: Labels, test_files: dict[str, Path], train_paths: set[Path],
-                        layout: Layout, test_dir: Path) -> tuple[pd.DataFrame, list[str], Path]:
+def _sample_from_labels(root: Path, labels: Labels, test_files: dict[str, ImagePath], train_paths: set[ImagePath],
+                        layout: Layout, test_dir: ImagePath) -> tuple[pd.DataFrame, list[str], ImagePath]:
     """Without a sample submission: one probability column per class (or per one-hot label column), the test
     ids from test.csv, else every image of the test folder that is not a training image (and where from)."""
     id_column = layout.id_column or labels.id_column or "id"
@@ -209,21 +210,28 @@ def _sample_from_labels(root: Path, labels: Labels, test_files: dict[str, Path],
     return sample, test_ids, test_csv
 
 
-def _note_unread_images(labels: Labels, train_paths: set[Path], test_paths: set[Path], test_files: dict[str, Path],
-                        shared: bool, train_dir: Path, test_dir: Path, where: Path, notes: list[str]) -> None:
+def _note_unread_images(labels: Labels, train_paths: set[ImagePath], test_paths: set[ImagePath],
+                        test_files: dict[str, ImagePath], shared: bool, train_dir: ImagePath, test_dir: ImagePath,
+                        where: ImagePath, notes: list[str]) -> None:
     """Notes for images no row names: in the train folder (beside a labels CSV) and in the test folder (one
     ``shared`` images/ folder: an image is unread when neither names it)."""
     unlabelled = sorted(p.name for p in labels.pool.values()
                         if p not in train_paths and not (shared and p in test_paths))
     if unlabelled:
         nor = f" nor in {where.name}" if shared else ""
-        notes.append(f"{len(unlabelled)} image(s) in {train_dir.name}/ have no row in {labels.csv}{nor}: ignored, "
-                     f"e.g. {unlabelled[:3]}")
+        notes.append(f"{len(unlabelled)} image(s) in {folder_label(train_dir)} have no row in {labels.csv}{nor}: "
+                     f"ignored, e.g. {unlabelled[:3]}")
     if shared:
         return
     extra = sorted(p.name for p in test_files.values() if p not in test_paths)
     if extra:
-        notes.append(f"{len(extra)} image(s) in {test_dir.name}/ are not in {where.name}: ignored, e.g. {extra[:3]}")
+        notes.append(f"{len(extra)} image(s) in {folder_label(test_dir)} are not in {where.name}: ignored, "
+                     f"e.g. {extra[:3]}")
+
+
+def _shown(folder: str) -> str:
+    """A layout's image folder in a line: ``train/``, or ``train.zip``."""
+    return folder if folder.lower().endswith(".zip") else f"{folder}/"
 
 
 def _classes_without_images(task: Task, y: np.ndarray) -> list[str]:

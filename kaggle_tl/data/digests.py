@@ -3,24 +3,27 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kaggle_tl.data.zipped import ImagePath, ZipMember
 from kaggle_tl.errors import KaggleTLError
 
 if TYPE_CHECKING:
     from kaggle_tl.data.competition import Competition
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: str | ImagePath) -> str:
+    """SHA-1 of a file's bytes; of an image inside a zip, of its unpacked bytes (the same as the unzipped file's)."""
     try:
+        if isinstance(path, ZipMember):
+            return hashlib.sha1(path.read_bytes()).hexdigest()
         with open(path, "rb") as handle:
             return hashlib.file_digest(handle, "sha1").hexdigest()
     except OSError as exc:
         raise KaggleTLError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def image_set_key(paths: list[Path], threads: int = 8) -> str:
+def image_set_key(paths: list[ImagePath], threads: int = 8) -> str:
     """Content hash of an ordered image list: a changed, added or reordered image changes it."""
     with ThreadPoolExecutor(max_workers=threads) as pool:
         digests = list(pool.map(file_digest, paths))

@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 
 from kaggle_tl.data.images import IMAGE_EXTENSIONS, image_problem
+from kaggle_tl.data.zipped import ImagePath, ZipMember, folder_label, list_zip
 from kaggle_tl.errors import KaggleTLError
 
 # Left in data folders by tools, never images: Windows' thumbnail caches and folder settings.
 SYSTEM_FILES = ("thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini")
-Ignored = dict[str, list[Path]]  # kind -> paths left out of every listing
+Ignored = dict[str, list[ImagePath]]  # kind -> paths left out of every listing
 
 
 def ignored_kind(name: str) -> str | None:
@@ -34,8 +35,12 @@ def ignored_notes(ignored: Ignored, root: Path) -> list[str]:
             for kind, paths in ignored.items() if paths]
 
 
-def list_folder(folder: Path, ignored: Ignored) -> tuple[list[Path], list[Path]]:
-    """(files, sub-folders) directly in ``folder``, by name, hidden and system entries left out (and recorded)."""
+def list_folder(folder: ImagePath, ignored: Ignored) -> tuple[list[ImagePath], list[ImagePath]]:
+    """(files, sub-folders) directly in ``folder``, by name, hidden and system entries left out (and recorded).
+
+    A folder inside a zip (``zipped.ZipMember``) is listed from the zip's directory."""
+    if isinstance(folder, ZipMember):
+        return list_zip(folder, ignored)
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         files, folders = [], []
@@ -58,14 +63,14 @@ def list_folder(folder: Path, ignored: Ignored) -> tuple[list[Path], list[Path]]
     return files, folders
 
 
-def images_by_id(files: list[Path], ignored: Ignored) -> tuple[dict[str, Path], dict[str, Path]]:
+def images_by_id(files: list[ImagePath], ignored: Ignored) -> tuple[dict[str, ImagePath], dict[str, ImagePath]]:
     """Map id -> path for the image ``files`` (of one folder), and id -> path for its other files.
 
     An id is the file name minus extension. Other files are recorded in ``ignored["other"]``;
     they are returned so that an id with only, say, a GIF can be refused naming the format.
     """
-    images: dict[str, Path] = {}
-    others: dict[str, Path] = {}
+    images: dict[str, ImagePath] = {}
+    others: dict[str, ImagePath] = {}
     for path in files:
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             others.setdefault(path.stem, path)
@@ -83,7 +88,7 @@ def strip_extension(value: str) -> str:
     return value[: -len(suffix)] if suffix in IMAGE_EXTENSIONS else value
 
 
-def image_of(images: dict[str, Path], image_id: str) -> Path | None:
+def image_of(images: dict[str, ImagePath], image_id: str) -> ImagePath | None:
     """The image an id names, written with or without its extension ("2de8f.jpg" or "2de8f")."""
     return images.get(image_id) or images.get(strip_extension(image_id))
 
@@ -97,17 +102,18 @@ def check_unique(ids: list[str], path: Path, column: str) -> None:
         seen.add(strip_extension(value))
 
 
-def stop_on_missing(missing: list[str], others: dict[str, Path], hidden: list[Path], csv_path: Path,
-                    folder: Path) -> None:
+def stop_on_missing(missing: list[str], others: dict[str, ImagePath], hidden: list[ImagePath], csv_path: Path,
+                    folder: ImagePath) -> None:
     """One line for ids of ``csv_path`` without an image in ``folder``: unsupported files, hidden ones, or none."""
     if not missing:
         return
     _stop_on_unsupported(missing, others, csv_path)
     _stop_on_hidden(missing, hidden, csv_path)
-    raise KaggleTLError(f"{csv_path}: {len(missing)} id(s) have no image in {folder}/, e.g. {missing[:3]}")
+    raise KaggleTLError(f"{csv_path}: {len(missing)} id(s) have no image in {folder_label(folder, full=True)}, "
+                        f"e.g. {missing[:3]}")
 
 
-def _stop_on_unsupported(missing: list[str], others: dict[str, Path], csv_path: Path) -> None:
+def _stop_on_unsupported(missing: list[str], others: dict[str, ImagePath], csv_path: Path) -> None:
     """Name the format when an id lacks an image but has a file kaggle_tl does not read (a GIF, say)."""
     found = [others.get(i) or others.get(strip_extension(i)) for i in missing]
     found = [path for path in found if path is not None]
@@ -118,7 +124,7 @@ def _stop_on_unsupported(missing: list[str], others: dict[str, Path], csv_path: 
         raise KaggleTLError(f"{found[0]}: {problem} ({len(found)} id(s) of {csv_path.name} have only such a file)")
 
 
-def _stop_on_hidden(missing: list[str], hidden: list[Path], csv_path: Path) -> None:
+def _stop_on_hidden(missing: list[str], hidden: list[ImagePath], csv_path: Path) -> None:
     """Say so when an id's only image is a hidden file (its name starts with "."), which is never read."""
     by_id = {strip_extension(p.name): p for p in hidden if p.is_file()}
     found = [by_id[strip_extension(i)] for i in missing if strip_extension(i) in by_id]

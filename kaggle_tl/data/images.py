@@ -9,6 +9,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from kaggle_tl.data.zipped import ImagePath, ZipMember
 from kaggle_tl.errors import KaggleTLError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -33,9 +34,9 @@ _JPEG_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4
 class ImageError(KaggleTLError):
     """An image file whose bytes cannot be used (empty, truncated, not an image, undecodable)."""
 
-    def __init__(self, path: str | Path, problem: str):
+    def __init__(self, path: str | ImagePath, problem: str):
         super().__init__(f"{path}: {problem}")
-        self.path, self.problem = Path(path), problem
+        self.path, self.problem = path if isinstance(path, ZipMember) else Path(path), problem
 
 
 def image_format(head: bytes) -> str | None:
@@ -214,12 +215,19 @@ def _tiff_compression(data: bytes) -> int:
     return 1
 
 
-def image_problem(path: str | Path) -> str | None:
+def image_problem(path: str | ImagePath) -> str | None:
     """A cheap check of one image file (magic number, size, end marker), or None if it looks whole.
 
     It catches empty, truncated, zero-filled, unsupported and non-image files without decoding;
     a file that passes can still fail to decode (corrupt data inside), which extraction then reports.
+    An image inside a zip is read whole, which checks its bytes against the zip's CRC.
     """
+    if isinstance(path, ZipMember):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return f"cannot read ({exc.strerror or exc})"
+        return _bytes_problem(data[:_HEAD_BYTES], data[-_TAIL_BYTES:], len(data), lambda: data)
     try:
         with open(path, "rb") as handle:
             head = handle.read(_HEAD_BYTES)
@@ -231,14 +239,14 @@ def image_problem(path: str | Path) -> str | None:
     return _bytes_problem(head, tail, size, lambda: Path(path).read_bytes())
 
 
-def find_bad_images(paths: Sequence[str | Path], threads: int = 8) -> dict[int, str]:
+def find_bad_images(paths: Sequence[str | ImagePath], threads: int = 8) -> dict[int, str]:
     """{position in ``paths``: problem} for every file that fails ``image_problem``."""
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="scan") as pool:
         problems = list(pool.map(image_problem, paths))
     return {i: problem for i, problem in enumerate(problems) if problem is not None}
 
 
-def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
+def read_image(path: str | ImagePath, min_side: int | None = None) -> np.ndarray:
     """Decode an image file to an (H, W, 3) uint8 RGB array.
 
     Grayscale, RGBA (alpha dropped, not composited), CMYK and 16-bit files all come out as
@@ -250,11 +258,16 @@ def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
     several times faster on large photos): the largest reduction whose shorter side is still at
     least ``min_side`` pixels, so a later resize to at most ``min_side`` only shrinks.
     """
-    path = Path(path)
+    path = path if isinstance(path, ZipMember) else Path(path)
     try:
         # np.fromfile + imdecode rather than imread: imread mishandles non-ASCII paths on Windows.
-        data = np.fromfile(path, dtype=np.uint8)
+        data = (np.frombuffer(path.read_bytes(), dtype=np.uint8) if isinstance(path, ZipMember)
+                else np.fromfile(path, dtype=np.uint8))
+    except FileNotFoundError as exc:
+        raise KaggleTLError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except OSError as exc:
+        if isinstance(path, ZipMember):  # the member's bytes fail the zip's CRC: the image's fault, as a bad file's
+            raise ImageError(path, f"cannot read ({exc})") from None
         raise KaggleTLError(f"{path}: cannot read ({exc.strerror or exc})") from None
     # Some OpenCV builds decode a truncated JPEG partially (grey bottom rows) without failing.
     problem = _bytes_problem(data[:_HEAD_BYTES].tobytes(), data[-_TAIL_BYTES:].tobytes(), data.size, data.tobytes)
@@ -363,13 +376,13 @@ def resize_image(image: np.ndarray, size: int, resize: str = DEFAULT_RESIZE) -> 
 REDUCED_DECODE_MARGIN = 2
 
 
-def load_resized(path: str | Path, sizes: Sequence[int], resize: str = DEFAULT_RESIZE) -> dict[int, np.ndarray]:
+def load_resized(path: str | ImagePath, sizes: Sequence[int], resize: str = DEFAULT_RESIZE) -> dict[int, np.ndarray]:
     """Decode once, resize to every requested size (one decode feeds all backbones and views)."""
     image = read_image(path, min_side=REDUCED_DECODE_MARGIN * max(sizes))
     return {size: resize_image(image, size, resize) for size in sizes}
 
 
-def iter_image_batches(paths: Sequence[str | Path], sizes: Sequence[int], batch_size: int,
+def iter_image_batches(paths: Sequence[str | ImagePath], sizes: Sequence[int], batch_size: int,
                        threads: int = 4, prefetch_batches: int = 2,
                        on_error: Callable[[int, ImageError], None] | None = None,
                        resize: str = DEFAULT_RESIZE) -> Iterator[dict[int, np.ndarray]]:
@@ -383,7 +396,7 @@ def iter_image_batches(paths: Sequence[str | Path], sizes: Sequence[int], batch_
     sizes = tuple(sorted(set(sizes)))
     window = max(1, prefetch_batches) * batch_size
 
-    def load(position: int, path: str | Path) -> dict[int, np.ndarray]:
+    def load(position: int, path: str | ImagePath) -> dict[int, np.ndarray]:
         try:
             return load_resized(path, sizes, resize)
         except ImageError as exc:

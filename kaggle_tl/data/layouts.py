@@ -19,6 +19,7 @@ import pandas as pd
 
 from kaggle_tl.data.csvs import COMPRESSED_SUFFIXES, locate_csv, read_text_csv
 from kaggle_tl.data.folders import Ignored, check_unique, image_of, images_by_id, list_folder, stop_on_missing
+from kaggle_tl.data.zipped import ImagePath, folder_label, is_zip, open_zip
 from kaggle_tl.errors import KaggleTLError
 
 TRAIN_DIRS = ("train", "train_images", "images")
@@ -47,16 +48,16 @@ class Labels:
     """The training labels as found: ids as written, their images, and the label cells as text."""
 
     ids: list[str]
-    paths: list[Path]
+    paths: list[ImagePath]
     targets: pd.DataFrame  # one column per target, text, rows in file order, index: the ids
-    where: Path  # the labels CSV, or the train folder for class-folder and file-name labels
-    source: str  # for the task's one line: "labels from train.csv id/has_cactus, images in train/"
+    where: ImagePath  # the labels CSV, or the train folder (or zip) for class-folder and file-name labels
+    source: str  # for the task's one line: "labels from train.csv id/has_cactus, images in train/" (or train.zip)
     csv: str = ""  # the labels CSV's name; "" for class folders and file names
     id_column: str = ""
     label_columns: tuple[str, ...] = ()  # the CSV's label columns
-    pool: dict[str, Path] = field(default_factory=dict)  # images a CSV row could have named (unlabelled: a note)
-    images: dict[str, Path] = field(default_factory=dict)  # the train folder's own images, by id
-    others: dict[str, Path] = field(default_factory=dict)  # its files that are not images kaggle_tl reads
+    pool: dict[str, ImagePath] = field(default_factory=dict)  # images a CSV row could have named (unlabelled: a note)
+    images: dict[str, ImagePath] = field(default_factory=dict)  # the train folder's own images, by id
+    others: dict[str, ImagePath] = field(default_factory=dict)  # its files that are not images kaggle_tl reads
 
 
 def find_sample(root: Path, layout: Layout, notes: list[str]) -> Path | None:
@@ -79,22 +80,29 @@ def _is_sample_name(name: str) -> bool:
     return name.endswith(".csv") and "samplesubmission" in "".join(c for c in name if c.isalnum())
 
 
-def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, notes: list[str]) -> Path:
-    """The ``what`` images' folder: ``given``, else the first of ``candidates`` there; one line when none is."""
+def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, notes: list[str]) -> ImagePath:
+    """The ``what`` images' folder: ``given``, else the first of ``candidates`` there, else the first of their zips
+    (``train.zip``, read in place: ``zipped.open_zip``); one line when none is. A folder wins over its zip."""
     if given:
+        if is_zip(root / given):
+            return open_zip(root / given)
         if not (root / given).is_dir():
             raise KaggleTLError(f"{root / given}: {what} folder not found")
         return root / given
     found = [root / name for name in candidates if (root / name).is_dir()]
     if not found:
-        zipped = next((root / f"{name}.zip" for name in candidates if (root / f"{name}.zip").is_file()), None)
-        if zipped is not None:
-            raise KaggleTLError(f"{zipped}: zipped images are not read; unzip it into {root / zipped.stem}/ "
-                                f"(unzip {zipped.name} -d {zipped.stem})")
+        zipped = [root / f"{name}.zip" for name in candidates if is_zip(root / f"{name}.zip")]
+        if zipped:
+            if len(zipped) > 1:
+                notes.append(f"{what} images read from {zipped[0].name}, not {zipped[1].name} (--{what}-dir decides)")
+            return open_zip(zipped[0])
         others = ", ".join(f"{name}/" for name in candidates[1:])
-        raise KaggleTLError(f"{root / candidates[0]}: {what} folder not found (nor {others})")
+        raise KaggleTLError(f"{root / candidates[0]}: {what} folder not found (nor {others}, nor a zip of them)")
     if len(found) > 1:
         notes.append(f"{what} images read from {found[0].name}/, not {found[1].name}/ (--{what}-dir decides)")
+    if is_zip(root / f"{found[0].name}.zip"):
+        notes.append(f"{what} images read from {found[0].name}/, not {found[0].name}.zip (a folder wins over its zip; "
+                     f"--{what}-dir decides)")
     return found[0]
 
 
@@ -105,7 +113,7 @@ class _Reading(NamedTuple):
     id_column: str | None  # None: it lacks the given --id-column
 
 
-def read_labels(root: Path, train_dir: Path, layout: Layout, sample: pd.DataFrame | None, notes: list[str],
+def read_labels(root: Path, train_dir: ImagePath, layout: Layout, sample: pd.DataFrame | None, notes: list[str],
                 ignored: Ignored) -> Labels:
     """The training labels: a labels CSV naming the training images, else class folders, else file names."""
     files, folders = list_folder(train_dir, ignored)
@@ -121,8 +129,8 @@ def read_labels(root: Path, train_dir: Path, layout: Layout, sample: pd.DataFram
         readings = [_reading(r.path, id_name, bool(layout.id_column), probe, r.frame) for r in readings]
         if any(r.hits for r in readings):
             pool, pool_others = _nested_images(folders, ignored)
-            notes.append(f"{train_dir.name}/ has sub-folders ({folders[0].name}, ...): their images are named by a "
-                         "labels CSV, whose columns are the labels, not the folder names")
+            notes.append(f"{folder_label(train_dir)} has sub-folders ({folders[0].name}, ...): their images are named "
+                         "by a labels CSV, whose columns are the labels, not the folder names")
     named = [r for r in readings if r.hits]
     if named:
         chosen = max(named, key=lambda r: r.hits)  # the first of equals
@@ -141,16 +149,16 @@ def read_labels(root: Path, train_dir: Path, layout: Layout, sample: pd.DataFram
         elif readings:  # a CSV whose ids have no image: say which (stop_on_missing)
             labels = _labels_from_csv(readings[0], train_dir, layout, sample, images, others, ignored, notes)
         elif layout.labels_csv:
-            raise KaggleTLError(f"{root / layout.labels_csv}: not found, and {train_dir}/ has no class sub-folders "
-                                "of images")
+            raise KaggleTLError(f"{root / layout.labels_csv}: not found, and {folder_label(train_dir, full=True)} "
+                                "has no class sub-folders of images")
         else:
             raise KaggleTLError(f"{root}: no labels found: none of {', '.join(LABEL_CSVS)}, no class sub-folders of "
-                                f"images in {train_dir.name}/, no file names <label>.<n> (pass --labels-csv)")
+                                f"images in {folder_label(train_dir)}, no file names <label>.<n> (pass --labels-csv)")
     labels.images, labels.others = images, others
     return labels
 
 
-def _reading(path: Path, id_name: str, given: bool, images: dict[str, Path],
+def _reading(path: Path, id_name: str, given: bool, images: dict[str, ImagePath],
              frame: pd.DataFrame | None = None) -> _Reading:
     frame = read_text_csv(path, "labels", required=[]) if frame is None else frame
     id_column = _labels_id_column(frame, id_name, given)
@@ -165,15 +173,16 @@ def _labels_id_column(frame: pd.DataFrame, id_name: str, given: bool) -> str | N
     return None if given else frame.columns[0]
 
 
-def _not_the_labels(reading: _Reading, train_dir: Path) -> str:
-    return (f"{reading.path.name} ({', '.join(list(reading.frame.columns)[:4])}) names no image of {train_dir.name}/: "
+def _not_the_labels(reading: _Reading, train_dir: ImagePath) -> str:
+    return (f"{reading.path.name} ({', '.join(list(reading.frame.columns)[:4])}) names no image of "
+            f"{folder_label(train_dir)}: "
             "not read as the labels")
 
 
-def _nested_images(folders: list[Path], ignored: Ignored) -> tuple[dict[str, Path], dict[str, Path]]:
+def _nested_images(folders: list[ImagePath], ignored: Ignored) -> tuple[dict[str, ImagePath], dict[str, ImagePath]]:
     """``images_by_id`` over the files one folder down: an id with images in two folders names neither."""
-    images: dict[str, Path] = {}
-    others: dict[str, Path] = {}
+    images: dict[str, ImagePath] = {}
+    others: dict[str, ImagePath] = {}
     twice: set[str] = set()
     for folder in folders:
         found, other = images_by_id(list_folder(folder, ignored)[0], ignored)
@@ -183,8 +192,9 @@ def _nested_images(folders: list[Path], ignored: Ignored) -> tuple[dict[str, Pat
     return {i: p for i, p in images.items() if i not in twice}, others
 
 
-def _labels_from_csv(reading: _Reading, train_dir: Path, layout: Layout, sample: pd.DataFrame | None,
-                     images: dict[str, Path], others: dict[str, Path], ignored: Ignored, notes: list[str]) -> Labels:
+def _labels_from_csv(reading: _Reading, train_dir: ImagePath, layout: Layout, sample: pd.DataFrame | None,
+                     images: dict[str, ImagePath], others: dict[str, ImagePath], ignored: Ignored,
+                     notes: list[str]) -> Labels:
     path, frame, id_column = reading.path, reading.frame, reading.id_column
     if id_column is None:
         raise KaggleTLError(f"{path}: missing column(s) {[layout.id_column]} in the labels; found "
@@ -198,7 +208,7 @@ def _labels_from_csv(reading: _Reading, train_dir: Path, layout: Layout, sample:
                      f"{id_column!r} read as the ids")
     columns = _label_columns(frame, path, id_column, layout, sample, notes)
     targets = frame[list(columns)].set_axis(pd.Index(ids, name=id_column))
-    source = f"labels from {path.name} {id_column}/{_names(columns)}, images in {train_dir.name}/"
+    source = f"labels from {path.name} {id_column}/{_names(columns)}, images in {folder_label(train_dir)}"
     return Labels(ids, [image_of(images, i) for i in ids], targets, path, source, path.name, id_column, columns,
                   pool=images)
 
@@ -249,13 +259,13 @@ def _target_name(sample: pd.DataFrame | None) -> str:
     return sample.columns[1] if sample is not None and len(sample.columns) == 2 else "label"
 
 
-def _labels_from_folders(train_dir: Path, loose: list[Path], class_dirs: list[Path], sample: pd.DataFrame | None,
-                         notes: list[str], ignored: Ignored) -> Labels | None:
+def _labels_from_folders(train_dir: ImagePath, loose: list[ImagePath], class_dirs: list[ImagePath],
+                         sample: pd.DataFrame | None, notes: list[str], ignored: Ignored) -> Labels | None:
     """train/<class>/<image>: one level of class folders, or None when there are none with images. Loose files
     beside them and deeper folders are not read; they are counted in a note, since a user who put them there
     expected them to count."""
     ids, paths, labels = [], [], []
-    deeper: list[Path] = []
+    deeper: list[ImagePath] = []
     found: Ignored = defaultdict(list)  # recorded only if these are the labels
     for class_dir in class_dirs:
         files, folders = list_folder(class_dir, found)
@@ -269,19 +279,22 @@ def _labels_from_folders(train_dir: Path, loose: list[Path], class_dirs: list[Pa
         return None
     for kind, entries in found.items():
         ignored[kind].extend(entries)
+    here = folder_label(train_dir)
+    inside = here if here.endswith("/") else f"{here}/"  # train/<class>/, train.zip/<class>/
     if loose:
-        notes.append(f"{len(loose)} file(s) directly in {train_dir.name}/ have no class folder: ignored, "
-                     f"e.g. {loose[0].name} (labels come from {train_dir.name}/<class>/ folders when no labels CSV "
+        notes.append(f"{len(loose)} file(s) directly in {here} have no class folder: ignored, "
+                     f"e.g. {loose[0].name} (labels come from {inside}<class>/ folders when no labels CSV "
                      "names the images)")
     if deeper:
         count = sum(1 for folder in deeper for p in folder.rglob("*") if p.is_file())
         notes.append(f"{len(deeper)} folder(s) inside class folders ({count} file(s)) are not read: only "
-                     f"{train_dir.name}/<class>/<image> counts, e.g. {deeper[0].relative_to(train_dir)}")
+                     f"{inside}<class>/<image> counts, e.g. {deeper[0].relative_to(train_dir)}")
     targets = pd.DataFrame({_target_name(sample): labels}, index=pd.Index(ids, name="id"))
-    return Labels(ids, paths, targets, train_dir, f"labels from the class folders of {train_dir.name}/")
+    return Labels(ids, paths, targets, train_dir, f"labels from the class folders of {here}")
 
 
-def _labels_from_file_names(train_dir: Path, images: dict[str, Path], sample: pd.DataFrame | None) -> Labels | None:
+def _labels_from_file_names(train_dir: ImagePath, images: dict[str, ImagePath],
+                            sample: pd.DataFrame | None) -> Labels | None:
     """Labels in the file names, <label>.<rest> (dogs-vs-cats' cat.0.jpg, dog.1.jpg), or None when they are not."""
     prefixes = {image_id: image_id.split(".", 1)[0] for image_id in images if "." in image_id.strip(".")}
     labels = set(prefixes.values())
@@ -289,5 +302,5 @@ def _labels_from_file_names(train_dir: Path, images: dict[str, Path], sample: pd
         return None
     ids = list(images)
     targets = pd.DataFrame({_target_name(sample): [prefixes[i] for i in ids]}, index=pd.Index(ids, name="id"))
-    source = f"labels from the file names in {train_dir.name}/ (<label>.<n>: {', '.join(sorted(labels)[:5])})"
+    source = f"labels from the file names in {folder_label(train_dir)} (<label>.<n>: {', '.join(sorted(labels)[:5])})"
     return Labels(ids, [images[i] for i in ids], targets, train_dir, source)

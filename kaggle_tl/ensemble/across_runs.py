@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from kaggle_tl.data.digests import image_set_key
+from kaggle_tl.data.zipped import image_path
 from kaggle_tl.ensemble.strategies import compare_strategies, ensemble_decisions
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.files import atomic_write_bytes, ensure_writable, read_json, to_json
@@ -144,11 +145,12 @@ def _sample_submission(record: RunRecord) -> pd.DataFrame:
     if set(sample[record.id_column].astype(str)) != set(record.test_ids):
         raise KaggleTLError(f"{path}: the competition changed since run {record.run_id} (test ids differ from the "
                             "ones it predicted); re-run it")
-    missing = [p for p in record.test_paths if not Path(p).is_file()]
+    test_paths = [image_path(p) for p in record.test_paths]  # a file, or an image inside test.zip
+    missing = [str(p) for p in test_paths if not p.is_file()]
     if missing:
         raise KaggleTLError(f"{missing[0]}: test image of run {record.run_id} missing ({len(missing)} in all); "
                             "restore the test images or pass --submit none")
-    if image_set_key([Path(p) for p in record.test_paths]) != record.image_keys["test"]:
+    if image_set_key(test_paths) != record.image_keys["test"]:
         raise KaggleTLError(f"{Path(record.test_paths[0]).parent}: the test images changed since run {record.run_id} "
                             "(same ids, other content); its test predictions are for the old images: re-run it")
     return sample
@@ -268,7 +270,8 @@ def ensemble_models(models: Sequence[RunModel], strategies: Sequence[str] | None
         record.submissions[name] = str(path)
         table.loc[table["strategy"] == name, "submission"] = str(path)
     if task.class_probabilities(oof_by[record.best].shape[1]):
-        plots = plot_report(out_dir, y, oof_by[record.best], newest.classes, image_paths=newest.train_paths,
+        plots = plot_report(out_dir, y, oof_by[record.best], newest.classes,
+                            image_paths=[image_path(p) for p in newest.train_paths],
                             strategy_table=table[table["section"] == "strategy"])
         record.plots = {k: str(v) for k, v in plots.items()}
     record.tables = [str(p) for p in write_table(table, out_dir, "ensemble")]

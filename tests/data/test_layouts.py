@@ -2,6 +2,7 @@
 folders, the labels file and its columns, the ids, and the Task each one asks for."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -105,14 +106,35 @@ def test_aerial_cactus_identification(tmp_path):
     assert competition.sample_submission["has_cactus"].tolist() == ["0.5", "0.5"]  # as read: text
 
 
-def test_aerial_cactus_as_shipped_zipped_is_one_line(tmp_path):
+def test_aerial_cactus_as_shipped_zipped_is_read_in_place(tmp_path):
+    # mle-bench ships train.zip and test.zip with the jpgs at the zip's root (no train/ or test/ folder)
+    root = tmp_path / "aerial-cactus-identification"
+    ids = ["0004be2cfeaba1c0361d39e2b000257b.jpg", "000c8a36845c0208e833c79c1bffedd1.jpg"]
+    write_images(tmp_path / "unzipped" / "train", ids)
+    write_images(tmp_path / "unzipped" / "test", ["000940378.jpg"])
+    root.mkdir()
+    for split in ("train", "test"):
+        with zipfile.ZipFile(root / f"{split}.zip", "w") as archive:
+            for path in sorted((tmp_path / "unzipped" / split).iterdir()):
+                archive.write(path, path.name)
+    write_csv(root / "train.csv", ["id", "has_cactus"], [[ids[0], 1], [ids[1], 0]])
+    write_csv(root / "sample_submission.csv", ["id", "has_cactus"], [["000940378.jpg", 0.5]])
+    competition = read_competition(root)
+    assert competition.task.describe() == ("binary: P(has_cactus = 1), roc_auc, labels from train.csv "
+                                           "id/has_cactus, images in train.zip")
+    assert (competition.layout.train_dir, competition.layout.test_dir) == ("train.zip", "test.zip")
+    assert [str(p) for p in competition.train_paths] == [f"{root / 'train.zip'}/{i}" for i in ids]
+    assert read_image(competition.test_paths[0]).shape == (8, 8, 3)
+
+
+def test_an_empty_zip_of_images_is_one_line(tmp_path):
     root = tmp_path / "aerial-cactus-identification"
     root.mkdir()
     for name in ("train.zip", "test.zip"):
         (root / name).write_bytes(b"PK\x05\x06" + bytes(18))
     write_csv(root / "train.csv", ["id", "has_cactus"], [["a.jpg", 1]])
-    with pytest.raises(KaggleTLError, match=r"train.zip: zipped images are not read; unzip it into .*train/ "
-                                            r"\(unzip train.zip -d train\)") as exc:
+    with pytest.raises(KaggleTLError, match=r"train.zip: holds no images \(.jpg, .jpeg, .png.*\); it is an empty zip"
+                       ) as exc:
         read_competition(root)
     one_line(exc)
 

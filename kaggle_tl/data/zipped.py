@@ -1,0 +1,311 @@
+"""Images read in place from a competition's ``train.zip`` / ``test.zip`` (never unpacked to disk).
+
+A ``ZipMember`` names one entry of a zip file (an image, or a folder inside it) the way a ``Path``
+names a file: ``name``, ``stem``, ``suffix``, ``parent``, ``is_file``, ``read_bytes``, and a
+``str`` that is the zip's path joined with the member's (``<root>/train.zip/abc.jpg``), which
+``image_path`` reads back. It is a small frozen value (the zip's absolute path and the member's
+name), so it hashes, compares and pickles: Dask workers and joblib processes open the zip
+themselves. Each process opens a zip once; reads from threads take turns on it (a ``ZipFile`` is
+not safe for concurrent reads), while decoding, the costly part, runs outside the lock.
+
+``open_zip`` checks a zip as a competition's image folder (a readable zip, no encrypted images,
+at least one image) and enters a single top folder named like the zip (``train.zip`` holding
+``train/``); ``list_zip`` lists one of its folders as ``folders.list_folder`` lists a folder.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Iterator, Union
+
+from kaggle_tl.errors import KaggleTLError
+
+if TYPE_CHECKING:
+    from kaggle_tl.data.folders import Ignored
+
+
+@dataclass(frozen=True, order=True)
+class ZipMember:
+    """One entry of a zip file: an image, or a folder inside it ("" is the zip's root)."""
+
+    archive: Path  # the zip file, absolute
+    member: str  # the entry's name inside it, "/"-separated, no trailing "/"
+    top: bool = field(default=False, compare=False, repr=False)  # the zip as a folder: its root or top folder
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "archive", Path(os.path.abspath(self.archive)))
+        object.__setattr__(self, "member", self.member.strip("/"))
+
+    def __str__(self) -> str:
+        return str(self.archive) if self.top or not self.member else f"{self.archive}/{self.member}"
+
+    @property
+    def _pure(self) -> PurePosixPath:
+        return PurePosixPath(self.member)
+
+    @property
+    def name(self) -> str:
+        """The entry's name (``abc.jpg``); the zip's (``train.zip``) for the zip itself as a folder."""
+        return self.archive.name if self.top or not self.member else self._pure.name
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.name).stem
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix
+
+    @property
+    def parent(self) -> Union["ZipMember", Path]:
+        """The folder inside the zip holding the entry; the zip's own folder for its root."""
+        if not self.member:
+            return self.archive.parent
+        parent = str(self._pure.parent)
+        return ZipMember(self.archive, "" if parent == "." else parent)
+
+    def __truediv__(self, name: str) -> "ZipMember":
+        return ZipMember(self.archive, f"{self.member}/{name}" if self.member else name)
+
+    def relative_to(self, other: Union["ZipMember", str, os.PathLike]) -> PurePosixPath:
+        """The entry's path below a folder of the same zip, or below a folder holding the zip."""
+        if isinstance(other, ZipMember):
+            if other.archive != self.archive:
+                raise ValueError(f"{self} is not in {other}")
+            return self._pure.relative_to(other.member) if other.member else self._pure
+        return PurePosixPath(self.archive.relative_to(os.path.abspath(other)).as_posix()) / self.member
+
+    def is_file(self) -> bool:
+        try:
+            return self.member in _contents(self.archive).files
+        except KaggleTLError:
+            return False
+
+    def is_dir(self) -> bool:
+        try:
+            return self.member in _contents(self.archive).folders
+        except KaggleTLError:
+            return False
+
+    def exists(self) -> bool:
+        return self.is_file() or self.is_dir()
+
+    def rglob(self, pattern: str = "*") -> Iterator["ZipMember"]:
+        """Every file and folder below this folder (``pattern`` matched against their names)."""
+        contents = _contents(self.archive)
+        prefix = f"{self.member}/" if self.member else ""
+        for name in sorted(contents.files | contents.folders):
+            if name and name.startswith(prefix) and PurePosixPath(name).match(pattern):
+                yield ZipMember(self.archive, name)
+
+    @property
+    def size(self) -> int:
+        """The member's size unpacked, in bytes (as the zip's directory states it)."""
+        return _contents(self.archive).sizes[self.member]
+
+    def read_bytes(self) -> bytes:
+        """The member's bytes, unpacked and checked against its CRC (OSError if they cannot be read)."""
+        stored = _contents(self.archive).stored.get(self.member, self.member)
+        with _lock(self.archive):
+            handle = _handle(self.archive)
+            try:
+                return handle.read(stored)
+            except KeyError:
+                raise FileNotFoundError(f"no member {self.member!r} in the zip") from None
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError,
+                    ValueError) as exc:  # bad CRC, damaged entry, unsupported compression, encrypted
+                raise OSError(f"damaged in the zip: {_one_line(exc)}") from None
+
+
+ImagePath = Union[Path, ZipMember]  # an image file, or an image inside a zip
+
+
+def image_path(text: str | os.PathLike | ZipMember) -> ImagePath:
+    """An image's path from its ``str`` (as a run record saves it): a file, or a member of a zip on the way."""
+    if isinstance(text, ZipMember):
+        return text
+    path = Path(text)
+    if path.exists():
+        return path
+    for folder in path.parents:
+        if folder.suffix.lower() == ".zip" and folder.is_file():
+            return ZipMember(folder, path.relative_to(folder).as_posix())
+    return path
+
+
+def absolute(path: ImagePath | str) -> ImagePath | str:
+    """``path`` made absolute (a zip member already is), for workers that run in another folder."""
+    return path if isinstance(path, ZipMember) else os.path.abspath(path)
+
+
+def saved(path: ImagePath | str) -> str:
+    """An image's path as a run record saves it: resolved (``image_path`` reads it back)."""
+    if isinstance(path, ZipMember):
+        return str(ZipMember(path.archive.resolve(), path.member))
+    return str(Path(path).resolve())
+
+
+def on_disk(path: ImagePath | str) -> str:
+    """The file on disk holding the image: itself, or its zip."""
+    return str(path.archive) if isinstance(path, ZipMember) else os.path.abspath(path)
+
+
+def folder_label(folder: Path | ZipMember, full: bool = False) -> str:
+    """How lines name an image folder: ``train/``, or ``train.zip`` (a folder inside a zip: ``train.zip/cats/``);
+    ``full``: its whole path (``/data/comp/train/``, ``/data/comp/train.zip``)."""
+    if isinstance(folder, ZipMember) and folder.top:
+        return str(folder) if full else folder.name
+    if isinstance(folder, ZipMember):
+        return f"{folder}/" if full else f"{folder.archive.name}/{folder.member}/"
+    return f"{folder}/" if full else f"{folder.name}/"
+
+
+def is_zip(path: Path) -> bool:
+    return path.suffix.lower() == ".zip" and path.is_file()
+
+
+def open_zip(path: Path) -> ZipMember:
+    """A zip of images as a folder: its root, or its single top folder when that is named like the zip
+    (``train.zip`` holding ``train/``). One line for a zip that cannot be read, encrypted images, or no images."""
+    from kaggle_tl.data.folders import ignored_kind
+    from kaggle_tl.data.images import IMAGE_EXTENSIONS
+
+    contents = _contents(path)
+    if not contents.files:
+        raise KaggleTLError(f"{path}: holds no images ({', '.join(IMAGE_EXTENSIONS)}); it is an empty zip")
+    kept = [name for name in sorted(contents.files) if not any(ignored_kind(part) for part in name.split("/"))]
+    images = [name for name in kept if PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS]
+    if not images:
+        raise KaggleTLError(f"{path}: holds no images ({', '.join(IMAGE_EXTENSIONS)}); found e.g. "
+                            f"{(kept or sorted(contents.files))[:3]}")
+    encrypted = [name for name in images if name in contents.encrypted]
+    if encrypted:
+        raise KaggleTLError(f"{path}/{encrypted[0]}: encrypted ({len(encrypted)} of its {len(images)} images are); "
+                            "kaggle_tl reads no password-protected zip: unzip it with its password")
+    root = [name for name in contents.children.get("", ()) if not ignored_kind(name)]
+    if len(root) == 1 and root[0] in contents.folders and root[0].lower() == path.stem.lower():
+        return ZipMember(path, root[0], top=True)
+    return ZipMember(path, "", top=True)
+
+
+def list_zip(folder: ZipMember, ignored: Ignored) -> tuple[list[ZipMember], list[ZipMember]]:
+    """(files, sub-folders) directly in a folder of a zip, by name, hidden and system entries (``__MACOSX``)
+    left out and recorded, as ``folders.list_folder`` does; the zip's own folder also records its root's."""
+    from kaggle_tl.data.folders import ignored_kind
+
+    contents = _contents(folder.archive)
+    levels = [folder.member] + ([""] if folder.top and folder.member else [])
+    files, folders = [], []
+    for level in levels:
+        for name in contents.children.get(level, ()):
+            entry = ZipMember(folder.archive, f"{level}/{name}" if level else name)
+            kind = ignored_kind(name)
+            if kind:
+                ignored[kind].append(entry)
+            elif level != folder.member:
+                continue  # the zip's root beside its top folder: only what is never data is recorded
+            elif entry.member in contents.folders:
+                folders.append(entry)
+            else:
+                files.append(entry)
+    return files, folders
+
+
+@dataclass
+class _Contents:
+    """A zip's directory, read once per process."""
+
+    files: frozenset[str]
+    folders: frozenset[str]  # every folder a member's name implies ("" is the root), listed or not
+    children: dict[str, list[str]]  # folder -> the names directly in it, sorted
+    sizes: dict[str, int]
+    encrypted: frozenset[str]
+    stored: dict[str, str]  # file -> its name as the zip stores it, where that differs ("/abc.jpg")
+
+
+_CONTENTS: dict[tuple[int, Path], _Contents] = {}
+_HANDLES: dict[tuple[int, Path], zipfile.ZipFile] = {}
+_LOCKS: dict[tuple[int, Path], threading.Lock] = {}
+_GUARD = threading.Lock()  # around the three caches
+
+
+def _forget() -> None:
+    """In a forked child: open the zips again (the parent's handles share its file offsets), new locks."""
+    global _GUARD
+    _GUARD = threading.Lock()
+    _HANDLES.clear()
+    _LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget)
+
+
+def _key(archive: Path) -> tuple[int, Path]:
+    # By process: a forked child must not share its parent's file offset.
+    return os.getpid(), archive
+
+
+def _lock(archive: Path) -> threading.Lock:
+    with _GUARD:
+        return _LOCKS.setdefault(_key(archive), threading.Lock())
+
+
+def _handle(archive: Path) -> zipfile.ZipFile:
+    """The process's open ZipFile of ``archive`` (callers hold its lock)."""
+    key = _key(archive)
+    handle = _HANDLES.get(key)
+    if handle is None:
+        handle = _HANDLES[key] = _open(archive)
+    return handle
+
+
+def _open(archive: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+        raise KaggleTLError(f"{archive}: not a readable zip file ({_one_line(exc)})") from None
+    except OSError as exc:
+        raise KaggleTLError(f"{archive}: cannot read ({exc.strerror or exc})") from None
+
+
+def _contents(archive: Path) -> _Contents:
+    key = _key(archive)
+    found = _CONTENTS.get(key)
+    if found is not None:
+        return found
+    with _lock(archive):
+        infos = _handle(archive).infolist()
+    files, sizes, encrypted, stored = set(), {}, set(), {}
+    folders = {""}
+    for info in infos:
+        name = info.filename.strip("/")
+        if not name:
+            continue
+        parts = name.split("/")
+        folders.update("/".join(parts[:k]) for k in range(1, len(parts)))
+        if info.is_dir():
+            folders.add(name)
+        else:
+            files.add(name)
+            sizes[name] = info.file_size
+            if name != info.filename:
+                stored[name] = info.filename
+            if info.flag_bits & 0x1:
+                encrypted.add(name)
+    files -= folders  # a name both a file and a folder's prefix: read as the folder
+    children: dict[str, list[str]] = {}
+    for name in sorted(files | folders - {""}):
+        parent, _, base = name.rpartition("/")
+        children.setdefault(parent, []).append(base)
+    found = _Contents(frozenset(files), frozenset(folders), children, sizes, frozenset(encrypted), stored)
+    with _GUARD:
+        _CONTENTS[key] = found
+    return found
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
