@@ -36,7 +36,7 @@ from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.features import FEATURE_VERSION, BackboneBuilder, FeaturePlan, Features, check_memory, seconds_per_image
 from kaggle_tl.files import ensure_writable, temp_path
 from kaggle_tl.heads.base import HEAD_VERSION, HEADS, create_head
-from kaggle_tl.report.plots import plot_report
+from kaggle_tl.report.plots import FIGURES_VERSION, plot_model
 from kaggle_tl.runs.queries import list_runs
 from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord, claim_run_dir, package_versions
 from kaggle_tl.runs.submission import (SubmissionInfo, build_submission, check_submission_file, submission_folder,
@@ -335,13 +335,10 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
     best = record.models[best_index([m.score for m in record.models])]
     try:
         # The figures show the OOF predictions and training images only: a new test set redraws nothing.
-        if not competition.task.class_probabilities(competition.task.width(best.response)):
-            raise KaggleTLError(f"the figures show class probabilities; {best.name} predicts {best.response}")
-        figures_key = cache_key(fits=keys[best.head]["fits"], classes=competition.classes)
+        figures_key = cache_key(fits=keys[best.head]["fits"], classes=competition.classes, figures=FIGURES_VERSION)
         folder = cache.figures(figures_key)
         source = cache.source(folder) if folder.is_dir() else "computed"
-        record.plots = figures(record, record.predictions(best.name).oof_mean, competition,
-                               train_by_view[config.views[0]], folder)
+        record.plots = figures(record, best, competition, train_by_view[config.views[0]], folder)
         record.cache_entries["figures"] = {figures_key: source}
     except Exception as exc:  # noqa: BLE001 -- figures are optional; the run is already recorded
         log.warning("figures skipped: %s", one_line(exc))
@@ -413,21 +410,22 @@ def _usable_rows(competition: Competition, features: dict[str, Features],
     return usable, np.array([i for i in range(len(competition.train_ids)) if i not in bad_train], dtype=np.int64)
 
 
-def figures(record: RunRecord, oof: np.ndarray, competition: Competition, features: np.ndarray,
+def figures(record: RunRecord, model: ModelRecord, competition: Competition, features: np.ndarray,
             cached: Path) -> dict[str, str]:
-    """The best model's figures (its (N, C) view-averaged ``oof``) in the run's plots folder: drawn
-    once per fold models, then copied.
+    """The model's figures (those its task allows, from its view-averaged OOF predictions and the decisions
+    stored beside them) in the run's plots folder: drawn once per fold models, then copied.
 
     t-SNE and the image grid cost seconds that a re-run (or a hidden test set) would otherwise
-    spend redrawing identical pictures. ``cached`` is named by the best model's fits key and the
-    class names, which cover everything the figures show: OOF predictions, training images and
-    their features.
+    spend redrawing identical pictures. ``cached`` is named by the model's fits key and the
+    class names, which cover everything the figures show: OOF predictions and decisions, the
+    score, training images and their features.
     """
     if not cached.is_dir():
         drawing = temp_path(cached)
         try:
-            plot_report(drawing, competition.y, oof, competition.classes,
-                        image_paths=competition.train_paths, features=features)
+            plot_model(drawing, competition.task, record.predictions(model.name),
+                       f"{model.name}: CV {model.score.metric} {model.score.value:.4f}",
+                       image_paths=competition.train_paths, features=features)
             os.replace(drawing, cached)
         except OSError:  # another run drew the same figures first: keep theirs
             pass
@@ -435,9 +433,9 @@ def figures(record: RunRecord, oof: np.ndarray, competition: Competition, featur
             shutil.rmtree(drawing, ignore_errors=True)
     record.plots_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    for png in sorted(cached.glob("*.png")):
-        shutil.copyfile(png, record.plots_dir / png.name)
-        written[png.stem] = png.name
+    for drawn in sorted([*cached.glob("*.png"), *cached.glob("*.csv")]):  # a CSV: a figure's full table
+        shutil.copyfile(drawn, record.plots_dir / drawn.name)
+        written[drawn.stem] = drawn.name
     return written
 
 

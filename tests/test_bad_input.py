@@ -86,7 +86,7 @@ def make_odd_competition(root: Path) -> Path:
 
 @pytest.fixture
 def no_plots(monkeypatch):
-    monkeypatch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)
+    monkeypatch.setattr("kaggle_tl.pipeline.plot_model", lambda *args, **kwargs: {}, raising=False)
 
 
 def forbid_model_builds(monkeypatch) -> None:
@@ -113,7 +113,7 @@ def odd_runs(tmp_path_factory):
                        submissions_dir=str(root / "subs"), **SMALL)
     out = {"comp": comp}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)
+        patch.setattr("kaggle_tl.pipeline.plot_model", lambda *args, **kwargs: {}, raising=False)
         out["skipped_both"] = run(config.replace(skip_bad_train_images=True))
         forbid_model_builds(patch)  # from here on, a model build raises AssertionError
         with pytest.raises(KaggleTLError) as stopped:

@@ -42,7 +42,7 @@ def test_cross_validate_repeats_exactly(features, head_name):
 
 def test_two_runs_with_separate_caches_are_identical(tmp_path, monkeypatch):
     # weights="none": random init, which must be the same in both runs (their cache key is the same).
-    monkeypatch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)  # not tested here
+    monkeypatch.setattr("kaggle_tl.pipeline.plot_model", lambda *args, **kwargs: {}, raising=False)  # not tested here
     comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
     results = []
     for name in ("a", "b"):

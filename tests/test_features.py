@@ -63,7 +63,7 @@ def test_the_key_names_runtime_precision_and_in_bf16_the_graph():
 
 
 def test_switching_the_runtime_recomputes(tmp_path, monkeypatch):
-    monkeypatch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)
+    monkeypatch.setattr("kaggle_tl.pipeline.plot_model", lambda *args, **kwargs: {}, raising=False)
     comp = make_competition(tmp_path / "comp", n_per_class=3, n_test=2)
     config = RunConfig(data=str(comp), backbones=("efficientnet_lite0",), image_size=64, heads=("logreg",),
                        head_params={"logreg": {"C": 0.005}}, folds=3, views=("original",), runtime="tensorflow",
@@ -83,7 +83,7 @@ def test_switching_the_runtime_recomputes(tmp_path, monkeypatch):
 
 def test_another_stage_count_refits_the_heads_and_changes_the_score(tmp_path, monkeypatch):
     # The prediction cache's key names every output a model's features hold, not only the pooled one.
-    monkeypatch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)
+    monkeypatch.setattr("kaggle_tl.pipeline.plot_model", lambda *args, **kwargs: {}, raising=False)
     comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
     config = RunConfig(data=str(comp), backbones=("efficientnet_lite0",), image_size=64, heads=("logreg",),
                        head_params={"logreg": {"C": 0.005}}, folds=2, views=("original",), runtime="tensorflow",

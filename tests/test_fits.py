@@ -58,7 +58,7 @@ def forbid_fits(monkeypatch) -> None:
 
 @pytest.fixture
 def no_plots(monkeypatch):
-    monkeypatch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)
+    monkeypatch.setattr("kaggle_tl.pipeline.plot_model", lambda *args, **kwargs: {}, raising=False)
 
 
 def test_new_test_images_are_predicted_by_the_cached_fold_models_as_a_cold_run_would(tmp_path, monkeypatch):

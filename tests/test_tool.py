@@ -30,7 +30,7 @@ WIDE = "efficientnetv2_b3+inception_resnet_v2+convnext_xlarge__logreg"
 
 @pytest.fixture
 def no_plots(monkeypatch):
-    monkeypatch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)
+    monkeypatch.setattr("kaggle_tl.pipeline.plot_model", lambda *args, **kwargs: {}, raising=False)
 
 
 def test_leaderboard_and_ensemble_fit_120_columns_at_the_widest_names(tmp_path, competition, capsys):

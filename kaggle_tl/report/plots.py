@@ -1,4 +1,5 @@
-"""Matplotlib figures for a run: strategy comparison, confusion matrix, t-SNE, confident errors.
+"""Matplotlib figures for a run: strategy comparison, confusion matrix, t-SNE, confident errors, residuals of
+values, per-tag F1.
 
 Each function takes data and an output path, writes one PNG there and returns the path.
 Figures are built with `matplotlib.figure.Figure` on the Agg canvas rather than `pyplot`, so
@@ -20,17 +21,26 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, precision_recall_fscore_support
 from threadpoolctl import threadpool_limits
 
 from kaggle_tl.data.images import read_image
 from kaggle_tl.errors import one_line
+from kaggle_tl.runs.record import Predictions
+from kaggle_tl.tasks.decisions import apply_threshold
+from kaggle_tl.tasks.evaluate import decide_folds
+from kaggle_tl.tasks.task import Task
 
 logger = logging.getLogger(__name__)
 
 DPI = 110
 
-__all__ = ["plot_confident_errors", "plot_confusion_matrix", "plot_report", "plot_strategy_comparison", "plot_tsne"]
+__all__ = ["plot_confident_errors", "plot_confusion_matrix", "plot_model", "plot_report", "plot_residuals",
+           "plot_strategy_comparison", "plot_tag_f1", "plot_tsne", "tag_f1_table"]
+# What a model's figures are: a new figure, or one drawn from other data, changes it, so the figure folders
+# cached under the old key are redrawn once (2: residuals, per-tag F1, grades confused as decided).
+FIGURES_VERSION = 2
+MAX_TAGS_DRAWN = 40  # per-tag F1 bars: the worst and best halves of this many; the CSV beside holds every tag
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -79,11 +89,11 @@ def plot_strategy_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Pa
 
 
 def plot_confusion_matrix(
-    y: np.ndarray, proba: np.ndarray, class_names: Sequence[str], path: str | os.PathLike
+    y: np.ndarray, predicted: np.ndarray, class_names: Sequence[str], path: str | os.PathLike
 ) -> Path:
-    """Row-normalised confusion matrix of argmax predictions (each row: where a true class went)."""
+    """Row-normalised confusion matrix of the (N,) ``predicted`` labels (each row: where a true class went)."""
     n_classes = len(class_names)
-    matrix = confusion_matrix(y, np.argmax(proba, axis=1), labels=np.arange(n_classes), normalize="true")
+    matrix = confusion_matrix(y, predicted, labels=np.arange(n_classes), normalize="true")
     size = max(6.0, 0.55 * n_classes + 2.5)
     figure = _new_figure(size, size)
     ax = figure.subplots()
@@ -102,7 +112,7 @@ def plot_confusion_matrix(
     figure.colorbar(display.im_, ax=ax, fraction=0.046, pad=0.04)
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
-    ax.set_title(f"Confusion matrix (normalised by true class, accuracy {np.mean(np.argmax(proba, 1) == y):.3f})")
+    ax.set_title(f"Confusion matrix (normalised by true class, accuracy {np.mean(predicted == y):.3f})")
     return _save(figure, path)
 
 
@@ -189,9 +199,14 @@ def plot_confident_errors(
     class_names: Sequence[str],
     path: str | os.PathLike,
     n: int = 16,
+    predicted: np.ndarray | None = None,
 ) -> Path:
-    """Grid of the n most confidently wrong rows; image_loader(i) returns row i's RGB uint8 image."""
-    predicted = np.argmax(proba, axis=1)
+    """Grid of the n most confidently wrong rows; image_loader(i) returns row i's RGB uint8 image.
+
+    ``predicted``: each row's label as the submission decides it (grades cut from the expected
+    grade), when that is not the most probable class.
+    """
+    predicted = np.argmax(proba, axis=1) if predicted is None else np.asarray(predicted)
     confidence = proba[np.arange(len(proba)), predicted]
     wrong = np.flatnonzero(predicted != y)
     worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:n]
@@ -212,6 +227,147 @@ def plot_confident_errors(
     return _save(figure, path)
 
 
+def plot_residuals(truth: np.ndarray, predicted: np.ndarray, path: str | os.PathLike, title: str) -> Path:
+    """Predicted against true values with the y = x line, and the residuals (predicted - true) against predicted.
+
+    A fan in the right panel is variance growing with the value; a slope is shrinkage towards the
+    mean, which a regularised head shows on weak features (high values under-, low ones over-predicted).
+    """
+    truth, predicted = np.asarray(truth, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    residuals = predicted - truth
+    figure = _new_figure(12, 5.2)
+    left, right = figure.subplots(1, 2)
+    point_size = 10 if len(truth) <= 2000 else 3
+    left.scatter(truth, predicted, s=point_size, alpha=0.5)
+    low, high = float(min(truth.min(), predicted.min())), float(max(truth.max(), predicted.max()))
+    left.plot([low, high], [low, high], color="tab:red", linewidth=1, label="y = x")
+    left.set_xlabel("true value")
+    left.set_ylabel("predicted (OOF)")
+    left.legend(loc="upper left", frameon=False)
+    right.scatter(predicted, residuals, s=point_size, alpha=0.5)
+    right.axhline(0, color="tab:red", linewidth=1)
+    right.set_xlabel("predicted (OOF)")
+    right.set_ylabel("residual (predicted - true)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    rmse, bias = float(np.sqrt(np.mean(residuals ** 2))), float(residuals.mean())
+    figure.suptitle(f"{title}\nRMSE {rmse:.4f}, mean residual {bias:+.4f}, {len(truth)} rows")
+    return _save(figure, path)
+
+
+def tag_f1_table(y: np.ndarray, decided: np.ndarray, tag_names: Sequence[str]) -> pd.DataFrame:
+    """One row per tag, best F1 first (ties: more support first): support (true rows), predicted rows,
+    precision, recall and F1 of the (N, L) 0/1 ``decided`` tags against the (N, L) ``y``."""
+    y, decided = np.asarray(y), np.asarray(decided)
+    precision, recall, f1, support = precision_recall_fscore_support(y, decided, average=None, zero_division=0)
+    table = pd.DataFrame({"tag": [str(t) for t in tag_names], "support": support.astype(np.int64),
+                          "predicted": decided.sum(axis=0).astype(np.int64), "precision": precision, "recall": recall,
+                          "f1": f1})
+    return table.sort_values(["f1", "support"], ascending=False, kind="stable").reset_index(drop=True)
+
+
+def plot_tag_f1(table: pd.DataFrame, path: str | os.PathLike, title: str, max_tags: int = MAX_TAGS_DRAWN) -> Path:
+    """Each tag's F1 as a bar labelled with its support, best on top; beyond ``max_tags`` tags only the best and
+    worst halves are drawn (a catalogue of 3,000 tags as bars is unreadable), the gap between them marked.
+
+    ``table`` is ``tag_f1_table``'s, sorted best first.
+    """
+    shown = table if len(table) <= max_tags else pd.concat([table.head(max_tags // 2), table.tail(max_tags // 2)])
+    gap = len(table) - len(shown)
+    labels = [f"{_short(tag)} (n={n})" for tag, n in zip(shown["tag"], shown["support"])]
+    values = shown["f1"].to_numpy(dtype=float)
+    positions = np.arange(len(shown))[::-1].astype(float)  # best on top
+    if gap:
+        positions[max_tags // 2:] -= 1  # a free row between the best and the worst halves
+    figure = _new_figure(8, 1.4 + 0.28 * (len(shown) + bool(gap)))
+    ax = figure.subplots()
+    ax.barh(positions, values, color=colormaps["RdYlGn"](values), edgecolor="0.3", linewidth=0.4)
+    ax.set_yticks(positions, labels, fontsize=8)
+    if gap:
+        ax.text(0.5, positions[max_tags // 2 - 1] - 1, f"... {gap} tags not drawn (all in the CSV) ...",
+                ha="center", va="center", fontsize=8, color="0.35")
+    for position, value in zip(positions, values):
+        ax.annotate(f"{value:.2f}", (value, position), xytext=(3, 0), textcoords="offset points", va="center",
+                    fontsize=7)
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel("F1 of the tag on the OOF rows, at the decision the submission used")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_model(
+    folder: str | os.PathLike,
+    task: Task,
+    preds: Predictions,
+    title: str,
+    image_paths: Sequence[str | os.PathLike] | None = None,
+    features: np.ndarray | None = None,
+) -> dict[str, Path]:
+    """One model's figures from its view-averaged OOF predictions, those its task allows, as
+    ``folder/<name>.png`` (and ``tag_f1_table.csv``); returns name -> path. ``title`` names the model and its score.
+
+    The one place that asks the Task which figures fit: a value gets ``residuals``; tags the
+    per-tag F1 (``tag_f1``); classes and grades a ``confusion`` matrix of the labels the
+    submission decides (grades cut from the expected grade or a value head's value, which also
+    gets ``residuals`` against the true grade); class probabilities also ``tsne`` and ``errors``.
+    Every decision is the one the CV score read: each fold's rows decided with that fold's rule.
+    """
+    y, oof = preds.y, preds.oof_mean
+    decided = decide_folds(task, oof, preds.folds, preds.decisions)
+    jobs: dict[str, Callable[[Path], Path]] = {}
+    if task.kind == "regression":
+        jobs["residuals"] = lambda path: plot_residuals(y, decided, path, title)
+    elif task.kind == "multilabel":
+        # Submitted probabilities have no decision: the tags are read at 0.5, the rule's untuned default.
+        tags = decided if task.tuned_decision else apply_threshold(oof, np.array([0.5]))
+        jobs["tag_f1"] = lambda path: _tag_f1_with_table(tag_f1_table(y, tags, task.classes), path, title)
+    else:
+        labels = decided if task.form == "label" else oof.argmax(axis=1)
+        jobs["confusion"] = lambda path: plot_confusion_matrix(y, labels, task.classes, path)
+        if oof.shape[1] == 1:
+            jobs["residuals"] = lambda path: plot_residuals(task.grades[y], task.signal(oof), path,
+                                                            f"{title} (grades cut from these values)")
+        if task.class_probabilities(oof.shape[1]):
+            jobs.update(_class_figures(y, oof, task.classes, image_paths, features, labels))
+    return _draw(folder, jobs)
+
+
+def _tag_f1_with_table(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """The per-tag F1 figure at ``path`` and every tag's row in the CSV beside it (``<name>_table.csv``)."""
+    csv = path.with_name(f"{path.stem}_table.csv")
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv, index=False)
+    return plot_tag_f1(table, path, title)
+
+
+def _class_figures(y: np.ndarray, proba: np.ndarray, class_names: Sequence[str],
+                   image_paths: Sequence[str | os.PathLike] | None, features: np.ndarray | None,
+                   predicted: np.ndarray | None = None) -> dict[str, Callable[[Path], Path]]:
+    """The figures of class probabilities that the given data allows: ``tsne`` (features), ``errors`` (images)."""
+    jobs: dict[str, Callable[[Path], Path]] = {}
+    if features is not None:
+        jobs["tsne"] = lambda path: plot_tsne(features, y, class_names, path, max_points=1000)
+    if image_paths is not None:
+        # Each tile is drawn about 370 px wide: a phone photo need not be decoded at full size.
+        jobs["errors"] = lambda path: plot_confident_errors(lambda i: read_image(image_paths[i], min_side=400), y,
+                                                            proba, class_names, path, predicted=predicted)
+    return jobs
+
+
+def _draw(folder: str | os.PathLike, jobs: dict[str, Callable[[Path], Path]]) -> dict[str, Path]:
+    """Run each job on ``folder/<name>.png``; one that fails (an image deleted since the run, constant or NaN
+    features, say) is logged on one line and skipped: the predictions it describes are already saved, and a
+    missing picture must not cost them."""
+    written = {}
+    for name, plot in jobs.items():
+        try:
+            written[name] = plot(Path(folder) / f"{name}.png")
+        except Exception as exc:  # noqa: BLE001 -- see the docstring
+            logger.warning("could not draw %s.png: %s", name, one_line(exc))
+    return written
+
+
 def plot_report(
     folder: str | os.PathLike,
     y: np.ndarray,
@@ -224,25 +380,12 @@ def plot_report(
     """The figures the given data allows, as ``folder/<name>.png``; returns name -> path.
 
     ``strategies`` needs ``strategy_table``; ``confusion`` the (N, C) OOF ``proba``; ``tsne`` the
-    (N, D) ``features``; ``errors`` the train ``image_paths``. A figure that fails (an image
-    deleted since the run, constant or NaN features, say) is logged on one line and skipped: the
-    predictions it describes are already saved, and a missing picture must not cost them.
+    (N, D) ``features``; ``errors`` the train ``image_paths``. A figure that fails is logged and
+    skipped (``_draw``). For class probabilities only: a run's model gets ``plot_model``.
     """
-    folder = Path(folder)
     jobs: dict[str, Callable[[Path], Path]] = {}
     if strategy_table is not None:
         jobs["strategies"] = lambda path: plot_strategy_comparison(strategy_table, path)
-    jobs["confusion"] = lambda path: plot_confusion_matrix(y, proba, class_names, path)
-    if features is not None:
-        jobs["tsne"] = lambda path: plot_tsne(features, y, class_names, path, max_points=1000)
-    if image_paths is not None:
-        # Each tile is drawn about 370 px wide: a phone photo need not be decoded at full size.
-        jobs["errors"] = lambda path: plot_confident_errors(lambda i: read_image(image_paths[i], min_side=400), y,
-                                                            proba, class_names, path)
-    written = {}
-    for name, plot in jobs.items():
-        try:
-            written[name] = plot(folder / f"{name}.png")
-        except Exception as exc:  # noqa: BLE001 -- see the docstring
-            logger.warning("could not draw %s.png: %s", name, one_line(exc))
-    return written
+    jobs["confusion"] = lambda path: plot_confusion_matrix(y, np.argmax(proba, axis=1), class_names, path)
+    jobs.update(_class_figures(y, proba, class_names, image_paths, features))
+    return _draw(folder, jobs)

@@ -270,7 +270,7 @@ def test_a_run_never_serves_another_runs_fits_copied_under_its_key(tmp_path, mon
     # The case: fold models (and predictions) of a run with another C, copied under this run's keys.
     from kaggle_tl.pipeline import run
 
-    monkeypatch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)
+    monkeypatch.setattr("kaggle_tl.pipeline.plot_model", lambda *args, **kwargs: {}, raising=False)
     comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
     config = RunConfig(data=str(comp), cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"),
                        submissions_dir=str(tmp_path / "subs"), backbones=("mobilenet_v2",), weights="none",

@@ -40,7 +40,7 @@ SMALL = dict(backbones=("mobilenet_v2",), weights="none", image_size=32, views=(
 
 @pytest.fixture
 def no_plots(monkeypatch):
-    monkeypatch.setattr("kaggle_tl.pipeline.plot_report", lambda *args, **kwargs: {}, raising=False)
+    monkeypatch.setattr("kaggle_tl.pipeline.plot_model", lambda *args, **kwargs: {}, raising=False)
 
 
 def small_config(tmp_path: Path, comp: Path, **changes) -> RunConfig:
