@@ -34,7 +34,7 @@ from kaggle_tl.data.zipped import saved
 from kaggle_tl.engine import Engine, usable_cores
 from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.features import FEATURE_VERSION, BackboneBuilder, FeaturePlan, Features, check_memory, seconds_per_image
-from kaggle_tl.files import ensure_writable, temp_path
+from kaggle_tl.files import atomic_write_bytes, ensure_writable, temp_path
 from kaggle_tl.heads.base import HEAD_VERSION, HEADS, create_head
 from kaggle_tl.report.plots import FIGURES_VERSION, plot_model
 from kaggle_tl.runs.queries import list_runs
@@ -336,9 +336,7 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
     try:
         # The figures show the OOF predictions and training images only: a new test set redraws nothing.
         figures_key = cache_key(fits=keys[best.head]["fits"], classes=competition.classes, figures=FIGURES_VERSION)
-        folder = cache.figures(figures_key)
-        source = cache.source(folder) if folder.is_dir() else "computed"
-        record.plots = figures(record, best, competition, train_by_view[config.views[0]], folder)
+        record.plots, source = figures(record, best, competition, train_by_view[config.views[0]], cache, figures_key)
         record.cache_entries["figures"] = {figures_key: source}
     except Exception as exc:  # noqa: BLE001 -- figures are optional; the run is already recorded
         log.warning("figures skipped: %s", one_line(exc))
@@ -411,32 +409,36 @@ def _usable_rows(competition: Competition, features: dict[str, Features],
 
 
 def figures(record: RunRecord, model: ModelRecord, competition: Competition, features: np.ndarray,
-            cached: Path) -> dict[str, str]:
+            cache: Cache, key: str) -> tuple[dict[str, str], str]:
     """The model's figures (those its task allows, from its view-averaged OOF predictions and the decisions
-    stored beside them) in the run's plots folder: drawn once per fold models, then copied.
+    stored beside them) in the run's plots folder, and where they came from: drawn once per fold models
+    into the cache entry ``key``, then copied from it.
 
     t-SNE and the image grid cost seconds that a re-run (or a hidden test set) would otherwise
-    spend redrawing identical pictures. ``cached`` is named by the model's fits key and the
-    class names, which cover everything the figures show: OOF predictions and decisions, the
-    score, training images and their features.
+    spend redrawing identical pictures. ``key`` is made of the model's fits key and the class
+    names, which cover everything the figures show: OOF predictions and decisions, the score,
+    training images and their features.
     """
-    if not cached.is_dir():
-        drawing = temp_path(cached)
+    found = cache.read_figures(key)
+    if found is None:
+        drawing = temp_path(record.plots_dir)
         try:
             plot_model(drawing, competition.task, record.predictions(model.name),
                        f"{model.name}: CV {model.score.metric} {model.score.value:.4f}",
                        image_paths=competition.train_paths, features=features)
-            os.replace(drawing, cached)
-        except OSError:  # another run drew the same figures first: keep theirs
-            pass
+            drawn = {path.name: path.read_bytes() for path in sorted(drawing.iterdir())} if drawing.is_dir() else {}
         finally:
             shutil.rmtree(drawing, ignore_errors=True)
+        cache.write_figures(key, drawn)
+        source = "computed"
+    else:
+        drawn, source = found[0], cache.source(found[1])
     record.plots_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    for drawn in sorted([*cached.glob("*.png"), *cached.glob("*.csv")]):  # a CSV: a figure's full table
-        shutil.copyfile(drawn, record.plots_dir / drawn.name)
-        written[drawn.stem] = drawn.name
-    return written
+    for name, data in drawn.items():  # a CSV: a figure's full table
+        atomic_write_bytes(record.plots_dir / name, data)
+        written[Path(name).stem] = name
+    return written, source
 
 
 def write_model_submission(record: RunRecord, entry: ModelRecord, preds: Predictions,

@@ -5,7 +5,7 @@ Layout of a cache root (``--cache-dir``; a ``--cache-from`` layer has the same l
     features/<key>/       one (N, D) float32 array: features.npy + meta.json (see FeatureEntry)
     predictions/<key>.npz one head's fold x view predictions (runs.Predictions' file), beside <key>.json
     fits/<key>.npz        one head's fitted fold x view models as arrays (frozen.FoldModels' file), beside <key>.json
-    figures/<key>/*.png   the figures drawn for one model's predictions
+    figures/<key>/        the figures drawn for one model's predictions (*.png, *.csv) + meta.json
     models/<key>/         a backbone converted for another runtime (OpenVINO's model.xml/.bin)
 
 Every key comes from ``cache_key(**parts)``: the parts are everything that determines the
@@ -44,6 +44,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -179,12 +180,45 @@ class Cache:
         return path
 
     # -- figures and converted models ----------------------------------------------------------
-    def figures(self, key: str) -> Path:
-        """The folder of figures for ``key`` (drawn there once; see ``publish_folder``)."""
+    def read_figures(self, key: str) -> tuple[dict[str, bytes], Path] | None:
+        """The figures drawn for ``key`` ({file name: content}) and the folder they came from: the writable
+        root's first, then each layer's; None when no folder holds them intact.
+
+        Every file is the one its folder's meta.json names with its checksum, read without following a
+        link; a folder that is a link, holds a link or an unlisted file, misses one, or fails a checksum
+        is named on one line and not used (a figure linked to a private file never reaches a run's plots).
+        """
         for folder in [self.root / "figures" / key, *(layer / "figures" / key for layer in self.layers)]:
-            if folder.is_dir():
-                return folder
-        return self.root / "figures" / key
+            if not (folder.exists() or folder.is_symlink()):
+                continue
+            files, problem = _read_figures(folder, key)
+            if problem is None:
+                return files, folder
+            log.warning("damaged entry %s: %s; redrawing", folder, problem)
+        return None
+
+    def write_figures(self, key: str, files: dict[str, bytes]) -> Path:
+        """Write the figures entry ``key`` ({file name: content}, as drawn) with its meta.json; returns its folder.
+
+        Written whole into a temporary folder and renamed into place: a run killed while drawing leaves
+        no entry. A damaged entry of the writable root is replaced; one another run wrote meanwhile is kept.
+        """
+        folder = self.root / "figures" / key
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        drawing = temp_path(folder)
+        drawing.mkdir()
+        try:
+            for name, data in files.items():
+                (drawing / name).write_bytes(data)
+            meta = {**key_record(key), "files": {name: hashlib.sha1(data).hexdigest() for name, data in files.items()}}
+            (drawing / FIGURES_META).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+            if folder.is_symlink() or (folder.exists() and _read_figures(folder, key)[1] is not None):
+                _remove_path(folder)  # damaged (named when read): the root's own, never a layer's
+            with contextlib.suppress(OSError):  # another run wrote the same figures first: keep theirs
+                os.replace(drawing, folder)
+        finally:
+            shutil.rmtree(drawing, ignore_errors=True)
+        return folder
 
     def model_dirs(self, key: str) -> tuple[Path, list[Path]]:
         """Where a converted backbone ``key`` is kept: the writable root's folder (converted into, when
@@ -291,6 +325,62 @@ def _file_key_problem(path: Path, key: str) -> str | None:
     if digest != stamp.get("sha1"):
         return f"its content is not what was written under key {key} (checksum mismatch: copied or swapped)"
     return None
+
+
+FIGURES_META = "meta.json"  # a figures entry's key record and {file name: sha1} of its figures
+
+
+def _read_figures(folder: Path, key: str) -> tuple[dict[str, bytes], str | None]:
+    """({name: content}, None) of the figures entry in ``folder`` when it is provably ``key``'s; else ({}, why not)."""
+    if folder.is_symlink():
+        return {}, "it is a link (kaggle_tl never follows one out of a cache)"
+    try:
+        meta = json.loads(_read_no_link(folder / FIGURES_META))
+    except FileNotFoundError:
+        return {}, f"no stored key ({FIGURES_META} missing: an older kaggle_tl's entry), asked for {key}"
+    except (OSError, ValueError) as exc:  # a link (ELOOP), unreadable, not JSON
+        return {}, f"its {FIGURES_META} is unreadable ({type(exc).__name__}: {exc})"
+    problem = key_problem(meta, key)
+    if problem is not None:
+        return {}, problem
+    listed = meta.get("files")
+    if not (isinstance(listed, dict) and all(isinstance(v, str) for v in listed.values())):
+        return {}, f"its {FIGURES_META} lists no files"
+    try:
+        present = {p.name for p in folder.iterdir()} - {FIGURES_META}
+    except OSError as exc:
+        return {}, f"unreadable ({exc.strerror or exc})"
+    if present != set(listed):
+        extra, missing = sorted(present - set(listed)), sorted(set(listed) - present)
+        return {}, ("holds files it does not list: " + ", ".join(extra) if extra
+                    else "misses the files it lists: " + ", ".join(missing))
+    files = {}
+    for name, digest in sorted(listed.items()):
+        try:
+            data = _read_no_link(folder / name)
+        except OSError as exc:
+            return {}, f"{name} is a link or unreadable ({exc.strerror or exc})"
+        if hashlib.sha1(data).hexdigest() != digest:
+            return {}, f"{name} is not what was drawn under key {key} (checksum mismatch)"
+        files[name] = data
+    return files, None
+
+
+def _read_no_link(path: Path) -> bytes:
+    """The content of the regular file ``path``; OSError when it is a link (ELOOP) or not a regular file."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return handle.read()
+
+
+def _remove_path(path: Path) -> None:
+    """Remove a file, a link (never what it points to) or a folder."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path)
 
 
 def check_layer(layer: Path) -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import collections
 import io
+import json
 import os
 import pickle
+import shutil
 import shlex
 import struct
 import sys
@@ -620,3 +622,83 @@ def test_a_resaved_weights_file_at_the_same_path_is_not_an_identical_run(tmp_pat
     model.set_weights([w * 0.5 for w in model.get_weights()])
     model.save_weights(weights)
     assert run(config).run_id != first.run_id
+
+
+# -- figures entries: key-stamped, checksummed, never a link --------------------------------------------
+@pytest.fixture
+def figures_run(tmp_path):
+    """A run with its figures drawn into the cache: (config, record, its figures entry's folder)."""
+    comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2)
+    config = small_config(tmp_path / "a", comp)
+    record = run(config)
+    (key,) = record.cache_entries["figures"]
+    return config, record, Path(config.cache_dir) / "figures" / key
+
+
+def test_figures_from_the_cache_are_the_drawn_files_and_a_damaged_entry_is_redrawn(figures_run, caplog):
+    config, first, entry = figures_run
+    drawn = {p.name: p.read_bytes() for p in first.plots_dir.iterdir()}
+    assert drawn and {p.name for p in entry.iterdir()} == {*drawn, "meta.json"}
+    again = run(config, new_run=True)
+    assert again.cache_entries["figures"] == {entry.name: "cache"}
+    assert {p.name: p.read_bytes() for p in again.plots_dir.iterdir()} == drawn
+
+    name = next(iter(drawn))
+    (entry / name).write_bytes(b"not the figure")  # bit rot, or a figure edited in place
+    redrawn = run(config, new_run=True)
+    assert f"damaged entry {entry}: {name} is not what was drawn under key" in caplog.text
+    assert redrawn.cache_entries["figures"] == {entry.name: "computed"}
+    assert (redrawn.plots_dir / name).read_bytes() != b"not the figure" and (entry / name).read_bytes() != b"not the figure"
+
+
+def test_figures_copied_under_another_key_or_without_one_are_redrawn(figures_run, caplog):
+    config, first, entry = figures_run
+    meta = json.loads((entry / "meta.json").read_text())
+    meta["key"] = "0" * 20
+    (entry / "meta.json").write_text(json.dumps(meta))
+    record = run(config, new_run=True)
+    assert f"damaged entry {entry}: made for key {'0' * 20}, asked for {entry.name}" in caplog.text
+    assert record.cache_entries["figures"] == {entry.name: "computed"}
+    (entry / "meta.json").unlink()  # an older kaggle_tl's figures folder
+    record = run(config, new_run=True)
+    assert "no stored key (meta.json missing" in caplog.text and record.cache_entries["figures"] == {
+        entry.name: "computed"}
+    assert json.loads((entry / "meta.json").read_text())["key"] == entry.name
+
+
+def test_a_link_or_an_unlisted_file_in_a_layers_figures_never_reaches_the_run(figures_run, tmp_path, caplog):
+    config, first, entry = figures_run
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    name = next(p.name for p in entry.iterdir() if p.suffix == ".png")
+    layered = config.replace(cache_dir=str(tmp_path / "b" / "cache"), runs_dir=str(tmp_path / "b" / "runs"),
+                             cache_from=(config.cache_dir,))
+    assert run(layered, new_run=True).cache_entries["figures"] == {entry.name: config.cache_dir}
+
+    (entry / "extra.csv").write_text("private")  # not a file the figures were drawn as
+    record = run(layered, new_run=True)
+    assert f"damaged entry {entry}: holds files it does not list: extra.csv" in caplog.text
+    assert not (record.plots_dir / "extra.csv").exists() and record.cache_entries["figures"] == {entry.name: "computed"}
+    (entry / "extra.csv").unlink()
+    shutil.rmtree(Path(layered.cache_dir) / "figures")
+
+    (entry / name).unlink()
+    (entry / name).symlink_to(secret)  # a figure linked to a private file
+    record = run(layered, new_run=True)
+    assert f"damaged entry {entry}: {name} is a link or unreadable" in caplog.text
+    plots = list(record.plots_dir.iterdir())
+    assert plots and not any(p.is_symlink() or p.read_bytes() == b"private" for p in plots)
+    own = Path(layered.cache_dir) / "figures" / entry.name  # redrawn into the writable root, the layer untouched
+    assert not any(p.is_symlink() for p in own.iterdir()) and (entry / name).is_symlink()
+
+
+def test_a_figures_entry_that_is_a_link_is_replaced_not_followed(figures_run, tmp_path, caplog):
+    config, first, entry = figures_run
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(entry, elsewhere)  # an intact entry, but reached through a link
+    shutil.rmtree(entry)
+    entry.symlink_to(elsewhere, target_is_directory=True)
+    record = run(config, new_run=True)
+    assert f"damaged entry {entry}: it is a link" in caplog.text and record.cache_entries["figures"] == {
+        entry.name: "computed"}
+    assert entry.is_dir() and not entry.is_symlink() and elsewhere.is_dir()  # the link's target is not deleted
