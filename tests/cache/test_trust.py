@@ -10,8 +10,8 @@ import io
 import json
 import os
 import pickle
-import shutil
 import shlex
+import shutil
 import struct
 import sys
 import threading
