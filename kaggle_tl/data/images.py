@@ -103,6 +103,34 @@ def _jpeg_size(data: bytes | memoryview) -> tuple[int, int] | None:
     return None
 
 
+# Huffman-coded frames (baseline, extended, progressive, lossless): every 8 x 8 block of every component
+# costs at least one bit (its DC difference's code) in its first scan. Arithmetic-coded frames
+# (SOF9-SOF15) have no such floor.
+_HUFFMAN_FRAMES = (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7)
+
+
+def _jpeg_data_problem(data: bytes | memoryview) -> str | None:
+    """Why a JPEG cannot hold the pixels its frame header declares, or None.
+
+    A header edited or damaged to declare more pixels than the data codes makes libjpeg print
+    "Corrupt JPEG data: premature end of data segment" on the terminal and decode the rest grey,
+    without failing. The data of a Huffman-coded frame is at least one bit per 8 x 8 block of its
+    first component (a constant 4000 x 3000 photo at quality 5 takes 3.0 times that floor), so a file
+    with less is named here, before libjpeg sees it.
+    """
+    frame = next(((marker, offset) for marker, offset in _jpeg_segments(data) if 0xC0 <= marker <= 0xCF
+                  and marker not in (0xC4, 0xC8, 0xCC)), None)
+    scan = _jpeg_main_scan(data)
+    if frame is None or scan < 0 or frame[0] not in _HUFFMAN_FRAMES:
+        return None
+    height, width = _jpeg_size(data)
+    needed = -(-height // 8) * -(-width // 8) // 8  # bytes: one bit a block
+    if len(data) - scan < needed:
+        return (f"damaged JPEG (its header declares {width} x {height} pixels, which need at least {needed} bytes "
+                f"of image data; the file holds {len(data) - scan})")
+    return None
+
+
 def _zero_tail(data: bytes) -> int:
     return len(data) - len(data.rstrip(b"\x00"))
 
@@ -271,6 +299,8 @@ def read_image(path: str | ImagePath, min_side: int | None = None) -> np.ndarray
         raise KaggleTLError(f"{path}: cannot read ({exc.strerror or exc})") from None
     # Some OpenCV builds decode a truncated JPEG partially (grey bottom rows) without failing.
     problem = _bytes_problem(data[:_HEAD_BYTES].tobytes(), data[-_TAIL_BYTES:].tobytes(), data.size, data.tobytes)
+    if problem is None and image_format(data[:_HEAD_BYTES].tobytes()) == "JPEG":
+        problem = _jpeg_data_problem(memoryview(data))
     if problem:
         raise ImageError(path, problem)
     try:

@@ -68,6 +68,35 @@ def test_truncated_jpeg_is_refused_even_by_a_lenient_decoder(tmp_path, noisy_rgb
         read_image(path)
 
 
+def declare_size(data: bytes, height: int, width: int) -> bytes:
+    """The JPEG ``data`` with its frame header edited to declare height x width (the data itself intact)."""
+    frame = next(offset for marker, offset in images._jpeg_segments(data) if marker in (0xC0, 0xC2))
+    return data[:frame + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[frame + 9:]
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_declaring_more_pixels_than_its_data_codes_is_refused_without_a_libjpeg_line(
+        tmp_path, noisy_rgb, capfd, progressive):
+    path = tmp_path / "edited.jpg"
+    path.write_bytes(declare_size(jpeg_bytes(noisy_rgb, progressive=progressive), 65000, 65000))
+    for min_side in (None, 224):  # the reduced decode (1/8 of 65,000) decoded it grey before
+        with pytest.raises(ImageError, match=r"edited\.jpg: damaged JPEG \(its header declares 65000 x 65000 "
+                                             r"pixels, which need at least 8251953 bytes of image data; the file holds"):
+            read_image(path, min_side=min_side)
+    assert "Corrupt JPEG" not in capfd.readouterr().err  # libjpeg never saw it
+    path.write_bytes(declare_size(jpeg_bytes(noisy_rgb, progressive=progressive), 48, 64))  # the true size: fine
+    assert read_image(path).shape == (48, 64, 3)
+
+
+def test_the_smallest_real_jpegs_pass_the_data_floor(tmp_path):
+    # A constant image at the lowest quality codes the fewest bits a block: still above one bit a block.
+    flat = np.full((3000, 4000, 3), 128, np.uint8)
+    for options in ({"quality": 1}, {"quality": 1, "progressive": True, "optimize": True}):
+        path = tmp_path / "flat.jpg"
+        path.write_bytes(jpeg_bytes(flat, **options))
+        assert read_image(path, min_side=224).shape[:2] == (375, 500)
+
+
 def test_zero_filled_download_is_a_truncated_jpeg(tmp_path, noisy_rgb):
     data = jpeg_bytes(noisy_rgb)
     path = tmp_path / "partial.jpg"
