@@ -41,8 +41,8 @@ RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--runtime", dict(help="tensorflow | openvino: what runs the backbones (default: openvino when installed, "
                             "else tensorflow)")),
     ("--precision", dict(help="fp32 | bf16 (bf16: openvino on a CPU with native bf16) (default fp32)")),
-    ("--heads", dict(help="comma-separated heads: logreg, dense, svm, ridge (default: the task's, e.g. logreg,dense "
-                          "for classes and tags, ridge,dense for values)")),
+    ("--heads", dict(help="comma-separated heads: logreg, dense, svm, ridge, svr (default: the task's, e.g. "
+                          "logreg,dense for classes and tags, ridge,dense for values)")),
     ("--head-param", dict(dest="head_param", action="append", metavar="HEAD.NAME=VALUE",
                           help="a head parameter, e.g. logreg.C=0.2 or dense.early_stopping=fold (repeatable)")),
     ("--head-jobs", dict(type=int, help="head fits run in parallel, one BLAS thread each; 0 chooses: every core "

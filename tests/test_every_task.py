@@ -200,7 +200,8 @@ def test_aptos_grades_scored_by_qwk_with_cut_points_tuned_per_fold(tmp_path):
 
 
 # --------------------------------------------------------------------------- regression
-def test_pawpularity_value_in_range_scored_by_rmse(tmp_path):
+@pytest.mark.parametrize("head", ["ridge", "svr"])
+def test_pawpularity_value_in_range_scored_by_rmse(tmp_path, head):
     rng = np.random.default_rng(5)
     comp = tmp_path / "petfinder"
     (comp / "train").mkdir(parents=True)
@@ -221,7 +222,7 @@ def test_pawpularity_value_in_range_scored_by_rmse(tmp_path):
     pd.DataFrame({"Id": list(answers), **{f: 0 for f in flags}}).to_csv(comp / "test.csv", index=False)
     pd.DataFrame({"Id": list(answers), "Pawpularity": 50.0}).to_csv(comp / "sample_submission.csv", index=False)
 
-    record, _ = _run(tmp_path, comp, competition="petfinder-pawpularity-score", heads=("ridge",))
+    record, _ = _run(tmp_path, comp, competition="petfinder-pawpularity-score", heads=(head,))
     assert (record.task.kind, record.task.metric_name, record.task.value_range) == ("regression", "rmse", (1, 100))
     sub = _submission(record)
     values = sub["Pawpularity"].astype(float)

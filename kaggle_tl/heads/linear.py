@@ -1,5 +1,5 @@
-"""Linear heads: logistic regression (classes or tags), the linear SVM (Platt-scaled) and ridge regression
-(values), each a transform and a linear model."""
+"""Linear heads: logistic regression (classes or tags), the linear SVM (Platt-scaled), ridge regression and the linear
+SVR (values), each a transform and a linear model."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +16,10 @@ from kaggle_tl.heads.ridge import ridge_fit
 from kaggle_tl.heads.sigmoid import SigmoidRegression
 from kaggle_tl.heads.softmax import SoftmaxRegression
 from kaggle_tl.heads.svm import LinearSVM
+from kaggle_tl.heads.svr import DELTA, EPSILON, LinearSVR
 from kaggle_tl.heads.transforms import fitted_transform, freeze_transform, make_transform
-from kaggle_tl.heads.tuning import LinearSVMAutoC, LogisticRegressionAutoC, SigmoidRegressionAutoC, choose_ridge_alpha
+from kaggle_tl.heads.tuning import (SVR_C_GRID, LinearSVMAutoC, LogisticRegressionAutoC, SigmoidRegressionAutoC,
+                                    _choose_svr, choose_ridge_alpha)
 
 # Defaults by measurement (CV log loss, paired differences: BENCHMARKS.md "Better features"):
 LOGREG_C: float | str = "auto"
@@ -26,7 +28,7 @@ LOGREG_C: float | str = "auto"
 SVM_C: float | str = 0.001
 
 
-LINEAR_TRANSFORM = "sqrt,standard"  # logreg, svm and ridge
+LINEAR_TRANSFORM = "sqrt,standard"  # logreg, svm, ridge and svr
 
 
 class _PipelineHead(Head):
@@ -212,6 +214,69 @@ class RidgeHead(RegressorMixin, Head):
 
     def fitted_params(self) -> dict[str, float]:
         return {"alpha": float(self.alpha_)} if self.alpha == "auto" else {}
+
+    def predict_response(self, X) -> np.ndarray:
+        """(N, 1) predicted values."""
+        check_is_fitted(self, "coef_")
+        X = self.transform_.transform(check_array(X, dtype=np.float64))
+        return X @ self.coef_[:, None] + self.intercept_
+
+    def freeze(self) -> FrozenHead:
+        check_is_fitted(self, "coef_")
+        return FrozenHead(np.zeros(0), freeze_transform(self.transform_), "identity",
+                          [{"coef": self.coef_[:, None], "intercept": np.array([self.intercept_])}])
+
+
+@register_head("svr")
+class SVRHead(RegressorMixin, Head):
+    """Linear support vector regression (``svr.LinearSVR``: the epsilon-insensitive loss with a quadratic join, on the
+    standardised target, intercept unpenalised; float32 L-BFGS) on transformed features.
+
+    Robust where ridge is not: a row's pull on the fit is bounded, so a few values far off what the features show
+    move it little. ``C = "auto"`` chooses C per fold on a random 20% of its training rows, along
+    ``tuning.SVR_C_GRID`` / the inner fit rows (1e-3 to 1e4, 15 values), warm-started from strong to weak
+    regularisation and scored by the inner mean squared error (``tuning.choose_svr_C``), then refits on all of them
+    at that C, warm-started from the inner fit; the chosen C of every fold and view is in the run record.
+    ``epsilon`` is in units of y's standard deviation. Values only; the transform runs in float64 as ridge's, the
+    solve in float32, the predictions in float64 (``frozen.py``'s "identity").
+    """
+
+    responses = ("value",)
+    _param_rules = {
+        "C": C_RULE,
+        "epsilon": (float, lambda v: v >= 0, ">= 0 (in units of y's standard deviation)"),
+        "transform": TRANSFORM_RULE,
+        "random_state": SEED_RULE,
+        "response": response_rule(responses),
+    }
+
+    def __init__(self, C: float | str = "auto", epsilon: float = EPSILON, transform: str = LINEAR_TRANSFORM,
+                 random_state: int = 0, response: str = "value"):
+        self.C = C
+        self.epsilon = epsilon
+        self.transform = transform
+        self.random_state = random_state
+        self.response = response
+
+    def fit(self, X, y):
+        self._check_params()
+        X, y = check_response_y(X, y, self.response)
+        X = X.astype(np.float64)
+        self.transform_ = fitted_transform(self.transform, X)
+        X = np.ascontiguousarray(self.transform_.transform(X), dtype=np.float32)
+        start = None
+        if self.C == "auto":
+            self.C_, self.inner_scores_, inner = _choose_svr(X, y, SVR_C_GRID, self.random_state, 0.2, True,
+                                                             self.epsilon, DELTA)
+            start = inner.params_
+        else:
+            self.C_ = float(self.C)
+        self.model_ = LinearSVR(C=self.C_, epsilon=self.epsilon).fit(X, y, start=start)
+        self.coef_, self.intercept_ = self.model_.coef_, self.model_.intercept_
+        return self
+
+    def fitted_params(self) -> dict[str, float]:
+        return {"C": float(self.C_)} if self.C == "auto" else {}
 
     def predict_response(self, X) -> np.ndarray:
         """(N, 1) predicted values."""

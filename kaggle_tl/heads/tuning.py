@@ -12,6 +12,8 @@ estimators built on them: their ``fit`` chooses C, refits on all its rows, and k
 ``inner_scores_`` (C -> inner log loss) for a head to record per fold.
 ``choose_ridge_alpha`` chooses ridge's alpha on a random split, every grid alpha from one
 decomposition (``ridge.ridge_path``), by the inner mean squared error.
+``choose_svr_C`` chooses the linear SVR's C (``svr.LinearSVR``) on a random split, along a grid walked as
+``choose_logreg_C`` walks its own (warm-started, ``svr_path``), by the inner mean squared error.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from kaggle_tl.heads.ridge import max_float32_error, ridge_path
 from kaggle_tl.heads.sigmoid import SigmoidRegression
 from kaggle_tl.heads.softmax import SoftmaxRegression
 from kaggle_tl.heads.svm import LinearSVM
+from kaggle_tl.heads.svr import DELTA, EPSILON, LinearSVR
 from kaggle_tl.tasks.metrics import row_logloss
 
 # Log grids (2 steps a decade) around the measured optima: CIFAR-10-small Lite0 logreg 0.005 (5,000
@@ -42,6 +45,12 @@ PATIENCE = 2  # stop along the grid after this many C values in a row worse than
 # shrinks a direction of the features' spread (variance 1e-3 or more), 1e5 shrinks all of them to ~0 (the
 # mean): both ends are reached only by data that wants them.
 RIDGE_ALPHA_GRID = tuple(float(a) for a in np.logspace(-3, 5, 17))
+# The linear SVR's C times the inner fit rows, a log grid of 2 steps a decade (15 values). Per row for ridge's
+# reason: at strong regularisation w = C X^T g (g the loss's slopes, at most 1 a row), so C n plays the part of
+# 1 / (ridge's alpha per row) on the standardised target. 1e-3 shrinks every prediction to ~ the intercept, 1e4
+# barely regularises; walked upwards, the weakly regularised end (the slow solves) is reached only by data that
+# wants it.
+SVR_C_GRID = tuple(float(c) for c in np.logspace(-3, 4, 15))
 
 
 def inner_split(y: np.ndarray, fraction: float, seed: int, stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -222,6 +231,53 @@ def choose_ridge_alpha(X, y, grid=RIDGE_ALPHA_GRID, seed: int = 0, inner_fractio
         errors = inner_errors(np.float64)
     scores = {float(a): float(e) for a, e in zip(alphas, errors)}
     return (refine_C(scores) if refine else min(scores, key=scores.get)), scores
+
+
+def svr_path(X_fit, y_fit, X_val, y_val, grid, epsilon: float, delta: float, max_iter: int = 1000) -> Iterator[dict]:
+    """The linear SVR at each (absolute) C of ``grid`` from the smallest up, each solve warm-started from the previous
+    one's parameters (the same fit rows, so the same standardised target); per C: its mean squared error on
+    (X_val, y_val), the fit and what its solve took. The caller stops the walk."""
+    X_fit = np.ascontiguousarray(X_fit, dtype=np.float32)
+    start = None
+    for c in sorted(float(c) for c in grid):
+        began = time.perf_counter()
+        model = LinearSVR(C=c, epsilon=epsilon, delta=delta, max_iter=max_iter).fit(X_fit, y_fit, start=start)
+        start = model.params_
+        yield {"C": c, "inner_mse": float(np.mean(np.square(model.predict(X_val) - y_val))), "model": model,
+               "iterations": model.n_iter_, "evaluations": model.n_evaluations_,
+               "seconds": time.perf_counter() - began}
+
+
+def choose_svr_C(X, y, grid=SVR_C_GRID, seed: int = 0, inner_fraction: float = 0.2, refine: bool = True,
+                 epsilon: float = EPSILON, delta: float = DELTA) -> tuple[float, dict[float, float]]:
+    """The linear SVR's C with the lowest mean squared error (what RMSE-scored competitions score) on a random inner
+    split of (X, y); and each grid C's inner mean squared error.
+
+    ``grid`` is per row, as ``choose_ridge_alpha``'s: the C values tried are grid / the inner fit rows, walked from
+    the smallest up with warm starts and early stopping (``_walk_grid``), ``refine`` placing the choice between grid
+    points (``refine_C``). The C returned is absolute, for a refit on all the rows. Only (X, y) is looked at.
+    """
+    c, scores, _ = _choose_svr(X, y, grid, seed, inner_fraction, refine, epsilon, delta)
+    return c, scores
+
+
+def _choose_svr(X, y, grid, seed: int, inner_fraction: float, refine: bool, epsilon: float, delta: float):
+    """``choose_svr_C``, plus the inner fit at the best grid C (a ``LinearSVR``)."""
+    _check_grid(grid)
+    X, y = check_X_y(X, y, dtype=np.float32, y_numeric=True)
+    y = y.astype(np.float64)
+    fit_rows, val_rows = inner_split(y, inner_fraction, seed, stratify=False)
+    cs = [float(c) / len(fit_rows) for c in grid]
+    path = svr_path(X[fit_rows], y[fit_rows], X[val_rows], y[val_rows], cs, epsilon, delta)
+    models = {}
+
+    def fit_and_score(c: float) -> float:
+        entry = next(path)  # the path walks the same ascending grid as _walk_grid
+        models[entry["C"]] = entry["model"]
+        return entry["inner_mse"]
+
+    c, scores = _walk_grid(cs, fit_and_score)
+    return (refine_C(scores) if refine else c), scores, models[c]
 
 
 def choose_svm_C(X, y, grid=SVM_C_GRID, seed: int = 0, inner_fraction: float = 0.2,

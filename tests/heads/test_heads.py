@@ -29,7 +29,7 @@ HEADS = [pytest.param(lambda: DenseHead(max_epochs=60, patience=5, batch_size=16
 
 # -- registry -------------------------------------------------------------------------------------
 def test_create_head_builds_each_registered_head_with_its_defaults():
-    assert list_heads() == ["dense", "logreg", "ridge", "svm"]
+    assert list_heads() == ["dense", "logreg", "ridge", "svm", "svr"]
     dense = create_head("dense", random_state=7)
     assert isinstance(dense, DenseHead) and dense.random_state == 7
     assert (dense.max_epochs, dense.dropout, dense.learning_rate, dense.patience) == (50, 0.5, 1e-3, 5)
@@ -57,7 +57,7 @@ def test_register_head_adds_a_head_that_create_head_builds(monkeypatch):
 
 
 def test_unknown_head_is_refused_with_the_choices():
-    with pytest.raises(KaggleTLError, match=r"unknown head 'mlp'; choose from: dense, logreg, ridge, svm"):
+    with pytest.raises(KaggleTLError, match=r"unknown head 'mlp'; choose from: dense, logreg, ridge, svm, svr"):
         create_head("mlp")
 
 

@@ -10,7 +10,7 @@ from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.heads.base import create_head, list_heads
 from kaggle_tl.heads.dense import DenseHead
 from kaggle_tl.heads.frozen import FoldModels
-from kaggle_tl.heads.linear import LogRegHead, RidgeHead
+from kaggle_tl.heads.linear import LogRegHead, RidgeHead, SVRHead
 from kaggle_tl.heads.tuning import tags_logloss
 
 # Small data: small batches and a higher rate give the dense head enough Adam steps.
@@ -22,7 +22,9 @@ CASES = [pytest.param(lambda: LogRegHead(response="tags"), "tags", id="logreg-ta
          pytest.param(lambda: DenseHead(response="value", l2="auto", transform="sqrt,standard", **DENSE), "value",
                       id="dense-value"),
          pytest.param(lambda: RidgeHead(), "value", id="ridge"),
-         pytest.param(lambda: RidgeHead(alpha=10.0, transform="pca_whiten(20)"), "value", id="ridge-fixed-alpha")]
+         pytest.param(lambda: RidgeHead(alpha=10.0, transform="pca_whiten(20)"), "value", id="ridge-fixed-alpha"),
+         pytest.param(lambda: SVRHead(), "value", id="svr"),
+         pytest.param(lambda: SVRHead(C=0.1, epsilon=0.0, transform="pca_whiten(20)"), "value", id="svr-fixed-C")]
 
 
 def tags_data(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +89,7 @@ def test_head_clones_with_its_response_and_unfitted(make, response):
 def test_each_head_says_what_it_can_output_and_defaults_to_the_first():
     responses = {name: create_head(name).responses for name in list_heads()}
     assert responses == {"dense": ("proba", "tags", "value"), "logreg": ("proba", "tags"), "ridge": ("value",),
-                         "svm": ("proba",)}
+                         "svm": ("proba",), "svr": ("value",)}
     for name in list_heads():
         assert create_head(name).response == responses[name][0]
 
@@ -99,8 +101,8 @@ def test_the_caller_sets_the_response_on_a_clone():
 
 
 @pytest.mark.parametrize("name, response, allowed", [("svm", "tags", "proba"), ("logreg", "value", "proba, tags"),
-                                                     ("ridge", "proba", "value"), ("dense", "labels",
-                                                                                   "proba, tags, value")])
+                                                     ("ridge", "proba", "value"), ("svr", "tags", "value"),
+                                                     ("dense", "labels", "proba, tags, value")])
 def test_a_response_a_head_cannot_give_is_refused_in_one_line(name, response, allowed):
     message = rf"^head_params\.{name}\.response: must be one of {allowed}, got '{response}'$"
     with pytest.raises(KaggleTLError, match=message):
