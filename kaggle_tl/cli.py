@@ -378,17 +378,36 @@ def _names(text: str | None) -> list[str]:
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:
+    import math
+
+    from kaggle_tl.backbones import backbone_spec
     from kaggle_tl.config import OPERATIONAL, PATH_SETTINGS
     from kaggle_tl.kaggle import write_kernel
     from kaggle_tl.runs.queries import chosen_run
 
-    config = resolve_config(RunConfig.from_toml(args.config)) if args.config else chosen_run(args.run,
-                                                                                             args.runs_dir).config
-    # The notebook names its own folders and weights; the rest are the run's settings, so that the
-    # cache keys of its features are those of the features dataset.
-    settings = config.to_toml(leave_out=tuple({*PATH_SETTINGS, *OPERATIONAL} - {"batch_size", "decode_threads"})
+    if args.config:  # the notebook passes --data: resolved as with data, never as the demo
+        config = RunConfig.from_toml(args.config)
+        config = resolve_config(config.replace(data=config.data or "."))
+    else:
+        config = chosen_run(args.run, args.runs_dir).config
+    if args.time_limit is not None and not (math.isfinite(args.time_limit) and args.time_limit > 0):
+        raise KaggleTLError(f"--time-limit {args.time_limit:g}: must be a positive number of minutes")
+    local_weights = config.weights not in ("imagenet", "none")
+    if args.weights_dataset and (config.weights == "none" or all(
+            getattr(getattr(backbone_spec(b), "pretrained", None), "weights_package", None) for b in config.backbones)):
+        raise KaggleTLError(f"--weights-dataset {args.weights_dataset}: the run's backbones "
+                            f"({', '.join(config.backbones)}) take no weights file "
+                            f"({'weights = none' if config.weights == 'none' else 'their weights come with pip'}); "
+                            "leave the flag out")
+    if local_weights and not args.weights_dataset:
+        raise KaggleTLError(f"weights: the run read {config.weights}, a file on this machine the notebook cannot see; "
+                            "upload it as a dataset and pass --weights-dataset USER/NAME")
+    # The notebook names its own folders and weights; the rest are the run's settings (the model it
+    # submits among them), so that the cache keys of its features are those of the features dataset.
+    kept = {"batch_size", "decode_threads", "submit_model"}
+    settings = config.to_toml(leave_out=tuple({*PATH_SETTINGS, *OPERATIONAL} - kept)
                               + (("weights",) if args.weights_dataset else ()))
-    run_arguments = [*(["--time-limit", f"{args.time_limit:g}"] if args.time_limit else [])]
+    run_arguments = [*(["--time-limit", f"{args.time_limit:g}"] if args.time_limit is not None else [])]
     extras = _names(args.extras)
     if config.runtime == "openvino" and "openvino" not in extras:  # the features were made by OpenVINO: so here
         extras.append("openvino")
@@ -396,6 +415,9 @@ def cmd_kernel(args: argparse.Namespace) -> int:
                                 args.id or f"{args.user}/kaggle-tl-{args.competition}", args.wheels_dataset,
                                 args.features_dataset, args.weights_dataset, extras, args.gpu)
     print(f"{meta}\n{script}\npush it: kaggle kernels push -p {args.out}")
+    if args.gpu and config.runtime == "openvino":
+        print("note: --gpu asks Kaggle for a GPU, but the run's features come from OpenVINO on the CPU (runtime = "
+              "openvino is part of their cache keys): the notebook will not use it")
     return 0
 
 

@@ -10,8 +10,9 @@ know RunConfig: lower modules receive the values they use.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -166,10 +167,14 @@ class RunConfig:
         """The settings (but ``leave_out`` and those left None) as a TOML file ``from_toml`` reads back."""
         values = {k: v for k, v in self.to_dict().items() if v is not None and k not in leave_out}
         tables = {k: values.pop(k) for k in list(values) if isinstance(values[k], dict)}
-        lines = [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items()]
         for name, table in tables.items():
-            for sub, entries in table.items():
-                lines += ["", f"[{name}.{sub}]", *(f"{k} = {_toml_value(v)}" for k, v in entries.items())]
+            if table and all(isinstance(entries, dict) for entries in table.values()):  # head -> its parameters
+                for sub, entries in table.items():
+                    lines += ["", f"[{_toml_key(name)}.{_toml_key(sub)}]",
+                              *(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entries.items())]
+            elif table:  # backbone -> its stage layers
+                lines += ["", f"[{_toml_key(name)}]", *(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items())]
         return "\n".join(lines) + "\n"
 
     def replace(self, **changes: Any) -> "RunConfig":
@@ -210,8 +215,26 @@ class RunConfig:
 
 
 def _toml_value(value: Any) -> str:
-    # JSON's strings, numbers, booleans and arrays of them are TOML's too.
-    return json.dumps(value, ensure_ascii=False)
+    """``value`` (a string, number, boolean or a list of them) as TOML writes it; JSON's spelling is not
+    TOML's for inf, nan and control characters such as DEL."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return ("nan" if value != value else "inf" if value == math.inf else "-inf" if value == -math.inf
+                else repr(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        escaped = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c for c in value)
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise KaggleTLError(f"cannot write {value!r} ({type(value).__name__}) as a TOML setting")
+
+
+def _toml_key(key: str) -> str:
+    """A bare TOML key where it is one (letters, digits, _ and -), else a quoted one (``"my.h5"``)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -53,6 +53,14 @@ def _name(requirement: str) -> str:
     return re.match(r"[A-Za-z0-9._-]+", requirement).group(0).lower().replace("_", "-")
 
 
+def check_extras(extras: Sequence[str]) -> None:
+    """One line unless every name of ``extras`` is one of kaggle_tl's extras (pyproject.toml)."""
+    unknown = [e for e in extras if not any(f'extra == "{e}"' in r for r in metadata.requires("kaggle-tl") or [])]
+    if unknown:
+        raise KaggleTLError(f"--extras: kaggle_tl has no extra {unknown[0]!r}; see pyproject.toml's "
+                            "[project.optional-dependencies]")
+
+
 def requirements(extras: Sequence[str] = ()) -> list[str]:
     """kaggle_tl's requirement strings for the base install and ``extras`` (markers resolved)."""
     wanted = []
@@ -84,10 +92,7 @@ def write_wheels(folder: str | Path, extras: Sequence[str] = (), include: Sequen
     Writes README.txt with the one install line. Needs the package index, as a user's laptop has it.
     """
     folder = ensure_writable(folder, "wheels")
-    unknown = [e for e in extras if not any(f'extra == "{e}"' in r for r in metadata.requires("kaggle-tl") or [])]
-    if unknown:
-        raise KaggleTLError(f"--extras: kaggle_tl has no extra {unknown[0]!r}; see pyproject.toml's "
-                            "[project.optional-dependencies]")
+    check_extras(extras)
     wanted = requirements(extras)
     if not everything:
         skipped = set(KAGGLE_IMAGE_HAS) - {_name(i) for i in include}
@@ -191,7 +196,7 @@ def _pip(arguments: list[str], what: str) -> None:
 
 def dataset_path(source: str) -> str:
     """``USER/NAME`` (a Kaggle dataset) -> its folder name under /kaggle/input."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+", source):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*/[A-Za-z0-9][A-Za-z0-9_-]*", source):  # never "..": a folder name
         raise KaggleTLError(f"dataset {source!r}: expected USER/NAME, as in kaggle.com/datasets/USER/NAME")
     return source.split("/")[1]
 
@@ -211,10 +216,11 @@ def write_kernel(folder: str | Path, competition: str, run_arguments: Sequence[s
     check_competition_slug(competition, "--competition")
     if not re.fullmatch(r"[A-Za-z0-9_-]+/[a-z0-9-]+", kernel_id):
         raise KaggleTLError(f"--id {kernel_id!r}: expected USER/KERNEL-SLUG (lowercase letters, digits, dashes)")
-    folder = ensure_writable(folder, "kernel")
     datasets = [d for d in (wheels_dataset, features_dataset, weights_dataset) if d]
     for source in datasets:
         dataset_path(source)
+    check_extras(extras)
+    folder = ensure_writable(folder, "kernel")  # after every check: a refused notebook leaves no folder
     install = "kaggle_tl" + (f"[{','.join(extras)}]" if extras else "")
     lines = [
         '"""kaggle_tl in a Kaggle notebook (written by `kaggle-tl kernel`): offline install, then one run.',

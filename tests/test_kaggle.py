@@ -262,3 +262,80 @@ def test_the_upload_command_is_printed_on_a_laptop(small, capsys, monkeypatch):
     assert line.startswith("upload: kaggle competitions submit -c dogs-vs-shapes -f ") and ' CV ' in line
     path = line.split(" -f ")[1].split(" -m ")[0]
     assert Path(path).is_file()
+
+
+# -- the notebook reproduces the run's settings ------------------------------------------------------
+def test_the_notebook_reproduces_stage_layers_an_infinite_C_and_the_submitted_model(tmp_path):
+    inputs, working = tmp_path / "input", tmp_path / "working"
+    comp = make_competition(inputs / "dogs-vs-shapes", n_per_class=4, n_test=3)
+    laptop = tmp_path / "laptop"
+    argv = ["run", "--data", str(comp), "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
+            "--folds", "2", "--views", "original", "--heads", "logreg,svm", "--head-param", "logreg.C=inf",
+            "--head-param", "svm.calibration_folds=2",
+            "--stage-layers", "mobilenet_v2=block_6_expand_relu,block_13_expand_relu", "--submit-model", "svm",
+            "--cache-dir", str(laptop / "cache"), "--runs-dir", str(laptop / "runs"),
+            "--submissions-dir", str(laptop / "subs")]
+    assert cli.main(argv) == 0
+    made = list_runs(laptop / "runs")[0][-1]
+    assert cli.main(["cache", "export", str(inputs / "features"), "--runs-dir", str(laptop / "runs")]) == 0
+    assert cli.main(["kernel", str(tmp_path / "kernel"), "--competition", "dogs-vs-shapes",
+                     "--features-dataset", "me/features", "--runs-dir", str(laptop / "runs")]) == 0
+    env = {**os.environ, "KAGGLE_TL_INPUT": str(inputs), "KAGGLE_TL_WORKING": str(working),
+           "KAGGLE_KERNEL_RUN_TYPE": "Batch"}
+    done = subprocess.run([sys.executable, str(tmp_path / "kernel" / KERNEL_SCRIPT)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)  # kaggle_tl as installed here: no wheels step
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    notebook = list_runs(working / "runs")[0][-1]
+    assert notebook.config.stage_layers == made.config.stage_layers == {
+        "mobilenet_v2": ("block_6_expand_relu", "block_13_expand_relu")}
+    assert notebook.config.head_params["logreg"]["C"] == float("inf") and notebook.config.submit_model == "svm"
+    assert set(notebook.cache_entries["features"].values()) == {str(inputs / "features")}  # the same keys
+    submitted = pd.read_csv(working / "submission.csv")
+    svm = pd.read_csv(next(m.submission for m in made.models if m.head == "svm"))
+    pd.testing.assert_frame_equal(submitted, svm)  # the svm's, as the laptop run chose
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--time-limit", "0"], "--time-limit 0: must be a positive number of minutes"),
+    (["--time-limit", "-3"], "--time-limit -3: must be a positive number of minutes"),
+    (["--time-limit", "nan"], "--time-limit nan: must be a positive number of minutes"),
+    (["--wheels-dataset", "me/.."], "dataset 'me/..': expected USER/NAME"),
+    (["--extras", "lite,gpu"], "--extras: kaggle_tl has no extra 'gpu'"),
+    (["--weights-dataset", "me/keras-weights"],
+     "--weights-dataset me/keras-weights: the run's backbones (efficientnet_lite0) take no weights file (their weights "
+     "come with pip)"),
+])
+def test_kernel_settings_the_notebook_could_not_run_are_one_line(tmp_path, capsys, flags, message):
+    toml = tmp_path / "run.toml"
+    toml.write_text('backbones = ["efficientnet_lite0"]\nheads = ["logreg"]\n')
+    line = _error(capsys, ["kernel", str(tmp_path / "kernel"), "--competition", "dogs-vs-shapes", "--config",
+                           str(toml), *flags])
+    assert message in line
+    assert not (tmp_path / "kernel").exists()  # nothing written
+
+
+def test_kernel_refuses_a_local_weights_file_and_says_what_gpu_does_on_openvino(tmp_path, capsys):
+    weights = tmp_path / "xception.h5"
+    weights.write_bytes(b"weights")
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'backbones = ["xception"]\nweights = "{weights}"\nheads = ["logreg"]\nruntime = "openvino"\n')
+    argv = ["kernel", str(tmp_path / "kernel"), "--competition", "dogs-vs-shapes", "--config", str(toml)]
+    assert f"weights: the run read {weights}, a file on this machine the notebook cannot see" in _error(capsys, argv)
+    assert cli.main([*argv, "--weights-dataset", "me/keras-weights", "--gpu"]) == 0
+    out = capsys.readouterr().out
+    assert "--gpu asks Kaggle for a GPU, but the run's features come from OpenVINO" in out
+    script = (tmp_path / "kernel" / KERNEL_SCRIPT).read_text()
+    assert str(weights) not in script and "'keras-weights'" in script
+    assert 'backbones = [\\"xception\\"]' in script or "backbones = [\"xception\"]" in script  # not the demo's
+
+
+def test_kernel_from_a_config_without_backbones_gets_the_mission_backbones_not_the_demos(tmp_path, capsys):
+    toml = tmp_path / "run.toml"
+    toml.write_text('heads = ["logreg"]\nweights = "none"\n')
+    assert cli.main(["kernel", str(tmp_path / "kernel"), "--competition", "dogs-vs-shapes", "--config", str(toml)]) == 0
+    namespace: dict = {}
+    script = (tmp_path / "kernel" / KERNEL_SCRIPT).read_text()
+    settings = next(line for line in script.splitlines() if line.startswith("SETTINGS = "))
+    exec(settings, namespace)  # the settings string, as the notebook writes it
+    import tomllib
+    assert tomllib.loads(namespace["SETTINGS"])["backbones"] == ["xception", "inception_v3"]
