@@ -103,3 +103,17 @@ def test_non_utf8_toml_is_named(tmp_path):
 def test_every_setting_is_checked_before_anything_runs(argv, message):
     with pytest.raises(KaggleTLError, match=message):
         parse(argv)
+
+
+def test_to_toml_is_valid_toml_that_reads_back_the_same_settings(tmp_path):
+    import tomllib
+
+    config = RunConfig(backbones=("mobilenet_v2", "my.model.keras:pool"), weights="none", heads=("logreg", "dense"),
+                       label_column='odd "name"\x7f\twith\\controls',
+                       stage_layers={"mobilenet_v2": ("block_6_expand_relu",)},
+                       head_params={"logreg": {"C": float("inf")}, "dense": {"dropout": 0.25}})
+    text = config.to_toml()
+    tomllib.loads(text)  # JSON's Infinity and \u007f spellings were not TOML
+    (tmp_path / "run.toml").write_text(text)
+    read = RunConfig.from_toml(tmp_path / "run.toml")
+    assert read.result_settings() == config.result_settings()  # the folders are read relative to the file
