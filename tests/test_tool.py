@@ -185,3 +185,20 @@ def test_every_command_in_the_readme_and_docs_parses_with_the_current_cli():
             parser.parse_args(words)
         except SystemExit:
             pytest.fail(f"{doc}: `{command}` does not parse")
+
+
+def test_clean_keeps_a_feature_entry_a_running_extraction_holds(tmp_path, no_plots, capsys):
+    import fcntl
+
+    _tiny_run(tmp_path)
+    cache_dir = tmp_path / "cache"
+    held, free = sorted(e.path for e in Cache(cache_dir).entries() if e.kind == "features")
+    fd = os.open(held / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as FeatureEntry.locked holds it while a run extracts
+    try:
+        assert cli.main(["clean", "--cache-dir", str(cache_dir), "--kind", "features", "--yes"]) == 0
+    finally:
+        os.close(fd)
+    out = capsys.readouterr().out
+    assert "removed 1 entries" in out and f"kept 1 that a running run holds ({held})" in out
+    assert (held / "features.npy").is_file() and not free.exists()

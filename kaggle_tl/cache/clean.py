@@ -68,7 +68,10 @@ def clean(cache_dir: str | Path, older_than_days: float | None = None, data: str
     if not remove:
         out(f"would remove {len(chosen)} entries, {total}; add --yes to remove them")
         return chosen
-    for entry in chosen:
-        entry.remove()
-    out(f"removed {len(chosen)} entries, {total}")
-    return chosen
+    sizes = [entry.size for entry in chosen]
+    done = [entry.remove() for entry in chosen]
+    removed = [entry for entry, gone in zip(chosen, done) if gone]
+    kept = [str(entry.path) for entry, gone in zip(chosen, done) if not gone]
+    out(f"removed {len(removed)} entries, {_size(sum(n for n, gone in zip(sizes, done) if gone))}"
+        + (f"; kept {len(kept)} that a running run holds ({', '.join(kept[:3])})" if kept else ""))
+    return removed

@@ -421,13 +421,30 @@ class Entry:
             return {}
         return meta if isinstance(meta, dict) else {}
 
-    def remove(self) -> None:
+    def remove(self) -> bool:
+        """Delete the entry; False (and nothing deleted) when a running run holds it (a feature entry's lock)."""
+        if self.kind == "features" and fcntl is not None:
+            try:
+                fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+            except FileNotFoundError:
+                return True  # removed meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:  # deleted while held: a run waiting for it finds its lock file gone and starts again
+                shutil.rmtree(self.path)
+            finally:
+                os.close(fd)
+            return True
         if self.path.is_dir():
             shutil.rmtree(self.path)
         else:
             self.path.unlink(missing_ok=True)
             if self.kind in FILE_KINDS:
                 key_file(self.path).unlink(missing_ok=True)
+        return True
 
 
 class FeatureEntry:
