@@ -36,19 +36,19 @@ def features_file(data: Path, backbones: str) -> tuple[Path, float | None]:
 
     from kaggle_tl.cache.store import Cache
     from kaggle_tl.config import RunConfig, resolve_config
-    from kaggle_tl.cv import make_folds
-    from kaggle_tl.data.competition import usable_competition
+    from kaggle_tl.data.competition import read_competition
     from kaggle_tl.data.digests import data_fingerprint, image_set_key
     from kaggle_tl.engine import Engine
-    from kaggle_tl.pipeline import Inputs, _extract, backbone_refs, layout_of
+    from kaggle_tl.pipeline import Inputs, _extract, backbone_refs, layout_of, task_settings
 
     out = common.BENCH_DIR / "head_loop" / f"{data.name}-{backbones.replace(',', '+')}.npz"
     if out.is_file():
         return out, None
     config = resolve_config(RunConfig(data=str(data), backbones=tuple(backbones.split(",")),
                                       cache_dir=str(common.BENCH_DIR / "cache")))
-    competition = usable_competition(config.data, layout_of(config), config.folds, config.skip_bad_train_images)
-    folds = make_folds(competition.y, config.folds, config.seed)
+    competition = read_competition(config.data, layout_of(config), task_settings(config)[0])
+    competition = competition.with_usable_images(*competition.scan_images(), False, config.folds)
+    folds = competition.task.make_folds(competition.y, config.folds, config.seed)  # as the pipeline makes them
     keys = {"train": image_set_key(competition.train_paths), "test": image_set_key(competition.test_paths)}
     inputs = Inputs(competition, backbone_refs(config), keys, data_fingerprint(competition, keys["train"],
                                                                               keys["test"]), folds)
@@ -81,7 +81,10 @@ def child(npz: str, head_name: str, jobs: int, out: str) -> None:
     wall, cpu = time.perf_counter(), time.process_time()
     models = fit_fold_models(head, train, y, folds, n_jobs=jobs, blas_threads=1, desc=head_name)
     fit_wall = time.perf_counter() - wall
-    preds = predict_folds(models, train, test, y, folds, int(y.max()) + 1)
+    try:
+        preds = predict_folds(models, train, test, y, folds, "proba", int(y.max()) + 1)
+    except TypeError:  # revisions before heads had responses
+        preds = predict_folds(models, train, test, y, folds, int(y.max()) + 1)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     np.savez(out, oof=preds.oof, **{f"fitted_{k}": v for k, v in models.fitted.items()})
     import kaggle_tl
