@@ -72,8 +72,9 @@ HEADS: Registry[type[Head]] = Registry("head")
 # and predictions caches never serve another implementation's (2: logreg's float32 L-BFGS, pca_whiten
 # at most rows - 1 components; 3: ridge refitted at its alpha by a Cholesky solve; 4: ridge's alpha path
 # from a float32 decomposition; 5: of X X^T where the rows are fewer than the columns; 6: the decision
-# rules' inner fits take the fold model's chosen C / alpha / l2).
-HEAD_VERSION = 6
+# rules' inner fits take the fold model's chosen C / alpha / l2; 7: logreg's C path stops after one worse C, its
+# inner solves at a relative change of 1e-5).
+HEAD_VERSION = 7
 
 
 def register_head(name: str) -> Callable[[type[Head]], type[Head]]:

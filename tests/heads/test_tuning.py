@@ -9,8 +9,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from kaggle_tl.heads.tuning import (LOGREG_C_GRID, LinearSVMAutoC, LogisticRegressionAutoC, choose_logreg_C,
-                                    choose_svm_C, inner_split, refine_C)
+from kaggle_tl.heads.tuning import (LOGREG_C_GRID, LOGREG_PATIENCE, LinearSVMAutoC, LogisticRegressionAutoC,
+                                    choose_logreg_C, choose_svm_C, inner_split, refine_C)
 from kaggle_tl.tasks.metrics import row_logloss
 
 
@@ -35,13 +35,14 @@ def test_choice_follows_the_data(seed):
     assert c_noisy <= 0.03 and c_clear >= 0.3
 
 
-def test_scores_follow_the_grid_and_stop_after_two_worse():
+def test_scores_follow_the_grid_and_stop_after_the_first_worse():
     X, y = _blobs(120, 50, separation=0.3)
     c, scores = choose_logreg_C(X, y, grid=LOGREG_C_GRID[::-1], seed=0, refine=False)  # any order: walked up
     assert list(scores) == sorted(scores) == list(LOGREG_C_GRID[:len(scores)])
     assert c == min(scores, key=scores.get)
     best = list(scores).index(c)
-    assert len(scores) == len(LOGREG_C_GRID) or len(scores) == best + 3  # stopped 2 past the best
+    assert LOGREG_PATIENCE == 1
+    assert len(scores) == len(LOGREG_C_GRID) or len(scores) == best + 2  # stopped 1 past the best
 
 
 def test_warm_started_scores_equal_cold_fits():
@@ -50,7 +51,9 @@ def test_warm_started_scores_equal_cold_fits():
     fit_rows, val_rows = inner_split(y, 0.2, 3)
     for c, loss in scores.items():
         cold = LogisticRegression(C=c, max_iter=1000).fit(X[fit_rows], y[fit_rows])
-        assert loss == pytest.approx(row_logloss(y[val_rows], cold.predict_proba(X[val_rows])).mean(), abs=1e-3)
+        # The path stops its solves at a relative change of 1e-5: 1.2e-3 off scikit-learn's (converged) score at
+        # C = 1 here, where the 30 inner rows' score has a standard error of 0.07.
+        assert loss == pytest.approx(row_logloss(y[val_rows], cold.predict_proba(X[val_rows])).mean(), abs=2e-3)
 
 
 def test_svm_choice_and_records():
