@@ -41,7 +41,7 @@ from kaggle_tl.runs.queries import list_runs
 from kaggle_tl.runs.record import ModelRecord, Predictions, RunRecord, claim_run_dir, package_versions
 from kaggle_tl.runs.submission import (SubmissionInfo, build_submission, check_submission_file, submission_folder,
                                        write_submission, write_submission_file)
-from kaggle_tl.tasks.competitions import competition_settings
+from kaggle_tl.tasks.competitions import competition_label_column, competition_settings
 from kaggle_tl.tasks.detect import TaskSettings
 from kaggle_tl.tasks.evaluate import model_score
 from kaggle_tl.tasks.metrics import best_index
@@ -52,7 +52,9 @@ Report = Callable[[str], None]
 
 
 def layout_of(config: RunConfig) -> Layout:
-    return Layout(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Layout)})
+    """Where the competition keeps its parts as the user set them, the label column completed from --competition."""
+    layout = Layout(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Layout)})
+    return dataclasses.replace(layout, label_column=competition_label_column(config.competition, layout.label_column))
 
 
 def task_settings(config: RunConfig) -> tuple[TaskSettings, str | None]:

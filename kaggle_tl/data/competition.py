@@ -131,6 +131,9 @@ def read_competition(root: str | Path, layout: Layout = Layout(), settings: Task
     sample = as_read = None
     if sample_path is not None:
         as_read = read_text_csv(sample_path, "sample submission", required=[layout.id_column] * bool(layout.id_column))
+        if as_read.attrs.get("row_index"):
+            notes.append(f"{sample_path.name}: its first column, unnamed, numbers the rows 0, 1, 2, ...: a row index, "
+                         f"left out (the submission is written without it)")
         id_column = layout.id_column or as_read.columns[0]
         if len(as_read.columns) < 2:
             raise KaggleTLError(f"{sample_path}: no target column besides the id column {id_column!r}")

@@ -40,7 +40,11 @@ def read_text_csv(path: str | Path, what: str, required: list[str]) -> pd.DataFr
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise KaggleTLError(f"{path}: {what} is not a readable CSV ({one_line(exc)})") from None
-    check_csv_header(path, text, frame)  # never a column the file does not have ("Unnamed: 4", "cat.1")
+    row_index = _is_written_index(text, frame)
+    if row_index:  # iwildcam-2019's sample submission: ",Id,Category", then "0,<uuid>,0", "1,..."
+        frame = frame.iloc[:, 1:]
+        frame.attrs["row_index"] = True  # for the caller's note
+    check_csv_header(path, text, frame, row_index)  # never a column the file does not have ("Unnamed: 4", "cat.1")
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise KaggleTLError(f"{path}: missing column(s) {missing} in the {what}; found {list(frame.columns)[:8]}")
@@ -76,8 +80,17 @@ def _csv_text(path: Path, what: str) -> str:
                             f"({one_line(exc)})") from None
 
 
-def check_csv_header(path: Path, text: str, frame: pd.DataFrame) -> None:
-    """Stop unless ``frame`` (read from ``text``, the file's content, by pandas) has exactly the file's header.
+def _is_written_index(text: str, frame: pd.DataFrame) -> bool:
+    """Whether the file's first column is a row index pandas wrote (``to_csv`` without ``index=False``): an
+    empty first header cell over the rows' positions 0, 1, 2, ... and at least one named column after it."""
+    header = next((row for row in csv.reader(io.StringIO(text, newline="")) if row), [])
+    return (len(header) > 1 and header[0] == "" and "" not in header[1:] and isinstance(frame.index, pd.RangeIndex)
+            and frame.iloc[:, 0].tolist() == [str(i) for i in range(len(frame))])
+
+
+def check_csv_header(path: Path, text: str, frame: pd.DataFrame, row_index: bool = False) -> None:
+    """Stop unless ``frame`` (read from ``text``, the file's content, by pandas) has exactly the file's header
+    (after its first column, with ``row_index``: a written row index, left out of ``frame``).
 
     pandas renames an empty header cell ("id,cat,dog,", a trailing comma) to "Unnamed: 3" and a
     repeated one to "cat.1", and makes the first column the index when rows have more fields
@@ -85,7 +98,7 @@ def check_csv_header(path: Path, text: str, frame: pd.DataFrame) -> None:
     The header is read here with the csv module, which renames nothing.
     """
     rows = csv.reader(io.StringIO(text, newline=""))
-    header = next((row for row in rows if row), [])  # pandas skips blank lines before the header
+    header = next((row for row in rows if row), [])[row_index:]  # pandas skips blank lines before the header
     first_position: dict[str, int] = {}
     for position, name in enumerate(header, start=1):
         if name == "":
@@ -96,7 +109,7 @@ def check_csv_header(path: Path, text: str, frame: pd.DataFrame) -> None:
                                 f"{first_position[name]} and {position}); rename or remove one")
         first_position[name] = position
     if not isinstance(frame.index, pd.RangeIndex):
-        line = next((rows.line_num for row in rows if len(row) > len(header)), "?")
+        line = next((rows.line_num for row in rows if len(row) > len(header) + row_index), "?")
         raise KaggleTLError(f"{path}: line {line} has more fields than the {len(header)} of the header "
                             f"(a trailing comma?)")
     if list(frame.columns) != header:

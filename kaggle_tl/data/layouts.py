@@ -167,10 +167,14 @@ def _reading(path: Path, id_name: str, given: bool, images: dict[str, ImagePath]
 
 
 def _labels_id_column(frame: pd.DataFrame, id_name: str, given: bool) -> str | None:
-    """The labels CSV's id column: the sample's (or the given) name, else its first; None if a given one is absent."""
+    """The labels CSV's id column: the sample's (or the given) name, else the one column that is that name but for
+    case (iwildcam-2019's "id" for the sample's "Id"), else its first; None if a given one is absent."""
     if id_name in frame.columns:
         return id_name
-    return None if given else frame.columns[0]
+    if given:
+        return None
+    same = [c for c in frame.columns if c.casefold() == id_name.casefold()]
+    return same[0] if len(same) == 1 else frame.columns[0]
 
 
 def _not_the_labels(reading: _Reading, train_dir: ImagePath) -> str:
@@ -204,7 +208,8 @@ def _labels_from_csv(reading: _Reading, train_dir: ImagePath, layout: Layout, sa
     missing = [i for i in ids if image_of(images, i) is None]
     stop_on_missing(missing, others, ignored["hidden"], path, train_dir)
     if sample is not None and id_column != sample.columns[0] and not layout.id_column:
-        notes.append(f"{path.name} has no column {sample.columns[0]!r} (the sample's ids): its first column "
+        which = "its column" if id_column.casefold() == sample.columns[0].casefold() else "its first column"
+        notes.append(f"{path.name} has no column {sample.columns[0]!r} (the sample's ids): {which} "
                      f"{id_column!r} read as the ids")
     columns = _label_columns(frame, path, id_column, layout, sample, notes)
     targets = frame[list(columns)].set_axis(pd.Index(ids, name=id_column))

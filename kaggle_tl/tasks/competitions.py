@@ -2,7 +2,8 @@
 
 ``--competition SLUG`` fills in what a user would otherwise pass as ``--task``, ``--metric``,
 ``--top-k``, ``--catch-all`` or a value range; what the user sets keeps precedence, and the
-folders, label files and columns are found in the folder as for any competition. The metrics
+folders, label files and columns are found in the folder as for any competition (but a label column that no
+name there points to: ``LABEL_COLUMNS``). The metrics
 are each competition's own grader (MLE-bench's ``grade.py``, docs/dev/competition-layouts.md);
 an unknown slug is detected like a folder without one, with a note.
 """
@@ -46,6 +47,17 @@ KNOWN: dict[str, TaskSettings] = {
     "whale-categorization-playground": TaskSettings(task="topk", metric="map@5", top_k=5, catch_all="new_whale"),
     "hotel-id-2021-fgvc8": TaskSettings(task="topk", metric="map@5", top_k=5),
 }
+
+# Label columns that neither the sample nor the labels' own columns name (the sample's "Category" is train.csv's
+# "category_id"): filled in for --competition SLUG where the user's --label-column is not given.
+LABEL_COLUMNS: dict[str, str] = {
+    "iwildcam-2019-fgvc6": "category_id",
+}
+
+
+def competition_label_column(slug: str | None, given: str) -> str:
+    """``given`` (the user's --label-column), else the known competition's label column, else "" (found)."""
+    return given or LABEL_COLUMNS.get(slug or "", "")
 
 
 def competition_settings(slug: str | None, given: TaskSettings) -> tuple[TaskSettings, str | None]:

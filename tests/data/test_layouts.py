@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kaggle_tl.config import RunConfig, resolve_config
 from kaggle_tl.data.competition import Layout, read_competition, usable_competition
 from kaggle_tl.data.images import read_image
 from kaggle_tl.errors import KaggleTLError
+from kaggle_tl.pipeline import layout_of, task_settings
 from kaggle_tl.tasks.detect import TaskSettings
 
 
@@ -125,6 +127,52 @@ def test_aerial_cactus_as_shipped_zipped_is_read_in_place(tmp_path):
     assert (competition.layout.train_dir, competition.layout.test_dir) == ("train.zip", "test.zip")
     assert [str(p) for p in competition.train_paths] == [f"{root / 'train.zip'}/{i}" for i in ids]
     assert read_image(competition.test_paths[0]).shape == (8, 8, 3)
+
+
+def test_iwildcam_2019_zipped_images_and_a_sample_written_with_its_row_index(tmp_path):
+    # train_images.zip / test_images.zip (jpgs at the root), train.csv's id without the extension beside file_name,
+    # and a sample submission pandas wrote with its index: header ",Id,Category", rows "0,<uuid>,0"
+    root = tmp_path / "iwildcam-2019-fgvc6"
+    ids = [f"5998cfa4-23d2-11e8-a6a3-ec086b02610{k}" for k in range(6)]
+    test_ids = [f"e0e7a7a4-23d2-11e8-a6a3-ec086b02610{k}" for k in range(3)]
+    write_images(tmp_path / "unzipped" / "train", [f"{i}.jpg" for i in ids])
+    write_images(tmp_path / "unzipped" / "test", [f"{i}.jpg" for i in test_ids])
+    root.mkdir()
+    for split in ("train", "test"):
+        with zipfile.ZipFile(root / f"{split}_images.zip", "w") as archive:
+            for path in sorted((tmp_path / "unzipped" / split).iterdir()):
+                archive.write(path, path.name)
+    columns = ["category_id", "date_captured", "file_name", "frame_num", "id", "location", "rights_holder", "seq_id",
+               "seq_num_frames", "width", "height"]
+    rows = [[c, "2011-05-13 23:43:18", f"{i}.jpg", 1, i, 33, "Justin Brown", f"seq{k}", 1, 1024, 747]
+            for k, (i, c) in enumerate(zip(ids, [0, 19, 3] * 2))]
+    write_csv(root / "train.csv", columns, rows)
+    pd.DataFrame({"Id": test_ids, "Category": 0}).to_csv(root / "sample_submission.csv")  # index=True, as shipped
+    assert (root / "sample_submission.csv").read_text().splitlines()[:2] == [",Id,Category", f"0,{test_ids[0]},0"]
+    with pytest.raises(KaggleTLError, match=r"train.csv: has none of the sample's target columns \['Category'\]"):
+        read_competition(root)  # "Category" is train.csv's category_id: only the slug's table knows
+    config = resolve_config(RunConfig(data=str(root), competition="iwildcam-2019-fgvc6"))
+    competition = read_competition(root, layout_of(config), task_settings(config)[0])
+    assert list(competition.sample_submission.columns) == ["Id", "Category"]
+    assert competition.id_column == "Id" and competition.test_ids == test_ids
+    assert (competition.task.kind, competition.task.form, competition.task.metric_name) == ("multiclass", "label",
+                                                                                            "macro_f1")
+    assert competition.classes == ["0", "3", "19"] and competition.y.tolist() == [0, 2, 1] * 2  # integers in order
+    assert [str(p) for p in competition.train_paths] == [f"{root / 'train_images.zip'}/{i}.jpg" for i in ids]
+    assert any("sample_submission.csv: its first column, unnamed, numbers the rows" in n for n in competition.notes)
+    assert "train.csv has no column 'Id' (the sample's ids): its column 'id' read as the ids" in competition.notes
+
+
+def test_an_unnamed_first_column_that_is_not_a_row_index_is_refused(tmp_path):
+    # ",Id,Category" over rows "7,<uuid>,0": not the rows' positions, so not a written index
+    root = tmp_path / "comp"
+    write_images(root / "train", ["a.jpg", "b.jpg"])
+    write_images(root / "test", ["t.jpg"])
+    write_csv(root / "train.csv", ["Id", "Category"], [["a", 0], ["b", 1]])
+    (root / "sample_submission.csv").write_text(",Id,Category\n7,t,0\n")
+    with pytest.raises(KaggleTLError, match=r"sample_submission.csv: empty column name at position 1 ") as exc:
+        read_competition(root)
+    one_line(exc)
 
 
 def test_an_empty_zip_of_images_is_one_line(tmp_path):
