@@ -380,7 +380,7 @@ def _names(text: str | None) -> list[str]:
 def cmd_kernel(args: argparse.Namespace) -> int:
     import math
 
-    from kaggle_tl.backbones import backbone_spec
+    from kaggle_tl.backbones import UserModelSpec, backbone_spec
     from kaggle_tl.config import OPERATIONAL, PATH_SETTINGS
     from kaggle_tl.kaggle import write_kernel
     from kaggle_tl.runs.queries import chosen_run
@@ -392,6 +392,10 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         config = chosen_run(args.run, args.runs_dir).config
     if args.time_limit is not None and not (math.isfinite(args.time_limit) and args.time_limit > 0):
         raise KaggleTLError(f"--time-limit {args.time_limit:g}: must be a positive number of minutes")
+    model_files = [b for b in config.backbones if isinstance(backbone_spec(b), UserModelSpec)]
+    if model_files:  # its path (part of the features' keys) is one on this machine, which the notebook cannot see
+        raise KaggleTLError(f"backbones: {model_files[0]} is a model file on this machine; a notebook written by "
+                            "kaggle-tl kernel runs registered backbones only (kaggle-tl backbones lists them)")
     local_weights = config.weights not in ("imagenet", "none")
     if args.weights_dataset and (config.weights == "none" or all(
             getattr(getattr(backbone_spec(b), "pretrained", None), "weights_package", None) for b in config.backbones)):

@@ -329,6 +329,17 @@ def test_kernel_refuses_a_local_weights_file_and_says_what_gpu_does_on_openvino(
     assert 'backbones = [\\"xception\\"]' in script or "backbones = [\"xception\"]" in script  # not the demo's
 
 
+def test_kernel_refuses_a_model_file_on_this_machine(tmp_path, capsys):
+    model = tmp_path / "my model.h5"
+    model.write_bytes(b"not read: refused before")
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'backbones = ["efficientnet_lite0", "{model}:pool"]\nheads = ["logreg"]\n')
+    line = _error(capsys, ["kernel", str(tmp_path / "kernel"), "--competition", "dogs-vs-shapes", "--config",
+                           str(toml)])
+    assert f"backbones: {model}:pool is a model file on this machine; a notebook written by kaggle-tl kernel" in line
+    assert not (tmp_path / "kernel").exists()
+
+
 def test_kernel_from_a_config_without_backbones_gets_the_mission_backbones_not_the_demos(tmp_path, capsys):
     toml = tmp_path / "run.toml"
     toml.write_text('heads = ["logreg"]\nweights = "none"\n')
