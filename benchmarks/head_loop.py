@@ -163,7 +163,8 @@ def main() -> None:
           + (f"computed now in {feature_s:.1f} s" if feature_s else "from an earlier run of this script"))
     revisions = [("this checkout", common.REPO), *((rev, worktree(rev)) for rev in args.baseline_rev)]
     rows, oofs = [], {}
-    from kaggle_tl.tasks import metrics
+    from kaggle_tl.tasks import scoring
+    log_loss, accuracy = scoring.get_metric("log_loss"), scoring.get_metric("accuracy")
     y = shapes["y"]
     for head in args.heads.split(","):
         for label, tree in revisions:
@@ -176,20 +177,20 @@ def main() -> None:
                 assert Path(timing["package"]).resolve().is_relative_to(tree.resolve()), timing["package"]
                 result = np.load(out)
                 oof = result["oof"].mean(axis=0)
-                score = metrics.score(y, oof)
+                logloss, logloss_se = scoring.value_and_se(log_loss, y, oof)
                 chosen = {k[len("fitted_"):]: v for k, v in result.items() if k.startswith("fitted_")}
                 row = {"head": head, "revision": label, "jobs": jobs, "wall s": timing["wall_s"],
                        "fit s": timing["fit_wall_s"], "CPU s": timing["cpu_s"],
-                       "CV log loss": score.logloss, "+-": score.logloss_se, "accuracy": score.accuracy,
+                       "CV log loss": logloss, "+-": logloss_se, "accuracy": accuracy(y, oof.argmax(axis=1)),
                        "chosen": ", ".join(f"{k} {np.median(v):.3g} median" for k, v in chosen.items())}
                 reference = oofs.setdefault(head, oof)
                 if reference is not oof:
-                    diff = metrics.paired_difference(y, oof, reference)
-                    row["vs first: d log loss"] = f"{diff['diff']:+.4f} +- {diff['diff_se']:.4f}"
+                    diff, diff_se = scoring.paired_difference(log_loss, y, oof, reference)
+                    row["vs first: d log loss"] = f"{diff:+.4f} +- {diff_se:.4f}"
                 if feature_s:
                     row["share of a cold run"] = timing["wall_s"] / (timing["wall_s"] + feature_s)
                 rows.append(row)
-                print(f"  {head} {label} jobs {jobs}: {timing['wall_s']:.1f} s, log loss {score.logloss:.4f}",
+                print(f"  {head} {label} jobs {jobs}: {timing['wall_s']:.1f} s, log loss {logloss:.4f}",
                       flush=True)
     common.print_table(rows, title="10 fits (5 folds x 2 views) and their predictions, per head", floatfmt="{:.4g}")
     results = {"machine": info, "features": str(npz), "feature_s": feature_s, "rows": rows}
