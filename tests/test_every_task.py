@@ -8,6 +8,7 @@ computed here on its own OOF predictions (decided with the rules stored beside t
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,44 @@ def test_cassava_one_integer_label_scored_by_accuracy(tmp_path):
     accuracy = skm.accuracy_score([answers[i] for i in sub["image_id"]], sub["label"])
     assert accuracy >= 1 / 3 + 0.4
     _oof_metric_matches_the_record(record, skm.accuracy_score)
+
+
+def test_herbarium_coco_json_labels_scored_by_macro_f1(tmp_path):
+    # nybg2020/{train,test}/metadata.json (COCO: images + annotations), images in category sub-folders, the sample
+    # Id,Predicted beside nybg2020/: the submission holds integer category ids for the test JSON's ids
+    rng = np.random.default_rng(8)
+    comp = tmp_path / "herbarium"
+    colours = {15504: "red", 3: "green", 15672: "blue"}
+    images, annotations = [], []
+    for k in range(36):
+        category = list(colours)[k % 3]
+        name = f"images/{category // 100:03d}/{category % 100:02d}/{354100 + k}.jpg"
+        (comp / "nybg2020" / "train" / name).parent.mkdir(parents=True, exist_ok=True)
+        write_image(comp / "nybg2020" / "train" / name, _squares(rng, [colours[category]]))
+        images.append({"id": 354100 + k, "file_name": name})
+        annotations.append({"id": k, "image_id": 354100 + k, "category_id": category})
+    (comp / "nybg2020" / "train" / "metadata.json").write_text(json.dumps({"annotations": annotations,
+                                                                            "images": images}))
+    answers, test_images = {}, []
+    (comp / "nybg2020" / "test" / "images" / "000").mkdir(parents=True)
+    for k in range(12):
+        category = list(colours)[k % 3]
+        write_image(comp / "nybg2020" / "test" / "images" / "000" / f"{k}.jpg", _squares(rng, [colours[category]]))
+        test_images.append({"id": str(k), "file_name": f"images/000/{k}.jpg"})
+        answers[str(k)] = str(category)
+    (comp / "nybg2020" / "test" / "metadata.json").write_text(json.dumps({"images": test_images}))
+    pd.DataFrame({"Id": list(answers), "Predicted": 0}).to_csv(comp / "sample_submission.csv", index=False)
+
+    record, lines = _run(tmp_path, comp, competition="herbarium-2020-fgvc7", heads=("logreg",))
+    assert (record.task.kind, record.task.metric_name, record.task.form) == ("multiclass", "macro_f1", "label")
+    assert any(line.startswith("multiclass: the label in Predicted (3 classes), macro_f1, labels from metadata.json")
+               for line in lines)
+    sub = _submission(record)
+    assert list(sub.columns) == ["Id", "Predicted"] and sub["Id"].tolist() == list(answers)
+    assert set(sub["Predicted"]) <= {"3", "15504", "15672"}
+    macro_f1 = skm.f1_score([answers[i] for i in sub["Id"]], sub["Predicted"], average="macro")
+    assert macro_f1 >= 1 / 3 + 0.4
+    _oof_metric_matches_the_record(record, lambda t, p: skm.f1_score(t, p, average="macro"))
 
 
 # --------------------------------------------------------------------------- multiclass, probabilities

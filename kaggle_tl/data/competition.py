@@ -19,7 +19,7 @@ from kaggle_tl.data.folders import (Ignored, check_unique, ignored_notes, image_
                                     stop_on_missing)
 from kaggle_tl.data.images import find_bad_images
 from kaggle_tl.data.layouts import (SAMPLE_CSV, TEST_CSV, TEST_DIRS, TRAIN_DIRS, Labels, Layout, find_folder,
-                                    find_sample, read_labels)
+                                    find_sample, folder_in, images_in_test_json, read_labels)
 from kaggle_tl.data.tabular import SideFeatures, read_side_features
 from kaggle_tl.data.zipped import ImagePath, folder_label
 from kaggle_tl.errors import KaggleTLError
@@ -146,6 +146,8 @@ def read_competition(root: str | Path, layout: Layout = Layout(), settings: Task
         test_files, test_others = labels.images, labels.others
     else:
         test_files, test_others = images_by_id(list_folder(test_dir, ignored)[0], ignored)
+        if labels.coco:  # its test JSON names the test images (herbarium's, in sub-folders)
+            test_files.update(images_in_test_json(root, test_dir))
     train_paths = set(labels.paths)
     if sample is None:
         sample, test_ids, where = _sample_from_labels(root, labels, test_files, train_paths if shared else set(),
@@ -174,7 +176,8 @@ def read_competition(root: str | Path, layout: Layout = Layout(), settings: Task
     notes.extend(ignored_notes(ignored, root))
     for note in notes:
         log.warning(note)
-    found = Layout(train_dir=layout.train_dir or train_dir.name, test_dir=layout.test_dir or test_dir.name,
+    found = Layout(train_dir=layout.train_dir or folder_in(root, train_dir),
+                   test_dir=layout.test_dir or folder_in(root, test_dir),
                    labels_csv=labels.csv, sample_submission=sample_path.name if sample_path else "",
                    id_column=labels.id_column, label_column=",".join(labels.label_columns))
     return Competition(root, found, task, labels.ids, labels.paths, y, test_ids, test_paths, as_read, notes,

@@ -3,13 +3,15 @@
 Images: ``train/`` + ``test/``, ``train_images/`` + ``test_images/``, or one ``images/`` folder holding
 both (told apart by the CSVs' ids). Labels: the CSV among train.csv, train_labels.csv and labels.csv
 whose id column names the training images (imet's labels.csv maps attribute ids to names instead),
-else class sub-folders (``train/<label>/``), else labels in the file names (``train/cat.0.jpg``). Its
+else a COCO-style JSON of the images and their categories (``coco``: herbarium, iwildcam-2020), else class
+sub-folders (``train/<label>/``), else labels in the file names (``train/cat.0.jpg``). Its
 id column is the sample submission's (else its first), its label columns those named like the
 sample's targets (else its one other column, or the one holding the sample's class columns as cells).
 A non-empty ``Layout`` field overrides what is found.
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +19,12 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from kaggle_tl.data.coco import find_json, read_coco
 from kaggle_tl.data.csvs import COMPRESSED_SUFFIXES, locate_csv, read_text_csv
-from kaggle_tl.data.folders import Ignored, check_unique, image_of, images_by_id, list_folder, stop_on_missing
-from kaggle_tl.data.zipped import ImagePath, folder_label, is_zip, open_zip
+from kaggle_tl.data.folders import (Ignored, check_unique, ignored_kind, image_of, images_by_id, list_folder,
+                                    stop_on_missing)
+from kaggle_tl.data.images import IMAGE_EXTENSIONS
+from kaggle_tl.data.zipped import ImagePath, ZipMember, folder_label, is_zip, open_zip
 from kaggle_tl.errors import KaggleTLError
 
 TRAIN_DIRS = ("train", "train_images", "images")
@@ -52,9 +57,10 @@ class Labels:
     targets: pd.DataFrame  # one column per target, text, rows in file order, index: the ids
     where: ImagePath  # the labels CSV, or the train folder (or zip) for class-folder and file-name labels
     source: str  # for the task's one line: "labels from train.csv id/has_cactus, images in train/" (or train.zip)
-    csv: str = ""  # the labels CSV's name; "" for class folders and file names
+    csv: str = ""  # the labels CSV's name; "" for a JSON, class folders and file names
     id_column: str = ""
     label_columns: tuple[str, ...] = ()  # the CSV's label columns
+    coco: str = ""  # the COCO-style JSON's name, when the labels came from one (the test images' is read too)
     pool: dict[str, ImagePath] = field(default_factory=dict)  # images a CSV row could have named (unlabelled: a note)
     images: dict[str, ImagePath] = field(default_factory=dict)  # the train folder's own images, by id
     others: dict[str, ImagePath] = field(default_factory=dict)  # its files that are not images kaggle_tl reads
@@ -96,14 +102,54 @@ def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, 
             if len(zipped) > 1:
                 notes.append(f"{what} images read from {zipped[0].name}, not {zipped[1].name} (--{what}-dir decides)")
             return open_zip(zipped[0])
+        nested = _one_folder_down(root, candidates)
+        if nested is not None:  # herbarium-2020: nybg2020/train/, nybg2020/test/ beside sample_submission.csv
+            notes.append(f"{what} images read from {folder_in(root, nested)}/, one folder down (--{what}-dir decides)")
+            return nested
         others = ", ".join(f"{name}/" for name in candidates[1:])
         raise KaggleTLError(f"{root / candidates[0]}: {what} folder not found (nor {others}, nor a zip of them)")
+    if not _holds_images(found[0]) and (nested := _one_folder_down(root, candidates)) is not None \
+            and _holds_images(nested):  # siim-isic-melanoma: train/*.dcm beside jpeg/train/*.jpg
+        notes.append(f"{what} images read from {folder_in(root, nested)}/: {found[0].name}/ holds no image kaggle_tl "
+                     f"reads ({', '.join(IMAGE_EXTENSIONS)}) (--{what}-dir decides)")
+        return nested
     if len(found) > 1:
         notes.append(f"{what} images read from {found[0].name}/, not {found[1].name}/ (--{what}-dir decides)")
     if is_zip(root / f"{found[0].name}.zip"):
         notes.append(f"{what} images read from {found[0].name}/, not {found[0].name}.zip (a folder wins over its zip; "
                      f"--{what}-dir decides)")
     return found[0]
+
+
+def _one_folder_down(root: Path, candidates: tuple[str, ...]) -> Path | None:
+    """The first of ``candidates`` inside the one sub-folder of ``root`` that holds any (None: none, or several)."""
+    holding = [d for d in sorted(root.iterdir()) if d.is_dir() and not ignored_kind(d.name)
+               and any((d / name).is_dir() for name in candidates)]
+    if len(holding) != 1:
+        return None
+    return next(holding[0] / name for name in candidates if (holding[0] / name).is_dir())
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` has an image file kaggle_tl reads, in it or in a sub-folder (class folders); True when
+    it cannot be listed (the listing then says why, in one line)."""
+    try:
+        for entry in os.scandir(folder):
+            if ignored_kind(entry.name):
+                continue
+            if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+                return True
+            if entry.is_dir() and any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
+                                      for e in os.scandir(entry.path)):
+                return True
+    except OSError:
+        return True
+    return False
+
+
+def folder_in(root: Path, folder: ImagePath) -> str:
+    """An image folder as the layout names it: relative to ``root`` (``nybg2020/train``), or the zip's name."""
+    return folder.name if isinstance(folder, ZipMember) else folder.relative_to(root).as_posix()
 
 
 class _Reading(NamedTuple):
@@ -141,6 +187,9 @@ def read_labels(root: Path, train_dir: ImagePath, layout: Layout, sample: pd.Dat
         labels = _labels_from_csv(chosen, train_dir, layout, sample, pool, pool_others, ignored, notes)
     elif layout.labels_csv and readings:  # given: read it, and say which ids have no image
         labels = _labels_from_csv(readings[0], train_dir, layout, sample, images, others, ignored, notes)
+    elif not layout.labels_csv and (coco := _labels_from_coco(root, train_dir, sample, notes)) is not None:
+        labels = coco
+        notes.extend(_not_the_labels(r, train_dir) for r in readings)
     else:
         labels = (_labels_from_folders(train_dir, files, folders, sample, notes, ignored)
                   or _labels_from_file_names(train_dir, images, sample))
@@ -257,6 +306,31 @@ def _label_columns(frame: pd.DataFrame, path: Path, id_column: str, layout: Layo
             else f"has none of the sample's target columns {targets[:4]}")
     raise KaggleTLError(f"{path}: {what}; its columns are {list(frame.columns)[:8]}: name the label column(s) "
                         "with --label-column")
+
+
+def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | None, notes: list[str]
+                      ) -> Labels | None:
+    """The images and categories of the train folder's COCO-style JSON (``coco``), or None without one (in a
+    zip, too: its members are not resolved by path)."""
+    path = None if isinstance(train_dir, ZipMember) else find_json(root, train_dir, "train")
+    if path is None:
+        return None
+    coco = read_coco(path, labelled=True)
+    notes.extend(coco.notes)
+    ids = list(coco.files)
+    paths = [train_dir / coco.files[i] for i in ids]
+    stop_on_missing([i for i, p in zip(ids, paths) if not p.is_file()], {}, [], path, train_dir)
+    targets = pd.DataFrame({_target_name(sample): [coco.labels[i] for i in ids]}, index=pd.Index(ids, name="id"))
+    source = f"labels from {path.name} (images' category_id), images in {folder_in(root, train_dir)}/"
+    return Labels(ids, paths, targets, path, source, coco=path.name)
+
+
+def images_in_test_json(root: Path, test_dir: ImagePath) -> dict[str, ImagePath]:
+    """id -> image of the test folder's COCO-style JSON (herbarium's test/images/000/0.jpg); {} without one."""
+    path = None if isinstance(test_dir, ZipMember) else find_json(root, test_dir, "test")
+    if path is None:
+        return {}
+    return {i: test_dir / name for i, name in read_coco(path, labelled=False).files.items()}
 
 
 def _target_name(sample: pd.DataFrame | None) -> str:

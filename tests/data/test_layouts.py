@@ -2,6 +2,7 @@
 folders, the labels file and its columns, the ids, and the Task each one asks for."""
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -203,6 +204,30 @@ def test_histopathologic_cancer_detection(tmp_path):
     assert read_image(competition.train_paths[1]).shape == (8, 8, 3)  # OpenCV decodes TIFF
     assert task.describe() == ("binary: P(label = 1), roc_auc, labels from train_labels.csv id/label, "
                                "images in train/")
+
+
+def test_siim_isic_melanoma_jpegs_beside_dicom_folders(tmp_path):
+    # train/*.dcm and test/*.dcm (not images kaggle_tl reads) beside jpeg/train/*.jpg and jpeg/test/*.jpg; train.csv
+    # image_name (no extension) with metadata, target 0/1; the sample image_name,target
+    root = tmp_path / "siim-isic-melanoma-classification"
+    ids = [f"ISIC_00157{k:02d}" for k in range(6)]
+    test_ids = ["ISIC_0052060", "ISIC_0052349"]
+    for split, names in (("train", ids), ("test", test_ids)):
+        (root / split).mkdir(parents=True)
+        for i in names:
+            (root / split / f"{i}.dcm").write_bytes(b"\0" * 128 + b"DICM")
+        write_images(root / "jpeg" / split, [f"{i}.jpg" for i in names])
+    write_csv(root / "train.csv", ["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge",
+                                   "diagnosis", "benign_malignant", "target"],
+              [[i, f"IP_{k}", "male", 45.0, "torso", "unknown", "benign", k % 2] for k, i in enumerate(ids)])
+    write_csv(root / "sample_submission.csv", ["image_name", "target"], [[i, 0] for i in test_ids])
+    competition = read_competition(root)
+    assert (competition.task.kind, competition.task.metric_name) == ("binary", "roc_auc")
+    assert competition.train_paths == [root / "jpeg" / "train" / f"{i}.jpg" for i in ids]
+    assert competition.test_paths == [root / "jpeg" / "test" / f"{i}.jpg" for i in test_ids]
+    assert competition.layout.train_dir == "jpeg/train" and competition.layout.test_dir == "jpeg/test"
+    assert any(n.startswith("train images read from jpeg/train/: train/ holds no image kaggle_tl reads")
+               for n in competition.notes)
 
 
 def test_dogs_vs_cats_labels_in_file_names(tmp_path):
@@ -442,6 +467,132 @@ def test_hotel_id_sub_folders_that_are_not_the_labels(tmp_path):
     task = competition.task
     assert (task.kind, task.k, task.classes) == ("topk", 5, ("36363", "36364", "36365", "36366"))
     assert competition.y.tolist() == [0, 1, 2, 3] * 2 and competition.layout.label_column == "hotel_id"
+
+
+def write_herbarium_2020(root: Path, categories: list[int]) -> list[str]:
+    """nybg2020/{train,test}/metadata.json and images/ sub-folders as herbarium-2020 ships them (a Latin-1
+    category name: the file is not UTF-8), the sample Id,Predicted beside nybg2020/; the test ids."""
+    train, test = root / "nybg2020" / "train", root / "nybg2020" / "test"
+    images, annotations = [], []
+    for k, category in enumerate(categories):
+        name = f"images/{category // 100:03d}/{category % 100:02d}/{354100 + k}.jpg"
+        write_images((train / name).parent, [Path(name).name])
+        images.append({"id": 354100 + k, "file_name": name, "width": 8, "height": 8, "license": 0})
+        annotations.append({"id": 354100 + k, "image_id": 354100 + k, "category_id": category, "region_id": 1})
+    kinds = [{"id": c, "name": "Solidago canadensis L.", "family": "Asteraceae", "genus": "Cécropia"}
+             for c in sorted(set(categories))]
+    metadata = {"annotations": annotations, "categories": kinds, "images": images, "info": {}, "licenses": []}
+    (train / "metadata.json").write_bytes(json.dumps(metadata, ensure_ascii=False).encode("latin-1"))
+    test_ids = [str(k) for k in range(3)]
+    for i in test_ids:
+        write_images(test / "images" / "000", [f"{i}.jpg"])
+    test_images = [{"id": i, "file_name": f"images/000/{i}.jpg", "width": 8, "height": 8} for i in test_ids]
+    (test / "metadata.json").write_text(json.dumps({"images": test_images, "info": {}, "licenses": []}))
+    write_csv(root / "sample_submission.csv", ["Id", "Predicted"], [[int(i), 0] for i in test_ids])
+    return test_ids
+
+
+def test_herbarium_2020_coco_json_one_folder_down(tmp_path):
+    # nybg2020/train/metadata.json names each image (images/156/72/354106.jpg) and its category_id; the test
+    # images sit in sub-folders named by nybg2020/test/metadata.json; the sample is beside nybg2020/
+    root = tmp_path / "herbarium-2020-fgvc7"
+    categories = [15504, 3, 15672, 3, 15504, 15672]
+    test_ids = write_herbarium_2020(root, categories)
+    config = resolve_config(RunConfig(data=str(root), competition="herbarium-2020-fgvc7"))
+    competition = read_competition(root, layout_of(config), task_settings(config)[0])
+    task = competition.task
+    assert (task.kind, task.form, task.metric_name) == ("multiclass", "label", "macro_f1")
+    assert competition.classes == ["3", "15504", "15672"] and competition.y.tolist() == [1, 0, 2, 0, 1, 2]
+    train = root / "nybg2020" / "train"
+    assert competition.train_ids == [str(354100 + k) for k in range(6)]
+    assert competition.train_paths[2] == train / "images" / "156" / "72" / "354102.jpg"
+    assert competition.test_ids == test_ids
+    assert competition.test_paths == [root / "nybg2020" / "test" / "images" / "000" / f"{i}.jpg" for i in test_ids]
+    assert task.describe() == ("multiclass: the label in Predicted (3 classes), macro_f1, labels from metadata.json "
+                               "(images' category_id), images in nybg2020/train/")
+    assert "train images read from nybg2020/train/, one folder down (--train-dir decides)" in competition.notes
+    assert competition.layout.train_dir == "nybg2020/train" and competition.layout.test_dir == "nybg2020/test"
+    again = read_competition(root, competition.layout, task_settings(config)[0])  # the layout as recorded
+    assert again.train_paths == competition.train_paths and again.test_paths == competition.test_paths
+
+
+def test_herbarium_2022_json_beside_the_folders_and_a_bare_test_list(tmp_path):
+    # train_metadata.json beside train_images/ (image_id, file_name relative to train_images/), test_metadata.json
+    # a bare list; the class-like sub-folders 155/04/ are not read as the labels
+    root = tmp_path / "herbarium-2022-fgvc9"
+    images, annotations = [], []
+    for k, category in enumerate([15504, 42, 15504, 42]):
+        name = f"{category // 100:03d}/{category % 100:02d}/{category:05d}__{k:03d}.jpg"
+        write_images((root / "train_images" / name).parent, [Path(name).name])
+        images.append({"image_id": f"{category:05d}__{k:03d}", "file_name": name, "license": 0})
+        annotations.append({"image_id": f"{category:05d}__{k:03d}", "category_id": category, "genus_id": 1})
+    (root / "train_metadata.json").write_text(json.dumps({"annotations": annotations, "images": images}))
+    write_images(root / "test_images" / "000", ["test-000000.jpg", "test-000001.jpg"])
+    (root / "test_metadata.json").write_text(json.dumps([{"image_id": str(k), "file_name": f"000/test-00000{k}.jpg"}
+                                                         for k in range(2)]))
+    write_csv(root / "sample_submission.csv", ["Id", "Predicted"], [[0, 42], [1, 42]])
+    competition = read_competition(root)
+    assert competition.classes == ["42", "15504"] and competition.y.tolist() == [1, 0, 1, 0]
+    assert competition.train_paths[1] == root / "train_images" / "000" / "42" / "00042__001.jpg"
+    assert competition.test_paths == [root / "test_images" / "000" / f"test-00000{k}.jpg" for k in range(2)]
+    assert competition.task.describe().endswith("labels from train_metadata.json (images' category_id), images in "
+                                                "train_images/")
+
+
+def test_iwildcam_2020_annotations_json_at_the_root(tmp_path):
+    # train/<uuid>.jpg, test/<uuid>.jpg, iwildcam2020_train_annotations.json (two annotations of one image, one
+    # image without any), iwildcam2020_test_information.json, a megadetector JSON that is not the labels
+    root = tmp_path / "iwildcam-2020-fgvc7"
+    ids = [f"8b31d3be-21bc-11ea-a13a-137349068a9{k}" for k in range(5)]
+    write_images(root / "train", [f"{i}.jpg" for i in ids])
+    annotations = [{"id": f"a{k}", "image_id": i, "category_id": c}
+                   for k, (i, c) in enumerate(zip(ids, [0, 372, 0, 372]))]
+    annotations.append({"id": "a9", "image_id": ids[0], "category_id": 0})  # the same category again: one label
+    images = [{"id": i, "file_name": f"{i}.jpg", "location": 267} for i in ids]
+    (root / "iwildcam2020_train_annotations.json").write_text(json.dumps({"annotations": annotations,
+                                                                           "images": images, "categories": []}))
+    (root / "iwildcam2020_megadetector_results.json").write_text(json.dumps({"images": []}))
+    test_ids = ["9c3e1a2e-21bc-11ea-a13a-137349068a90", "9c3e1a2e-21bc-11ea-a13a-137349068a91"]
+    write_images(root / "test", [f"{i}.jpg" for i in test_ids])
+    (root / "iwildcam2020_test_information.json").write_text(json.dumps(
+        {"images": [{"id": i, "file_name": f"{i}.jpg"} for i in test_ids], "categories": []}))
+    write_csv(root / "sample_submission.csv", ["Id", "Category"], [[i, 0] for i in test_ids])
+    competition = read_competition(root, settings=TaskSettings(metric="accuracy"))
+    assert competition.train_ids == ids[:4] and competition.y.tolist() == [0, 1, 0, 1]
+    assert competition.test_paths == [root / "test" / f"{i}.jpg" for i in test_ids]
+    assert (f"iwildcam2020_train_annotations.json: 1 image(s) have no annotation, e.g. {ids[4]!r}: ignored"
+            in competition.notes)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["images"][1].update(file_name="../../secret.jpg"),
+     r"metadata.json: images\[1\].file_name '../../secret.jpg' is not a path inside the images folder"),
+    (lambda m: m["images"][1].update(file_name="images/000/03/gone.jpg"),
+     r"metadata.json: 1 id\(s\) have no image in .*nybg2020/train/, e.g. \['354101'\]"),
+    (lambda m: m.pop("annotations"), r"metadata.json: no 'annotations' list: no labels for its images"),
+    (lambda m: m["annotations"][0].pop("category_id"), r"metadata.json: annotations\[0\] has no image_id and "
+                                                        "category_id"),
+])
+def test_a_coco_json_that_does_not_hold_together_is_one_line(tmp_path, edit, message):
+    root = tmp_path / "herbarium-2020-fgvc7"
+    write_herbarium_2020(root, [15504, 3, 15504, 3])
+    path = root / "nybg2020" / "train" / "metadata.json"
+    metadata = json.loads(path.read_bytes().decode("latin-1"))
+    edit(metadata)
+    path.write_text(json.dumps(metadata))
+    with pytest.raises(KaggleTLError, match=message) as exc_info:
+        read_competition(root)
+    one_line(exc_info)
+
+
+def test_a_coco_json_that_is_not_json_is_one_line(tmp_path):
+    root = tmp_path / "herbarium-2020-fgvc7"
+    write_herbarium_2020(root, [15504, 3, 15504, 3])
+    path = root / "nybg2020" / "train" / "metadata.json"
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(KaggleTLError, match=r"metadata.json: not valid JSON \(.* at line 1\)") as exc_info:
+        read_competition(root)
+    one_line(exc_info)
 
 
 def test_a_sample_submission_named_otherwise_is_found(tmp_path):
