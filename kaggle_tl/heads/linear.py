@@ -173,8 +173,23 @@ class LogRegHead(_PipelineHead):
                           [{"coef": model.coef_.T, "intercept": model.intercept_}])
 
 
+class _LinearValueHead(RegressorMixin, Head):
+    """A head for values whose fit leaves ``transform_`` (float64), ``coef_`` (d,) and ``intercept_``."""
+
+    def predict_response(self, X) -> np.ndarray:
+        """(N, 1) predicted values."""
+        check_is_fitted(self, "coef_")
+        X = self.transform_.transform(check_array(X, dtype=np.float64))
+        return X @ self.coef_[:, None] + self.intercept_
+
+    def freeze(self) -> FrozenHead:
+        check_is_fitted(self, "coef_")
+        return FrozenHead(np.zeros(0), freeze_transform(self.transform_), "identity",
+                          [{"coef": self.coef_[:, None], "intercept": np.array([self.intercept_])}])
+
+
 @register_head("ridge")
-class RidgeHead(RegressorMixin, Head):
+class RidgeHead(_LinearValueHead):
     """Ridge regression (scikit-learn's ``Ridge``, y centred, intercept unpenalised) on transformed features.
 
     ``alpha = "auto"`` chooses alpha per fold on a random 20% of its training rows, along
@@ -215,20 +230,9 @@ class RidgeHead(RegressorMixin, Head):
     def fitted_params(self) -> dict[str, float]:
         return {"alpha": float(self.alpha_)} if self.alpha == "auto" else {}
 
-    def predict_response(self, X) -> np.ndarray:
-        """(N, 1) predicted values."""
-        check_is_fitted(self, "coef_")
-        X = self.transform_.transform(check_array(X, dtype=np.float64))
-        return X @ self.coef_[:, None] + self.intercept_
-
-    def freeze(self) -> FrozenHead:
-        check_is_fitted(self, "coef_")
-        return FrozenHead(np.zeros(0), freeze_transform(self.transform_), "identity",
-                          [{"coef": self.coef_[:, None], "intercept": np.array([self.intercept_])}])
-
 
 @register_head("svr")
-class SVRHead(RegressorMixin, Head):
+class SVRHead(_LinearValueHead):
     """Linear support vector regression (``svr.LinearSVR``: the epsilon-insensitive loss with a quadratic join, on the
     standardised target, intercept unpenalised; float32 L-BFGS) on transformed features.
 
@@ -277,14 +281,3 @@ class SVRHead(RegressorMixin, Head):
 
     def fitted_params(self) -> dict[str, float]:
         return {"C": float(self.C_)} if self.C == "auto" else {}
-
-    def predict_response(self, X) -> np.ndarray:
-        """(N, 1) predicted values."""
-        check_is_fitted(self, "coef_")
-        X = self.transform_.transform(check_array(X, dtype=np.float64))
-        return X @ self.coef_[:, None] + self.intercept_
-
-    def freeze(self) -> FrozenHead:
-        check_is_fitted(self, "coef_")
-        return FrozenHead(np.zeros(0), freeze_transform(self.transform_), "identity",
-                          [{"coef": self.coef_[:, None], "intercept": np.array([self.intercept_])}])
