@@ -176,6 +176,14 @@ class LogRegHead(_PipelineHead):
 class _LinearValueHead(RegressorMixin, Head):
     """A head for values whose fit leaves ``transform_`` (float64), ``coef_`` (d,) and ``intercept_``."""
 
+    def _fit_transform(self, X, y) -> tuple[np.ndarray, np.ndarray]:
+        """The checked training rows, transformed in float64 by ``transform_`` fitted on them, and their values."""
+        self._check_params()
+        X, y = check_response_y(X, y, self.response)
+        X = X.astype(np.float64)
+        self.transform_ = fitted_transform(self.transform, X)
+        return self.transform_.transform(X), y
+
     def predict_response(self, X) -> np.ndarray:
         """(N, 1) predicted values."""
         check_is_fitted(self, "coef_")
@@ -215,11 +223,7 @@ class RidgeHead(_LinearValueHead):
         self.response = response
 
     def fit(self, X, y):
-        self._check_params()
-        X, y = check_response_y(X, y, self.response)
-        X = X.astype(np.float64)
-        self.transform_ = fitted_transform(self.transform, X)
-        X = self.transform_.transform(X)
+        X, y = self._fit_transform(X, y)
         if self.alpha == "auto":
             self.alpha_, self.inner_scores_ = choose_ridge_alpha(X, y, seed=self.random_state)
         else:
@@ -263,11 +267,8 @@ class SVRHead(_LinearValueHead):
         self.response = response
 
     def fit(self, X, y):
-        self._check_params()
-        X, y = check_response_y(X, y, self.response)
-        X = X.astype(np.float64)
-        self.transform_ = fitted_transform(self.transform, X)
-        X = np.ascontiguousarray(self.transform_.transform(X), dtype=np.float32)
+        X, y = self._fit_transform(X, y)
+        X = np.ascontiguousarray(X, dtype=np.float32)
         start = None
         if self.C == "auto":
             self.C_, self.inner_scores_, inner = _choose_svr(X, y, SVR_C_GRID, self.random_state, 0.2, True,
