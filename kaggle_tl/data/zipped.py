@@ -223,7 +223,7 @@ class _Contents:
     children: dict[str, list[str]]  # folder -> the names directly in it, sorted
     sizes: dict[str, int]
     encrypted: frozenset[str]
-    stored: dict[str, str]  # file -> its name as the zip stores it, where that differs ("/abc.jpg")
+    stored: dict[str, str]  # file -> its name as the zip stores it, where that differs ("/abc.jpg", "a\\b.jpg")
 
 
 _CONTENTS: dict[tuple[int, Path], _Contents] = {}
@@ -282,7 +282,8 @@ def _contents(archive: Path) -> _Contents:
     files, sizes, encrypted, stored = set(), {}, set(), {}
     folders = {""}
     for info in infos:
-        name = info.filename.strip("/")
+        # Zips made by some Windows tools separate folders with "\\" (against the format; unzip converts them too).
+        name = info.filename.replace("\\", "/").strip("/")
         if not name:
             continue
         parts = name.split("/")

@@ -128,6 +128,22 @@ def test_class_folders_inside_a_zip(tmp_path):
                             "train.zip/train/Maize/.DS_Store") for n in competition.notes)
 
 
+def test_a_zip_whose_names_use_backslashes_reads_its_folders(tmp_path):
+    # Some Windows tools write "train\\Charlock\\0C.png": its folders are folders, its bytes read by the stored name
+    root = tmp_path / "plant-seedlings-classification"
+    pngs = list(_pngs(tmp_path, 5).values())
+    _zip(root / "train.zip", {f"train\\{species}\\{k}{species[0]}.png": pngs[k]
+                              for species in ("Charlock", "Maize") for k in range(2)})
+    assert any("\\" in name for name in zipfile.ZipFile(root / "train.zip").namelist())
+    _zip(root / "test.zip", {"test\\0a1.png": pngs[4]})
+    pd.DataFrame({"file": ["0a1.png"], "species": "Maize"}).to_csv(root / "sample_submission.csv", index=False)
+    competition = read_competition(root)
+    assert competition.classes == ["Charlock", "Maize"] and competition.y.tolist() == [0, 0, 1, 1]
+    assert str(competition.train_paths[2]) == f"{root / 'train.zip'}/train/Maize/0M.png"
+    assert competition.train_paths[2].read_bytes() == pngs[0]
+    assert read_image(competition.test_paths[0]).shape[2] == 3
+
+
 def _cactus(root: Path, train: dict[str, bytes]) -> Path:
     _zip(root / "train.zip", train)
     _zip(root / "test.zip", {"s.jpg": _jpeg(9)})
