@@ -73,8 +73,8 @@ HEADS: Registry[type[Head]] = Registry("head")
 # at most rows - 1 components; 3: ridge refitted at its alpha by a Cholesky solve; 4: ridge's alpha path
 # from a float32 decomposition; 5: of X X^T where the rows are fewer than the columns; 6: the decision
 # rules' inner fits take the fold model's chosen C / alpha / l2; 7: logreg's C path stops after one worse C, its
-# inner solves at a relative change of 1e-5).
-HEAD_VERSION = 7
+# inner solves at a relative change of 1e-5; 8: so does the C path of logreg for tags).
+HEAD_VERSION = 8
 
 
 def register_head(name: str) -> Callable[[type[Head]], type[Head]]:

@@ -40,8 +40,8 @@ from kaggle_tl.tasks.metrics import row_logloss
 LOGREG_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 SVM_C_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 PATIENCE = 2  # stop along the grid after this many C values in a row worse than the best so far
-# Logistic regression's walk: one worse C ends it, and each inner solve stops at a relative objective change of
-# 1e-5 (the refit at the chosen C keeps softmax.TOL). On cifar10-small's Lite0 features (5 folds, 3,953 x 3,104)
+# Logistic regression's walk (classes and tags): one worse C ends it, and each inner solve stops at a relative
+# objective change of 1e-5 (the refit at the chosen C keeps softmax.TOL). On cifar10-small's Lite0 features (5 folds, 3,953 x 3,104)
 # together they took 12.6 s for 17.2 s, choosing C within ~3% and moving the held-out log loss by
 # -0.0004 +- 0.0003 (BENCHMARKS.md, round 8): the inner log loss a C is chosen by cannot resolve more.
 LOGREG_PATIENCE = 1
@@ -182,14 +182,15 @@ def tags_logloss(Y: np.ndarray, proba: np.ndarray) -> float:
     return float(row_logloss(y, np.column_stack([1 - p, p])).mean())  # each tag cell as a two-class row
 
 
-def sigmoid_path(X_fit, Y_fit, X_val, Y_val, grid=LOGREG_C_GRID, max_iter: int = 1000) -> Iterator[dict]:
+def sigmoid_path(X_fit, Y_fit, X_val, Y_val, grid=LOGREG_C_GRID, max_iter: int = 1000,
+                 tol: float = LOGREG_PATH_TOL) -> Iterator[dict]:
     """``logreg_path`` for per-tag logistic regressions (``SigmoidRegression``) on 0/1 tag matrices: per C, the
     mean per-tag log loss on (X_val, Y_val) ("inner_logloss"), the fit and what its solve took."""
     X_fit = np.ascontiguousarray(X_fit, dtype=np.float32)
     start = None
     for c in sorted(float(c) for c in grid):
         began = time.perf_counter()
-        model = SigmoidRegression(C=c, max_iter=max_iter).fit(X_fit, Y_fit, start=start)
+        model = SigmoidRegression(C=c, max_iter=max_iter, tol=tol).fit(X_fit, Y_fit, start=start)
         start = model.params_
         yield {"C": c, "inner_logloss": tags_logloss(Y_val, model.predict_proba(X_val)), "model": model,
                "iterations": model.n_iter_, "evaluations": model.n_evaluations_,
@@ -209,7 +210,7 @@ def _choose_tags(X, Y, grid, seed: int, inner_fraction: float, max_iter: int, re
     X, Y = check_X_y(X, Y, dtype=np.float32, multi_output=True)
     fit_rows, val_rows = inner_split(Y, inner_fraction, seed, stratify=False)
     return _choose_on_path(sigmoid_path(X[fit_rows], Y[fit_rows], X[val_rows], Y[val_rows], grid, max_iter),
-                           grid, refine)
+                           grid, refine, LOGREG_PATIENCE)
 
 
 def choose_ridge_alpha(X, y, grid=RIDGE_ALPHA_GRID, seed: int = 0, inner_fraction: float = 0.2,
