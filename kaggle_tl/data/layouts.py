@@ -187,7 +187,7 @@ def read_labels(root: Path, train_dir: ImagePath, layout: Layout, sample: pd.Dat
         labels = _labels_from_csv(chosen, train_dir, layout, sample, pool, pool_others, ignored, notes)
     elif layout.labels_csv and readings:  # given: read it, and say which ids have no image
         labels = _labels_from_csv(readings[0], train_dir, layout, sample, images, others, ignored, notes)
-    elif not layout.labels_csv and (coco := _labels_from_coco(root, train_dir, sample, notes)) is not None:
+    elif not layout.labels_csv and (coco := _labels_from_coco(root, train_dir, sample, notes, ignored)) is not None:
         labels = coco
         notes.extend(_not_the_labels(r, train_dir) for r in readings)
     else:
@@ -308,14 +308,15 @@ def _label_columns(frame: pd.DataFrame, path: Path, id_column: str, layout: Layo
                         "with --label-column")
 
 
-def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | None, notes: list[str]
-                      ) -> Labels | None:
+def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | None, notes: list[str],
+                      ignored: Ignored) -> Labels | None:
     """The images and categories of the train folder's COCO-style JSON (``coco``), or None without one (in a
     zip, too: its members are not resolved by path)."""
     path = None if isinstance(train_dir, ZipMember) else find_json(root, train_dir, "train")
     if path is None:
         return None
     coco = read_coco(path, labelled=True)
+    _read_not_ignored(path, ignored)
     notes.extend(coco.notes)
     ids = list(coco.files)
     paths = [train_dir / coco.files[i] for i in ids]
@@ -325,12 +326,18 @@ def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | N
     return Labels(ids, paths, targets, path, source, coco=path.name)
 
 
-def images_in_test_json(root: Path, test_dir: ImagePath) -> dict[str, ImagePath]:
+def images_in_test_json(root: Path, test_dir: ImagePath, ignored: Ignored) -> dict[str, ImagePath]:
     """id -> image of the test folder's COCO-style JSON (herbarium's test/images/000/0.jpg); {} without one."""
     path = None if isinstance(test_dir, ZipMember) else find_json(root, test_dir, "test")
     if path is None:
         return {}
+    _read_not_ignored(path, ignored)
     return {i: test_dir / name for i, name in read_coco(path, labelled=False).files.items()}
+
+
+def _read_not_ignored(path: Path, ignored: Ignored) -> None:
+    """``path``, listed among the image folder's other files, is read: no note counts it as ignored."""
+    ignored["other"] = [p for p in ignored["other"] if p != path]
 
 
 def _target_name(sample: pd.DataFrame | None) -> str:

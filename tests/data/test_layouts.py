@@ -511,6 +511,7 @@ def test_herbarium_2020_coco_json_one_folder_down(tmp_path):
     assert task.describe() == ("multiclass: the label in Predicted (3 classes), macro_f1, labels from metadata.json "
                                "(images' category_id), images in nybg2020/train/")
     assert "train images read from nybg2020/train/, one folder down (--train-dir decides)" in competition.notes
+    assert not any("not images kaggle_tl reads" in n for n in competition.notes)  # the JSONs are read
     assert competition.layout.train_dir == "nybg2020/train" and competition.layout.test_dir == "nybg2020/test"
     again = read_competition(root, competition.layout, task_settings(config)[0])  # the layout as recorded
     assert again.train_paths == competition.train_paths and again.test_paths == competition.test_paths
