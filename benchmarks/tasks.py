@@ -83,6 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--n-train", type=int, default=None, help="labelled images used (default: all)")
     p.add_argument("--out", default=str(BENCH_DIR / "tasks"), help="competition folders, cache and runs")
+    p.add_argument("--heads", help="comma-separated heads for every task (default: each task's own)")
     p.add_argument("--json", help="also write the results here")
     return p.parse_args(argv)
 
@@ -193,11 +194,12 @@ def main(argv=None) -> int:
     info = machine_info()
     print(describe_machine(info))
     results = []
+    heads = {"heads": tuple(args.heads.split(","))} if args.heads else {}
     for task in args.tasks.split(","):
         slug, _ = _write_layout(task, out / task, train, held, source / "train")
         config = RunConfig(data=str(out / task), backbones=(args.backbone,), competition=slug,
                            cache_dir=str(out / "cache"), runs_dir=str(out / "runs"),
-                           submissions_dir=str(out / "submissions"), **_SETTINGS.get(task, {}))
+                           submissions_dir=str(out / "submissions"), **_SETTINGS.get(task, {}), **heads)
         load_before = load_line()
         started = time.perf_counter()
         record = run(config, new_run=True, report=lambda line: None)
