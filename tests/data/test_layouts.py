@@ -517,6 +517,20 @@ def test_herbarium_2020_coco_json_one_folder_down(tmp_path):
     assert again.train_paths == competition.train_paths and again.test_paths == competition.test_paths
 
 
+def test_herbarium_2021_coco_json_in_train_beside_images_sub_folders(tmp_path):
+    # train/metadata.json with train/images/<cat>/<sub>/<id>.jpg, test/metadata.json with test/images/000/<k>.jpg:
+    # train/ holds no image directly (nor one folder down), yet it is the train folder, not train/images/
+    root = tmp_path / "herbarium-2021-fgvc8"
+    write_herbarium_2020(tmp_path / "as-2020", [15504, 3, 15504, 3])
+    (tmp_path / "as-2020" / "nybg2020").rename(root)
+    (tmp_path / "as-2020" / "sample_submission.csv").rename(root / "sample_submission.csv")
+    competition = read_competition(root)
+    assert competition.layout.train_dir == "train" and competition.layout.test_dir == "test"
+    assert competition.train_paths[1] == root / "train" / "images" / "000" / "03" / "354101.jpg"
+    assert competition.test_paths[0] == root / "test" / "images" / "000" / "0.jpg"
+    assert not any("folder down" in n or "holds no image" in n for n in competition.notes)
+
+
 def test_herbarium_2022_json_beside_the_folders_and_a_bare_test_list(tmp_path):
     # train_metadata.json beside train_images/ (image_id, file_name relative to train_images/), test_metadata.json
     # a bare list; the class-like sub-folders 155/04/ are not read as the labels
