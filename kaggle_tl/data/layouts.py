@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from kaggle_tl.data.coco import find_json, read_coco
+from kaggle_tl.data.coco import FOLDER_JSON, find_json, read_coco
 from kaggle_tl.data.csvs import COMPRESSED_SUFFIXES, locate_csv, read_text_csv
 from kaggle_tl.data.folders import (Ignored, check_unique, ignored_kind, image_of, images_by_id, list_folder,
                                     stop_on_missing)
@@ -201,8 +201,9 @@ def read_labels(root: Path, train_dir: ImagePath, layout: Layout, sample: pd.Dat
             raise KaggleTLError(f"{root / layout.labels_csv}: not found, and {folder_label(train_dir, full=True)} "
                                 "has no class sub-folders of images")
         else:
-            raise KaggleTLError(f"{root}: no labels found: none of {', '.join(LABEL_CSVS)}, no class sub-folders of "
-                                f"images in {folder_label(train_dir)}, no file names <label>.<n> (pass --labels-csv)")
+            raise KaggleTLError(f"{root}: no labels found: none of {', '.join(LABEL_CSVS)}, no COCO-style "
+                                f"{FOLDER_JSON}, no class sub-folders of images in {folder_label(train_dir)}, no file "
+                                "names <label>.<n> (pass --labels-csv)")
     labels.images, labels.others = images, others
     return labels
 

@@ -723,6 +723,7 @@ def test_tag_string_with_an_unknown_tag(tmp_path):
 def test_no_labels_anywhere_is_one_line(tmp_path):
     write_simple(tmp_path)
     with pytest.raises(KaggleTLError, match=r"no labels found: none of train.csv, train_labels.csv, labels.csv, no "
-                                            r"class sub-folders of images in train/, no file names <label>.<n>") as exc:
+                                            r"COCO-style metadata.json, no class sub-folders of images in train/, no "
+                                            r"file names <label>.<n>") as exc:
         read_competition(tmp_path)
     one_line(exc)
