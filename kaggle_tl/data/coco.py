@@ -25,12 +25,12 @@ class CocoImages:
     notes: tuple[str, ...] = ()
 
 
-def find_json(root: Path, folder: Path, split: str) -> Path | None:
+def find_json(folder: Path, split: str) -> Path | None:
     """The ``split`` ("train", "test") images' JSON: ``metadata.json`` in their folder, else the one JSON beside the
     folder whose name holds the split (``train_metadata.json``); None when there is none (or two: not guessed)."""
     if (folder / FOLDER_JSON).is_file():
         return folder / FOLDER_JSON
-    named = sorted(p for p in root.glob("*.json") if p.is_file() and split in p.name.lower())
+    named = sorted(p for p in folder.parent.glob("*.json") if p.is_file() and split in p.name.lower())
     return named[0] if len(named) == 1 else None
 
 

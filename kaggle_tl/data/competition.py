@@ -147,7 +147,7 @@ def read_competition(root: str | Path, layout: Layout = Layout(), settings: Task
     else:
         test_files, test_others = images_by_id(list_folder(test_dir, ignored)[0], ignored)
         if labels.coco:  # its test JSON names the test images (herbarium's, in sub-folders)
-            test_files.update(images_in_test_json(root, test_dir, ignored))
+            test_files.update(images_in_test_json(test_dir, ignored))
     train_paths = set(labels.paths)
     if sample is None:
         sample, test_ids, where = _sample_from_labels(root, labels, test_files, train_paths if shared else set(),

@@ -313,7 +313,7 @@ def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | N
                       ignored: Ignored) -> Labels | None:
     """The images and categories of the train folder's COCO-style JSON (``coco``), or None without one (in a
     zip, too: its members are not resolved by path)."""
-    path = None if isinstance(train_dir, ZipMember) else find_json(root, train_dir, "train")
+    path = None if isinstance(train_dir, ZipMember) else find_json(train_dir, "train")
     if path is None:
         return None
     coco = read_coco(path, labelled=True)
@@ -327,9 +327,9 @@ def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | N
     return Labels(ids, paths, targets, path, source, coco=path.name)
 
 
-def images_in_test_json(root: Path, test_dir: ImagePath, ignored: Ignored) -> dict[str, ImagePath]:
+def images_in_test_json(test_dir: ImagePath, ignored: Ignored) -> dict[str, ImagePath]:
     """id -> image of the test folder's COCO-style JSON (herbarium's test/images/000/0.jpg); {} without one."""
-    path = None if isinstance(test_dir, ZipMember) else find_json(root, test_dir, "test")
+    path = None if isinstance(test_dir, ZipMember) else find_json(test_dir, "test")
     if path is None:
         return {}
     _read_not_ignored(path, ignored)
