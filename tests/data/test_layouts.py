@@ -531,27 +531,30 @@ def test_herbarium_2021_coco_json_in_train_beside_images_sub_folders(tmp_path):
     assert not any("folder down" in n or "holds no image" in n for n in competition.notes)
 
 
-def test_herbarium_2022_json_beside_the_folders_and_a_bare_test_list(tmp_path):
+@pytest.mark.parametrize("down", ["", "herbarium-2022-fgvc9/"])
+def test_herbarium_2022_json_beside_the_folders_and_a_bare_test_list(tmp_path, down):
     # train_metadata.json beside train_images/ (image_id, file_name relative to train_images/), test_metadata.json
-    # a bare list; the class-like sub-folders 155/04/ are not read as the labels
+    # a bare list; the class-like sub-folders 155/04/ are not read as the labels. down: all of it one folder down
+    # (beside the sample), its JSONs beside the folders there
     root = tmp_path / "herbarium-2022-fgvc9"
+    data = root / down
     images, annotations = [], []
     for k, category in enumerate([15504, 42, 15504, 42]):
         name = f"{category // 100:03d}/{category % 100:02d}/{category:05d}__{k:03d}.jpg"
-        write_images((root / "train_images" / name).parent, [Path(name).name])
+        write_images((data / "train_images" / name).parent, [Path(name).name])
         images.append({"image_id": f"{category:05d}__{k:03d}", "file_name": name, "license": 0})
         annotations.append({"image_id": f"{category:05d}__{k:03d}", "category_id": category, "genus_id": 1})
-    (root / "train_metadata.json").write_text(json.dumps({"annotations": annotations, "images": images}))
-    write_images(root / "test_images" / "000", ["test-000000.jpg", "test-000001.jpg"])
-    (root / "test_metadata.json").write_text(json.dumps([{"image_id": str(k), "file_name": f"000/test-00000{k}.jpg"}
+    (data / "train_metadata.json").write_text(json.dumps({"annotations": annotations, "images": images}))
+    write_images(data / "test_images" / "000", ["test-000000.jpg", "test-000001.jpg"])
+    (data / "test_metadata.json").write_text(json.dumps([{"image_id": str(k), "file_name": f"000/test-00000{k}.jpg"}
                                                          for k in range(2)]))
     write_csv(root / "sample_submission.csv", ["Id", "Predicted"], [[0, 42], [1, 42]])
     competition = read_competition(root)
     assert competition.classes == ["42", "15504"] and competition.y.tolist() == [1, 0, 1, 0]
-    assert competition.train_paths[1] == root / "train_images" / "000" / "42" / "00042__001.jpg"
-    assert competition.test_paths == [root / "test_images" / "000" / f"test-00000{k}.jpg" for k in range(2)]
-    assert competition.task.describe().endswith("labels from train_metadata.json (images' category_id), images in "
-                                                "train_images/")
+    assert competition.train_paths[1] == data / "train_images" / "000" / "42" / "00042__001.jpg"
+    assert competition.test_paths == [data / "test_images" / "000" / f"test-00000{k}.jpg" for k in range(2)]
+    assert competition.task.describe().endswith(f"labels from train_metadata.json (images' category_id), images in "
+                                                f"{down}train_images/")
 
 
 def test_iwildcam_2020_annotations_json_at_the_root(tmp_path):
