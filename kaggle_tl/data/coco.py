@@ -3,8 +3,8 @@
 ``images`` lists {id (herbarium-2022: image_id), file_name}, ``annotations`` {image_id, category_id}: the
 category id is an image's label and ``file_name`` its path inside the images folder (herbarium-2020's
 ``images/156/72/354106.jpg``). A test JSON has only ``images`` (herbarium-2022's is a bare list of them).
-Found in the images folder (``metadata.json``) or beside it, named for its split (``train_metadata.json``,
-``iwildcam2020_train_annotations.json``); docs/dev/competition-layouts.md has each layout.
+Found in the images folder (``metadata.json``, also inside ``train.zip``) or beside it, named for its split
+(``train_metadata.json``, ``iwildcam2020_train_annotations.json``); docs/dev/competition-layouts.md has each layout.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from kaggle_tl.data.zipped import ImagePath, ZipMember
 from kaggle_tl.errors import KaggleTLError
 
 FOLDER_JSON = "metadata.json"
@@ -19,24 +20,28 @@ FOLDER_JSON = "metadata.json"
 
 @dataclass(frozen=True)
 class CocoImages:
-    path: Path  # the JSON read
+    path: ImagePath  # the JSON read: a file, or a member of the images' zip
     files: dict[str, str]  # image id (as text) -> file_name, relative to the images folder, in the JSON's order
     labels: dict[str, str]  # image id -> its category id (as text); {} for a test JSON
     notes: tuple[str, ...] = ()
 
 
-def find_json(folder: Path, split: str) -> Path | None:
+def find_json(folder: ImagePath, split: str) -> ImagePath | None:
     """The ``split`` ("train", "test") images' JSON: ``metadata.json`` in their folder, else the one JSON beside the
     folder whose name holds the split (``train_metadata.json``); None when there is none (or two: not guessed)."""
     if (folder / FOLDER_JSON).is_file():
         return folder / FOLDER_JSON
-    named = sorted(p for p in folder.parent.glob("*.json") if p.is_file() and split in p.name.lower())
+    beside = folder.archive.parent if isinstance(folder, ZipMember) else folder.parent  # a zip: beside the zip
+    named = sorted(p for p in beside.glob("*.json") if p.is_file() and split in p.name.lower())
     return named[0] if len(named) == 1 else None
 
 
-def read_coco(path: Path, labelled: bool) -> CocoImages:
+def read_coco(path: ImagePath, labelled: bool) -> CocoImages:
     """The images (and, when ``labelled``, their categories) of a COCO-style JSON; one line when it is not one."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KaggleTLError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:  # herbarium-2020's metadata.json: Latin-1 in its category names, never in ids or paths

@@ -311,9 +311,8 @@ def _label_columns(frame: pd.DataFrame, path: Path, id_column: str, layout: Layo
 
 def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | None, notes: list[str],
                       ignored: Ignored) -> Labels | None:
-    """The images and categories of the train folder's COCO-style JSON (``coco``), or None without one (in a
-    zip, too: its members are not resolved by path)."""
-    path = None if isinstance(train_dir, ZipMember) else find_json(train_dir, "train")
+    """The images and categories of the train folder's (or zip's) COCO-style JSON (``coco``), or None without one."""
+    path = find_json(train_dir, "train")
     if path is None:
         return None
     coco = read_coco(path, labelled=True)
@@ -323,13 +322,14 @@ def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | N
     paths = [train_dir / coco.files[i] for i in ids]
     stop_on_missing([i for i, p in zip(ids, paths) if not p.is_file()], {}, [], path, train_dir)
     targets = pd.DataFrame({_target_name(sample): [coco.labels[i] for i in ids]}, index=pd.Index(ids, name="id"))
-    source = f"labels from {path.name} (images' category_id), images in {folder_in(root, train_dir)}/"
+    shown = folder_label(train_dir) if isinstance(train_dir, ZipMember) else f"{folder_in(root, train_dir)}/"
+    source = f"labels from {path.name} (images' category_id), images in {shown}"
     return Labels(ids, paths, targets, path, source, coco=path.name)
 
 
 def images_in_test_json(test_dir: ImagePath, ignored: Ignored) -> dict[str, ImagePath]:
     """id -> image of the test folder's COCO-style JSON (herbarium's test/images/000/0.jpg); {} without one."""
-    path = None if isinstance(test_dir, ZipMember) else find_json(test_dir, "test")
+    path = find_json(test_dir, "test")
     if path is None:
         return {}
     _read_not_ignored(path, ignored)

@@ -582,6 +582,51 @@ def test_iwildcam_2020_annotations_json_at_the_root(tmp_path):
             in competition.notes)
 
 
+def _zip_folder(folder: Path, archive: Path, top: str = "") -> None:
+    """``folder``'s files into ``archive`` (under ``top/`` when given), as Kaggle's zips hold them."""
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                out.write(path, f"{top}/{path.relative_to(folder).as_posix()}" if top else
+                          path.relative_to(folder).as_posix())
+
+
+def test_coco_json_inside_the_zip_and_beside_it(tmp_path):
+    # herbarium-2021 zipped: train.zip holds train/metadata.json and train/images/...; iwildcam-2020 zipped: train.zip
+    # and test.zip of the images, their JSONs beside the zips
+    herbarium = tmp_path / "herbarium-2021-fgvc8"
+    write_herbarium_2020(tmp_path / "as-2020", [15504, 3, 15504, 3])
+    herbarium.mkdir()
+    for split in ("train", "test"):
+        _zip_folder(tmp_path / "as-2020" / "nybg2020" / split, herbarium / f"{split}.zip", top=split)
+    (tmp_path / "as-2020" / "sample_submission.csv").rename(herbarium / "sample_submission.csv")
+    competition = read_competition(herbarium)
+    assert str(competition.train_paths[1]) == f"{herbarium / 'train.zip'}/train/images/000/03/354101.jpg"
+    assert competition.y.tolist() == [1, 0, 1, 0] and competition.train_paths[1].read_bytes()
+    assert [str(p) for p in competition.test_paths] == [f"{herbarium / 'test.zip'}/test/images/000/{k}.jpg"
+                                                        for k in range(3)]
+    assert competition.task.describe().endswith("labels from metadata.json (images' category_id), images in "
+                                                "train.zip")
+    assert not any("not images kaggle_tl reads" in n for n in competition.notes)
+
+    iwildcam = tmp_path / "iwildcam-2020-fgvc7"
+    ids = [f"8b31d3be-21bc-11ea-a13a-137349068a9{k}" for k in range(4)]
+    write_images(tmp_path / "flat" / "train", [f"{i}.jpg" for i in ids])
+    write_images(tmp_path / "flat" / "test", ["t0.jpg", "t1.jpg"])
+    iwildcam.mkdir()
+    for split in ("train", "test"):
+        _zip_folder(tmp_path / "flat" / split, iwildcam / f"{split}.zip")
+    (iwildcam / "iwildcam2020_train_annotations.json").write_text(json.dumps(
+        {"images": [{"id": i, "file_name": f"{i}.jpg"} for i in ids],
+         "annotations": [{"image_id": i, "category_id": c} for i, c in zip(ids, [0, 372, 0, 372])]}))
+    (iwildcam / "iwildcam2020_test_information.json").write_text(json.dumps(
+        {"images": [{"id": i, "file_name": f"{i}.jpg"} for i in ("t0", "t1")]}))
+    write_csv(iwildcam / "sample_submission.csv", ["Id", "Category"], [["t1", 0], ["t0", 0]])
+    competition = read_competition(iwildcam)
+    assert competition.y.tolist() == [0, 1, 0, 1]
+    assert [str(p) for p in competition.test_paths] == [f"{iwildcam / 'test.zip'}/{i}.jpg" for i in ("t1", "t0")]
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m["images"][1].update(file_name="../../secret.jpg"),
      r"metadata.json: images\[1\].file_name '../../secret.jpg' is not a path inside the images folder"),
