@@ -59,6 +59,8 @@ def read_coco(path: ImagePath, labelled: bool) -> CocoImages:
         name = record.get("file_name") if isinstance(record, dict) else None
         if image_id is None or not isinstance(name, str):
             raise KaggleTLError(f"{path}: images[{k}] has no id and file_name")
+        if str(image_id) in files:
+            raise KaggleTLError(f"{path}: images[{k}] repeats the id {str(image_id)!r} of an image before it")
         files[str(image_id)] = _inside(name, path, k)
     if not labelled:
         return CocoImages(path, files, {})

@@ -633,6 +633,8 @@ def test_coco_json_inside_the_zip_and_beside_it(tmp_path):
     (lambda m: m["images"][1].update(file_name="images/000/03/gone.jpg"),
      r"metadata.json: 1 id\(s\) have no image in .*nybg2020/train/, e.g. \['354101'\]"),
     (lambda m: m.pop("annotations"), r"metadata.json: no 'annotations' list: no labels for its images"),
+    (lambda m: m["images"][2].update(id=m["images"][0]["id"]),
+     r"metadata.json: images\[2\] repeats the id '354100' of an image before it"),
     (lambda m: m["annotations"][0].pop("category_id"), r"metadata.json: annotations\[0\] has no image_id and "
                                                         "category_id"),
 ])
