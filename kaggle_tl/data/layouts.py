@@ -328,12 +328,14 @@ def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | N
 
 
 def images_in_test_json(test_dir: ImagePath, ignored: Ignored) -> dict[str, ImagePath]:
-    """id -> image of the test folder's COCO-style JSON (herbarium's test/images/000/0.jpg); {} without one."""
+    """id -> image of the test folder's COCO-style JSON (herbarium's test/images/000/0.jpg), those whose file is
+    there ({} without one): a sample id whose image is missing is named as in every layout (``stop_on_missing``)."""
     path = find_json(test_dir, "test")
     if path is None:
         return {}
     _read_not_ignored(path, ignored)
-    return {i: test_dir / name for i, name in read_coco(path, labelled=False).files.items()}
+    images = {i: test_dir / name for i, name in read_coco(path, labelled=False).files.items()}
+    return {i: image for i, image in images.items() if image.is_file()}
 
 
 def _read_not_ignored(path: Path, ignored: Ignored) -> None:

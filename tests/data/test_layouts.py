@@ -650,6 +650,16 @@ def test_a_coco_json_that_does_not_hold_together_is_one_line(tmp_path, edit, mes
     one_line(exc_info)
 
 
+def test_a_test_image_the_test_json_names_but_is_missing_is_named_by_its_sample_id(tmp_path):
+    root = tmp_path / "herbarium-2020-fgvc7"
+    write_herbarium_2020(root, [15504, 3, 15504, 3])
+    (root / "nybg2020" / "test" / "images" / "000" / "1.jpg").unlink()
+    with pytest.raises(KaggleTLError, match=r"sample_submission.csv: 1 id\(s\) have no image in .*nybg2020/test/, "
+                                            r"e.g. \['1'\]") as exc_info:
+        read_competition(root)
+    one_line(exc_info)
+
+
 def test_a_coco_json_that_is_not_json_is_one_line(tmp_path):
     root = tmp_path / "herbarium-2020-fgvc7"
     write_herbarium_2020(root, [15504, 3, 15504, 3])
