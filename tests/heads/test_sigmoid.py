@@ -79,6 +79,14 @@ def test_the_c_choice_scores_each_c_as_cold_scikit_learn_fits_on_the_inner_split
         assert loss == pytest.approx(tags_logloss(Y[val_rows], proba), abs=2e-3)
 
 
+def test_the_tags_walk_stops_at_the_first_c_worse_than_the_best():
+    X, Y = tags(seed=3)
+    c, scores = choose_tags_C(X, Y, seed=3, refine=False)
+    assert list(scores) == list(LOGREG_C_GRID[:len(scores)]) and c == min(scores, key=scores.get)
+    best = list(scores).index(c)
+    assert len(scores) == best + 2 and list(scores.values())[-1] > scores[c]  # one C past the best, worse
+
+
 def test_logreg_tags_with_c_auto_records_the_c_its_transformed_rows_choose_and_refits_at_it():
     X, Y = tags(seed=4)
     head = LogRegHead(response="tags", random_state=5).fit(X, Y)
