@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 
 from kaggle_tl.backbones import BackboneRef
 from kaggle_tl.cache.store import Cache, FeatureEntry, cache_key
+from kaggle_tl.data.archives import ArchiveMember, ImagePath, absolute, on_disk
 from kaggle_tl.data.images import VIEW_TRANSFORMS, ImageError, iter_image_batches, load_resized
-from kaggle_tl.data.zipped import ImagePath, ZipMember, absolute, on_disk
 from kaggle_tl.errors import KaggleTLError
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class ChunkJob:
 
     index: int
     first_row: int
-    paths: tuple[str | ZipMember, ...]  # this chunk's images, absolute, in row order (an image in a zip: its member)
+    paths: tuple[str | ArchiveMember, ...]  # this chunk's images, absolute, in row order (an image in a zip: its member)
     refs: tuple[BackboneRef, ...]
     views: tuple[str, ...]
     entries: dict[EntryId, FeatureEntry]  # all are computed...

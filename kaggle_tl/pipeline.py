@@ -28,9 +28,9 @@ from kaggle_tl.backbones.runtimes import runtime_id
 from kaggle_tl.cache.store import Cache, cache_key
 from kaggle_tl.config import DEMO_DATA, RunConfig, model_name, resolve_config, resolve_heads
 from kaggle_tl.cv import fits_key, head_predictions, predictions_key
+from kaggle_tl.data.archives import saved
 from kaggle_tl.data.competition import Competition, Layout, read_competition
 from kaggle_tl.data.digests import data_fingerprint, image_set_key
-from kaggle_tl.data.zipped import saved
 from kaggle_tl.engine import Engine, usable_cores
 from kaggle_tl.errors import KaggleTLError, one_line
 from kaggle_tl.features import FEATURE_VERSION, BackboneBuilder, FeaturePlan, Features, check_memory, seconds_per_image
@@ -283,7 +283,7 @@ def _run(config: RunConfig, inputs: Inputs, cache: Cache, engine: Engine, report
         task=competition.task, layout=dataclasses.asdict(competition.layout),
         submission_columns=list(competition.sample_submission.columns),
         train_ids=competition.train_ids, test_ids=competition.test_ids,
-        train_paths=[saved(p) for p in competition.train_paths],  # str; data.zipped.image_path reads them back
+        train_paths=[saved(p) for p in competition.train_paths],  # str; data.archives.image_path reads them back
         test_paths=[saved(p) for p in competition.test_paths],
         backbones=[r.to_dict() for r in refs], notes=list(competition.notes),
         skipped_images=list(competition.skipped_images),

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from kaggle_tl.data.zipped import ImagePath, ZipMember
+from kaggle_tl.data.archives import ArchiveMember, ImagePath
 from kaggle_tl.errors import KaggleTLError
 
 FOLDER_JSON = "metadata.json"
@@ -31,7 +31,7 @@ def find_json(folder: ImagePath, split: str) -> ImagePath | None:
     folder whose name holds the split (``train_metadata.json``); None when there is none (or two: not guessed)."""
     if (folder / FOLDER_JSON).is_file():
         return folder / FOLDER_JSON
-    beside = folder.archive.parent if isinstance(folder, ZipMember) else folder.parent  # a zip: beside the zip
+    beside = folder.archive.parent if isinstance(folder, ArchiveMember) else folder.parent  # a zip: beside the zip
     named = sorted(p for p in beside.glob("*.json") if p.is_file() and split in p.name.lower())
     return named[0] if len(named) == 1 else None
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kaggle_tl.data.archives import ImagePath, folder_label
 from kaggle_tl.data.csvs import locate_csv, read_text_csv
 from kaggle_tl.data.folders import (Ignored, check_unique, ignored_notes, image_of, images_by_id, list_folder,
                                     stop_on_missing)
@@ -21,7 +22,6 @@ from kaggle_tl.data.images import find_bad_images
 from kaggle_tl.data.layouts import (SAMPLE_CSV, TEST_CSV, TEST_DIRS, TRAIN_DIRS, Labels, Layout, find_folder,
                                     find_sample, folder_in, images_in_test_json, read_labels)
 from kaggle_tl.data.tabular import SideFeatures, read_side_features
-from kaggle_tl.data.zipped import ImagePath, folder_label
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.tasks.detect import TaskSettings, class_order, detect_task
 from kaggle_tl.tasks.task import Task
@@ -36,7 +36,7 @@ class Competition:
     layout: Layout  # as found: every part named (labels_csv "" for class-folder and file-name labels)
     task: Task  # what the competition asks: kind, classes, metric, the submission's columns
     train_ids: list[str]  # as the labels write them (class-folder labels: "<class>/<file stem>")
-    train_paths: list[ImagePath]  # image files, or images inside train.zip (data.zipped.ZipMember)
+    train_paths: list[ImagePath]  # image files, or images inside train.zip (data.archives.ArchiveMember)
     y: np.ndarray  # task.encode(label cells): (N,) int64 class index, (N, L) uint8 tags or (N,) float64 value
     test_ids: list[str]  # sample_submission row order
     test_paths: list[ImagePath]

@@ -5,7 +5,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from kaggle_tl.data.zipped import ImagePath, ZipMember
+from kaggle_tl.data.archives import ArchiveMember, ImagePath
 from kaggle_tl.errors import KaggleTLError
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def file_digest(path: str | ImagePath) -> str:
     """SHA-1 of a file's bytes; of an image inside a zip, of its unpacked bytes (the same as the unzipped file's)."""
     try:
-        if isinstance(path, ZipMember):
+        if isinstance(path, ArchiveMember):
             return hashlib.sha1(path.read_bytes()).hexdigest()
         with open(path, "rb") as handle:
             return hashlib.file_digest(handle, "sha1").hexdigest()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from kaggle_tl.data.archives import ArchiveMember, ImagePath, folder_label, list_archive
 from kaggle_tl.data.images import IMAGE_EXTENSIONS, image_problem
-from kaggle_tl.data.zipped import ImagePath, ZipMember, folder_label, list_zip
 from kaggle_tl.errors import KaggleTLError
 
 # Left in data folders by tools, never images: Windows' thumbnail caches and folder settings.
@@ -38,9 +38,9 @@ def ignored_notes(ignored: Ignored, root: Path) -> list[str]:
 def list_folder(folder: ImagePath, ignored: Ignored) -> tuple[list[ImagePath], list[ImagePath]]:
     """(files, sub-folders) directly in ``folder``, by name, hidden and system entries left out (and recorded).
 
-    A folder inside a zip (``zipped.ZipMember``) is listed from the zip's directory."""
-    if isinstance(folder, ZipMember):
-        return list_zip(folder, ignored)
+    A folder inside a zip (``archives.ArchiveMember``) is listed from the zip's directory."""
+    if isinstance(folder, ArchiveMember):
+        return list_archive(folder, ignored)
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         files, folders = [], []

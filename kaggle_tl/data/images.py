@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from kaggle_tl.data.zipped import ImagePath, ZipMember
+from kaggle_tl.data.archives import ArchiveMember, ImagePath
 from kaggle_tl.errors import KaggleTLError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -36,7 +36,7 @@ class ImageError(KaggleTLError):
 
     def __init__(self, path: str | ImagePath, problem: str):
         super().__init__(f"{path}: {problem}")
-        self.path, self.problem = path if isinstance(path, ZipMember) else Path(path), problem
+        self.path, self.problem = path if isinstance(path, ArchiveMember) else Path(path), problem
 
 
 def image_format(head: bytes) -> str | None:
@@ -250,7 +250,7 @@ def image_problem(path: str | ImagePath) -> str | None:
     a file that passes can still fail to decode (corrupt data inside), which extraction then reports.
     An image inside a zip is read whole, which checks its bytes against the zip's CRC.
     """
-    if isinstance(path, ZipMember):
+    if isinstance(path, ArchiveMember):
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -286,15 +286,15 @@ def read_image(path: str | ImagePath, min_side: int | None = None) -> np.ndarray
     several times faster on large photos): the largest reduction whose shorter side is still at
     least ``min_side`` pixels, so a later resize to at most ``min_side`` only shrinks.
     """
-    path = path if isinstance(path, ZipMember) else Path(path)
+    path = path if isinstance(path, ArchiveMember) else Path(path)
     try:
         # np.fromfile + imdecode rather than imread: imread mishandles non-ASCII paths on Windows.
-        data = (np.frombuffer(path.read_bytes(), dtype=np.uint8) if isinstance(path, ZipMember)
+        data = (np.frombuffer(path.read_bytes(), dtype=np.uint8) if isinstance(path, ArchiveMember)
                 else np.fromfile(path, dtype=np.uint8))
     except FileNotFoundError as exc:
         raise KaggleTLError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except OSError as exc:
-        if isinstance(path, ZipMember):  # the member's bytes fail the zip's CRC: the image's fault, as a bad file's
+        if isinstance(path, ArchiveMember):  # the member's bytes fail the zip's CRC: the image's fault, as a bad file's
             raise ImageError(path, f"cannot read ({exc})") from None
         raise KaggleTLError(f"{path}: cannot read ({exc.strerror or exc})") from None
     # Some OpenCV builds decode a truncated JPEG partially (grey bottom rows) without failing.

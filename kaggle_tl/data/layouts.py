@@ -19,12 +19,12 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from kaggle_tl.data.archives import ArchiveMember, ImagePath, folder_label, is_archive, open_archive
 from kaggle_tl.data.coco import FOLDER_JSON, find_json, read_coco
 from kaggle_tl.data.csvs import COMPRESSED_SUFFIXES, locate_csv, read_text_csv
 from kaggle_tl.data.folders import (Ignored, check_unique, ignored_kind, image_of, images_by_id, list_folder,
                                     stop_on_missing)
 from kaggle_tl.data.images import IMAGE_EXTENSIONS
-from kaggle_tl.data.zipped import ImagePath, ZipMember, folder_label, is_zip, open_zip
 from kaggle_tl.errors import KaggleTLError
 
 TRAIN_DIRS = ("train", "train_images", "images")
@@ -88,20 +88,20 @@ def _is_sample_name(name: str) -> bool:
 
 def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, notes: list[str]) -> ImagePath:
     """The ``what`` images' folder: ``given``, else the first of ``candidates`` there, else the first of their zips
-    (``train.zip``, read in place: ``zipped.open_zip``); one line when none is. A folder wins over its zip."""
+    (``train.zip``, read in place: ``archives.open_archive``); one line when none is. A folder wins over its zip."""
     if given:
-        if is_zip(root / given):
-            return open_zip(root / given)
+        if is_archive(root / given):
+            return open_archive(root / given)
         if not (root / given).is_dir():
             raise KaggleTLError(f"{root / given}: {what} folder not found")
         return root / given
     found = [root / name for name in candidates if (root / name).is_dir()]
     if not found:
-        zipped = [root / f"{name}.zip" for name in candidates if is_zip(root / f"{name}.zip")]
+        zipped = [root / f"{name}.zip" for name in candidates if is_archive(root / f"{name}.zip")]
         if zipped:
             if len(zipped) > 1:
                 notes.append(f"{what} images read from {zipped[0].name}, not {zipped[1].name} (--{what}-dir decides)")
-            return open_zip(zipped[0])
+            return open_archive(zipped[0])
         nested = _one_folder_down(root, candidates)
         if nested is not None:  # herbarium-2020: nybg2020/train/, nybg2020/test/ beside sample_submission.csv
             notes.append(f"{what} images read from {folder_in(root, nested)}/, one folder down (--{what}-dir decides)")
@@ -115,7 +115,7 @@ def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, 
         return nested
     if len(found) > 1:
         notes.append(f"{what} images read from {found[0].name}/, not {found[1].name}/ (--{what}-dir decides)")
-    if is_zip(root / f"{found[0].name}.zip"):
+    if is_archive(root / f"{found[0].name}.zip"):
         notes.append(f"{what} images read from {found[0].name}/, not {found[0].name}.zip (a folder wins over its zip; "
                      f"--{what}-dir decides)")
     return found[0]
@@ -149,7 +149,7 @@ def _holds_images(folder: Path) -> bool:
 
 def folder_in(root: Path, folder: ImagePath) -> str:
     """An image folder as the layout names it: relative to ``root`` (``nybg2020/train``), or the zip's name."""
-    return folder.name if isinstance(folder, ZipMember) else folder.relative_to(root).as_posix()
+    return folder.name if isinstance(folder, ArchiveMember) else folder.relative_to(root).as_posix()
 
 
 class _Reading(NamedTuple):
@@ -322,7 +322,7 @@ def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | N
     paths = [train_dir / coco.files[i] for i in ids]
     stop_on_missing([i for i, p in zip(ids, paths) if not p.is_file()], {}, [], path, train_dir)
     targets = pd.DataFrame({_target_name(sample): [coco.labels[i] for i in ids]}, index=pd.Index(ids, name="id"))
-    shown = folder_label(train_dir) if isinstance(train_dir, ZipMember) else f"{folder_in(root, train_dir)}/"
+    shown = folder_label(train_dir) if isinstance(train_dir, ArchiveMember) else f"{folder_in(root, train_dir)}/"
     source = f"labels from {path.name} (images' category_id), images in {shown}"
     return Labels(ids, paths, targets, path, source, coco=path.name)
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kaggle_tl.data.archives import image_path
 from kaggle_tl.data.digests import image_set_key
-from kaggle_tl.data.zipped import image_path
 from kaggle_tl.ensemble.strategies import compare_strategies, ensemble_decisions
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.files import atomic_write_bytes, ensure_writable, read_json, to_json

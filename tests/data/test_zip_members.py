@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 
 from conftest import random_pngs
+from kaggle_tl.data.archives import ArchiveMember, image_path, open_archive, saved
 from kaggle_tl.data.competition import Layout, read_competition, usable_competition
 from kaggle_tl.data.digests import file_digest, image_set_key
 from kaggle_tl.data.folders import list_folder
 from kaggle_tl.data.images import find_bad_images, image_problem, read_image
-from kaggle_tl.data.zipped import ZipMember, image_path, open_zip, saved
 from kaggle_tl.errors import KaggleTLError
 
 
@@ -42,7 +42,7 @@ def _pngs(tmp_path: Path, n: int) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in random_pngs(tmp_path / "pngs", n)}
 
 
-def _read_member(member: ZipMember) -> str:  # in another process
+def _read_member(member: ArchiveMember) -> str:  # in another process
     return file_digest(member)
 
 
@@ -51,7 +51,7 @@ def test_listing_a_zip_leaves_out_macosx_hidden_and_system_entries(tmp_path):
     archive = _zip(tmp_path / "comp" / "images.zip", {
         **pngs, "notes.txt": b"x", ".DS_Store": b"x", "Thumbs.db": b"x", "__MACOSX/._im00.png": b"x",
         "sub/im09.png": pngs["im00.png"]})
-    root = open_zip(archive)
+    root = open_archive(archive)
     assert (root.member, root.name, str(root)) == ("", "images.zip", str(archive))
     ignored = defaultdict(list)
     files, folders = list_folder(root, ignored)
@@ -63,30 +63,30 @@ def test_listing_a_zip_leaves_out_macosx_hidden_and_system_entries(tmp_path):
     assert (member.stem, member.suffix, member.size, member.parent) == ("im00", ".png", len(pngs["im00.png"]), root)
     assert str(member) == f"{archive}/im00.png" and member.is_file() and not member.is_dir()
     assert member.read_bytes() == pngs["im00.png"]
-    assert list_folder(folders[0], ignored)[0] == [ZipMember(archive, "sub/im09.png")]
+    assert list_folder(folders[0], ignored)[0] == [ArchiveMember(archive, "sub/im09.png")]
 
 
 def test_one_top_folder_named_like_the_zip_is_entered_and_another_is_not(tmp_path):
     pngs = _pngs(tmp_path, 2)
-    entered = open_zip(_zip(tmp_path / "train.zip", {f"train/{n}": d for n, d in pngs.items()}
+    entered = open_archive(_zip(tmp_path / "train.zip", {f"train/{n}": d for n, d in pngs.items()}
                             | {"__MACOSX/train/._im00.png": b"x"}))
     assert (entered.member, entered.name, str(entered)) == ("train", "train.zip", str(tmp_path / "train.zip"))
     ignored = defaultdict(list)
     files, folders = list_folder(entered, ignored)
     assert [str(f) for f in files] == [f"{tmp_path / 'train.zip'}/train/{n}" for n in pngs] and folders == []
     assert [p.member for p in ignored["__MACOSX"]] == ["__MACOSX"]  # the root's, recorded beside the top folder's
-    kept = open_zip(_zip(tmp_path / "test.zip", {f"cats/{n}": d for n, d in pngs.items()}))
+    kept = open_archive(_zip(tmp_path / "test.zip", {f"cats/{n}": d for n, d in pngs.items()}))
     assert kept.member == "" and [f.name for f in list_folder(kept, ignored)[1]] == ["cats"]
 
 
 def test_a_member_pickles_round_trips_its_str_and_reads_in_other_processes(tmp_path):
     pngs = _pngs(tmp_path, 3)
     archive = _zip(tmp_path / "train.zip", {f"train/{n}": d for n, d in pngs.items()}, zipfile.ZIP_DEFLATED)
-    members = list_folder(open_zip(archive), defaultdict(list))[0]
+    members = list_folder(open_archive(archive), defaultdict(list))[0]
     assert pickle.loads(pickle.dumps(members[0])) == members[0]
-    assert {members[0]: 1}[ZipMember(archive, "train/im00.png")] == 1  # hashes as its value
+    assert {members[0]: 1}[ArchiveMember(archive, "train/im00.png")] == 1  # hashes as its value
     assert image_path(str(members[1])) == members[1] and image_path(saved(members[1])) == members[1]
-    assert image_path(str(tmp_path / "train.zip" / "train" / "missing.png")) == ZipMember(archive, "train/missing.png")
+    assert image_path(str(tmp_path / "train.zip" / "train" / "missing.png")) == ArchiveMember(archive, "train/missing.png")
     assert members[0].read_bytes() == pngs["im00.png"]  # the zip is open in this process before the fork
     expected = [file_digest(path) for path in sorted((tmp_path / "pngs").iterdir())]
     for method in ("fork", "spawn"):
@@ -97,7 +97,7 @@ def test_a_member_pickles_round_trips_its_str_and_reads_in_other_processes(tmp_p
 def test_threads_read_members_of_one_zip_at_once(tmp_path):
     images = {f"{k:03d}.jpg": _jpeg(k) for k in range(120)}
     archive = _zip(tmp_path / "test.zip", images, zipfile.ZIP_DEFLATED)
-    members = [ZipMember(archive, name) for name in images]
+    members = [ArchiveMember(archive, name) for name in images]
     assert find_bad_images(members, threads=8) == {}
     (tmp_path / "test").mkdir()
     for name, data in images.items():
@@ -163,7 +163,7 @@ def test_a_folder_wins_over_its_zip_and_a_given_zip_is_read(tmp_path):
     assert ("train images read from train/, not train.zip (a folder wins over its zip; --train-dir decides)"
             in competition.notes)
     given = read_competition(root, Layout(train_dir="train.zip"))
-    assert given.train_paths[0] == ZipMember(root / "train.zip", "0.jpg")
+    assert given.train_paths[0] == ArchiveMember(root / "train.zip", "0.jpg")
 
 
 def test_a_truncated_zip_is_one_line(tmp_path):
@@ -196,7 +196,7 @@ def test_a_member_failing_its_crc_is_a_bad_image(tmp_path):
     start = data.find(images["2.jpg"])  # stored: the member's bytes as they are
     data[start + len(images["2.jpg"]) // 2] ^= 0xFF
     (root / "train.zip").write_bytes(bytes(data))
-    member = ZipMember(root / "train.zip", "2.jpg")
+    member = ArchiveMember(root / "train.zip", "2.jpg")
     assert image_problem(member) == "cannot read (damaged in the zip: Bad CRC-32 for file '2.jpg')"
     with pytest.raises(KaggleTLError, match=r"1 unusable image\(s\) \(1 in train\.zip; all listed in the log\): "
                                             r"\S*train\.zip/2\.jpg: cannot read \(damaged in the zip: Bad CRC-32"):

@@ -1,6 +1,6 @@
 """Images read in place from a competition's ``train.zip`` / ``test.zip`` (never unpacked to disk).
 
-A ``ZipMember`` names one entry of a zip file (an image, or a folder inside it) the way a ``Path``
+A ``ArchiveMember`` names one entry of a zip file (an image, or a folder inside it) the way a ``Path``
 names a file: ``name``, ``stem``, ``suffix``, ``parent``, ``is_file``, ``read_bytes``, and a
 ``str`` that is the zip's path joined with the member's (``<root>/train.zip/abc.jpg``), which
 ``image_path`` reads back. It is a small frozen value (the zip's absolute path and the member's
@@ -8,9 +8,9 @@ name), so it hashes, compares and pickles: Dask workers and joblib processes ope
 themselves. Each process opens a zip once; reads from threads take turns on it (a ``ZipFile`` is
 not safe for concurrent reads), while decoding, the costly part, runs outside the lock.
 
-``open_zip`` checks a zip as a competition's image folder (a readable zip, no encrypted images,
+``open_archive`` checks a zip as a competition's image folder (a readable zip, no encrypted images,
 at least one image) and enters a single top folder named like the zip (``train.zip`` holding
-``train/``); ``list_zip`` lists one of its folders as ``folders.list_folder`` lists a folder.
+``train/``); ``list_archive`` lists one of its folders as ``folders.list_folder`` lists a folder.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, order=True)
-class ZipMember:
+class ArchiveMember:
     """One entry of a zip file: an image, or a folder inside it ("" is the zip's root)."""
 
     archive: Path  # the zip file, absolute
@@ -60,19 +60,19 @@ class ZipMember:
         return PurePosixPath(self.name).suffix
 
     @property
-    def parent(self) -> Union["ZipMember", Path]:
+    def parent(self) -> Union["ArchiveMember", Path]:
         """The folder inside the zip holding the entry; the zip's own folder for its root."""
         if not self.member:
             return self.archive.parent
         parent = str(self._pure.parent)
-        return ZipMember(self.archive, "" if parent == "." else parent)
+        return ArchiveMember(self.archive, "" if parent == "." else parent)
 
-    def __truediv__(self, name: str) -> "ZipMember":
-        return ZipMember(self.archive, f"{self.member}/{name}" if self.member else name)
+    def __truediv__(self, name: str) -> "ArchiveMember":
+        return ArchiveMember(self.archive, f"{self.member}/{name}" if self.member else name)
 
-    def relative_to(self, other: Union["ZipMember", str, os.PathLike]) -> PurePosixPath:
+    def relative_to(self, other: Union["ArchiveMember", str, os.PathLike]) -> PurePosixPath:
         """The entry's path below a folder of the same zip, or below a folder holding the zip."""
-        if isinstance(other, ZipMember):
+        if isinstance(other, ArchiveMember):
             if other.archive != self.archive:
                 raise ValueError(f"{self} is not in {other}")
             return self._pure.relative_to(other.member) if other.member else self._pure
@@ -93,13 +93,13 @@ class ZipMember:
     def exists(self) -> bool:
         return self.is_file() or self.is_dir()
 
-    def rglob(self, pattern: str = "*") -> Iterator["ZipMember"]:
+    def rglob(self, pattern: str = "*") -> Iterator["ArchiveMember"]:
         """Every file and folder below this folder (``pattern`` matched against their names)."""
         contents = _contents(self.archive)
         prefix = f"{self.member}/" if self.member else ""
         for name in sorted(contents.files | contents.folders):
             if name and name.startswith(prefix) and PurePosixPath(name).match(pattern):
-                yield ZipMember(self.archive, name)
+                yield ArchiveMember(self.archive, name)
 
     @property
     def size(self) -> int:
@@ -120,54 +120,54 @@ class ZipMember:
                 raise OSError(f"damaged in the zip: {_one_line(exc)}") from None
 
 
-ImagePath = Union[Path, ZipMember]  # an image file, or an image inside a zip
+ImagePath = Union[Path, ArchiveMember]  # an image file, or an image inside a zip
 
 
-def image_path(text: str | os.PathLike | ZipMember) -> ImagePath:
+def image_path(text: str | os.PathLike | ArchiveMember) -> ImagePath:
     """An image's path from its ``str`` (as a run record saves it): a file, or a member of a zip on the way."""
-    if isinstance(text, ZipMember):
+    if isinstance(text, ArchiveMember):
         return text
     path = Path(text)
     if path.exists():
         return path
     for folder in path.parents:
         if folder.suffix.lower() == ".zip" and folder.is_file():
-            return ZipMember(folder, path.relative_to(folder).as_posix())
+            return ArchiveMember(folder, path.relative_to(folder).as_posix())
     return path
 
 
 def absolute(path: ImagePath | str) -> ImagePath | str:
     """``path`` made absolute (a zip member already is), for workers that run in another folder."""
-    return path if isinstance(path, ZipMember) else os.path.abspath(path)
+    return path if isinstance(path, ArchiveMember) else os.path.abspath(path)
 
 
 def saved(path: ImagePath | str) -> str:
     """An image's path as a run record saves it: resolved (``image_path`` reads it back)."""
-    if isinstance(path, ZipMember):
-        return str(ZipMember(path.archive.resolve(), path.member))
+    if isinstance(path, ArchiveMember):
+        return str(ArchiveMember(path.archive.resolve(), path.member))
     return str(Path(path).resolve())
 
 
 def on_disk(path: ImagePath | str) -> str:
     """The file on disk holding the image: itself, or its zip."""
-    return str(path.archive) if isinstance(path, ZipMember) else os.path.abspath(path)
+    return str(path.archive) if isinstance(path, ArchiveMember) else os.path.abspath(path)
 
 
-def folder_label(folder: Path | ZipMember, full: bool = False) -> str:
+def folder_label(folder: Path | ArchiveMember, full: bool = False) -> str:
     """How lines name an image folder: ``train/``, or ``train.zip`` (a folder inside a zip: ``train.zip/cats/``);
     ``full``: its whole path (``/data/comp/train/``, ``/data/comp/train.zip``)."""
-    if isinstance(folder, ZipMember) and folder.top:
+    if isinstance(folder, ArchiveMember) and folder.top:
         return str(folder) if full else folder.name
-    if isinstance(folder, ZipMember):
+    if isinstance(folder, ArchiveMember):
         return f"{folder}/" if full else f"{folder.archive.name}/{folder.member}/"
     return f"{folder}/" if full else f"{folder.name}/"
 
 
-def is_zip(path: Path) -> bool:
+def is_archive(path: Path) -> bool:
     return path.suffix.lower() == ".zip" and path.is_file()
 
 
-def open_zip(path: Path) -> ZipMember:
+def open_archive(path: Path) -> ArchiveMember:
     """A zip of images as a folder: its root, or its single top folder when that is named like the zip
     (``train.zip`` holding ``train/``). One line for a zip that cannot be read, encrypted images, or no images."""
     from kaggle_tl.data.folders import ignored_kind
@@ -187,11 +187,11 @@ def open_zip(path: Path) -> ZipMember:
                             "kaggle_tl reads no password-protected zip: unzip it with its password")
     root = [name for name in contents.children.get("", ()) if not ignored_kind(name)]
     if len(root) == 1 and root[0] in contents.folders and root[0].lower() == path.stem.lower():
-        return ZipMember(path, root[0], top=True)
-    return ZipMember(path, "", top=True)
+        return ArchiveMember(path, root[0], top=True)
+    return ArchiveMember(path, "", top=True)
 
 
-def list_zip(folder: ZipMember, ignored: Ignored) -> tuple[list[ZipMember], list[ZipMember]]:
+def list_archive(folder: ArchiveMember, ignored: Ignored) -> tuple[list[ArchiveMember], list[ArchiveMember]]:
     """(files, sub-folders) directly in a folder of a zip, by name, hidden and system entries (``__MACOSX``)
     left out and recorded, as ``folders.list_folder`` does; the zip's own folder also records its root's."""
     from kaggle_tl.data.folders import ignored_kind
@@ -201,7 +201,7 @@ def list_zip(folder: ZipMember, ignored: Ignored) -> tuple[list[ZipMember], list
     files, folders = [], []
     for level in levels:
         for name in contents.children.get(level, ()):
-            entry = ZipMember(folder.archive, f"{level}/{name}" if level else name)
+            entry = ArchiveMember(folder.archive, f"{level}/{name}" if level else name)
             kind = ignored_kind(name)
             if kind:
                 ignored[kind].append(entry)
