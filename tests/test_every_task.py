@@ -9,6 +9,7 @@ computed here on its own OOF predictions (decided with the rules stored beside t
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,49 @@ def test_herbarium_coco_json_labels_scored_by_macro_f1(tmp_path):
     macro_f1 = skm.f1_score([answers[i] for i in sub["Id"]], sub["Predicted"], average="macro")
     assert macro_f1 >= 1 / 3 + 0.4
     _oof_metric_matches_the_record(record, lambda t, p: skm.f1_score(t, p, average="macro"))
+
+
+def test_inaturalist_plain_tars_scored_by_top_1_error(tmp_path):
+    # train_val2019.tar.gz / test2019.tar.gz (plain tars whatever the name says), train2019.json / test2019.json whose
+    # file_names start with the tars' names, kaggle_sample_submission.csv id,predicted: integer category ids,
+    # scored by top-1 error (lower is better)
+    rng = np.random.default_rng(9)
+    comp, unpacked = tmp_path / "inaturalist", tmp_path / "unpacked"
+    colours = {400: "red", 49: "green", 1009: "blue"}
+    images, annotations = [], []
+    for k in range(36):
+        category = list(colours)[k % 3]
+        name = f"Plants/{category}/{k:032x}.jpg"
+        (unpacked / "train_val2019" / name).parent.mkdir(parents=True, exist_ok=True)
+        write_image(unpacked / "train_val2019" / name, _squares(rng, [colours[category]]))
+        images.append({"id": 100 + k, "file_name": f"train_val2019/{name}"})
+        annotations.append({"id": 100 + k, "image_id": 100 + k, "category_id": category})
+    answers, tests = {}, []
+    (unpacked / "test2019").mkdir()
+    for k in range(12):
+        category = list(colours)[k % 3]
+        write_image(unpacked / "test2019" / f"{k + 500:032x}.jpg", _squares(rng, [colours[category]]))
+        tests.append({"id": 900 + k, "file_name": f"test2019/{k + 500:032x}.jpg"})
+        answers[str(900 + k)] = str(category)
+    comp.mkdir()
+    (comp / "train2019.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    (comp / "test2019.json").write_text(json.dumps({"images": tests}))
+    for split in ("train_val2019", "test2019"):
+        with tarfile.open(comp / f"{split}.tar.gz", "w") as tar:
+            for path in sorted((unpacked / split).rglob("*.jpg")):
+                tar.add(path, arcname=path.relative_to(unpacked / split).as_posix())
+    pd.DataFrame({"id": list(answers), "predicted": 7}).to_csv(comp / "kaggle_sample_submission.csv", index=False)
+
+    record, lines = _run(tmp_path, comp, competition="inaturalist-2019-fgvc6", heads=("logreg",))
+    assert (record.task.kind, record.task.metric_name, record.task.form) == ("multiclass", "error", "label")
+    assert not record.models[0].score.greater_is_better
+    assert any(line.startswith("multiclass: the label in predicted (3 classes), error, labels from train2019.json")
+               for line in lines)
+    sub = _submission(record)
+    assert list(sub.columns) == ["id", "predicted"] and sub["id"].tolist() == list(answers)
+    error = 1 - skm.accuracy_score([answers[i] for i in sub["id"]], sub["predicted"])
+    assert error <= 2 / 3 - 0.4
+    _oof_metric_matches_the_record(record, lambda t, p: 1 - skm.accuracy_score(t, p))
 
 
 # --------------------------------------------------------------------------- multiclass, probabilities

@@ -1,1 +1,1 @@
-"""The data: a competition folder read into ids, labels, classes and image paths; its CSVs, images and hashes; the demo."""
+"""The data: a competition folder read into ids, labels, classes and image paths; its CSVs, archives and images."""

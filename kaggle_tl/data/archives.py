@@ -1,25 +1,32 @@
-"""Images read in place from a competition's ``train.zip`` / ``test.zip`` (never unpacked to disk).
+"""Images read in place from a competition's archives, ``train.zip`` / ``test.zip`` or a plain tar (never unpacked).
 
-A ``ArchiveMember`` names one entry of a zip file (an image, or a folder inside it) the way a ``Path``
+An ``ArchiveMember`` names one entry of an archive (an image, or a folder inside it) the way a ``Path``
 names a file: ``name``, ``stem``, ``suffix``, ``parent``, ``is_file``, ``read_bytes``, and a
-``str`` that is the zip's path joined with the member's (``<root>/train.zip/abc.jpg``), which
-``image_path`` reads back. It is a small frozen value (the zip's absolute path and the member's
-name), so it hashes, compares and pickles: Dask workers and joblib processes open the zip
-themselves. Each process opens a zip once; reads from threads take turns on it (a ``ZipFile`` is
-not safe for concurrent reads), while decoding, the costly part, runs outside the lock.
+``str`` that is the archive's path joined with the member's (``<root>/train.zip/abc.jpg``), which
+``image_path`` reads back. It is a small frozen value (the archive's absolute path and the member's
+name), so it hashes, compares and pickles: Dask workers and joblib processes open the archive
+themselves. Each process opens an archive once; reads from threads take turns on it (a ``ZipFile``
+is not safe for concurrent reads), while decoding, the costly part, runs outside the lock.
 
-``open_archive`` checks a zip as a competition's image folder (a readable zip, no encrypted images,
-at least one image) and enters a single top folder named like the zip (``train.zip`` holding
+A tar (inaturalist-2019's ``train_val2019.tar.gz``, which MLE-bench writes uncompressed whatever its
+name says) is read where its members lie, by offset. A compressed tar is refused with one line: its
+members cannot be read in place without decompressing all that comes before them, so the user unpacks
+it once (the folder then wins over the archive). Only regular files are members: a link inside a tar
+is never followed.
+
+``open_archive`` checks an archive as a competition's image folder (readable, no encrypted images,
+at least one image) and enters a single top folder named like it (``train.zip`` holding
 ``train/``); ``list_archive`` lists one of its folders as ``folders.list_folder`` lists a folder.
 """
 from __future__ import annotations
 
 import os
+import tarfile
 import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Iterator, Union
+from typing import IO, TYPE_CHECKING, Iterator, Union
 
 from kaggle_tl.errors import KaggleTLError
 
@@ -29,11 +36,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, order=True)
 class ArchiveMember:
-    """One entry of a zip file: an image, or a folder inside it ("" is the zip's root)."""
+    """One entry of a zip or tar file: an image, or a folder inside it ("" is the archive's root)."""
 
-    archive: Path  # the zip file, absolute
+    archive: Path  # the zip or tar file, absolute
     member: str  # the entry's name inside it, "/"-separated, no trailing "/"
-    top: bool = field(default=False, compare=False, repr=False)  # the zip as a folder: its root or top folder
+    top: bool = field(default=False, compare=False, repr=False)  # the archive as a folder: its root or top folder
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "archive", Path(os.path.abspath(self.archive)))
@@ -48,7 +55,7 @@ class ArchiveMember:
 
     @property
     def name(self) -> str:
-        """The entry's name (``abc.jpg``); the zip's (``train.zip``) for the zip itself as a folder."""
+        """The entry's name (``abc.jpg``); the archive's (``train.zip``) for the archive itself as a folder."""
         return self.archive.name if self.top or not self.member else self._pure.name
 
     @property
@@ -61,7 +68,7 @@ class ArchiveMember:
 
     @property
     def parent(self) -> Union["ArchiveMember", Path]:
-        """The folder inside the zip holding the entry; the zip's own folder for its root."""
+        """The folder inside the archive holding the entry; the archive's own folder for its root."""
         if not self.member:
             return self.archive.parent
         parent = str(self._pure.parent)
@@ -71,7 +78,7 @@ class ArchiveMember:
         return ArchiveMember(self.archive, f"{self.member}/{name}" if self.member else name)
 
     def relative_to(self, other: Union["ArchiveMember", str, os.PathLike]) -> PurePosixPath:
-        """The entry's path below a folder of the same zip, or below a folder holding the zip."""
+        """The entry's path below a folder of the same archive, or below a folder holding the archive."""
         if isinstance(other, ArchiveMember):
             if other.archive != self.archive:
                 raise ValueError(f"{self} is not in {other}")
@@ -103,12 +110,16 @@ class ArchiveMember:
 
     @property
     def size(self) -> int:
-        """The member's size unpacked, in bytes (as the zip's directory states it)."""
+        """The member's size unpacked, in bytes (as the archive's directory states it)."""
         return _contents(self.archive).sizes[self.member]
 
     def read_bytes(self) -> bytes:
-        """The member's bytes, unpacked and checked against its CRC (OSError if they cannot be read)."""
-        stored = _contents(self.archive).stored.get(self.member, self.member)
+        """The member's bytes: from a zip unpacked and checked against its CRC, from a tar as its header spans them
+        (OSError if they cannot be read)."""
+        contents = _contents(self.archive)
+        if contents.spans:
+            return self._read_tar_span(contents)
+        stored = contents.stored.get(self.member, self.member)
         with _lock(self.archive):
             handle = _handle(self.archive)
             try:
@@ -119,25 +130,38 @@ class ArchiveMember:
                     ValueError) as exc:  # bad CRC, damaged entry, unsupported compression, encrypted
                 raise OSError(f"damaged in the zip: {_one_line(exc)}") from None
 
+    def _read_tar_span(self, contents: "_Contents") -> bytes:
+        if self.member not in contents.spans:
+            raise FileNotFoundError(f"no member {self.member!r} in the tar")
+        offset, size = contents.spans[self.member]
+        with _lock(self.archive):
+            handle = _handle(self.archive)
+            handle.seek(offset)
+            data = handle.read(size)
+        if len(data) != size:  # the tar was cut short after its listing was read
+            raise OSError(f"damaged in the tar: {len(data)} of its {size} bytes are there")
+        return data
 
-ImagePath = Union[Path, ArchiveMember]  # an image file, or an image inside a zip
+
+ImagePath = Union[Path, ArchiveMember]  # an image file, or an image inside an archive
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 def image_path(text: str | os.PathLike | ArchiveMember) -> ImagePath:
-    """An image's path from its ``str`` (as a run record saves it): a file, or a member of a zip on the way."""
+    """An image's path from its ``str`` (as a run record saves it): a file, or a member of an archive on the way."""
     if isinstance(text, ArchiveMember):
         return text
     path = Path(text)
     if path.exists():
         return path
     for folder in path.parents:
-        if folder.suffix.lower() == ".zip" and folder.is_file():
+        if is_archive(folder):
             return ArchiveMember(folder, path.relative_to(folder).as_posix())
     return path
 
 
 def absolute(path: ImagePath | str) -> ImagePath | str:
-    """``path`` made absolute (a zip member already is), for workers that run in another folder."""
+    """``path`` made absolute (an archive member already is), for workers that run in another folder."""
     return path if isinstance(path, ArchiveMember) else os.path.abspath(path)
 
 
@@ -149,12 +173,12 @@ def saved(path: ImagePath | str) -> str:
 
 
 def on_disk(path: ImagePath | str) -> str:
-    """The file on disk holding the image: itself, or its zip."""
+    """The file on disk holding the image: itself, or its archive."""
     return str(path.archive) if isinstance(path, ArchiveMember) else os.path.abspath(path)
 
 
 def folder_label(folder: Path | ArchiveMember, full: bool = False) -> str:
-    """How lines name an image folder: ``train/``, or ``train.zip`` (a folder inside a zip: ``train.zip/cats/``);
+    """How lines name an image folder: ``train/``, or ``train.zip`` (a folder inside an archive: ``train.zip/cats/``);
     ``full``: its whole path (``/data/comp/train/``, ``/data/comp/train.zip``)."""
     if isinstance(folder, ArchiveMember) and folder.top:
         return str(folder) if full else folder.name
@@ -163,19 +187,33 @@ def folder_label(folder: Path | ArchiveMember, full: bool = False) -> str:
     return f"{folder}/" if full else f"{folder.name}/"
 
 
+def is_archive_name(name: str) -> bool:
+    """Whether a file name is a zip's or a tar's (``train.zip``, ``train_val2019.tar.gz``)."""
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
 def is_archive(path: Path) -> bool:
-    return path.suffix.lower() == ".zip" and path.is_file()
+    return is_archive_name(path.name) and path.is_file()
+
+
+def archive_stem(path: Path) -> str:
+    """The archive's name without its suffix: the folder it stands for (``train_val2019.tar.gz``: train_val2019)."""
+    name = path.name
+    suffix = max((s for s in ARCHIVE_SUFFIXES if name.lower().endswith(s)), key=len, default="")
+    return name[:len(name) - len(suffix)] if suffix else path.stem
 
 
 def open_archive(path: Path) -> ArchiveMember:
-    """A zip of images as a folder: its root, or its single top folder when that is named like the zip
-    (``train.zip`` holding ``train/``). One line for a zip that cannot be read, encrypted images, or no images."""
+    """An archive of images as a folder: its root, or its single top folder when that is named like the archive
+    (``train.zip`` holding ``train/``). One line for an archive that cannot be read, encrypted images, a compressed
+    tar, or no images."""
     from kaggle_tl.data.folders import ignored_kind
     from kaggle_tl.data.images import IMAGE_EXTENSIONS
 
     contents = _contents(path)
     if not contents.files:
-        raise KaggleTLError(f"{path}: holds no images ({', '.join(IMAGE_EXTENSIONS)}); it is an empty zip")
+        raise KaggleTLError(f"{path}: holds no images ({', '.join(IMAGE_EXTENSIONS)}); it is an empty "
+                            f"{'tar' if _is_tar(path) else 'zip'}")
     kept = [name for name in sorted(contents.files) if not any(ignored_kind(part) for part in name.split("/"))]
     images = [name for name in kept if PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS]
     if not images:
@@ -186,14 +224,14 @@ def open_archive(path: Path) -> ArchiveMember:
         raise KaggleTLError(f"{path}/{encrypted[0]}: encrypted ({len(encrypted)} of its {len(images)} images are); "
                             "kaggle_tl reads no password-protected zip: unzip it with its password")
     root = [name for name in contents.children.get("", ()) if not ignored_kind(name)]
-    if len(root) == 1 and root[0] in contents.folders and root[0].lower() == path.stem.lower():
+    if len(root) == 1 and root[0] in contents.folders and root[0].lower() == archive_stem(path).lower():
         return ArchiveMember(path, root[0], top=True)
     return ArchiveMember(path, "", top=True)
 
 
 def list_archive(folder: ArchiveMember, ignored: Ignored) -> tuple[list[ArchiveMember], list[ArchiveMember]]:
-    """(files, sub-folders) directly in a folder of a zip, by name, hidden and system entries (``__MACOSX``)
-    left out and recorded, as ``folders.list_folder`` does; the zip's own folder also records its root's."""
+    """(files, sub-folders) directly in a folder of an archive, by name, hidden and system entries (``__MACOSX``)
+    left out and recorded, as ``folders.list_folder`` does; the archive's own folder also records its root's."""
     from kaggle_tl.data.folders import ignored_kind
 
     contents = _contents(folder.archive)
@@ -206,7 +244,7 @@ def list_archive(folder: ArchiveMember, ignored: Ignored) -> tuple[list[ArchiveM
             if kind:
                 ignored[kind].append(entry)
             elif level != folder.member:
-                continue  # the zip's root beside its top folder: only what is never data is recorded
+                continue  # the archive's root beside its top folder: only what is never data is recorded
             elif entry.member in contents.folders:
                 folders.append(entry)
             else:
@@ -216,7 +254,7 @@ def list_archive(folder: ArchiveMember, ignored: Ignored) -> tuple[list[ArchiveM
 
 @dataclass
 class _Contents:
-    """A zip's directory, read once per process."""
+    """An archive's directory, read once per process."""
 
     files: frozenset[str]
     folders: frozenset[str]  # every folder a member's name implies ("" is the root), listed or not
@@ -224,16 +262,17 @@ class _Contents:
     sizes: dict[str, int]
     encrypted: frozenset[str]
     stored: dict[str, str]  # file -> its name as the zip stores it, where that differs ("/abc.jpg", "a\\b.jpg")
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # a tar's file -> (offset, size) of its data
 
 
 _CONTENTS: dict[tuple[int, Path], _Contents] = {}
-_HANDLES: dict[tuple[int, Path], zipfile.ZipFile] = {}
+_HANDLES: dict[tuple[int, Path], zipfile.ZipFile | IO[bytes]] = {}
 _LOCKS: dict[tuple[int, Path], threading.Lock] = {}
 _GUARD = threading.Lock()  # around the three caches
 
 
 def _forget() -> None:
-    """In a forked child: open the zips again (the parent's handles share its file offsets), new locks."""
+    """In a forked child: open the archives again (the parent's handles share its file offsets), new locks."""
     global _GUARD
     _GUARD = threading.Lock()
     _HANDLES.clear()
@@ -254,8 +293,8 @@ def _lock(archive: Path) -> threading.Lock:
         return _LOCKS.setdefault(_key(archive), threading.Lock())
 
 
-def _handle(archive: Path) -> zipfile.ZipFile:
-    """The process's open ZipFile of ``archive`` (callers hold its lock)."""
+def _handle(archive: Path) -> zipfile.ZipFile | IO[bytes]:
+    """The process's open ZipFile of a zip, or file of a tar (callers hold its lock)."""
     key = _key(archive)
     handle = _HANDLES.get(key)
     if handle is None:
@@ -263,7 +302,12 @@ def _handle(archive: Path) -> zipfile.ZipFile:
     return handle
 
 
-def _open(archive: Path) -> zipfile.ZipFile:
+def _open(archive: Path) -> zipfile.ZipFile | IO[bytes]:
+    if _is_tar(archive):
+        try:
+            return open(archive, "rb")
+        except OSError as exc:
+            raise KaggleTLError(f"{archive}: cannot read ({exc.strerror or exc})") from None
     try:
         return zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
@@ -272,37 +316,77 @@ def _open(archive: Path) -> zipfile.ZipFile:
         raise KaggleTLError(f"{archive}: cannot read ({exc.strerror or exc})") from None
 
 
+def _is_tar(archive: Path) -> bool:
+    return not archive.name.lower().endswith(".zip")
+
+
+# The first bytes of a compressed stream: a tar inside one cannot be read in place.
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"(\xb5/\xfd": "zstd"}
+
+
+def _tar_entries(archive: Path) -> list[tarfile.TarInfo]:
+    """The members of an uncompressed tar, its headers read once; one line for a compressed or unreadable one."""
+    try:
+        with open(archive, "rb") as handle:
+            head = handle.read(6)
+            compressed = next((kind for magic, kind in _COMPRESSED.items() if head.startswith(magic)), None)
+            if compressed:
+                folder = archive.parent / archive_stem(archive)
+                raise KaggleTLError(f"{archive}: a {compressed}-compressed tar, whose images cannot be read in place; "
+                                    f"unpack it once (mkdir {folder.name} && tar xf {archive.name} -C {folder.name}) "
+                                    f"and {folder.name}/ is read instead")
+            handle.seek(0)
+            with tarfile.open(fileobj=handle, mode="r:") as tar:
+                return tar.getmembers()
+    except tarfile.TarError as exc:
+        raise KaggleTLError(f"{archive}: not a readable tar file ({_one_line(exc)})") from None
+    except OSError as exc:
+        raise KaggleTLError(f"{archive}: cannot read ({exc.strerror or exc})") from None
+
+
+def _entries(archive: Path) -> list[tuple[str, bool, int, bool, tuple[int, int] | None]]:
+    """(name as stored, is a folder, size, encrypted, a tar file's data span) of each entry worth listing."""
+    if _is_tar(archive):
+        # Links, devices and FIFOs are never members: a link would read a file the archive does not hold.
+        return [(info.name, info.isdir(), info.size, False, (info.offset_data, info.size) if info.isreg() else None)
+                for info in _tar_entries(archive) if info.isdir() or info.isreg()]
+    with _lock(archive):
+        infos = _handle(archive).infolist()
+    return [(info.filename, info.is_dir(), info.file_size, bool(info.flag_bits & 0x1), None) for info in infos]
+
+
 def _contents(archive: Path) -> _Contents:
     key = _key(archive)
     found = _CONTENTS.get(key)
     if found is not None:
         return found
-    with _lock(archive):
-        infos = _handle(archive).infolist()
-    files, sizes, encrypted, stored = set(), {}, set(), {}
+    files, sizes, encrypted, stored, spans = set(), {}, set(), {}, {}
     folders = {""}
-    for info in infos:
-        # Zips made by some Windows tools separate folders with "\\" (against the format; unzip converts them too).
-        name = info.filename.replace("\\", "/").strip("/")
+    for stored_name, is_dir, size, is_encrypted, span in _entries(archive):
+        # Zips made by some Windows tools separate folders with "\\" (against the format; unzip converts them too);
+        # tars made with `tar cf x.tar .` start every name with "./".
+        name = "/".join(part for part in stored_name.replace("\\", "/").split("/") if part not in ("", "."))
         if not name:
             continue
         parts = name.split("/")
         folders.update("/".join(parts[:k]) for k in range(1, len(parts)))
-        if info.is_dir():
+        if is_dir:
             folders.add(name)
         else:
             files.add(name)
-            sizes[name] = info.file_size
-            if name != info.filename:
-                stored[name] = info.filename
-            if info.flag_bits & 0x1:
+            sizes[name] = size
+            if span is not None:
+                spans[name] = span
+            if name != stored_name:
+                stored[name] = stored_name
+            if is_encrypted:
                 encrypted.add(name)
     files -= folders  # a name both a file and a folder's prefix: read as the folder
     children: dict[str, list[str]] = {}
     for name in sorted(files | folders - {""}):
         parent, _, base = name.rpartition("/")
         children.setdefault(parent, []).append(base)
-    found = _Contents(frozenset(files), frozenset(folders), children, sizes, frozenset(encrypted), stored)
+    found = _Contents(frozenset(files), frozenset(folders), children, sizes, frozenset(encrypted), stored, spans)
     with _GUARD:
         _CONTENTS[key] = found
     return found

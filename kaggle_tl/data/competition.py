@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kaggle_tl.data.archives import ImagePath, folder_label
+from kaggle_tl.data.archives import ImagePath, folder_label, is_archive_name
 from kaggle_tl.data.csvs import locate_csv, read_text_csv
 from kaggle_tl.data.folders import (Ignored, check_unique, ignored_notes, image_of, images_by_id, list_folder,
                                     stop_on_missing)
@@ -237,7 +237,7 @@ def _note_unread_images(labels: Labels, train_paths: set[ImagePath], test_paths:
 
 def _shown(folder: str) -> str:
     """A layout's image folder in a line: ``train/``, or ``train.zip``."""
-    return folder if folder.lower().endswith(".zip") else f"{folder}/"
+    return folder if is_archive_name(folder) else f"{folder}/"
 
 
 def _classes_without_images(task: Task, y: np.ndarray) -> list[str]:

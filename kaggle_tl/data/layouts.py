@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from kaggle_tl.data.archives import ArchiveMember, ImagePath, folder_label, is_archive, open_archive
+from kaggle_tl.data.archives import (ARCHIVE_SUFFIXES, ArchiveMember, ImagePath, archive_stem, folder_label, is_archive,
+                                     open_archive)
 from kaggle_tl.data.coco import FOLDER_JSON, find_json, read_coco
 from kaggle_tl.data.csvs import COMPRESSED_SUFFIXES, locate_csv, read_text_csv
 from kaggle_tl.data.folders import (Ignored, check_unique, ignored_kind, image_of, images_by_id, list_folder,
@@ -87,8 +88,10 @@ def _is_sample_name(name: str) -> bool:
 
 
 def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, notes: list[str]) -> ImagePath:
-    """The ``what`` images' folder: ``given``, else the first of ``candidates`` there, else the first of their zips
-    (``train.zip``, read in place: ``archives.open_archive``); one line when none is. A folder wins over its zip."""
+    """The ``what`` images' folder: ``given``, else the first of ``candidates`` there, else the first of their
+    archives (``train.zip``, ``train.tar``: read in place, ``archives.open_archive``), else the one folder or
+    archive named for the split (inaturalist's ``train_val2019.tar.gz``), else the first candidate one folder down;
+    one line when none is. A folder wins over its archive."""
     if given:
         if is_archive(root / given):
             return open_archive(root / given)
@@ -97,17 +100,25 @@ def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, 
         return root / given
     found = [root / name for name in candidates if (root / name).is_dir()]
     if not found:
-        zipped = [root / f"{name}.zip" for name in candidates if is_archive(root / f"{name}.zip")]
-        if zipped:
-            if len(zipped) > 1:
-                notes.append(f"{what} images read from {zipped[0].name}, not {zipped[1].name} (--{what}-dir decides)")
-            return open_archive(zipped[0])
+        packed = [root / f"{name}{suffix}" for name in candidates for suffix in ARCHIVE_SUFFIXES
+                  if is_archive(root / f"{name}{suffix}")]
+        if packed:
+            if len(packed) > 1:
+                notes.append(f"{what} images read from {packed[0].name}, not {packed[1].name} (--{what}-dir decides)")
+            return open_archive(packed[0])
+        named = _named_for(root, candidates[0])
+        if len(named) == 1:
+            notes.append(f"{what} images read from {_shown(named[0])}, the one entry named for {candidates[0]} "
+                         f"(--{what}-dir decides)")
+            return open_archive(named[0]) if named[0].is_file() else named[0]
         nested = _one_folder_down(root, candidates)
         if nested is not None:  # herbarium-2020: nybg2020/train/, nybg2020/test/ beside sample_submission.csv
             notes.append(f"{what} images read from {folder_in(root, nested)}/, one folder down (--{what}-dir decides)")
             return nested
         others = ", ".join(f"{name}/" for name in candidates[1:])
-        raise KaggleTLError(f"{root / candidates[0]}: {what} folder not found (nor {others}, nor a zip of them)")
+        several = f"; {', '.join(_shown(p) for p in named)} are all named for {candidates[0]}" if named else ""
+        raise KaggleTLError(f"{root / candidates[0]}: {what} folder not found (nor {others}, nor an archive of them"
+                            f"{several}); --{what}-dir names it")
     if not _holds_images(found[0]) and (nested := _one_folder_down(root, candidates)) is not None \
             and _holds_images(nested):  # siim-isic-melanoma: train/*.dcm beside jpeg/train/*.jpg
         notes.append(f"{what} images read from {folder_in(root, nested)}/: {found[0].name}/ holds no image kaggle_tl "
@@ -115,10 +126,27 @@ def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, 
         return nested
     if len(found) > 1:
         notes.append(f"{what} images read from {found[0].name}/, not {found[1].name}/ (--{what}-dir decides)")
-    if is_archive(root / f"{found[0].name}.zip"):
-        notes.append(f"{what} images read from {found[0].name}/, not {found[0].name}.zip (a folder wins over its zip; "
-                     f"--{what}-dir decides)")
+    packed = [root / f"{found[0].name}{suffix}" for suffix in ARCHIVE_SUFFIXES
+              if is_archive(root / f"{found[0].name}{suffix}")]
+    if packed:
+        notes.append(f"{what} images read from {found[0].name}/, not {packed[0].name} (a folder wins over its "
+                     f"archive; --{what}-dir decides)")
     return found[0]
+
+
+def _named_for(root: Path, split: str) -> list[Path]:
+    """The folders and archives of images at ``root`` whose names start with ``split`` (``train_val2019/``,
+    ``test2019.tar.gz``), an archive left out where its unpacked folder is there; archives of a file
+    (``train_labels.csv.zip``) are not image folders."""
+    entries = [p for p in sorted(root.iterdir()) if p.name.lower().startswith(split) and not ignored_kind(p.name)]
+    folders = [p for p in entries if p.is_dir()]
+    archives = [p for p in entries if is_archive(p) and "." not in archive_stem(p)
+                and not any(f.name == archive_stem(p) for f in folders)]
+    return sorted(folders + archives)
+
+
+def _shown(entry: Path) -> str:
+    return f"{entry.name}/" if entry.is_dir() else entry.name
 
 
 def _one_folder_down(root: Path, candidates: tuple[str, ...]) -> Path | None:
@@ -148,7 +176,7 @@ def _holds_images(folder: Path) -> bool:
 
 
 def folder_in(root: Path, folder: ImagePath) -> str:
-    """An image folder as the layout names it: relative to ``root`` (``nybg2020/train``), or the zip's name."""
+    """An image folder as the layout names it: relative to ``root`` (``nybg2020/train``), or the archive's name."""
     return folder.name if isinstance(folder, ArchiveMember) else folder.relative_to(root).as_posix()
 
 
@@ -319,7 +347,7 @@ def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | N
     _read_not_ignored(path, ignored)
     notes.extend(coco.notes)
     ids = list(coco.files)
-    paths = [train_dir / coco.files[i] for i in ids]
+    paths = [_image_in(train_dir, coco.files[i]) for i in ids]
     stop_on_missing([i for i, p in zip(ids, paths) if not p.is_file()], {}, [], path, train_dir)
     targets = pd.DataFrame({_target_name(sample): [coco.labels[i] for i in ids]}, index=pd.Index(ids, name="id"))
     shown = folder_label(train_dir) if isinstance(train_dir, ArchiveMember) else f"{folder_in(root, train_dir)}/"
@@ -334,8 +362,20 @@ def images_in_test_json(test_dir: ImagePath, ignored: Ignored) -> dict[str, Imag
     if path is None:
         return {}
     _read_not_ignored(path, ignored)
-    images = {i: test_dir / name for i, name in read_coco(path, labelled=False).files.items()}
+    images = {i: _image_in(test_dir, name) for i, name in read_coco(path, labelled=False).files.items()}
     return {i: image for i, image in images.items() if image.is_file()}
+
+
+def _image_in(folder: ImagePath, file_name: str) -> ImagePath:
+    """A JSON's ``file_name``: inside the images folder, or inside the folder holding it, where it starts with the
+    images folder's own name (inaturalist's ``train_val2019/Plants/400/x.jpg`` for train_val2019.tar.gz, whose
+    members are ``Plants/400/x.jpg``)."""
+    path = folder / file_name
+    first, _, rest = file_name.partition("/")
+    own = archive_stem(folder.archive) if isinstance(folder, ArchiveMember) and folder.top else folder.name
+    if rest and first == own and not path.is_file():
+        return folder / rest
+    return path
 
 
 def _read_not_ignored(path: Path, ignored: Ignored) -> None:

@@ -27,6 +27,7 @@ KNOWN: dict[str, TaskSettings] = {
     "iwildcam-2019-fgvc6": TaskSettings(task="multiclass", metric="macro_f1"),
     "iwildcam-2020-fgvc7": TaskSettings(task="multiclass", metric="accuracy"),
     "cdiscount-image-classification-challenge": TaskSettings(task="multiclass", metric="accuracy"),
+    "inaturalist-2019-fgvc6": TaskSettings(task="multiclass", metric="error"),  # top-1 error, lower is better
     # binary: P(positive)
     "aerial-cactus-identification": TaskSettings(task="binary", metric="roc_auc"),
     "histopathologic-cancer-detection": TaskSettings(task="binary", metric="roc_auc"),

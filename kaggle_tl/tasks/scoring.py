@@ -5,7 +5,7 @@ A metric scores what the submission holds, decided from the predictions by the T
 metric says which of those forms it reads for each task kind (``reads``), whether higher is better
 (scikit-learn's ``_sign``), and whether it is a mean over rows.
 
-Noise. A mean over rows (log loss, accuracy, MAP@k, F-beta over samples, MAE) has the standard
+Noise. A mean over rows (log loss, accuracy, error, MAP@k, F-beta over samples, MAE) has the standard
 error std(per-row values) / sqrt(N), and two models scored on the same rows are compared by the
 mean and standard error of their per-row differences. Every other metric (ROC AUC, F1, QWK, RMSE)
 gets both from a seeded paired bootstrap over rows (``scipy.stats.bootstrap``, percentile method,
@@ -82,6 +82,10 @@ def _correct_rows(y: np.ndarray, label: np.ndarray) -> np.ndarray:
     return (np.asarray(label) == np.asarray(y)).astype(np.float64)
 
 
+def _wrong_rows(y: np.ndarray, label: np.ndarray) -> np.ndarray:
+    return 1.0 - _correct_rows(y, label)
+
+
 def _abs_rows(y: np.ndarray, value: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(value, dtype=np.float64) - np.asarray(y, dtype=np.float64))
 
@@ -121,6 +125,8 @@ _METRICS: dict[str, Metric] = {m.name: m for m in [
            _mean_of(_logloss_rows), _logloss_rows, "log loss of the clipped probabilities"),
     Metric("accuracy", True, {k: "label" for k in (*_CLASS_KINDS, "topk")},
            _mean_of(_correct_rows), _correct_rows, "share of rows whose label is right"),
+    Metric("error", False, {k: "label" for k in (*_CLASS_KINDS, "topk")},
+           _mean_of(_wrong_rows), _wrong_rows, "share of rows whose label is wrong (1 - accuracy; inaturalist's)"),
     Metric("micro_f1", True, {**{k: "label" for k in _CLASS_KINDS}, "multilabel": "tags"},
            _labels_f1("micro"), None, "F1 over all (row, label) decisions"),
     Metric("macro_f1", True, {**{k: "label" for k in _CLASS_KINDS}, "multilabel": "tags"},

@@ -1,8 +1,9 @@
-"""Images read in place from train.zip / test.zip: the same features (cache reused), the same submission."""
+"""Images read in place from train.zip / test.zip or a tar: the same features (cache reused), the same submission."""
 from __future__ import annotations
 
 import re
 import shutil
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -43,6 +44,16 @@ def _zipped_copy(plain: Path, zipped: Path, top_folder: bool) -> None:
                 archive.write(path, f"{split}/{path.name}" if top_folder else path.name)
 
 
+def _tarred_copy(plain: Path, tarred: Path) -> None:
+    """train.tar and test.tar as `tar cf train.tar -C train .` writes them: every name starts with ./"""
+    tarred.mkdir()
+    for name in ("train.csv", "sample_submission.csv"):
+        shutil.copy(plain / name, tarred / name)
+    for split in ("train", "test"):
+        with tarfile.open(tarred / f"{split}.tar", "w") as archive:
+            archive.add(plain / split, arcname=".")
+
+
 def _config(tmp_path: Path, data: Path, name: str) -> RunConfig:
     return RunConfig(data=str(data), backbones=("mobilenet_v2",), weights="none", image_size=32, stages=1,
                      views=("original", "hflip"), folds=3, heads=("logreg",), cache_dir=str(tmp_path / "cache"),
@@ -50,17 +61,20 @@ def _config(tmp_path: Path, data: Path, name: str) -> RunConfig:
                      competition="aerial-cactus-identification")
 
 
-@pytest.mark.parametrize("top_folder", [True, False])
-def test_a_zipped_competition_runs_as_the_unzipped_one(tmp_path, top_folder):
+@pytest.mark.parametrize("kind, top_folder", [("zip", True), ("zip", False), ("tar", False)])
+def test_a_zipped_competition_runs_as_the_unzipped_one(tmp_path, kind, top_folder):
     _cactus(tmp_path / "plain")
-    _zipped_copy(tmp_path / "plain", tmp_path / "zipped", top_folder)
+    if kind == "zip":
+        _zipped_copy(tmp_path / "plain", tmp_path / "zipped", top_folder)
+    else:
+        _tarred_copy(tmp_path / "plain", tmp_path / "zipped")
     plain = run(_config(tmp_path, tmp_path / "plain", "plain"))
     lines: list[str] = []
     zipped = run(_config(tmp_path, tmp_path / "zipped", "zipped"), report=lines.append)
-    assert any(line.endswith("images in train.zip") for line in lines)
+    assert any(line.endswith(f"images in train.{kind}") for line in lines)
     assert zipped.image_keys == plain.image_keys  # the members' bytes are the files' bytes
     assert set(zipped.cache_entries["features"].values()) == {"cache"}  # nothing extracted again
-    assert zipped.train_paths[0] == f"{tmp_path / 'zipped' / 'train.zip'}/{'train/' * top_folder}t000.jpg"
+    assert zipped.train_paths[0] == f"{tmp_path / 'zipped' / f'train.{kind}'}/{'train/' * top_folder}t000.jpg"
     first, second = (pd.read_csv(r.models[0].submission) for r in (plain, zipped))
     pd.testing.assert_frame_equal(first, second)
     assert zipped.models[0].score == plain.models[0].score
@@ -69,11 +83,15 @@ def test_a_zipped_competition_runs_as_the_unzipped_one(tmp_path, top_folder):
 @pytest.mark.parametrize("content, message", [
     (b"not a zip", r"train\.zip: not a readable zip file"),
     (None, r"train\.zip: holds no images .*found e\.g\. \['readme\.txt'\]"),
+    (b"not a tar", r"train\.tar: not a readable tar file"),
 ])
 def test_a_zip_that_holds_no_readable_images_is_one_line(tmp_path, capsys, content, message):
     _cactus(tmp_path / "plain", n_train=6, n_test=2)
     _zipped_copy(tmp_path / "plain", tmp_path / "zipped", top_folder=True)
     target = tmp_path / "zipped" / "train.zip"
+    if b"tar" in (content or b""):
+        target.unlink()
+        target = target.with_suffix(".tar")
     if content is None:
         with zipfile.ZipFile(target, "w") as archive:
             archive.writestr("readme.txt", "no images here")

@@ -3,6 +3,7 @@ folders, the labels file and its columns, the ids, and the Task each one asks fo
 from __future__ import annotations
 
 import json
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -625,6 +626,89 @@ def test_coco_json_inside_the_zip_and_beside_it(tmp_path):
     competition = read_competition(iwildcam)
     assert competition.y.tolist() == [0, 1, 0, 1]
     assert [str(p) for p in competition.test_paths] == [f"{iwildcam / 'test.zip'}/{i}.jpg" for i in ("t1", "t0")]
+
+
+def _tar_folder(folder: Path, archive: Path, compression: str = "") -> None:
+    """``folder``'s files into a tar named ``archive``, names relative to ``folder`` (as MLE-bench writes them)."""
+    with tarfile.open(archive, f"w:{compression}") as out:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                out.add(path, arcname=path.relative_to(folder).as_posix())
+
+
+def write_inaturalist_2019(root: Path, categories: list[int], n_test: int = 3) -> None:
+    """inaturalist-2019's public layout as MLE-bench prepares it: train2019.json / test2019.json whose file_names
+    start with the tars' names (train_val2019/Plants/400/<hash>.jpg, test2019/<hash>.jpg) while the tars' members
+    do not, plain tars named .tar.gz, val2019.json of images not shipped, kaggle_sample_submission.csv id,predicted."""
+    unpacked = root.parent / f"{root.name}-unpacked"
+    images, annotations = [], []
+    for k, category in enumerate(categories):
+        name = f"Plants/{category}/{k:032x}.jpg"
+        write_images((unpacked / "train_val2019" / name).parent, [Path(name).name])
+        images.append({"id": 100 + k, "file_name": f"train_val2019/{name}", "width": 8, "height": 8})
+        annotations.append({"id": 100 + k, "image_id": 100 + k, "category_id": category})
+    tests = [{"id": 900 + k, "file_name": f"test2019/{k + 500:032x}.jpg"} for k in range(n_test)]
+    write_images(unpacked / "test2019", [Path(t["file_name"]).name for t in tests])
+    root.mkdir(parents=True)
+    (root / "train2019.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                     "categories": [], "info": {}, "licenses": []}))
+    (root / "val2019.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "train_val2019/Plants/1/x.jpg"}],
+                                                   "annotations": [{"image_id": 1, "category_id": 1}]}))
+    (root / "test2019.json").write_text(json.dumps({"images": tests, "info": {}, "licenses": []}))
+    for split in ("train_val2019", "test2019"):
+        _tar_folder(unpacked / split, root / f"{split}.tar.gz")
+    write_csv(root / "kaggle_sample_submission.csv", ["id", "predicted"], [[t["id"], 7] for t in tests])
+
+
+def test_inaturalist_2019_plain_tars_and_file_names_from_the_root(tmp_path):
+    root = tmp_path / "inaturalist-2019-fgvc6"
+    write_inaturalist_2019(root, [400, 49, 400, 49])
+    competition = read_competition(root, settings=TaskSettings(metric="error"))
+    assert competition.train_ids == ["100", "101", "102", "103"] and competition.y.tolist() == [1, 0, 1, 0]
+    assert str(competition.train_paths[1]) == f"{root / 'train_val2019.tar.gz'}/Plants/49/{1:032x}.jpg"
+    assert read_image(competition.train_paths[1]).shape == (8, 8, 3)
+    assert [str(p) for p in competition.test_paths] == [f"{root / 'test2019.tar.gz'}/{k + 500:032x}.jpg"
+                                                        for k in range(3)]
+    assert competition.task.describe().endswith("labels from train2019.json (images' category_id), images in "
+                                                "train_val2019.tar.gz")
+    assert ("train images read from train_val2019.tar.gz, the one entry named for train (--train-dir decides)"
+            in competition.notes)
+    # unpacked as the refusal of a compressed tar says: the folder wins, its file names read from the root as well
+    for split in ("train_val2019", "test2019"):
+        (tmp_path / "inaturalist-2019-fgvc6-unpacked" / split).rename(root / split)
+    unpacked = read_competition(root, settings=TaskSettings(metric="error"))
+    assert unpacked.train_paths[1] == root / "train_val2019" / "Plants" / "49" / f"{1:032x}.jpg"
+    assert [p.read_bytes() for p in unpacked.train_paths] == [p.read_bytes() for p in competition.train_paths]
+
+
+def test_a_compressed_tar_is_one_line_that_says_how_to_unpack_it(tmp_path):
+    root = tmp_path / "inaturalist-2019-fgvc6"
+    write_inaturalist_2019(root, [400, 49, 400, 49])
+    _tar_folder(tmp_path / "inaturalist-2019-fgvc6-unpacked" / "train_val2019", root / "train_val2019.tar.gz", "gz")
+    with pytest.raises(KaggleTLError, match=r"train_val2019.tar.gz: a gzip-compressed tar, whose images cannot be "
+                                            r"read in place; unpack it once \(mkdir train_val2019 && tar xf "
+                                            r"train_val2019.tar.gz -C train_val2019\)") as exc_info:
+        read_competition(root)
+    one_line(exc_info)
+
+
+def test_a_tar_member_that_is_a_link_is_never_read(tmp_path):
+    # a symlink inside a tar naming a private file: not a member, so not an image of the competition
+    root = tmp_path / "inaturalist-2019-fgvc6"
+    write_inaturalist_2019(root, [400, 49, 400, 49])
+    secret = tmp_path / "secret.jpg"
+    write_images(tmp_path, [secret.name])
+    with tarfile.open(root / "test2019.tar.gz", "a") as tar:
+        link = tarfile.TarInfo(f"{3 + 500:032x}.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, str(secret)
+        tar.addfile(link)
+    (root / "test2019.json").write_text(json.dumps({"images": [
+        {"id": 900 + k, "file_name": f"test2019/{k + 500:032x}.jpg"} for k in range(4)]}))
+    write_csv(root / "kaggle_sample_submission.csv", ["id", "predicted"], [[900 + k, 7] for k in range(4)])
+    with pytest.raises(KaggleTLError, match=r"kaggle_sample_submission.csv: 1 id\(s\) have no image in "
+                                            r".*test2019.tar.gz, e.g. \['903'\]") as exc_info:
+        read_competition(root)
+    one_line(exc_info)
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -160,7 +160,7 @@ def test_a_folder_wins_over_its_zip_and_a_given_zip_is_read(tmp_path):
         (root / "train" / f"{k}.jpg").write_bytes(_jpeg(k))
     competition = read_competition(root)
     assert competition.train_paths[0] == root / "train" / "0.jpg" and competition.layout.test_dir == "test.zip"
-    assert ("train images read from train/, not train.zip (a folder wins over its zip; --train-dir decides)"
+    assert ("train images read from train/, not train.zip (a folder wins over its archive; --train-dir decides)"
             in competition.notes)
     given = read_competition(root, Layout(train_dir="train.zip"))
     assert given.train_paths[0] == ArchiveMember(root / "train.zip", "0.jpg")
