@@ -12,6 +12,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -165,6 +166,45 @@ def test_inaturalist_plain_tars_scored_by_top_1_error(tmp_path):
     error = 1 - skm.accuracy_score([answers[i] for i in sub["id"]], sub["predicted"])
     assert error <= 2 / 3 - 0.4
     _oof_metric_matches_the_record(record, lambda t, p: 1 - skm.accuracy_score(t, p))
+
+
+def test_cdiscount_products_in_bson_scored_by_accuracy(tmp_path):
+    # train.bson / test.bson as MLE-bench writes them (pymongo's bson): one document per product, its category and
+    # 1-2 pictures; the submission _id,category_id holds integer category ids for test.bson's products
+    import bson
+
+    rng = np.random.default_rng(10)
+    comp = tmp_path / "cdiscount"
+    comp.mkdir()
+    colours = {1000010653: "red", 1000004079: "green", 1000015309: "blue"}
+
+    def pictures(colour: str, n: int) -> list[dict]:
+        return [{"picture": cv2.imencode(".jpg", _squares(rng, [colour]))[1].tobytes()} for _ in range(n)]
+
+    with open(comp / "train.bson", "wb") as train:
+        for k in range(36):
+            category = list(colours)[k % 3]
+            train.write(bson.BSON.encode({"_id": k, "imgs": pictures(colours[category], 1 + k % 2),
+                                          "category_id": category}))
+    answers = {}
+    with open(comp / "test.bson", "wb") as test:
+        for k in range(12):
+            category = list(colours)[k % 3]
+            test.write(bson.BSON.encode({"_id": 100 + k, "imgs": pictures(colours[category], 1)}))
+            answers[str(100 + k)] = str(category)
+    pd.DataFrame({"category_id": list(colours), "category_level1": "X"}).to_csv(comp / "category_names.csv",
+                                                                                index=False)
+    pd.DataFrame({"_id": list(answers), "category_id": 1000010653}).to_csv(comp / "sample_submission.csv", index=False)
+
+    record, lines = _run(tmp_path, comp, competition="cdiscount-image-classification-challenge", heads=("logreg",))
+    assert (record.task.kind, record.task.metric_name, record.task.form) == ("multiclass", "accuracy", "label")
+    assert any(line.startswith("multiclass: the label in category_id (3 classes), accuracy, labels from train.bson")
+               for line in lines)
+    sub = _submission(record)
+    assert list(sub.columns) == ["_id", "category_id"] and sub["_id"].tolist() == list(answers)
+    accuracy = skm.accuracy_score([answers[i] for i in sub["_id"]], sub["category_id"])
+    assert accuracy >= 1 / 3 + 0.4
+    _oof_metric_matches_the_record(record, skm.accuracy_score)
 
 
 # --------------------------------------------------------------------------- multiclass, probabilities

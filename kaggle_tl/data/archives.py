@@ -1,4 +1,4 @@
-"""Images read in place from a competition's archives, ``train.zip`` / ``test.zip`` or a plain tar (never unpacked).
+"""Images read in place from a competition's archives: ``train.zip`` / ``test.zip``, a plain tar, a BSON of products.
 
 An ``ArchiveMember`` names one entry of an archive (an image, or a folder inside it) the way a ``Path``
 names a file: ``name``, ``stem``, ``suffix``, ``parent``, ``is_file``, ``read_bytes``, and a
@@ -12,7 +12,9 @@ A tar (inaturalist-2019's ``train_val2019.tar.gz``, which MLE-bench writes uncom
 name says) is read where its members lie, by offset. A compressed tar is refused with one line: its
 members cannot be read in place without decompressing all that comes before them, so the user unpacks
 it once (the folder then wins over the archive). Only regular files are members: a link inside a tar
-is never followed.
+is never followed. A BSON file of products (cdiscount's ``train.bson``, ``bson.read_products``) is an
+archive of one image per product, ``<_id>.jpg`` (its first picture), read by offset as a tar's members
+are; it holds its products' categories too (``archive_labels``).
 
 ``open_archive`` checks an archive as a competition's image folder (readable, no encrypted images,
 at least one image) and enters a single top folder named like it (``train.zip`` holding
@@ -26,8 +28,9 @@ import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Iterator, Union
+from typing import IO, TYPE_CHECKING, Iterator, NamedTuple, Union
 
+from kaggle_tl.data.bson import BsonError, read_products
 from kaggle_tl.errors import KaggleTLError
 
 if TYPE_CHECKING:
@@ -117,8 +120,8 @@ class ArchiveMember:
         """The member's bytes: from a zip unpacked and checked against its CRC, from a tar as its header spans them
         (OSError if they cannot be read)."""
         contents = _contents(self.archive)
-        if contents.spans:
-            return self._read_tar_span(contents)
+        if _kind(self.archive) != "zip":
+            return self._read_span(contents)
         stored = contents.stored.get(self.member, self.member)
         with _lock(self.archive):
             handle = _handle(self.archive)
@@ -130,21 +133,21 @@ class ArchiveMember:
                     ValueError) as exc:  # bad CRC, damaged entry, unsupported compression, encrypted
                 raise OSError(f"damaged in the zip: {_one_line(exc)}") from None
 
-    def _read_tar_span(self, contents: "_Contents") -> bytes:
+    def _read_span(self, contents: "_Contents") -> bytes:
         if self.member not in contents.spans:
-            raise FileNotFoundError(f"no member {self.member!r} in the tar")
+            raise FileNotFoundError(f"no member {self.member!r} in the {_kind(self.archive)}")
         offset, size = contents.spans[self.member]
         with _lock(self.archive):
             handle = _handle(self.archive)
             handle.seek(offset)
             data = handle.read(size)
-        if len(data) != size:  # the tar was cut short after its listing was read
-            raise OSError(f"damaged in the tar: {len(data)} of its {size} bytes are there")
+        if len(data) != size:  # the file was cut short after its listing was read
+            raise OSError(f"damaged in the {_kind(self.archive)}: {len(data)} of its {size} bytes are there")
         return data
 
 
 ImagePath = Union[Path, ArchiveMember]  # an image file, or an image inside an archive
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".bson")
 
 
 def image_path(text: str | os.PathLike | ArchiveMember) -> ImagePath:
@@ -213,7 +216,7 @@ def open_archive(path: Path) -> ArchiveMember:
     contents = _contents(path)
     if not contents.files:
         raise KaggleTLError(f"{path}: holds no images ({', '.join(IMAGE_EXTENSIONS)}); it is an empty "
-                            f"{'tar' if _is_tar(path) else 'zip'}")
+                            f"{_kind(path)}")
     kept = [name for name in sorted(contents.files) if not any(ignored_kind(part) for part in name.split("/"))]
     images = [name for name in kept if PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS]
     if not images:
@@ -227,6 +230,16 @@ def open_archive(path: Path) -> ArchiveMember:
     if len(root) == 1 and root[0] in contents.folders and root[0].lower() == archive_stem(path).lower():
         return ArchiveMember(path, root[0], top=True)
     return ArchiveMember(path, "", top=True)
+
+
+def archive_labels(folder: ArchiveMember) -> dict[str, str]:
+    """Image member -> its category, for an archive that holds its labels (a BSON of products); else {}."""
+    return dict(_contents(folder.archive).labels)
+
+
+def archive_notes(folder: ArchiveMember) -> tuple[str, ...]:
+    """What reading the archive left out (a BSON's extra pictures, products without one)."""
+    return _contents(folder.archive).notes
 
 
 def list_archive(folder: ArchiveMember, ignored: Ignored) -> tuple[list[ArchiveMember], list[ArchiveMember]]:
@@ -262,7 +275,9 @@ class _Contents:
     sizes: dict[str, int]
     encrypted: frozenset[str]
     stored: dict[str, str]  # file -> its name as the zip stores it, where that differs ("/abc.jpg", "a\\b.jpg")
-    spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # a tar's file -> (offset, size) of its data
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # a tar's or BSON's file -> (offset, size)
+    labels: dict[str, str] = field(default_factory=dict)  # a BSON's file -> its product's category
+    notes: tuple[str, ...] = ()
 
 
 _CONTENTS: dict[tuple[int, Path], _Contents] = {}
@@ -303,7 +318,7 @@ def _handle(archive: Path) -> zipfile.ZipFile | IO[bytes]:
 
 
 def _open(archive: Path) -> zipfile.ZipFile | IO[bytes]:
-    if _is_tar(archive):
+    if _kind(archive) != "zip":
         try:
             return open(archive, "rb")
         except OSError as exc:
@@ -316,8 +331,10 @@ def _open(archive: Path) -> zipfile.ZipFile | IO[bytes]:
         raise KaggleTLError(f"{archive}: cannot read ({exc.strerror or exc})") from None
 
 
-def _is_tar(archive: Path) -> bool:
-    return not archive.name.lower().endswith(".zip")
+def _kind(archive: Path) -> str:
+    """"zip", "bson" (cdiscount's products) or "tar"."""
+    name = archive.name.lower()
+    return "zip" if name.endswith(".zip") else "bson" if name.endswith(".bson") else "tar"
 
 
 # The first bytes of a compressed stream: a tar inside one cannot be read in place.
@@ -344,15 +361,53 @@ def _tar_entries(archive: Path) -> list[tarfile.TarInfo]:
         raise KaggleTLError(f"{archive}: cannot read ({exc.strerror or exc})") from None
 
 
-def _entries(archive: Path) -> list[tuple[str, bool, int, bool, tuple[int, int] | None]]:
-    """(name as stored, is a folder, size, encrypted, a tar file's data span) of each entry worth listing."""
-    if _is_tar(archive):
+class _Entry(NamedTuple):
+    name: str  # as the archive stores it
+    is_dir: bool
+    size: int
+    encrypted: bool = False
+    span: tuple[int, int] | None = None  # a tar's or BSON's file: (offset, size) of its bytes in the archive
+    label: str | None = None  # a BSON product's category
+
+
+def _entries(archive: Path) -> tuple[list[_Entry], tuple[str, ...]]:
+    """The entries worth listing, and notes on what was left out."""
+    kind = _kind(archive)
+    if kind == "tar":
         # Links, devices and FIFOs are never members: a link would read a file the archive does not hold.
-        return [(info.name, info.isdir(), info.size, False, (info.offset_data, info.size) if info.isreg() else None)
-                for info in _tar_entries(archive) if info.isdir() or info.isreg()]
+        return [_Entry(info.name, info.isdir(), info.size, span=(info.offset_data, info.size) if info.isreg() else None)
+                for info in _tar_entries(archive) if info.isdir() or info.isreg()], ()
+    if kind == "bson":
+        return _bson_entries(archive)
     with _lock(archive):
         infos = _handle(archive).infolist()
-    return [(info.filename, info.is_dir(), info.file_size, bool(info.flag_bits & 0x1), None) for info in infos]
+    return [_Entry(info.filename, info.is_dir(), info.file_size, bool(info.flag_bits & 0x1)) for info in infos], ()
+
+
+def _bson_entries(archive: Path) -> tuple[list[_Entry], tuple[str, ...]]:
+    """One image per product, ``<_id>.jpg``: its first picture (cdiscount's products have 1-4 views of one item)."""
+    entries, more, without = [], 0, []
+    try:
+        for product in read_products(archive):
+            if "/" in product.id or product.id in ("", ".", ".."):
+                raise BsonError(f"_id {product.id!r} cannot name an image")
+            if not product.pictures:
+                without.append(product.id)
+                continue
+            more += len(product.pictures) > 1
+            offset, size = product.pictures[0]
+            entries.append(_Entry(f"{product.id}.jpg", False, size, span=(offset, size), label=product.category))
+    except BsonError as exc:
+        raise KaggleTLError(f"{archive}: not a readable BSON file of products ({exc})") from None
+    except OSError as exc:
+        raise KaggleTLError(f"{archive}: cannot read ({exc.strerror or exc})") from None
+    notes = []
+    if more:
+        notes.append(f"{archive.name}: {more} of its {len(entries)} products have more than one picture: the first is "
+                     "read")
+    if without:
+        notes.append(f"{archive.name}: {len(without)} product(s) have no picture, e.g. {without[0]!r}: not images")
+    return entries, tuple(notes)
 
 
 def _contents(archive: Path) -> _Contents:
@@ -360,33 +415,37 @@ def _contents(archive: Path) -> _Contents:
     found = _CONTENTS.get(key)
     if found is not None:
         return found
-    files, sizes, encrypted, stored, spans = set(), {}, set(), {}, {}
+    files, sizes, encrypted, stored, spans, labels = set(), {}, set(), {}, {}, {}
     folders = {""}
-    for stored_name, is_dir, size, is_encrypted, span in _entries(archive):
+    entries, notes = _entries(archive)
+    for entry in entries:
         # Zips made by some Windows tools separate folders with "\\" (against the format; unzip converts them too);
         # tars made with `tar cf x.tar .` start every name with "./".
-        name = "/".join(part for part in stored_name.replace("\\", "/").split("/") if part not in ("", "."))
+        name = "/".join(part for part in entry.name.replace("\\", "/").split("/") if part not in ("", "."))
         if not name:
             continue
         parts = name.split("/")
         folders.update("/".join(parts[:k]) for k in range(1, len(parts)))
-        if is_dir:
+        if entry.is_dir:
             folders.add(name)
         else:
             files.add(name)
-            sizes[name] = size
-            if span is not None:
-                spans[name] = span
-            if name != stored_name:
-                stored[name] = stored_name
-            if is_encrypted:
+            sizes[name] = entry.size
+            if entry.span is not None:
+                spans[name] = entry.span
+            if entry.label is not None:
+                labels[name] = entry.label
+            if name != entry.name:
+                stored[name] = entry.name
+            if entry.encrypted:
                 encrypted.add(name)
     files -= folders  # a name both a file and a folder's prefix: read as the folder
     children: dict[str, list[str]] = {}
     for name in sorted(files | folders - {""}):
         parent, _, base = name.rpartition("/")
         children.setdefault(parent, []).append(base)
-    found = _Contents(frozenset(files), frozenset(folders), children, sizes, frozenset(encrypted), stored, spans)
+    found = _Contents(frozenset(files), frozenset(folders), children, sizes, frozenset(encrypted), stored, spans,
+                      labels, notes)
     with _GUARD:
         _CONTENTS[key] = found
     return found

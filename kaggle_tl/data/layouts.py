@@ -3,7 +3,8 @@
 Images: ``train/`` + ``test/``, ``train_images/`` + ``test_images/``, or one ``images/`` folder holding
 both (told apart by the CSVs' ids). Labels: the CSV among train.csv, train_labels.csv and labels.csv
 whose id column names the training images (imet's labels.csv maps attribute ids to names instead),
-else a COCO-style JSON of the images and their categories (``coco``: herbarium, iwildcam-2020), else class
+else a COCO-style JSON of the images and their categories (``coco``: herbarium, iwildcam-2020), else the
+categories an archive holds beside its images (cdiscount's ``train.bson``), else class
 sub-folders (``train/<label>/``), else labels in the file names (``train/cat.0.jpg``). Its
 id column is the sample submission's (else its first), its label columns those named like the
 sample's targets (else its one other column, or the one holding the sample's class columns as cells).
@@ -19,8 +20,8 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from kaggle_tl.data.archives import (ARCHIVE_SUFFIXES, ArchiveMember, ImagePath, archive_stem, folder_label, is_archive,
-                                     open_archive)
+from kaggle_tl.data.archives import (ARCHIVE_SUFFIXES, ArchiveMember, ImagePath, archive_labels, archive_notes,
+                                     archive_stem, folder_label, is_archive, open_archive)
 from kaggle_tl.data.coco import FOLDER_JSON, find_json, read_coco
 from kaggle_tl.data.csvs import COMPRESSED_SUFFIXES, locate_csv, read_text_csv
 from kaggle_tl.data.folders import (Ignored, check_unique, ignored_kind, image_of, images_by_id, list_folder,
@@ -218,6 +219,9 @@ def read_labels(root: Path, train_dir: ImagePath, layout: Layout, sample: pd.Dat
     elif not layout.labels_csv and (coco := _labels_from_coco(root, train_dir, sample, notes, ignored)) is not None:
         labels = coco
         notes.extend(_not_the_labels(r, train_dir) for r in readings)
+    elif not layout.labels_csv and (inside := _labels_in_archive(train_dir, images, sample, notes)) is not None:
+        labels = inside
+        notes.extend(_not_the_labels(r, train_dir) for r in readings)
     else:
         labels = (_labels_from_folders(train_dir, files, folders, sample, notes, ignored)
                   or _labels_from_file_names(train_dir, images, sample))
@@ -353,6 +357,22 @@ def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | N
     shown = folder_label(train_dir) if isinstance(train_dir, ArchiveMember) else f"{folder_in(root, train_dir)}/"
     source = f"labels from {path.name} (images' category_id), images in {shown}"
     return Labels(ids, paths, targets, path, source, coco=path.name)
+
+
+def _labels_in_archive(train_dir: ImagePath, images: dict[str, ImagePath], sample: pd.DataFrame | None,
+                       notes: list[str]) -> Labels | None:
+    """The categories an archive holds beside its images (cdiscount's train.bson), or None for any other folder."""
+    if not isinstance(train_dir, ArchiveMember):
+        return None
+    categories = archive_labels(train_dir)
+    if not categories:
+        return None
+    notes.extend(archive_notes(train_dir))
+    ids = [i for i, path in images.items() if path.member in categories]
+    targets = pd.DataFrame({_target_name(sample): [categories[images[i].member] for i in ids]},
+                           index=pd.Index(ids, name="id"))
+    source = f"labels from {train_dir.name} (its products' category_id), images in {train_dir.name}"
+    return Labels(ids, [images[i] for i in ids], targets, train_dir, source)
 
 
 def images_in_test_json(test_dir: ImagePath, ignored: Ignored) -> dict[str, ImagePath]:

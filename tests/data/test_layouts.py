@@ -711,6 +711,63 @@ def test_a_tar_member_that_is_a_link_is_never_read(tmp_path):
     one_line(exc_info)
 
 
+def write_cdiscount(root: Path, categories: list[int], n_test: int = 3) -> list[bytes]:
+    """cdiscount's public layout as MLE-bench prepares it (bson.BSON.encode, one document per product): train.bson
+    {_id, category_id, imgs: [{picture}]}, train_example.bson (its first products), test.bson without category_id,
+    category_names.csv, sample_submission.csv _id,category_id. Returns the train products' first pictures."""
+    import bson  # pymongo's, as MLE-bench's prepare.py writes these files
+
+    root.mkdir(parents=True)
+    firsts = []
+    with open(root / "train.bson", "wb") as train:
+        for k, category in enumerate(categories):
+            pictures = [cv2.imencode(".jpg", np.full((8, 8, 3), 30 * v + k, np.uint8))[1].tobytes()
+                        for v in range(1 + k % 2)]  # every second product: two pictures
+            firsts.append(pictures[0])
+            train.write(bson.BSON.encode({"_id": 10 + k, "imgs": [{"picture": p} for p in pictures],
+                                          "category_id": category}))
+    (root / "train_example.bson").write_bytes((root / "train.bson").read_bytes()[:2000])
+    with open(root / "test.bson", "wb") as test:
+        for k in range(n_test):
+            picture = cv2.imencode(".jpg", np.full((8, 8, 3), 90 + k, np.uint8))[1].tobytes()
+            test.write(bson.BSON.encode({"_id": 500 + k, "imgs": [{"picture": picture}]}))
+    write_csv(root / "category_names.csv", ["category_id", "category_level1"], [[c, "MAISON"] for c in set(categories)])
+    write_csv(root / "sample_submission.csv", ["_id", "category_id"], [[500 + k, 1000010653] for k in range(n_test)])
+    return firsts
+
+
+def test_cdiscount_products_in_bson_files(tmp_path):
+    root = tmp_path / "cdiscount-image-classification-challenge"
+    firsts = write_cdiscount(root, [1000010653, 1000004079, 1000010653, 1000004079])
+    competition = read_competition(root)
+    assert (competition.task.kind, competition.task.form) == ("multiclass", "label")
+    assert competition.train_ids == ["10", "11", "12", "13"] and competition.y.tolist() == [1, 0, 1, 0]
+    assert [p.read_bytes() for p in competition.train_paths] == firsts  # each product's first picture, in place
+    assert str(competition.train_paths[0]) == f"{root / 'train.bson'}/10.jpg"
+    assert read_image(competition.test_paths[2]).shape == (8, 8, 3)
+    assert [p.name for p in competition.test_paths] == ["500.jpg", "501.jpg", "502.jpg"]
+    assert competition.task.describe().endswith("labels from train.bson (its products' category_id), images in "
+                                                "train.bson")
+    assert "train.bson: 2 of its 4 products have more than one picture: the first is read" in competition.notes
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[:-7], r"train.bson: not a readable BSON file of products \(byte \d+: the file ends inside a "
+                             r"document"),
+    (lambda data: b"\xff\xff\xff\x7f" + data[4:], r"train.bson: not a readable BSON file of products \(byte 0: "
+                                                  r"a document of 2147483647 bytes"),
+    (lambda data: data[:4] + b"\x0b" + data[5:], r"train.bson: not a readable BSON file of products \(document 0 "
+                                                 r"at byte 0: element '_id' has BSON type 0xb"),
+])
+def test_a_damaged_bson_file_is_one_line(tmp_path, damage, message):
+    root = tmp_path / "cdiscount-image-classification-challenge"
+    write_cdiscount(root, [1000010653, 1000004079, 1000010653, 1000004079])
+    (root / "train.bson").write_bytes(damage((root / "train.bson").read_bytes()))
+    with pytest.raises(KaggleTLError, match=message) as exc_info:
+        read_competition(root)
+    one_line(exc_info)
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m["images"][1].update(file_name="../../secret.jpg"),
      r"metadata.json: images\[1\].file_name '../../secret.jpg' is not a path inside the images folder"),
