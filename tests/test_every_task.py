@@ -262,6 +262,46 @@ def test_aerial_cactus_binary_probability_scored_by_roc_auc(tmp_path):
     _oof_metric_matches_the_record(record, skm.roc_auc_score)
 
 
+def test_seti_npy_cadences_one_folder_down_scored_by_roc_auc(tmp_path):
+    # train/<id[0]>/<id>.npy and test/<id[0]>/<id>.npy (float16, 6 cadences x 273 x 256 as seti ships them),
+    # train_labels.csv id,target: a signal in the "on" cadences (0, 2, 4) is the positive class
+    rng = np.random.default_rng(11)
+    comp = tmp_path / "seti"
+
+    def cadences(signal: bool) -> np.ndarray:
+        snippet = rng.standard_normal((6, 273, 256)).astype(np.float32)
+        for k in ((0, 2, 4) if signal else (1, 3, 5)):
+            snippet[k, :, 100:160] += 6.0  # a bright band: on the "on" cadences for a signal, else the "off"
+        return snippet.astype(np.float16)
+
+    def save(split: str, name: str, signal: bool) -> None:
+        (comp / split / name[0]).mkdir(parents=True, exist_ok=True)
+        np.save(comp / split / name[0] / f"{name}.npy", cadences(signal))
+
+    rows = []
+    for i in range(40):
+        name = f"{i % 16:x}{i:014x}"
+        save("train", name, bool(i % 2))
+        rows.append((name, i % 2))
+    pd.DataFrame(rows, columns=["id", "target"]).to_csv(comp / "train_labels.csv", index=False)
+    answers = {}
+    for i in range(14):
+        name = f"f{i:014x}"
+        save("test", name, bool(i % 2))
+        answers[name] = i % 2
+    pd.DataFrame({"id": list(answers), "target": 0.5}).to_csv(comp / "sample_submission.csv", index=False)
+
+    record, lines = _run(tmp_path, comp, competition="seti-breakthrough-listen", heads=("logreg",))
+    assert (record.task.kind, record.task.metric_name, record.task.form) == ("binary", "roc_auc", "p_positive")
+    assert any(line.startswith("binary: P(target = 1)") for line in lines)
+    sub = _submission(record)
+    assert sub["id"].tolist() == list(answers)
+    p = sub["target"].astype(float)
+    assert ((p > 0) & (p < 1)).all()
+    assert skm.roc_auc_score([answers[i] for i in sub["id"]], p) > 0.9
+    _oof_metric_matches_the_record(record, skm.roc_auc_score)
+
+
 def test_dogs_vs_cats_labels_in_file_names_scored_by_log_loss(tmp_path):
     rng = np.random.default_rng(3)
     comp = tmp_path / "dogs-vs-cats"

@@ -20,7 +20,7 @@ from kaggle_tl.data.folders import (Ignored, check_unique, ignored_notes, image_
                                     stop_on_missing)
 from kaggle_tl.data.images import find_bad_images
 from kaggle_tl.data.layouts import (SAMPLE_CSV, TEST_CSV, TEST_DIRS, TRAIN_DIRS, Labels, Layout, find_folder,
-                                    find_sample, folder_in, images_in_test_json, read_labels)
+                                    find_sample, folder_in, images_in_test_json, images_one_folder_down, read_labels)
 from kaggle_tl.data.tabular import SideFeatures, read_side_features
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.tasks.detect import TaskSettings, class_order, detect_task
@@ -145,9 +145,14 @@ def read_competition(root: str | Path, layout: Layout = Layout(), settings: Task
     if shared:
         test_files, test_others = labels.images, labels.others
     else:
-        test_files, test_others = images_by_id(list_folder(test_dir, ignored)[0], ignored)
+        test_files, test_folders = list_folder(test_dir, ignored)
+        test_files, test_others = images_by_id(test_files, ignored)
         if labels.coco:  # its test JSON names the test images (herbarium's, in sub-folders)
             test_files.update(images_in_test_json(test_dir, ignored))
+        elif test_folders and sample is not None and not any(image_of(test_files, i) is not None
+                                                             for i in sample.iloc[:, 0]):
+            test_files, test_others = _images_one_folder_down(test_dir, test_folders, test_files, test_others,
+                                                              sample, ignored, notes)
     train_paths = set(labels.paths)
     if sample is None:
         sample, test_ids, where = _sample_from_labels(root, labels, test_files, train_paths if shared else set(),
@@ -182,6 +187,20 @@ def read_competition(root: str | Path, layout: Layout = Layout(), settings: Task
                    id_column=labels.id_column, label_column=",".join(labels.label_columns))
     return Competition(root, found, task, labels.ids, labels.paths, y, test_ids, test_paths, as_read, notes,
                        side=side)
+
+
+def _images_one_folder_down(test_dir: ImagePath, folders: list[ImagePath], files: dict[str, ImagePath],
+                            others: dict[str, ImagePath], sample: pd.DataFrame, ignored: Ignored,
+                            notes: list[str]) -> tuple[dict[str, ImagePath], dict[str, ImagePath]]:
+    """The test images one folder down (seti's test/<id[0]>/<id>.npy), where the sample's ids name none directly
+    in the test folder but name some there; else the test folder's own files, as they were."""
+    nested, nested_others = images_one_folder_down(folders, defaultdict(list))
+    if not any(image_of(nested, i) is not None for i in sample.iloc[:, 0]):
+        return files, others
+    nested, nested_others = images_one_folder_down(folders, ignored)
+    notes.append(f"{folder_label(test_dir)} has sub-folders ({folders[0].name}, ...): the test images are read from "
+                 "them, as the sample's ids name them")
+    return nested, nested_others
 
 
 def usable_competition(root: str | Path, layout: Layout, folds: int, skip_bad_train_images: bool,

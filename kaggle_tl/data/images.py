@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 
 from kaggle_tl.data.archives import ArchiveMember, ImagePath
+from kaggle_tl.data.arrays import NPY_HEAD_BYTES, NPY_MAGIC, array_image, npy_problem
 from kaggle_tl.errors import KaggleTLError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".npy")  # .npy: data.arrays
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of a whole PNG
 JPEG_EOI = b"\xff\xd9"
@@ -56,6 +57,8 @@ def image_format(head: bytes) -> str | None:
         return "TIFF"
     if head[:4] == b"GIF8":
         return "GIF"
+    if head.startswith(NPY_MAGIC):
+        return "NPY"
     if head[4:8] == b"ftyp":  # ISO base media file: the brand says which
         brand = head[8:12]
         if brand in (b"avif", b"avis"):
@@ -149,6 +152,8 @@ def _bytes_problem(head: bytes, tail: bytes, size: int, read_all: Callable[[], b
         return f"not an image (unrecognised file header {head[:8]!r})"
     if kind in UNSUPPORTED_FORMATS:
         return f"{kind} is not supported; convert to PNG/JPEG"
+    if kind == "NPY":  # the array's header, longer than the head of other formats: data.arrays
+        return npy_problem(head if len(head) >= min(size, NPY_HEAD_BYTES) else read_all(), size, MAX_PIXELS)
     # Interrupted downloads are often zero-filled to their full size: ignore trailing NULs.
     end = tail.rstrip(b"\x00")
     if kind == "JPEG" and not end.endswith(JPEG_EOI):
@@ -259,6 +264,8 @@ def image_problem(path: str | ImagePath) -> str | None:
     try:
         with open(path, "rb") as handle:
             head = handle.read(_HEAD_BYTES)
+            if head.startswith(NPY_MAGIC):
+                head += handle.read(NPY_HEAD_BYTES - len(head))
             size = handle.seek(0, 2)
             handle.seek(max(0, size - _TAIL_BYTES))
             tail = handle.read()
@@ -303,6 +310,11 @@ def read_image(path: str | ImagePath, min_side: int | None = None) -> np.ndarray
         problem = _jpeg_data_problem(memoryview(data))
     if problem:
         raise ImageError(path, problem)
+    if image_format(data[:_HEAD_BYTES].tobytes()) == "NPY":
+        image, problem = array_image(data.tobytes())
+        if problem:
+            raise ImageError(path, problem)
+        return image
     try:
         image = cv2.imdecode(data, _decode_flags(data, min_side))
     except cv2.error as exc:  # OpenCV raises rather than returning None for some damage and for huge images

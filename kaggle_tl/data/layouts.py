@@ -200,10 +200,10 @@ def read_labels(root: Path, train_dir: ImagePath, layout: Layout, sample: pd.Dat
     pool, pool_others = images, others
     if folders and readings and not any(r.hits for r in readings):
         # Images one folder down that a CSV names: folders that are not the labels (hotel chains) or agree with them.
-        probe = _nested_images(folders, defaultdict(list))[0]
+        probe = images_one_folder_down(folders, defaultdict(list))[0]
         readings = [_reading(r.path, id_name, bool(layout.id_column), probe, r.frame) for r in readings]
         if any(r.hits for r in readings):
-            pool, pool_others = _nested_images(folders, ignored)
+            pool, pool_others = images_one_folder_down(folders, ignored)
             notes.append(f"{folder_label(train_dir)} has sub-folders ({folders[0].name}, ...): their images are named "
                          "by a labels CSV, whose columns are the labels, not the folder names")
     named = [r for r in readings if r.hits]
@@ -265,8 +265,10 @@ def _not_the_labels(reading: _Reading, train_dir: ImagePath) -> str:
             "not read as the labels")
 
 
-def _nested_images(folders: list[ImagePath], ignored: Ignored) -> tuple[dict[str, ImagePath], dict[str, ImagePath]]:
-    """``images_by_id`` over the files one folder down: an id with images in two folders names neither."""
+def images_one_folder_down(folders: list[ImagePath],
+                           ignored: Ignored) -> tuple[dict[str, ImagePath], dict[str, ImagePath]]:
+    """``images_by_id`` over the files one folder down (hotel-id's chains, seti's ``<id[0]>/``): an id with images in
+    two folders names neither."""
     images: dict[str, ImagePath] = {}
     others: dict[str, ImagePath] = {}
     twice: set[str] = set()

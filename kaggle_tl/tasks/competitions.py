@@ -34,6 +34,7 @@ KNOWN: dict[str, TaskSettings] = {
     "dogs-vs-cats-redux-kernels-edition": TaskSettings(task="binary", metric="log_loss", positive="dog"),
     "siim-isic-melanoma-classification": TaskSettings(task="binary", metric="roc_auc"),
     "invasive-species-monitoring": TaskSettings(task="binary", metric="roc_auc"),
+    "seti-breakthrough-listen": TaskSettings(task="binary", metric="roc_auc"),  # .npy cadences: data.arrays
     # grades
     "aptos2019-blindness-detection": TaskSettings(task="ordinal", metric="qwk"),
     # a value in range

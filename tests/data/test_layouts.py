@@ -14,7 +14,7 @@ import pytest
 
 from kaggle_tl.config import RunConfig, resolve_config
 from kaggle_tl.data.competition import Layout, read_competition, usable_competition
-from kaggle_tl.data.images import read_image
+from kaggle_tl.data.images import ImageError, read_image
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.pipeline import layout_of, task_settings
 from kaggle_tl.tasks.detect import TaskSettings
@@ -766,6 +766,54 @@ def test_a_damaged_bson_file_is_one_line(tmp_path, damage, message):
     with pytest.raises(KaggleTLError, match=message) as exc_info:
         read_competition(root)
     one_line(exc_info)
+
+
+def test_seti_npy_arrays_one_folder_down_in_train_and_test(tmp_path):
+    # train/<id[0]>/<id>.npy (float16, 6 cadences x 273 x 256), test/ alike, train_labels.csv id,target, the sample
+    # id,target; old_leaky_data/ beside them
+    root = tmp_path / "seti-breakthrough-listen"
+    rng = np.random.default_rng(0)
+    ids = ["0000799a2b2c42d", "0a1b5f8e2c3d4e5", "1c2d3e4f5a6b7c8", "a0b1c2d3e4f5a6b"]
+    test_ids = ["00034abb3629718", "b1c2d3e4f5a6b7c"]
+    for split, names in (("train", ids), ("test", test_ids)):
+        for name in names:
+            (root / split / name[0]).mkdir(parents=True, exist_ok=True)
+            np.save(root / split / name[0] / f"{name}.npy", rng.standard_normal((6, 273, 256)).astype(np.float16))
+    write_csv(root / "train_labels.csv", ["id", "target"], [[i, k % 2] for k, i in enumerate(ids)])
+    (root / "old_leaky_data").mkdir()
+    write_csv(root / "old_leaky_data" / "train_labels_old.csv", ["id", "target"], [[ids[0], 1]])
+    write_csv(root / "sample_submission.csv", ["id", "target"], [[i, 0.5] for i in test_ids])
+    competition = read_competition(root, settings=TaskSettings(task="binary", metric="roc_auc"))
+    assert competition.train_ids == ids and competition.y.tolist() == [0, 1, 0, 1]
+    assert competition.train_paths[3] == root / "train" / "a" / f"{ids[3]}.npy"
+    assert competition.test_paths == [root / "test" / i[0] / f"{i}.npy" for i in test_ids]
+    assert "test/ has sub-folders (0, ...): the test images are read from them, as the sample's ids name them" \
+        in competition.notes
+    image = read_image(competition.test_paths[1])
+    assert image.shape == (6 * 273, 256, 3) and image.dtype == np.uint8 and (image.min(), image.max()) == (0, 255)
+    # the cadences stacked top to bottom, each channel the same grey
+    cadences = np.load(competition.test_paths[1]).astype(np.float64)
+    grey = (cadences - cadences.min()) * (255 / (cadences.max() - cadences.min()))
+    assert np.array_equal(image[..., 0], np.round(grey.reshape(-1, 256)).astype(np.uint8))
+    assert np.array_equal(image[..., 0], image[..., 2])
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((2, 3, 8, 8)), r"an NPY array of shape \(2, 3, 8, 8\) is not an image"),
+    (np.array([{"a": 1}], dtype=object), r"an NPY array of object is not an image"),
+    (np.array(["ab", "cd"]), r"an NPY array of <U2 is not an image"),
+    (np.full((4, 4), np.nan, np.float32), r"an NPY array holding NaN or infinite values"),
+    (None, r"truncated NPY \(\d+ of \d+ bytes\)"),
+])
+def test_an_npy_file_that_is_no_image_is_a_bad_image(tmp_path, array, message):
+    path = tmp_path / "x.npy"
+    if array is None:
+        np.save(path, np.zeros((16, 16), np.float32))
+        path.write_bytes(path.read_bytes()[:-10])
+    else:
+        np.save(path, array, allow_pickle=True)
+    with pytest.raises(ImageError, match=message):
+        read_image(path)
 
 
 @pytest.mark.parametrize("edit, message", [
