@@ -11,12 +11,12 @@ import numpy as np
 
 from kaggle_tl.data.archives import ArchiveMember, ImagePath
 from kaggle_tl.data.arrays import NPY_HEAD_BYTES, NPY_MAGIC, array_image, npy_problem
+from kaggle_tl.data.jpeg import JPEG_EOI, jpeg_data_problem, jpeg_main_scan, jpeg_size
 from kaggle_tl.errors import KaggleTLError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".npy")  # .npy: data.arrays
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of a whole PNG
-JPEG_EOI = b"\xff\xd9"
 # The first bytes read of every file: the magic number and, but for JPEG, the declared size.
 _HEAD_BYTES, _TAIL_BYTES = 64, 64
 # Decoding allocates height x width x 3 bytes before reading a pixel: a 12 KB PNG may declare
@@ -70,70 +70,6 @@ def image_format(head: bytes) -> str | None:
     return None
 
 
-def _jpeg_segments(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
-    """(marker, offset) of each marker segment of a JPEG's header, up to and including the first scan.
-
-    Segments are skipped by their declared lengths, so a whole JPEG embedded in one (the EXIF
-    thumbnail in APP1, with its own scan and end marker) is passed over, never mistaken for
-    the main image. Stops early at bytes that are not a marker (a damaged header).
-    """
-    offset = 2  # after the start-of-image marker
-    while offset + 4 <= len(data) and data[offset] == 0xFF:
-        marker = data[offset + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            offset += 1
-            continue
-        yield marker, offset
-        if marker == 0xDA:
-            return
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length field
-            offset += 2
-        else:
-            offset += 2 + int.from_bytes(data[offset + 2:offset + 4], "big")
-
-
-def _jpeg_main_scan(data: bytes) -> int:
-    """Offset of the main image's first start-of-scan marker, or -1."""
-    return next((offset for marker, offset in _jpeg_segments(data) if marker == 0xDA), -1)
-
-
-def _jpeg_size(data: bytes | memoryview) -> tuple[int, int] | None:
-    """(height, width) as stored in a JPEG's frame header (before EXIF orientation), or None."""
-    for marker, offset in _jpeg_segments(data):
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn; C4/C8/CC are not frames
-            frame = data[offset + 5:offset + 9]
-            return int.from_bytes(frame[:2], "big"), int.from_bytes(frame[2:], "big")
-    return None
-
-
-# Huffman-coded frames (baseline, extended, progressive, lossless): every 8 x 8 block of every component
-# costs at least one bit (its DC difference's code) in its first scan. Arithmetic-coded frames
-# (SOF9-SOF15) have no such floor.
-_HUFFMAN_FRAMES = (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7)
-
-
-def _jpeg_data_problem(data: bytes | memoryview) -> str | None:
-    """Why a JPEG cannot hold the pixels its frame header declares, or None.
-
-    A header edited or damaged to declare more pixels than the data codes makes libjpeg print
-    "Corrupt JPEG data: premature end of data segment" on the terminal and decode the rest grey,
-    without failing. The data of a Huffman-coded frame is at least one bit per 8 x 8 block of its
-    first component (a constant 4000 x 3000 photo at quality 5 takes 3.0 times that floor), so a file
-    with less is named here, before libjpeg sees it.
-    """
-    frame = next(((marker, offset) for marker, offset in _jpeg_segments(data) if 0xC0 <= marker <= 0xCF
-                  and marker not in (0xC4, 0xC8, 0xCC)), None)
-    scan = _jpeg_main_scan(data)
-    if frame is None or scan < 0 or frame[0] not in _HUFFMAN_FRAMES:
-        return None
-    height, width = _jpeg_size(data)
-    needed = -(-height // 8) * -(-width // 8) // 8  # bytes: one bit a block
-    if len(data) - scan < needed:
-        return (f"damaged JPEG (its header declares {width} x {height} pixels, which need at least {needed} bytes "
-                f"of image data; the file holds {len(data) - scan})")
-    return None
-
-
 def _zero_tail(data: bytes) -> int:
     return len(data) - len(data.rstrip(b"\x00"))
 
@@ -160,7 +96,7 @@ def _bytes_problem(head: bytes, tail: bytes, size: int, read_all: Callable[[], b
         # Entropy-coded data never holds FF D9, so an end-of-image marker after the main image's
         # first scan means the file is whole and merely has trailing data.
         data = read_all()
-        sos = _jpeg_main_scan(data)
+        sos = jpeg_main_scan(data)
         if sos < 0 or data.find(JPEG_EOI, sos) < 0:
             return "truncated JPEG (no end-of-image marker)"
     if kind == "PNG" and not end.endswith(PNG_END) and PNG_END not in read_all():
@@ -307,7 +243,7 @@ def read_image(path: str | ImagePath, min_side: int | None = None) -> np.ndarray
     # Some OpenCV builds decode a truncated JPEG partially (grey bottom rows) without failing.
     problem = _bytes_problem(data[:_HEAD_BYTES].tobytes(), data[-_TAIL_BYTES:].tobytes(), data.size, data.tobytes)
     if problem is None and image_format(data[:_HEAD_BYTES].tobytes()) == "JPEG":
-        problem = _jpeg_data_problem(memoryview(data))
+        problem = jpeg_data_problem(memoryview(data))
     if problem:
         raise ImageError(path, problem)
     if image_format(data[:_HEAD_BYTES].tobytes()) == "NPY":
@@ -335,7 +271,7 @@ def _decode_flags(data: np.ndarray, min_side: int | None) -> int:
     """
     if not min_side or image_format(data[:_HEAD_BYTES].tobytes()) != "JPEG":
         return cv2.IMREAD_COLOR
-    size = _jpeg_size(memoryview(data))  # no copy of the file: only its headers are read
+    size = jpeg_size(memoryview(data))  # no copy of the file: only its headers are read
     if size is None:
         return cv2.IMREAD_COLOR
     shorter = min(size)

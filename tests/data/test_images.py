@@ -12,6 +12,7 @@ from PIL import Image
 from kaggle_tl.data import images
 from kaggle_tl.data.images import (ImageError, find_bad_images, image_problem, iter_image_batches, load_resized,
                                    read_image)
+from kaggle_tl.data.jpeg import jpeg_segments
 from kaggle_tl.errors import KaggleTLError
 
 
@@ -70,7 +71,7 @@ def test_truncated_jpeg_is_refused_even_by_a_lenient_decoder(tmp_path, noisy_rgb
 
 def declare_size(data: bytes, height: int, width: int) -> bytes:
     """The JPEG ``data`` with its frame header edited to declare height x width (the data itself intact)."""
-    frame = next(offset for marker, offset in images._jpeg_segments(data) if marker in (0xC0, 0xC2))
+    frame = next(offset for marker, offset in jpeg_segments(data) if marker in (0xC0, 0xC2))
     return data[:frame + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[frame + 9:]
 
 
