@@ -11,7 +11,7 @@ import numpy as np
 
 from kaggle_tl.data.archives import ArchiveMember, ImagePath
 from kaggle_tl.data.arrays import NPY_HEAD_BYTES, NPY_MAGIC, array_image, npy_problem
-from kaggle_tl.data.jpeg import JPEG_EOI, jpeg_data_problem, jpeg_main_scan, jpeg_size
+from kaggle_tl.data.jpeg import JPEG_EOI, decode_jpeg, jpeg_data_problem, jpeg_main_scan, reduction
 from kaggle_tl.errors import KaggleTLError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".npy")  # .npy: data.arrays
@@ -29,7 +29,7 @@ UNSUPPORTED_FORMATS = ("GIF", "HEIC", "AVIF", "JPEG 2000")
 # top rows in a bottom-up BMP), and even compressed data does end in zeros: lossy WebP of a
 # constant image ends in zero bytes making up 5.4% of the file (measured, 64 px to 8000 x 6000).
 ZERO_TAIL_SHARE, ZERO_TAIL_SHARE_COMPRESSED = 1 / 3, 1 / 8
-_JPEG_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+_JPEG_REDUCED = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4, 2: cv2.IMREAD_REDUCED_COLOR_2}
 
 
 class ImageError(KaggleTLError):
@@ -246,11 +246,18 @@ def read_image(path: str | ImagePath, min_side: int | None = None) -> np.ndarray
         problem = jpeg_data_problem(memoryview(data))
     if problem:
         raise ImageError(path, problem)
-    if image_format(data[:_HEAD_BYTES].tobytes()) == "NPY":
+    kind = image_format(data[:_HEAD_BYTES].tobytes())
+    if kind == "NPY":
         image, problem = array_image(data.tobytes())
         if problem:
             raise ImageError(path, problem)
         return image
+    if kind == "JPEG":  # libjpeg-turbo, strict (data.jpeg); a CMYK one, checked there, is decoded by OpenCV below
+        image, problem = decode_jpeg(data, reduction(memoryview(data), min_side), MAX_PIXELS)
+        if problem:
+            raise ImageError(path, problem)
+        if image is not None:
+            return image
     try:
         image = cv2.imdecode(data, _decode_flags(data, min_side))
     except cv2.error as exc:  # OpenCV raises rather than returning None for some damage and for huge images
@@ -263,22 +270,13 @@ def read_image(path: str | ImagePath, min_side: int | None = None) -> np.ndarray
 
 
 def _decode_flags(data: np.ndarray, min_side: int | None) -> int:
-    """IMREAD_COLOR, or a reduced-size JPEG decode when ``min_side`` allows one.
+    """IMREAD_COLOR, or the reduced-size JPEG decode ``jpeg.reduction`` allows (for the CMYK JPEGs OpenCV decodes).
 
-    The reduced flags include IMREAD_COLOR, so EXIF orientation, grayscale and CMYK handling
-    are the same; only JPEG is reduced in the decoder (OpenCV would decode other formats fully,
-    then shrink with its own resize, which saves nothing).
+    The reduced flags include IMREAD_COLOR, so EXIF orientation and CMYK handling are the same.
     """
-    if not min_side or image_format(data[:_HEAD_BYTES].tobytes()) != "JPEG":
+    if image_format(data[:_HEAD_BYTES].tobytes()) != "JPEG":
         return cv2.IMREAD_COLOR
-    size = jpeg_size(memoryview(data))  # no copy of the file: only its headers are read
-    if size is None:
-        return cv2.IMREAD_COLOR
-    shorter = min(size)
-    for factor, flag in _JPEG_REDUCED:
-        if -(-shorter // factor) >= min_side:  # libjpeg rounds scaled sizes up
-            return flag
-    return cv2.IMREAD_COLOR
+    return _JPEG_REDUCED.get(reduction(memoryview(data), min_side), cv2.IMREAD_COLOR)
 
 
 # By measurement (EfficientNet-Lite0, logistic regression, 5-fold CV; README "Resize policy"): pad

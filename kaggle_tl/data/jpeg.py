@@ -1,7 +1,16 @@
-"""JPEG's own structure: its marker segments, declared size and main scan, read without decoding a pixel."""
+"""JPEG: its marker segments, declared size and main scan, read without decoding a pixel; and its decode.
+
+Decoding is libjpeg-turbo's through simplejpeg rather than OpenCV's: the same pixels, but a warning
+comes back as an error to name, where OpenCV's libjpeg prints it to the terminal and returns the image
+(``decode_jpeg``).
+"""
 from __future__ import annotations
 
+import re
 from typing import Iterator
+
+import numpy as np
+import simplejpeg
 
 JPEG_EOI = b"\xff\xd9"
 
@@ -68,3 +77,85 @@ def jpeg_data_problem(data: bytes | memoryview) -> str | None:
         return (f"damaged JPEG (its header declares {width} x {height} pixels, which need at least {needed} bytes "
                 f"of image data; the file holds {len(data) - scan})")
     return None
+
+
+# libjpeg's one warning that leaves the pixels whole: junk after the last scan's data, before the end marker.
+_JUNK_BEFORE_END = re.compile(r"Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9")
+_CMYK = ("CMYK", "YCCK")
+
+
+def reduction(data: bytes | memoryview, min_side: int | None) -> int:
+    """The DCT scaling (1, 2, 4 or 8) a decode may use: the largest whose shorter side is still at least
+    ``min_side`` pixels (libjpeg rounds scaled sizes up), so a later resize to at most ``min_side`` only shrinks."""
+    size = jpeg_size(data) if min_side else None
+    if size is None:
+        return 1
+    return next((factor for factor in (8, 4, 2) if -(-min(size) // factor) >= min_side), 1)
+
+
+def decode_jpeg(data: bytes | memoryview, factor: int, max_pixels: int) -> tuple[np.ndarray | None, str | None]:
+    """(the (H, W, 3) uint8 RGB pixels, None), or (None, what is wrong), or (None, None) for a CMYK JPEG, whose data
+    this checked and which OpenCV then decodes (its inverted-CMYK conversion).
+
+    libjpeg-turbo through simplejpeg, strict: a decode libjpeg warns about ("Corrupt JPEG data: ...",
+    premature end, bad Huffman code) is a problem named here, never a grey image and never a line on
+    the terminal (OpenCV's libjpeg prints its warnings to stderr). The pixels are OpenCV's
+    ``imdecode(IMREAD_COLOR)`` ones (the same library, islow DCT, fancy upsampling; the reduced sizes of
+    its ``IMREAD_REDUCED_COLOR_*``; EXIF orientation applied as it applies it): identical on the 1,000
+    ImageNet sample photos at every factor (BENCHMARKS.md).
+    """
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as exc:
+        return None, f"not a decodable image ({_one_line(exc)})"
+    out_height, out_width = -(-height // factor), -(-width // factor)
+    if out_height * out_width > max_pixels:
+        return None, (f"declares {width} x {height} pixels ({height * width / 1e6:.0f} MP), more than kaggle_tl "
+                      f"decodes ({max_pixels / 1e6:.0f} MP); shrink it")
+    settings = dict(colorspace="CMYK" if colorspace in _CMYK else "RGB", min_factor=factor, min_height=out_height,
+                    min_width=out_width)
+    try:
+        pixels = simplejpeg.decode_jpeg(data, strict=True, **settings)
+    except ValueError as exc:
+        warning = _one_line(exc)
+        if not _JUNK_BEFORE_END.fullmatch(warning):
+            return None, f"damaged JPEG (libjpeg: {warning})"
+        pixels = simplejpeg.decode_jpeg(data, strict=False, **settings)
+    if colorspace in _CMYK:
+        return None, None
+    return _oriented(pixels, exif_orientation(data)), None
+
+
+def exif_orientation(data: bytes | memoryview) -> int:
+    """The Orientation tag (274) of the JPEG's EXIF block, 1 (as stored) when it has none or it cannot be read."""
+    for marker, offset in jpeg_segments(data):
+        if marker != 0xE1 or bytes(data[offset + 4:offset + 10]) != b"Exif\0\0":
+            continue
+        tiff = bytes(data[offset + 10:offset + 2 + int.from_bytes(data[offset + 2:offset + 4], "big")])
+        if tiff[:4] not in (b"II*\0", b"MM\0*"):
+            return 1
+        order = "little" if tiff[:2] == b"II" else "big"
+        directory = int.from_bytes(tiff[4:8], order)
+        count = int.from_bytes(tiff[directory:directory + 2], order)
+        for entry in range(directory + 2, min(len(tiff) - 11, directory + 2 + 12 * count), 12):
+            if int.from_bytes(tiff[entry:entry + 2], order) == 274:
+                value = int.from_bytes(tiff[entry + 8:entry + 10], order)
+                return value if 1 <= value <= 8 else 1
+        return 1
+    return 1
+
+
+def _oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as a viewer shows them: OpenCV's ExifTransform (loadsave.cpp) for orientations 2-8."""
+    if orientation >= 5:
+        pixels = pixels.transpose(1, 0, 2)
+    flips = {2: (slice(None), slice(None, None, -1)), 3: (slice(None, None, -1), slice(None, None, -1)),
+             4: (slice(None, None, -1), slice(None)), 6: (slice(None), slice(None, None, -1)),
+             7: (slice(None, None, -1), slice(None, None, -1)), 8: (slice(None, None, -1), slice(None))}
+    if orientation in flips:
+        pixels = pixels[flips[orientation]]
+    return np.ascontiguousarray(pixels)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

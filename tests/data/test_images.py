@@ -449,3 +449,61 @@ def test_batches_follow_the_resize_policy(tmp_path, blue_green_red):
     (batch,) = iter_image_batches([path], [32], batch_size=1, threads=1, resize="crop")
     np.testing.assert_array_equal(batch[32][0], images.resize_image(blue_green_red, 32, "crop"))
     np.testing.assert_array_equal(load_resized(path, [32], "pad")[32], images.resize_image(blue_green_red, 32, "pad"))
+
+
+# -- JPEG through libjpeg-turbo (data.jpeg): OpenCV's pixels, its warnings as bad images, nothing on the terminal
+def _photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return cv2.GaussianBlur(np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8), (0, 0), 2)
+
+
+def _opencv_pixels(data: bytes, factor: int) -> np.ndarray:
+    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), flag), cv2.COLOR_BGR2RGB)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpeg_pixels_are_opencvs_at_every_orientation_and_reduction(tmp_path, orientation, mode):
+    image = Image.fromarray(_photo_like(203, 331, orientation))
+    image = image.convert(mode)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "p.jpg"
+    image.save(path, "JPEG", exif=exif.tobytes(), quality=90, subsampling=2)
+    for min_side, factor in ((None, 1), (100, 2), (50, 4), (25, 8)):
+        assert np.array_equal(read_image(path, min_side=min_side), _opencv_pixels(path.read_bytes(), factor))
+
+
+def test_a_jpeg_libjpeg_warns_about_is_a_bad_image_and_prints_nothing(tmp_path, capfd):
+    ok, data = cv2.imencode(".jpg", _photo_like(120, 160), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    data = data.tobytes()
+    path = tmp_path / "rot.jpg"
+    # A restart marker in the middle of a scan that has none: OpenCV's libjpeg prints "Corrupt JPEG data: premature
+    # end of data segment" and returns the rest of the image grey.
+    path.write_bytes(data[:len(data) // 2] + b"\xff\xd3" + data[len(data) // 2:])
+    assert image_problem(path) is None  # whole, as far as its size and markers go
+    with pytest.raises(ImageError, match=r"rot\.jpg: damaged JPEG \(libjpeg: ") as exc:
+        read_image(path)
+    assert "\n" not in str(exc.value)
+    assert capfd.readouterr().err == ""
+
+
+def test_junk_before_the_jpeg_end_marker_is_read_as_the_image_it_is_without_a_word(tmp_path, capfd):
+    ok, data = cv2.imencode(".jpg", _photo_like(120, 160), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    clean = data.tobytes()
+    end = clean.rfind(b"\xff\xd9")
+    path = tmp_path / "junk.jpg"
+    path.write_bytes(clean[:end] + b"\x00\x11\x22" + clean[end:])  # libjpeg: "3 extraneous bytes before marker 0xd9"
+    assert np.array_equal(read_image(path), _opencv_pixels(clean, 1))
+    assert capfd.readouterr().err == ""
+
+
+def test_a_damaged_cmyk_jpeg_is_checked_before_opencv_decodes_it(tmp_path, capfd):
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(_photo_like(60, 80)).convert("CMYK").save(path, "JPEG", quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2] + b"\xff\xd3" + data[len(data) // 2:])
+    with pytest.raises(ImageError, match=r"cmyk\.jpg: damaged JPEG \(libjpeg: "):
+        read_image(path)
+    assert capfd.readouterr().err == ""
