@@ -12,10 +12,10 @@ import numpy as np
 from kaggle_tl.data.archives import ArchiveMember, ImagePath
 from kaggle_tl.data.arrays import NPY_HEAD_BYTES, NPY_MAGIC, array_image, npy_problem
 from kaggle_tl.data.jpeg import JPEG_EOI, decode_jpeg, jpeg_data_problem, jpeg_main_scan, reduction
+from kaggle_tl.data.png import PNG_SIGNATURE, without_ancillary_chunks
 from kaggle_tl.errors import KaggleTLError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".npy")  # .npy: data.arrays
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of a whole PNG
 # The first bytes read of every file: the magic number and, but for JPEG, the declared size.
 _HEAD_BYTES, _TAIL_BYTES = 64, 64
@@ -258,6 +258,8 @@ def read_image(path: str | ImagePath, min_side: int | None = None) -> np.ndarray
             raise ImageError(path, problem)
         if image is not None:
             return image
+    if kind == "PNG":  # libpng's warnings about colour profiles and text, which change no pixel, never print
+        data = np.frombuffer(without_ancillary_chunks(memoryview(data)), dtype=np.uint8)
     try:
         image = cv2.imdecode(data, _decode_flags(data, min_side))
     except cv2.error as exc:  # OpenCV raises rather than returning None for some damage and for huge images

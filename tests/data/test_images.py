@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import io
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from kaggle_tl.data import images
 from kaggle_tl.data.images import (ImageError, find_bad_images, image_problem, iter_image_batches, load_resized,
@@ -506,4 +507,46 @@ def test_a_damaged_cmyk_jpeg_is_checked_before_opencv_decodes_it(tmp_path, capfd
     path.write_bytes(data[:len(data) // 2] + b"\xff\xd3" + data[len(data) // 2:])
     with pytest.raises(ImageError, match=r"cmyk\.jpg: damaged JPEG \(libjpeg: "):
         read_image(path)
+    assert capfd.readouterr().err == ""
+
+
+# -- PNG: libpng's warnings about ancillary chunks never print, and those chunks change no pixel
+def _chunk(kind: bytes, body: bytes, crc: int | None = None) -> bytes:
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return len(body).to_bytes(4, "big") + kind + body + crc.to_bytes(4, "big")
+
+
+def _with_chunks(png: bytes, *chunks: bytes) -> bytes:
+    return png[:33] + b"".join(chunks) + png[33:]  # after the signature (8) and IHDR (25)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "I;16"])
+def test_png_pixels_are_opencvs_with_and_without_ancillary_chunks(tmp_path, mode):
+    pixels = _photo_like(30, 40)
+    image = Image.fromarray(pixels).convert(mode if mode != "I;16" else "L")
+    if mode == "I;16":
+        image = Image.fromarray((np.asarray(image).astype(np.uint16) * 257))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "made by a camera")
+    path = tmp_path / "p.png"
+    extra = {"transparency": 3} if mode == "P" else {}
+    image.save(path, "PNG", pnginfo=info, **extra)
+    data = path.read_bytes()
+    expected = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(read_image(path), expected)
+    gamma = _chunk(b"gAMA", (45455).to_bytes(4, "big"))
+    path.write_bytes(_with_chunks(data, gamma, _chunk(b"tIME", bytes(7))))
+    assert np.array_equal(read_image(path), expected)
+
+
+def test_libpng_warnings_about_ancillary_chunks_never_reach_the_terminal(tmp_path, capfd):
+    ok, data = cv2.imencode(".png", _photo_like(20, 30))
+    data = data.tobytes()
+    path = tmp_path / "warned.png"
+    # "libpng warning: tEXt: CRC error" and "libpng warning: iCCP: too short" from OpenCV's own decode
+    path.write_bytes(_with_chunks(data, _chunk(b"tEXt", b"Comment\0hello", crc=0), _chunk(b"iCCP", b"icc\0\0x")))
+    cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    assert "libpng warning" in capfd.readouterr().err  # what the file does to OpenCV
+    expected = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(read_image(path), expected)
     assert capfd.readouterr().err == ""
