@@ -302,6 +302,44 @@ def test_seti_npy_cadences_one_folder_down_scored_by_roc_auc(tmp_path):
     _oof_metric_matches_the_record(record, skm.roc_auc_score)
 
 
+def test_statoil_band_records_in_7z_scored_by_log_loss(tmp_path):
+    # train.json.7z / test.json.7z / sample_submission.csv.7z as MLE-bench writes them (py7zr): records of two 30 x 30
+    # radar bands; an iceberg's bright blob sits top left, a ship's bottom right
+    import py7zr
+
+    rng = np.random.default_rng(12)
+    comp, plain = tmp_path / "statoil", tmp_path / "plain"
+    comp.mkdir()
+    plain.mkdir()
+
+    def record(name: str, iceberg: int) -> dict:
+        bands = rng.normal(-25, 2, (2, 30, 30))
+        corner = slice(3, 13) if iceberg else slice(17, 27)
+        bands[:, corner, corner] += 15
+        return {"id": name, "band_1": bands[0].ravel().round(3).tolist(), "band_2": bands[1].ravel().round(3).tolist(),
+                "inc_angle": 38.0 + rng.random()}
+
+    train = [{**record(f"{k:08x}", k % 2), "is_iceberg": k % 2} for k in range(40)]
+    answers = {f"t{k:07x}": k % 2 for k in range(14)}
+    test = [record(name, label) for name, label in answers.items()]
+    (plain / "train.json").write_text(json.dumps(train))
+    (plain / "test.json").write_text(json.dumps(test))
+    pd.DataFrame({"id": list(answers), "is_iceberg": 0.5}).to_csv(plain / "sample_submission.csv", index=False)
+    for name in ("train.json", "test.json", "sample_submission.csv"):
+        with py7zr.SevenZipFile(comp / f"{name}.7z", "w") as archive:
+            archive.write(plain / name, arcname=name)
+
+    record_, lines = _run(tmp_path, comp, competition="statoil-iceberg-classifier-challenge", heads=("logreg",))
+    assert (record_.task.kind, record_.task.metric_name, record_.task.form) == ("binary", "log_loss", "p_positive")
+    assert any(line.startswith("binary: P(is_iceberg = 1), log_loss, labels from train.json.7z") for line in lines)
+    sub = _submission(record_)
+    assert list(sub.columns) == ["id", "is_iceberg"] and sub["id"].tolist() == list(answers)
+    p = sub["is_iceberg"].astype(float)
+    assert ((p > 0) & (p < 1)).all()
+    assert skm.log_loss([answers[i] for i in sub["id"]], p) < 0.5 * np.log(2)
+    _oof_metric_matches_the_record(record_, lambda t, q: skm.log_loss(t, np.clip(q, 1e-7, 1 - 1e-7)))
+
+
 def test_dogs_vs_cats_labels_in_file_names_scored_by_log_loss(tmp_path):
     rng = np.random.default_rng(3)
     comp = tmp_path / "dogs-vs-cats"

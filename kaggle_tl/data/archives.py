@@ -14,7 +14,9 @@ members cannot be read in place without decompressing all that comes before them
 it once (the folder then wins over the archive). Only regular files are members: a link inside a tar
 is never followed. A BSON file of products (cdiscount's ``train.bson``, ``bson.read_products``) is an
 archive of one image per product, ``<_id>.jpg`` (its first picture), read by offset as a tar's members
-are; it holds its products' categories too (``archive_labels``).
+are; it holds its products' categories too (``archive_fields``). A JSON list of records holding image
+arrays (statoil's ``train.json``, also as ``train.json.7z``: ``records``) is an archive of one ``<id>.npy``
+per record, made in memory from its bands; its other fields (``is_iceberg``) are its fields.
 
 ``open_archive`` checks an archive as a competition's image folder (readable, no encrypted images,
 at least one image) and enters a single top folder named like it (``train.zip`` holding
@@ -22,6 +24,9 @@ at least one image) and enters a single top folder named like it (``train.zip`` 
 """
 from __future__ import annotations
 
+import io
+import json
+import math
 import os
 import tarfile
 import threading
@@ -30,7 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Iterator, NamedTuple, Union
 
+import numpy as np
+
 from kaggle_tl.data.bson import BsonError, read_products
+from kaggle_tl.data.sevenzip import read_single_file
 from kaggle_tl.errors import KaggleTLError
 
 if TYPE_CHECKING:
@@ -120,6 +128,10 @@ class ArchiveMember:
         """The member's bytes: from a zip unpacked and checked against its CRC, from a tar as its header spans them
         (OSError if they cannot be read)."""
         contents = _contents(self.archive)
+        if self.member in contents.arrays:  # a record's image, as the .npy file it would be
+            stream = io.BytesIO()
+            np.save(stream, contents.arrays[self.member], allow_pickle=False)
+            return stream.getvalue()
         if _kind(self.archive) != "zip":
             return self._read_span(contents)
         stored = contents.stored.get(self.member, self.member)
@@ -147,7 +159,7 @@ class ArchiveMember:
 
 
 ImagePath = Union[Path, ArchiveMember]  # an image file, or an image inside an archive
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".bson")
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".bson", ".json", ".json.7z")
 
 
 def image_path(text: str | os.PathLike | ArchiveMember) -> ImagePath:
@@ -199,6 +211,11 @@ def is_archive(path: Path) -> bool:
     return is_archive_name(path.name) and path.is_file()
 
 
+def is_records(path: Path) -> bool:
+    """A JSON of records holding image arrays (``train.json``, ``train.json.7z``), not a zip, tar or BSON."""
+    return _kind(path) == "records"
+
+
 def archive_stem(path: Path) -> str:
     """The archive's name without its suffix: the folder it stands for (``train_val2019.tar.gz``: train_val2019)."""
     name = path.name
@@ -232,9 +249,10 @@ def open_archive(path: Path) -> ArchiveMember:
     return ArchiveMember(path, "", top=True)
 
 
-def archive_labels(folder: ArchiveMember) -> dict[str, str]:
-    """Image member -> its category, for an archive that holds its labels (a BSON of products); else {}."""
-    return dict(_contents(folder.archive).labels)
+def archive_fields(folder: ArchiveMember) -> dict[str, dict[str, str]]:
+    """Field -> (image member -> its value as text), for an archive that holds fields beside its images (a BSON's
+    ``category_id``, a records JSON's ``is_iceberg``); else {}."""
+    return {name: dict(values) for name, values in _contents(folder.archive).fields.items()}
 
 
 def archive_notes(folder: ArchiveMember) -> tuple[str, ...]:
@@ -276,7 +294,8 @@ class _Contents:
     encrypted: frozenset[str]
     stored: dict[str, str]  # file -> its name as the zip stores it, where that differs ("/abc.jpg", "a\\b.jpg")
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # a tar's or BSON's file -> (offset, size)
-    labels: dict[str, str] = field(default_factory=dict)  # a BSON's file -> its product's category
+    fields: dict[str, dict[str, str]] = field(default_factory=dict)  # field -> file -> value (BSON, records)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # a records JSON's file -> its image array
     notes: tuple[str, ...] = ()
 
 
@@ -318,7 +337,7 @@ def _handle(archive: Path) -> zipfile.ZipFile | IO[bytes]:
 
 
 def _open(archive: Path) -> zipfile.ZipFile | IO[bytes]:
-    if _kind(archive) != "zip":
+    if _kind(archive) in ("tar", "bson"):
         try:
             return open(archive, "rb")
         except OSError as exc:
@@ -332,9 +351,13 @@ def _open(archive: Path) -> zipfile.ZipFile | IO[bytes]:
 
 
 def _kind(archive: Path) -> str:
-    """"zip", "bson" (cdiscount's products) or "tar"."""
+    """"zip", "bson" (cdiscount's products), "records" (a JSON of records with image arrays) or "tar"."""
     name = archive.name.lower()
-    return "zip" if name.endswith(".zip") else "bson" if name.endswith(".bson") else "tar"
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith(".bson"):
+        return "bson"
+    return "records" if name.endswith((".json", ".json.7z")) else "tar"
 
 
 # The first bytes of a compressed stream: a tar inside one cannot be read in place.
@@ -367,7 +390,8 @@ class _Entry(NamedTuple):
     size: int
     encrypted: bool = False
     span: tuple[int, int] | None = None  # a tar's or BSON's file: (offset, size) of its bytes in the archive
-    label: str | None = None  # a BSON product's category
+    fields: dict[str, str] | None = None  # a BSON product's category_id, a record's scalar fields
+    array: np.ndarray | None = None  # a record's image, made from its bands
 
 
 def _entries(archive: Path) -> tuple[list[_Entry], tuple[str, ...]]:
@@ -379,6 +403,8 @@ def _entries(archive: Path) -> tuple[list[_Entry], tuple[str, ...]]:
                 for info in _tar_entries(archive) if info.isdir() or info.isreg()], ()
     if kind == "bson":
         return _bson_entries(archive)
+    if kind == "records":
+        return _record_entries(archive)
     with _lock(archive):
         infos = _handle(archive).infolist()
     return [_Entry(info.filename, info.is_dir(), info.file_size, bool(info.flag_bits & 0x1)) for info in infos], ()
@@ -396,7 +422,8 @@ def _bson_entries(archive: Path) -> tuple[list[_Entry], tuple[str, ...]]:
                 continue
             more += len(product.pictures) > 1
             offset, size = product.pictures[0]
-            entries.append(_Entry(f"{product.id}.jpg", False, size, span=(offset, size), label=product.category))
+            fields = {} if product.category is None else {"category_id": product.category}
+            entries.append(_Entry(f"{product.id}.jpg", False, size, span=(offset, size), fields=fields))
     except BsonError as exc:
         raise KaggleTLError(f"{archive}: not a readable BSON file of products ({exc})") from None
     except OSError as exc:
@@ -410,12 +437,49 @@ def _bson_entries(archive: Path) -> tuple[list[_Entry], tuple[str, ...]]:
     return entries, tuple(notes)
 
 
+def _record_entries(archive: Path) -> tuple[list[_Entry], tuple[str, ...]]:
+    """One image per record of a JSON list (statoil's {id, band_1, band_2, inc_angle, is_iceberg}), ``<id>.npy``:
+    its bands, lists of H x H numbers, as channels (two bands: band_1, band_2 and their mean, as a colour image
+    needs three); its other fields, as text."""
+    try:
+        data = read_single_file(archive, "records") if archive.name.lower().endswith(".7z") else archive.read_bytes()
+        records = json.loads(data)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KaggleTLError(f"{archive}: not a readable JSON of records ({_one_line(exc)})") from None
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) and "id" in r for r in records):
+        raise KaggleTLError(f"{archive}: not a JSON list of records, each with an 'id'")
+    bands = [name for name, value in records[0].items() if isinstance(value, list)]
+    if not 1 <= len(bands) <= 3:
+        raise KaggleTLError(f"{archive}: its records hold {len(bands)} array fields ({bands[:4]}); an image is 1 to 3 "
+                            "bands of H x H numbers")
+    entries = []
+    for k, record in enumerate(records):
+        image_id = str(record["id"])
+        if "/" in image_id or image_id in ("", ".", ".."):
+            raise KaggleTLError(f"{archive}: record {k}'s id {image_id!r} cannot name an image")
+        try:
+            planes = np.asarray([record[band] for band in bands], dtype=np.float32)
+        except (KeyError, TypeError, ValueError):
+            raise KaggleTLError(f"{archive}: record {k} (id {image_id!r}) lacks one of the bands {bands} or holds "
+                                "something other than numbers in it") from None
+        side = math.isqrt(planes.shape[1]) if planes.ndim == 2 else 0
+        if side == 0 or side * side != planes.shape[1]:
+            raise KaggleTLError(f"{archive}: record {k} (id {image_id!r}): its bands {bands} are not H x H numbers "
+                                f"each (shape {planes.shape})")
+        if len(bands) == 2:
+            planes = np.concatenate([planes, planes.mean(axis=0, keepdims=True)])
+        image = planes.reshape(len(planes), side, side).transpose(1, 2, 0)
+        fields = {name: str(value) for name, value in record.items() if name != "id" and name not in bands}
+        entries.append(_Entry(f"{image_id}.npy", False, image.nbytes, fields=fields, array=image))
+    return entries, ()
+
+
 def _contents(archive: Path) -> _Contents:
     key = _key(archive)
     found = _CONTENTS.get(key)
     if found is not None:
         return found
-    files, sizes, encrypted, stored, spans, labels = set(), {}, set(), {}, {}, {}
+    files, sizes, encrypted, stored, spans, fields, arrays = set(), {}, set(), {}, {}, {}, {}
     folders = {""}
     entries, notes = _entries(archive)
     for entry in entries:
@@ -433,8 +497,10 @@ def _contents(archive: Path) -> _Contents:
             sizes[name] = entry.size
             if entry.span is not None:
                 spans[name] = entry.span
-            if entry.label is not None:
-                labels[name] = entry.label
+            for field_name, value in (entry.fields or {}).items():
+                fields.setdefault(field_name, {})[name] = value
+            if entry.array is not None:
+                arrays[name] = entry.array
             if name != entry.name:
                 stored[name] = entry.name
             if entry.encrypted:
@@ -445,7 +511,7 @@ def _contents(archive: Path) -> _Contents:
         parent, _, base = name.rpartition("/")
         children.setdefault(parent, []).append(base)
     found = _Contents(frozenset(files), frozenset(folders), children, sizes, frozenset(encrypted), stored, spans,
-                      labels, notes)
+                      fields, arrays, notes)
     with _GUARD:
         _CONTENTS[key] = found
     return found

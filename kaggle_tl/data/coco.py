@@ -32,7 +32,8 @@ def find_json(folder: ImagePath, split: str) -> ImagePath | None:
     if (folder / FOLDER_JSON).is_file():
         return folder / FOLDER_JSON
     beside = folder.archive.parent if isinstance(folder, ArchiveMember) else folder.parent  # a zip: beside the zip
-    named = sorted(p for p in beside.glob("*.json") if p.is_file() and split in p.name.lower())
+    own = folder.archive if isinstance(folder, ArchiveMember) else None  # statoil's train.json holds the images
+    named = sorted(p for p in beside.glob("*.json") if p.is_file() and split in p.name.lower() and p != own)
     return named[0] if len(named) == 1 else None
 
 

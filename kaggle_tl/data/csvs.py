@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from kaggle_tl.data.sevenzip import read_single_file
 from kaggle_tl.errors import KaggleTLError, one_line
 
 # Kaggle ships some CSVs compressed (sample_submission.csv.zip): read where the plain file is absent.
-COMPRESSED_SUFFIXES = (".zip", ".gz", ".bz2", ".xz")
+COMPRESSED_SUFFIXES = (".zip", ".gz", ".bz2", ".xz", ".7z")
 
 
 def locate_csv(root: Path, name: str) -> Path:
@@ -31,7 +32,7 @@ def read_text_csv(path: str | Path, what: str, required: list[str]) -> pd.DataFr
     """A CSV of strings with the ``required`` columns and at least one row, or one line naming ``what`` is wrong.
 
     Every CSV kaggle_tl reads (labels, sample submissions, submissions to score) comes through here,
-    plain or compressed as Kaggle ships them (``.zip`` holding one CSV, ``.gz``, ``.bz2``, ``.xz``).
+    plain or compressed as Kaggle ships them (``.zip`` or ``.7z`` holding one CSV, ``.gz``, ``.bz2``, ``.xz``).
     """
     path = Path(path)
     text = _csv_text(path, what)
@@ -62,6 +63,8 @@ def _csv_text(path: Path, what: str) -> str:
                 if len(members) != 1:
                     raise KaggleTLError(f"{path}: a zipped {what} must hold exactly one file, found {len(members)}")
                 data = archive.read(members[0])
+        elif path.suffix.lower() == ".7z":
+            data = read_single_file(path, what)
         else:
             opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
             with opener(path, "rb") as handle:

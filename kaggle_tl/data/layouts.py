@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from kaggle_tl.data.archives import (ARCHIVE_SUFFIXES, ArchiveMember, ImagePath, archive_labels, archive_notes,
-                                     archive_stem, folder_label, is_archive, open_archive)
+from kaggle_tl.data.archives import (ARCHIVE_SUFFIXES, ArchiveMember, ImagePath, archive_fields, archive_notes,
+                                     archive_stem, folder_label, is_archive, is_records, open_archive)
 from kaggle_tl.data.coco import FOLDER_JSON, find_json, read_coco
 from kaggle_tl.data.csvs import COMPRESSED_SUFFIXES, locate_csv, read_text_csv
 from kaggle_tl.data.folders import (Ignored, check_unique, ignored_kind, image_of, images_by_id, list_folder,
@@ -128,7 +128,7 @@ def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, 
     if len(found) > 1:
         notes.append(f"{what} images read from {found[0].name}/, not {found[1].name}/ (--{what}-dir decides)")
     packed = [root / f"{found[0].name}{suffix}" for suffix in ARCHIVE_SUFFIXES
-              if is_archive(root / f"{found[0].name}{suffix}")]
+              if is_archive(root / f"{found[0].name}{suffix}") and not is_records(root / f"{found[0].name}{suffix}")]
     if packed:
         notes.append(f"{what} images read from {found[0].name}/, not {packed[0].name} (a folder wins over its "
                      f"archive; --{what}-dir decides)")
@@ -141,7 +141,7 @@ def _named_for(root: Path, split: str) -> list[Path]:
     (``train_labels.csv.zip``) are not image folders."""
     entries = [p for p in sorted(root.iterdir()) if p.name.lower().startswith(split) and not ignored_kind(p.name)]
     folders = [p for p in entries if p.is_dir()]
-    archives = [p for p in entries if is_archive(p) and "." not in archive_stem(p)
+    archives = [p for p in entries if is_archive(p) and not is_records(p) and "." not in archive_stem(p)
                 and not any(f.name == archive_stem(p) for f in folders)]
     return sorted(folders + archives)
 
@@ -363,17 +363,23 @@ def _labels_from_coco(root: Path, train_dir: ImagePath, sample: pd.DataFrame | N
 
 def _labels_in_archive(train_dir: ImagePath, images: dict[str, ImagePath], sample: pd.DataFrame | None,
                        notes: list[str]) -> Labels | None:
-    """The categories an archive holds beside its images (cdiscount's train.bson), or None for any other folder."""
+    """The labels an archive holds beside its images (cdiscount's train.bson: category_id; statoil's train.json:
+    is_iceberg), the field named like the sample's target (or its one field); None for any other folder."""
     if not isinstance(train_dir, ArchiveMember):
         return None
-    categories = archive_labels(train_dir)
-    if not categories:
+    fields = archive_fields(train_dir)
+    target = _target_name(sample)
+    name = target if target in fields else next(iter(fields)) if len(fields) == 1 else None
+    if name is None:
         return None
     notes.extend(archive_notes(train_dir))
-    ids = [i for i, path in images.items() if path.member in categories]
-    targets = pd.DataFrame({_target_name(sample): [categories[images[i].member] for i in ids]},
-                           index=pd.Index(ids, name="id"))
-    source = f"labels from {train_dir.name} (its products' category_id), images in {train_dir.name}"
+    if len(fields) > 1:
+        notes.append(f"{train_dir.name}: its field(s) {[f for f in fields if f != name][:4]} are not used (only "
+                     f"{name!r}, the labels)")
+    values = fields[name]
+    ids = [i for i, path in images.items() if path.member in values]
+    targets = pd.DataFrame({target: [values[images[i].member] for i in ids]}, index=pd.Index(ids, name="id"))
+    source = f"labels from {train_dir.name} (its {name}), images in {train_dir.name}"
     return Labels(ids, [images[i] for i in ids], targets, train_dir, source)
 
 

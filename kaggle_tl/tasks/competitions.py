@@ -35,6 +35,7 @@ KNOWN: dict[str, TaskSettings] = {
     "siim-isic-melanoma-classification": TaskSettings(task="binary", metric="roc_auc"),
     "invasive-species-monitoring": TaskSettings(task="binary", metric="roc_auc"),
     "seti-breakthrough-listen": TaskSettings(task="binary", metric="roc_auc"),  # .npy cadences: data.arrays
+    "statoil-iceberg-classifier-challenge": TaskSettings(task="binary", metric="log_loss"),  # bands in train.json.7z
     # grades
     "aptos2019-blindness-detection": TaskSettings(task="ordinal", metric="qwk"),
     # a value in range

@@ -746,7 +746,7 @@ def test_cdiscount_products_in_bson_files(tmp_path):
     assert str(competition.train_paths[0]) == f"{root / 'train.bson'}/10.jpg"
     assert read_image(competition.test_paths[2]).shape == (8, 8, 3)
     assert [p.name for p in competition.test_paths] == ["500.jpg", "501.jpg", "502.jpg"]
-    assert competition.task.describe().endswith("labels from train.bson (its products' category_id), images in "
+    assert competition.task.describe().endswith("labels from train.bson (its category_id), images in "
                                                 "train.bson")
     assert "train.bson: 2 of its 4 products have more than one picture: the first is read" in competition.notes
 
@@ -814,6 +814,87 @@ def test_an_npy_file_that_is_no_image_is_a_bad_image(tmp_path, array, message):
         np.save(path, array, allow_pickle=True)
     with pytest.raises(ImageError, match=message):
         read_image(path)
+
+
+def write_statoil(root: Path, labels: list[int], n_test: int = 3, side: int = 9) -> list[dict]:
+    """statoil-iceberg's public layout as MLE-bench prepares it (py7zr): train.json.7z holding train.json, a list of
+    {id, band_1, band_2 (side x side dB values), inc_angle (a number or "na"), is_iceberg}; test.json.7z without
+    is_iceberg; sample_submission.csv.7z id,is_iceberg. Returns the train records."""
+    import py7zr
+
+    rng = np.random.default_rng(0)
+
+    def record(k: int, iceberg: int | None) -> dict:
+        bands = {f"band_{b}": (rng.normal(-20 + 5 * (iceberg or 0), 3, side * side)).round(4).tolist()
+                 for b in (1, 2)}
+        out = {"id": f"{k:08x}", **bands, "inc_angle": "na" if k == 1 else 39.5 + k}
+        return out if iceberg is None else {**out, "is_iceberg": iceberg}
+
+    train = [record(k, label) for k, label in enumerate(labels)]
+    test = [record(1000 + k, None) for k in range(n_test)]
+    root.mkdir(parents=True)
+    plain = root.parent / f"{root.name}-plain"
+    plain.mkdir()
+    (plain / "train.json").write_text(json.dumps(train))
+    (plain / "test.json").write_text(json.dumps(test))
+    write_csv(plain / "sample_submission.csv", ["id", "is_iceberg"], [[r["id"], 0.5] for r in test])
+    for name in ("train.json", "test.json", "sample_submission.csv"):
+        with py7zr.SevenZipFile(root / f"{name}.7z", "w") as archive:
+            archive.write(plain / name, arcname=name)
+    return train
+
+
+def test_statoil_records_of_band_arrays_in_7z_archives(tmp_path):
+    root = tmp_path / "statoil-iceberg-classifier-challenge"
+    train = write_statoil(root, [0, 1, 1, 0])
+    competition = read_competition(root, settings=TaskSettings(task="binary", metric="log_loss"))
+    assert competition.train_ids == [r["id"] for r in train] and competition.y.tolist() == [0, 1, 1, 0]
+    assert competition.task.describe().endswith("labels from train.json.7z (its is_iceberg), images in "
+                                                "train.json.7z")
+    assert [p.name for p in competition.test_paths] == [f"{1000 + k:08x}.npy" for k in range(3)]
+    assert "train.json.7z: its field(s) ['inc_angle'] are not used (only 'is_iceberg', the labels)" in \
+        competition.notes
+    # the image: band_1, band_2 and their mean as three channels, scaled from the record's minimum to its maximum
+    image = read_image(competition.train_paths[2])
+    bands = np.array([train[2]["band_1"], train[2]["band_2"]], np.float32).reshape(2, 9, 9)
+    planes = np.concatenate([bands, bands.mean(axis=0, keepdims=True)]).transpose(1, 2, 0).astype(np.float64)
+    expected = np.round((planes - planes.min()) * (255 / (planes.max() - planes.min()))).astype(np.uint8)
+    assert image.shape == (9, 9, 3) and np.array_equal(image, expected)
+    # unpacked: the plain JSON files read the same
+    for name in ("train.json", "test.json", "sample_submission.csv"):
+        (root / f"{name}.7z").unlink()
+        (tmp_path / f"{root.name}-plain" / name).rename(root / name)
+    plain = read_competition(root, settings=TaskSettings(task="binary", metric="log_loss"))
+    assert [p.read_bytes() for p in plain.train_paths] == [p.read_bytes() for p in competition.train_paths]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda records: records[2].pop("band_2"), r"train.json: record 2 \(id '00000002'\) lacks one of the bands"),
+    (lambda records: records[1].update(band_1=records[1]["band_1"][:-1], band_2=records[1]["band_2"][:-1]),
+     r"train.json: record 1 \(id '00000001'\): its bands \['band_1', 'band_2'\] are not H x H numbers"),
+    (lambda records: records.clear(), r"train.json: not a JSON list of records, each with an 'id'"),
+])
+def test_records_that_are_no_images_are_one_line(tmp_path, damage, message):
+    root = tmp_path / "statoil-iceberg-classifier-challenge"
+    write_statoil(root, [0, 1, 1, 0])
+    records = json.loads((tmp_path / f"{root.name}-plain" / "train.json").read_text())
+    damage(records)
+    (root / "train.json.7z").unlink()
+    (root / "train.json").write_text(json.dumps(records))
+    with pytest.raises(KaggleTLError, match=message) as exc_info:
+        read_competition(root)
+    one_line(exc_info)
+
+
+def test_a_7z_archive_that_is_damaged_is_one_line(tmp_path):
+    root = tmp_path / "statoil-iceberg-classifier-challenge"
+    write_statoil(root, [0, 1, 1, 0])
+    data = (root / "train.json.7z").read_bytes()
+    (root / "train.json.7z").write_bytes(data[:len(data) // 2])
+    with pytest.raises(KaggleTLError, match=r"train.json.7z: records is damaged or not the 7z archive its name says") \
+            as exc_info:
+        read_competition(root)
+    one_line(exc_info)
 
 
 @pytest.mark.parametrize("edit, message", [
