@@ -116,6 +116,11 @@ def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, 
         if nested is not None:  # herbarium-2020: nybg2020/train/, nybg2020/test/ beside sample_submission.csv
             notes.append(f"{what} images read from {folder_in(root, nested)}/, one folder down (--{what}-dir decides)")
             return nested
+        solid = [root / f"{name}.7z" for name in candidates if (root / f"{name}.7z").is_file()]
+        if solid:  # invasive-species-monitoring's train.7z
+            raise KaggleTLError(f"{solid[0]}: a 7z archive of images, which kaggle_tl cannot read in place (a solid "
+                                f"archive gives no image without decompressing those before it); unpack it once "
+                                f"(python -m py7zr x {solid[0].name} .) and its {solid[0].stem}/ folder is read")
         others = ", ".join(f"{name}/" for name in candidates[1:])
         several = f"; {', '.join(_shown(p) for p in named)} are all named for {candidates[0]}" if named else ""
         raise KaggleTLError(f"{root / candidates[0]}: {what} folder not found (nor {others}, nor an archive of them"

@@ -886,6 +886,26 @@ def test_records_that_are_no_images_are_one_line(tmp_path, damage, message):
     one_line(exc_info)
 
 
+def test_a_7z_of_images_says_how_to_unpack_it(tmp_path):
+    # invasive-species-monitoring: train.7z, test.7z, train_labels.csv.zip, sample_submission.csv.zip
+    import py7zr
+
+    root = tmp_path / "invasive-species-monitoring"
+    write_images(tmp_path / "plain" / "train", ["1.jpg", "2.jpg"])
+    root.mkdir()
+    with py7zr.SevenZipFile(root / "train.7z", "w") as archive:
+        archive.writeall(tmp_path / "plain" / "train", arcname="train")
+    with zipfile.ZipFile(root / "train_labels.csv.zip", "w") as archive:
+        archive.writestr("train_labels.csv", "name,invasive\n1,0\n2,1\n")
+    with pytest.raises(KaggleTLError, match=r"train.7z: a 7z archive of images, which kaggle_tl cannot read in place "
+                                            r".*unpack it once \(python -m py7zr x train.7z .\)") as exc_info:
+        read_competition(root)
+    one_line(exc_info)
+    with py7zr.SevenZipFile(root / "train.7z") as archive:  # the command the line gives, as py7zr's own
+        archive.extractall(root)
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["1.jpg", "2.jpg"]
+
+
 def test_a_7z_archive_that_is_damaged_is_one_line(tmp_path):
     root = tmp_path / "statoil-iceberg-classifier-challenge"
     write_statoil(root, [0, 1, 1, 0])
