@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from conftest import make_competition  # noqa: E402
 from kaggle_tl.cache.store import Cache  # noqa: E402
+from kaggle_tl.data.archives import ArchiveMember  # noqa: E402
 from kaggle_tl.engine import ONE_THREAD_ENV, Engine  # noqa: E402
 from kaggle_tl.errors import KaggleTLError  # noqa: E402
 from kaggle_tl.features import BackboneBuilder, BackboneRef, extract_features  # noqa: E402
@@ -98,6 +101,28 @@ def test_dask_features_are_those_of_the_local_engine(paths, reference, cluster, 
         assert_same(extract(paths, tmp_path, engine), reference)
         assert engine._client is None
     assert "all 2 entries from the caches" in caplog.text
+
+
+def test_images_inside_archives_are_read_by_the_workers_themselves(paths, cluster, tmp_path):
+    # members of a zip, a tar and a BSON of products (cdiscount's): each worker process opens the archive itself
+    import bson
+
+    images = [p for p in paths if p.name != "broken.jpg"][:4]
+    with zipfile.ZipFile(tmp_path / "train.zip", "w") as archive:
+        for path in images:
+            archive.write(path, path.name)
+    with tarfile.open(tmp_path / "train.tar", "w") as archive:
+        for path in images:
+            archive.add(path, arcname=path.name)
+    with open(tmp_path / "train.bson", "wb") as products:
+        for k, path in enumerate(images):
+            products.write(bson.BSON.encode({"_id": k, "imgs": [{"picture": path.read_bytes()}], "category_id": 1}))
+    members = ([ArchiveMember(tmp_path / "train.zip", p.name) for p in images]
+               + [ArchiveMember(tmp_path / "train.tar", p.name) for p in images]
+               + [ArchiveMember(tmp_path / "train.bson", f"{k}.jpg") for k in range(len(images))])
+    local = extract(images * 3, tmp_path / "local")
+    with Engine("dask", cluster[0].scheduler_address) as engine:
+        assert_same(extract(members, tmp_path / "dask", engine), local)
 
 
 class KillOnce:
