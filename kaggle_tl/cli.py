@@ -450,8 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
         "print the CV scores with standard errors and write one validated submission per model. Settings come "
         "from flags, a TOML file (--config) or both; every one is checked before any work starts.", cmd_run))
 
-    board = command("leaderboard", "all runs on one data set, ranked by CV log loss",
-                    "Every model of every run on one data set (one data fingerprint), best CV log loss first, with "
+    board = command("leaderboard", "all runs on one data set, ranked by the competition's metric",
+                    "Every model of every run on one data set (one data fingerprint), best CV score first (by the "
+                    "metric's direction; runs of another task or metric are left out, with a note), with "
                     "standard errors and the paired difference from the best; printed in short, written in full "
                     "as CSV and Markdown.", cmd_leaderboard)
     add_selection_arguments(board)
@@ -479,9 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--weights", help="a weights folder to check for each backbone's file")
 
     grade = command("score", "score a submission CSV against a labels file like the Kaggle grader",
-                    "Check a submission's format as Kaggle does, then compute its log loss (clipped at 1e-15) and "
-                    "accuracy against an id,label file.", cmd_score)
-    grade.add_argument("submission", help="submission CSV (id, one column per class)")
+                    "Check a submission's format as Kaggle does, then score it by the task's metric (--metric; "
+                    "probabilities: log loss clipped at 1e-15, and accuracy) against an id,label file.", cmd_score)
+    grade.add_argument("submission", help="submission CSV (the id column, then the sample's target columns)")
     grade.add_argument("--labels", required=True, help="CSV of id,label for the scored rows")
     grade.add_argument("--sample", help="sample submission: its class columns must all be present")
     grade.add_argument("--id-column", default="id", help="id column name (default id)")
