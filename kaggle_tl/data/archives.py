@@ -151,6 +151,10 @@ class ArchiveMember:
         offset, size = contents.spans[self.member]
         with _lock(self.archive):
             handle = _handle(self.archive)
+            end = handle.seek(0, os.SEEK_END)
+            if offset + size > end:  # a header declaring more than the file holds: never read (nor allocated)
+                raise OSError(f"damaged in the {_kind(self.archive)}: its header declares {size} bytes at byte "
+                              f"{offset}, past the file's end ({end} bytes)")
             handle.seek(offset)
             data = handle.read(size)
         if len(data) != size:  # the file was cut short after its listing was read

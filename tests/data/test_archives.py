@@ -103,3 +103,34 @@ def test_a_zip_that_holds_no_readable_images_is_one_line(tmp_path, capsys, conte
     assert "Traceback" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("kaggle-tl: error: ")]
     assert re.search(message, line)
+
+
+def test_a_tar_member_declaring_more_than_the_file_holds_is_one_line_never_read(tmp_path):
+    # a crafted header: 8 TB declared for a member of a small tar, no data after it
+    from kaggle_tl.data.archives import open_archive
+    from kaggle_tl.errors import KaggleTLError
+
+    _cactus(tmp_path / "plain", n_train=2, n_test=1)
+    with tarfile.open(tmp_path / "train.tar", "w") as archive:
+        archive.add(tmp_path / "plain" / "train" / "t000.jpg", arcname="t000.jpg")
+        huge = tarfile.TarInfo("huge.jpg")
+        huge.size = 8 * 2 ** 40
+        archive.addfile(huge)
+    with pytest.raises(KaggleTLError, match=r"train.tar: not a readable tar file \(unexpected end of data\)"):
+        open_archive(tmp_path / "train.tar")
+
+
+def test_a_tar_cut_short_after_it_was_listed_is_a_bad_image(tmp_path):
+    from kaggle_tl.data.archives import open_archive
+    from kaggle_tl.data.images import image_problem
+
+    _cactus(tmp_path / "plain", n_train=2, n_test=1)
+    with tarfile.open(tmp_path / "train.tar", "w") as archive:
+        for name in ("t000.jpg", "t001.jpg"):
+            archive.add(tmp_path / "plain" / "train" / name, arcname=name)
+    folder = open_archive(tmp_path / "train.tar")  # listed now, cut below (a download still being written)
+    data = (tmp_path / "train.tar").read_bytes()
+    (tmp_path / "train.tar").write_bytes(data[:2048])
+    problem = image_problem(folder / "t001.jpg")
+    assert re.fullmatch(r"cannot read \(damaged in the tar: its header declares \d+ bytes at byte \d+, past the "
+                        r"file's end \(2048 bytes\)\)", problem)
