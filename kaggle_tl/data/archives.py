@@ -416,11 +416,14 @@ def _entries(archive: Path) -> tuple[list[_Entry], tuple[str, ...]]:
 
 def _bson_entries(archive: Path) -> tuple[list[_Entry], tuple[str, ...]]:
     """One image per product, ``<_id>.jpg``: its first picture (cdiscount's products have 1-4 views of one item)."""
-    entries, more, without = [], 0, []
+    entries, more, without, seen = [], 0, [], set()
     try:
         for product in read_products(archive):
             if "/" in product.id or product.id in ("", ".", ".."):
                 raise BsonError(f"_id {product.id!r} cannot name an image")
+            if product.id in seen:
+                raise BsonError(f"_id {product.id!r} names two products")
+            seen.add(product.id)
             if not product.pictures:
                 without.append(product.id)
                 continue
@@ -456,11 +459,14 @@ def _record_entries(archive: Path) -> tuple[list[_Entry], tuple[str, ...]]:
     if not 1 <= len(bands) <= 3:
         raise KaggleTLError(f"{archive}: its records hold {len(bands)} array fields ({bands[:4]}); an image is 1 to 3 "
                             "bands of H x H numbers")
-    entries = []
+    entries, seen = [], set()
     for k, record in enumerate(records):
         image_id = str(record["id"])
         if "/" in image_id or image_id in ("", ".", ".."):
             raise KaggleTLError(f"{archive}: record {k}'s id {image_id!r} cannot name an image")
+        if image_id in seen:
+            raise KaggleTLError(f"{archive}: record {k} repeats the id {image_id!r} of a record before it")
+        seen.add(image_id)
         try:
             planes = np.asarray([record[band] for band in bands], dtype=np.float32)
         except (KeyError, TypeError, ValueError):

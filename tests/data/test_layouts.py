@@ -758,6 +758,8 @@ def test_cdiscount_products_in_bson_files(tmp_path):
                                                   r"a document of 2147483647 bytes"),
     (lambda data: data[:4] + b"\x0b" + data[5:], r"train.bson: not a readable BSON file of products \(document 0 "
                                                  r"at byte 0: element '_id' has BSON type 0xb"),
+    (lambda data: data + data[:int.from_bytes(data[:4], "little")],  # the first product written again
+     r"train.bson: not a readable BSON file of products \(_id '10' names two products\)"),
 ])
 def test_a_damaged_bson_file_is_one_line(tmp_path, damage, message):
     root = tmp_path / "cdiscount-image-classification-challenge"
@@ -873,6 +875,8 @@ def test_statoil_records_of_band_arrays_in_7z_archives(tmp_path):
     (lambda records: records[1].update(band_1=records[1]["band_1"][:-1], band_2=records[1]["band_2"][:-1]),
      r"train.json: record 1 \(id '00000001'\): its bands \['band_1', 'band_2'\] are not H x H numbers"),
     (lambda records: records.clear(), r"train.json: not a JSON list of records, each with an 'id'"),
+    (lambda records: records[3].update(id=records[0]["id"]),
+     r"train.json: record 3 repeats the id '00000000' of a record before it"),
 ])
 def test_records_that_are_no_images_are_one_line(tmp_path, damage, message):
     root = tmp_path / "statoil-iceberg-classifier-challenge"
