@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn import metrics as skm
 
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.runs.submission import (build_submission, read_sample_submission, score_submission, validate_submission,
                                        write_submission)
+from kaggle_tl.tasks.detect import TaskSettings
 from kaggle_tl.tasks.task import Task
 
 # Commas, quotes, a newline-free but otherwise hostile mix, non-ASCII, and cells a spreadsheet
@@ -125,3 +127,21 @@ def test_unreadable_sample_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr("kaggle_tl.data.csvs.open", denied, raising=False)
     with pytest.raises(KaggleTLError, match=r"sample.csv: cannot read the sample submission \(Permission denied\)$"):
         read_sample_submission(tmp_path / "sample.csv")
+
+
+@pytest.mark.parametrize("metric, sklearn_metric", [
+    ("accuracy", lambda t, p: skm.accuracy_score(t, p)),
+    ("error", lambda t, p: 1 - skm.accuracy_score(t, p)),
+    ("macro_f1", lambda t, p: skm.f1_score(t, p, average="macro")),
+    ("micro_f1", lambda t, p: skm.f1_score(t, p, average="micro")),
+])
+def test_a_predicted_label_no_answer_holds_is_scored_wrong_as_the_grader_scores_it(tmp_path, metric, sklearn_metric):
+    # inaturalist's id,predicted: category ids the test rows never have (two distinct ones) are wrong answers,
+    # each its own class for macro F1, exactly as scikit-learn scores the raw labels
+    truth = ["5", "5", "9", "9", "5", "9"]
+    predicted = ["5", "7", "9", "1009", "5", "7"]
+    pd.DataFrame({"id": range(6), "predicted": truth}).to_csv(tmp_path / "answers.csv", index=False)
+    pd.DataFrame({"id": range(6), "predicted": predicted}).to_csv(tmp_path / "sub.csv", index=False)
+    scores = score_submission(tmp_path / "sub.csv", tmp_path / "answers.csv", label_column="predicted",
+                              settings=TaskSettings(metric=metric))
+    assert scores["score"] == pytest.approx(sklearn_metric(truth, predicted), abs=1e-12)
