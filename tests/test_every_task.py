@@ -24,6 +24,7 @@ from kaggle_tl.ensemble.across_runs import ensemble_models
 from kaggle_tl.pipeline import run
 from kaggle_tl.runs.compare import load_models
 from kaggle_tl.tasks.evaluate import decide_folds
+from kaggle_tl.tasks.scoring import get_metric
 
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 30), "blue": (40, 60, 230), "yellow": (230, 220, 30),
            "magenta": (220, 30, 220), "cyan": (30, 220, 220)}
@@ -338,6 +339,46 @@ def test_statoil_band_records_in_7z_scored_by_log_loss(tmp_path):
     assert ((p > 0) & (p < 1)).all()
     assert skm.log_loss([answers[i] for i in sub["id"]], p) < 0.5 * np.log(2)
     _oof_metric_matches_the_record(record_, lambda t, q: skm.log_loss(t, np.clip(q, 1e-7, 1 - 1e-7)))
+
+
+def _band_weighted_auc(y, p) -> float:
+    """alaska2's weighted AUC by brute force: the ROC curve sampled on a fine grid of false-positive rates."""
+    fpr, tpr, _ = skm.roc_curve(y, p)
+    grid = np.linspace(0, 1, 200_001)
+    curve = np.interp(grid, fpr, tpr)
+    low = np.trapezoid(np.clip(curve, 0, 0.4), grid)
+    high = np.trapezoid(np.clip(curve - 0.4, 0, 0.6), grid)
+    return (2 * low + high) / 1.4
+
+
+def test_alaska2_class_folders_at_the_top_scored_by_weighted_auc(tmp_path):
+    # Cover/, JMiPOD/, JUNIWARD/, UERD/ holding the same file names, Test/, sample Id,Label (Id with .jpg): Cover is
+    # negative, every algorithm's folder positive (here the "hidden" change is a visible colour, so it is learnable)
+    rng = np.random.default_rng(13)
+    comp = tmp_path / "alaska2"
+    colour = {"Cover": "red", "JMiPOD": "green", "JUNIWARD": "green", "UERD": "blue"}
+    for folder, square in colour.items():
+        (comp / folder).mkdir(parents=True)
+        for k in range(12):
+            write_image(comp / folder / f"{k + 1:05d}.jpg", _squares(rng, [square]))
+    (comp / "Test").mkdir()
+    answers = {}
+    for k in range(16):
+        folder = list(colour)[k % 4]
+        write_image(comp / "Test" / f"{k + 1:04d}.jpg", _squares(rng, [colour[folder]]))
+        answers[f"{k + 1:04d}.jpg"] = int(folder != "Cover")
+    pd.DataFrame({"Id": list(answers), "Label": 0}).to_csv(comp / "sample_submission.csv", index=False)
+
+    record, lines = _run(tmp_path, comp, competition="alaska2-image-steganalysis", heads=("logreg",))
+    assert (record.task.kind, record.task.metric_name, record.task.form) == ("binary", "weighted_auc", "p_positive")
+    assert any(line.startswith("binary: P(Label = 1), weighted_auc, labels from the class folders") for line in lines)
+    sub = _submission(record)
+    assert list(sub.columns) == ["Id", "Label"] and sub["Id"].tolist() == list(answers)
+    p = sub["Label"].astype(float)
+    truth = [answers[i] for i in sub["Id"]]
+    assert get_metric("weighted_auc")(truth, p) == pytest.approx(_band_weighted_auc(truth, p), abs=1e-4)
+    assert _band_weighted_auc(truth, p) > 41 / 70 + 0.3  # a constant scores 41/70
+    _oof_metric_matches_the_record(record, get_metric("weighted_auc"))  # itself checked by brute force above
 
 
 def test_dogs_vs_cats_labels_in_file_names_scored_by_log_loss(tmp_path):

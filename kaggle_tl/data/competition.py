@@ -140,6 +140,8 @@ def read_competition(root: str | Path, layout: Layout = Layout(), settings: Task
         sample = as_read[[id_column, *[c for c in as_read.columns if c != id_column]]]  # the id first, as detect reads
     train_dir = find_folder(root, layout.train_dir, TRAIN_DIRS, "train", notes)
     labels = read_labels(root, train_dir, layout, sample, notes, ignored)
+    if settings.negative:
+        labels.targets = _one_against_the_rest(labels.targets, settings.negative, labels.source, notes)
     test_dir = find_folder(root, layout.test_dir, TEST_DIRS, "test", notes)
     shared = test_dir == train_dir  # one images/ folder: the CSVs' ids tell train from test
     if shared:
@@ -187,6 +189,17 @@ def read_competition(root: str | Path, layout: Layout = Layout(), settings: Task
                    id_column=labels.id_column, label_column=",".join(labels.label_columns))
     return Competition(root, found, task, labels.ids, labels.paths, y, test_ids, test_paths, as_read, notes,
                        side=side)
+
+
+def _one_against_the_rest(targets: pd.DataFrame, negative: str, source: str, notes: list[str]) -> pd.DataFrame:
+    """The labels as a binary task: ``negative`` as 0, every other label as 1 (alaska2: Cover against the three
+    algorithms' folders); one line when ``negative`` is none of them."""
+    column = targets.iloc[:, 0]
+    found = sorted(set(column))
+    if negative not in found:
+        raise KaggleTLError(f"{source}: the negative label {negative!r} is not one of the labels {found[:6]}")
+    notes.append(f"labels as a binary task: {negative} is 0, {', '.join(v for v in found if v != negative)} are 1")
+    return targets.assign(**{targets.columns[0]: np.where(column == negative, "0", "1")})
 
 
 def _images_one_folder_down(test_dir: ImagePath, folders: list[ImagePath], files: dict[str, ImagePath],

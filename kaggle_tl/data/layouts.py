@@ -116,6 +116,11 @@ def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, 
         if nested is not None:  # herbarium-2020: nybg2020/train/, nybg2020/test/ beside sample_submission.csv
             notes.append(f"{what} images read from {folder_in(root, nested)}/, one folder down (--{what}-dir decides)")
             return nested
+        top = _class_folders_at_top(root) if what == "train" else []
+        if top:  # alaska2: Cover/, JMiPOD/, JUNIWARD/, UERD/ beside Test/
+            notes.append(f"train images read from the class folders at the top ({', '.join(f'{d.name}/' for d in top)}"
+                         f"; a folder named for test is the test images') (--train-dir decides)")
+            return root
         solid = [root / f"{name}.7z" for name in candidates if (root / f"{name}.7z").is_file()]
         if solid:  # invasive-species-monitoring's train.7z
             raise KaggleTLError(f"{solid[0]}: a 7z archive of images, which kaggle_tl cannot read in place (a solid "
@@ -138,6 +143,16 @@ def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, 
         notes.append(f"{what} images read from {found[0].name}/, not {packed[0].name} (a folder wins over its "
                      f"archive; --{what}-dir decides)")
     return found[0]
+
+
+def _class_folders_at_top(root: Path) -> list[Path]:
+    """The folders at ``root`` holding images directly, but the test folder (named for test) and system folders;
+    [] unless there are two or more (class folders of the whole competition)."""
+    folders = [d for d in sorted(root.iterdir()) if d.is_dir() and not ignored_kind(d.name)
+               and not d.name.lower().startswith("test")]
+    holding = [d for d in folders if any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
+                                         for e in os.scandir(d))]
+    return holding if len(holding) >= 2 else []
 
 
 def _named_for(root: Path, split: str) -> list[Path]:
@@ -197,6 +212,9 @@ def read_labels(root: Path, train_dir: ImagePath, layout: Layout, sample: pd.Dat
                 ignored: Ignored) -> Labels:
     """The training labels: a labels CSV naming the training images, else class folders, else file names."""
     files, folders = list_folder(train_dir, ignored)
+    if train_dir == root:  # class folders at the top (alaska2): not the test folder, nor the root's CSVs
+        folders = [f for f in folders if not f.name.lower().startswith("test")]
+        files = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
     images, others = images_by_id(files, ignored)
     id_name = layout.id_column or (sample.columns[0] if sample is not None else "")
     names = [layout.labels_csv] if layout.labels_csv else LABEL_CSVS
@@ -221,7 +239,8 @@ def read_labels(root: Path, train_dir: ImagePath, layout: Layout, sample: pd.Dat
         labels = _labels_from_csv(chosen, train_dir, layout, sample, pool, pool_others, ignored, notes)
     elif layout.labels_csv and readings:  # given: read it, and say which ids have no image
         labels = _labels_from_csv(readings[0], train_dir, layout, sample, images, others, ignored, notes)
-    elif not layout.labels_csv and (coco := _labels_from_coco(root, train_dir, sample, notes, ignored)) is not None:
+    elif not layout.labels_csv and train_dir != root and \
+            (coco := _labels_from_coco(root, train_dir, sample, notes, ignored)) is not None:
         labels = coco
         notes.extend(_not_the_labels(r, train_dir) for r in readings)
     elif not layout.labels_csv and (inside := _labels_in_archive(train_dir, images, sample, notes)) is not None:

@@ -36,6 +36,8 @@ KNOWN: dict[str, TaskSettings] = {
     "invasive-species-monitoring": TaskSettings(task="binary", metric="roc_auc"),
     "seti-breakthrough-listen": TaskSettings(task="binary", metric="roc_auc"),  # .npy cadences: data.arrays
     "statoil-iceberg-classifier-challenge": TaskSettings(task="binary", metric="log_loss"),  # bands in train.json.7z
+    # Cover/ against JMiPOD/, JUNIWARD/, UERD/ (class folders at the top), scored by its weighted AUC
+    "alaska2-image-steganalysis": TaskSettings(task="binary", metric="weighted_auc", negative="Cover"),
     # grades
     "aptos2019-blindness-detection": TaskSettings(task="ordinal", metric="qwk"),
     # a value in range

@@ -33,6 +33,7 @@ class TaskSettings:
     catch_all: str = ""
     positive: str = ""
     value_range: tuple[float, float] | None = None
+    negative: str = ""  # binary of many labels: this one against all the others (alaska2's Cover; --competition)
 
 
 def _numbers(values: pd.Series) -> np.ndarray | None:

@@ -7,7 +7,7 @@ metric says which of those forms it reads for each task kind (``reads``), whethe
 
 Noise. A mean over rows (log loss, accuracy, error, MAP@k, F-beta over samples, MAE) has the standard
 error std(per-row values) / sqrt(N), and two models scored on the same rows are compared by the
-mean and standard error of their per-row differences. Every other metric (ROC AUC, F1, QWK, RMSE)
+mean and standard error of their per-row differences. Every other metric (ROC AUC, weighted AUC, F1, QWK, RMSE)
 gets both from a seeded paired bootstrap over rows (``scipy.stats.bootstrap``, percentile method,
 ``BOOTSTRAP_RESAMPLES`` resamples): the same resampled rows score both models, so the difference
 keeps the pairing that makes it tight.
@@ -118,6 +118,32 @@ def _labels_f1(average: str) -> Callable[[np.ndarray, np.ndarray], float]:
     return lambda y, decided: skm.f1_score(y, decided, average=average, zero_division=0)
 
 
+# alaska2-image-steganalysis' weighted AUC: the ROC curve's area in TPR bands (low, high, weight), weighted.
+ALASKA_BANDS = ((0.0, 0.4, 2.0), (0.4, 1.0, 1.0))
+
+
+def weighted_auc(y: np.ndarray, p: np.ndarray, bands: tuple = ALASKA_BANDS) -> float:
+    """The area under the ROC curve (piecewise linear, as scikit-learn's ``auc``) within each band of true-positive
+    rates, clip(TPR - low, 0, high - low) integrated over the false-positive rate, weighted and normalised so that
+    a perfect ranking scores 1 (a constant one 41/70 with alaska2's bands)."""
+    fpr, tpr, _ = skm.roc_curve(np.asarray(y), np.asarray(p, dtype=np.float64))
+    total = sum(weight * _band_area(fpr, tpr, low, high) for low, high, weight in bands)
+    return float(total / sum(weight * (high - low) for low, high, weight in bands))
+
+
+def _band_area(fpr: np.ndarray, tpr: np.ndarray, low: float, high: float) -> float:
+    """Exact area of clip(tpr - low, 0, high - low): the curve's crossings of both levels added as points."""
+    xs, ys = [fpr[0]], [tpr[0]]
+    for x0, y0, x1, y1 in zip(fpr[:-1], tpr[:-1], fpr[1:], tpr[1:]):
+        for level in (low, high):
+            if (y0 - level) * (y1 - level) < 0:
+                xs.append(x0 + (x1 - x0) * (level - y0) / (y1 - y0))
+                ys.append(level)
+        xs.append(x1)
+        ys.append(y1)
+    return float(np.trapezoid(np.clip(np.asarray(ys) - low, 0.0, high - low), np.asarray(xs)))
+
+
 _CLASS_KINDS = ("multiclass", "binary", "ordinal")
 _METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("log_loss", False, {"multiclass": "proba", "binary": "p_positive", "multilabel": "tag_proba",
@@ -135,6 +161,8 @@ _METRICS: dict[str, Metric] = {m.name: m for m in [
            lambda y, p: (skm.roc_auc_score(y, p, multi_class="ovr", average="macro", labels=range(p.shape[1]))
                          if np.ndim(y) == 1 and np.ndim(p) == 2 else skm.roc_auc_score(y, p, average="macro")), None,
            "ROC AUC of P(positive); for tag columns, the mean over columns"),
+    Metric("weighted_auc", True, {"binary": "p_positive"}, weighted_auc, None,
+           "ROC AUC weighted by true-positive-rate band (alaska2's: TPR 0-0.4 twice, 0.4-1 once)"),
     Metric("qwk", True, {"ordinal": "label", "multiclass": "label"},
            lambda y, label: skm.cohen_kappa_score(y, label, weights="quadratic"), None,
            "quadratic weighted kappa of the grades"),

@@ -921,6 +921,34 @@ def test_a_7z_archive_that_is_damaged_is_one_line(tmp_path):
     one_line(exc_info)
 
 
+def test_alaska2_class_folders_at_the_top_as_one_label_against_the_rest(tmp_path):
+    # Cover/00001.jpg .. and the same names in JMiPOD/, JUNIWARD/, UERD/; Test/0001.jpg ..; sample Id,Label (Id with
+    # its extension): Cover is 0, the three algorithms' folders 1
+    root = tmp_path / "alaska2-image-steganalysis"
+    names = ["00001.jpg", "00002.jpg"]
+    for folder in ("Cover", "JMiPOD", "JUNIWARD", "UERD"):
+        write_images(root / folder, names)
+    write_images(root / "Test", ["0001.jpg", "0002.jpg", "0003.jpg"])
+    write_csv(root / "sample_submission.csv", ["Id", "Label"], [[f"000{k}.jpg", 0] for k in (3, 1, 2)])
+    competition = read_competition(root, settings=TaskSettings(task="binary", metric="weighted_auc",
+                                                               negative="Cover"))
+    assert competition.train_ids == [f"{folder}/{n[:-4]}" for folder in ("Cover", "JMiPOD", "JUNIWARD", "UERD")
+                                     for n in names]
+    assert competition.y.tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+    assert competition.test_paths == [root / "Test" / f"000{k}.jpg" for k in (3, 1, 2)]
+    assert (competition.task.kind, competition.task.form, competition.task.positive) == ("binary", "p_positive", "1")
+    assert "labels as a binary task: Cover is 0, JMiPOD, JUNIWARD, UERD are 1" in competition.notes
+    assert any(n.startswith("train images read from the class folders at the top (Cover/, JMiPOD/, JUNIWARD/, "
+                            "UERD/;") for n in competition.notes)
+    again = read_competition(root, competition.layout, TaskSettings(task="binary", metric="weighted_auc",
+                                                                    negative="Cover"))
+    assert again.train_paths == competition.train_paths and competition.layout.train_dir == "."
+    with pytest.raises(KaggleTLError, match=r"the negative label 'Clean' is not one of the labels \['Cover', "
+                                            r"'JMiPOD', 'JUNIWARD', 'UERD'\]") as exc_info:
+        read_competition(root, settings=TaskSettings(task="binary", negative="Clean"))
+    one_line(exc_info)
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m["images"][1].update(file_name="../../secret.jpg"),
      r"metadata.json: images\[1\].file_name '../../secret.jpg' is not a path inside the images folder"),

@@ -86,6 +86,19 @@ def test_map_at_k_hand_computed():
     assert get_metric("map@1")(y, ranked) == pytest.approx(1 / 4)
 
 
+def test_alaska_weighted_auc_hand_computed():
+    # TPR 0-0.4 weighs 2, 0.4-1 weighs 1, normalised by 2 x 0.4 + 0.6 = 1.4
+    weighted = get_metric("weighted_auc")
+    assert (weighted.greater_is_better, weighted.mean_over_rows) == (True, False)
+    assert weighted([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == pytest.approx(1.0)
+    assert weighted([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == pytest.approx(0.0)
+    # no ranking: the diagonal, (2 x (0.4^2 / 2 + 0.4 x 0.6) + 0.6^2 / 2) / 1.4 = 41/70
+    assert weighted([0, 1, 0, 1], [0.5] * 4) == pytest.approx(41 / 70)
+    # ROC (0,0) (0,.5) (.5,.5) (.5,1) (1,1): the lower band full (0.4, x2), the upper 0.5 x 0.1 + 0.5 x 0.6
+    assert weighted([0, 1, 0, 1], [0.1, 0.4, 0.5, 0.8]) == pytest.approx((2 * 0.4 + 0.35) / 1.4)
+    assert skm.roc_auc_score([0, 1, 0, 1], [0.1, 0.4, 0.5, 0.8]) == 0.75  # the plain AUC, for contrast
+
+
 def test_standard_errors_and_paired_differences():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
