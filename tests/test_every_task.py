@@ -60,6 +60,30 @@ def _oof_metric_matches_the_record(record, metric) -> None:
         assert entry.score.value == pytest.approx(metric(record.task.truth(preds.y), decided), rel=1e-9, abs=1e-12)
 
 
+def _decided_labels(record, lines, target: str, metric: str, answers: dict, source: str, id_column: str) -> tuple:
+    """A one-label run's checks: its task and one line (3 classes, ``source`` of the labels), the sample's ids in
+    order, every cell one of the answers' labels; returns (the answers in submission order, the labels)."""
+    assert (record.task.kind, record.task.metric_name, record.task.form) == ("multiclass", metric, "label")
+    assert any(line.startswith(f"multiclass: the label in {target} (3 classes), {metric}, labels from {source}")
+               for line in lines)
+    sub = _submission(record)
+    assert list(sub.columns) == [id_column, target] and sub[id_column].tolist() == list(answers)
+    assert set(sub[target]) <= set(answers.values())
+    return [answers[i] for i in sub[id_column]], sub[target]
+
+
+def _binary_probabilities(record, lines, target: str, metric: str, answers: dict, id_column: str = "id") -> tuple:
+    """The binary run's checks: its task and one line, the sample's ids in order, P(positive) strictly inside (0, 1);
+    returns (the answers in submission order, the probabilities)."""
+    assert (record.task.kind, record.task.metric_name, record.task.form) == ("binary", metric, "p_positive")
+    assert any(line.startswith(f"binary: P({target} = 1), {metric}") for line in lines)
+    sub = _submission(record)
+    assert list(sub.columns) == [id_column, target] and sub[id_column].tolist() == list(answers)
+    p = sub[target].astype(float)
+    assert ((p > 0) & (p < 1)).all()
+    return [answers[i] for i in sub[id_column]], p
+
+
 # --------------------------------------------------------------------------- multiclass, one label
 def test_cassava_one_integer_label_scored_by_accuracy(tmp_path):
     rng = np.random.default_rng(0)
@@ -115,13 +139,8 @@ def test_herbarium_coco_json_labels_scored_by_macro_f1(tmp_path):
     pd.DataFrame({"Id": list(answers), "Predicted": 0}).to_csv(comp / "sample_submission.csv", index=False)
 
     record, lines = _run(tmp_path, comp, competition="herbarium-2020-fgvc7", heads=("logreg",))
-    assert (record.task.kind, record.task.metric_name, record.task.form) == ("multiclass", "macro_f1", "label")
-    assert any(line.startswith("multiclass: the label in Predicted (3 classes), macro_f1, labels from metadata.json")
-               for line in lines)
-    sub = _submission(record)
-    assert list(sub.columns) == ["Id", "Predicted"] and sub["Id"].tolist() == list(answers)
-    assert set(sub["Predicted"]) <= {"3", "15504", "15672"}
-    macro_f1 = skm.f1_score([answers[i] for i in sub["Id"]], sub["Predicted"], average="macro")
+    truth, predicted = _decided_labels(record, lines, "Predicted", "macro_f1", answers, "metadata.json", "Id")
+    macro_f1 = skm.f1_score(truth, predicted, average="macro")
     assert macro_f1 >= 1 / 3 + 0.4
     _oof_metric_matches_the_record(record, lambda t, p: skm.f1_score(t, p, average="macro"))
 
@@ -158,13 +177,9 @@ def test_inaturalist_plain_tars_scored_by_top_1_error(tmp_path):
     pd.DataFrame({"id": list(answers), "predicted": 7}).to_csv(comp / "kaggle_sample_submission.csv", index=False)
 
     record, lines = _run(tmp_path, comp, competition="inaturalist-2019-fgvc6", heads=("logreg",))
-    assert (record.task.kind, record.task.metric_name, record.task.form) == ("multiclass", "error", "label")
     assert not record.models[0].score.greater_is_better
-    assert any(line.startswith("multiclass: the label in predicted (3 classes), error, labels from train2019.json")
-               for line in lines)
-    sub = _submission(record)
-    assert list(sub.columns) == ["id", "predicted"] and sub["id"].tolist() == list(answers)
-    error = 1 - skm.accuracy_score([answers[i] for i in sub["id"]], sub["predicted"])
+    truth, predicted = _decided_labels(record, lines, "predicted", "error", answers, "train2019.json", "id")
+    error = 1 - skm.accuracy_score(truth, predicted)
     assert error <= 2 / 3 - 0.4
     _oof_metric_matches_the_record(record, lambda t, p: 1 - skm.accuracy_score(t, p))
 
@@ -198,12 +213,8 @@ def test_cdiscount_products_in_bson_scored_by_accuracy(tmp_path):
     pd.DataFrame({"_id": list(answers), "category_id": 1000010653}).to_csv(comp / "sample_submission.csv", index=False)
 
     record, lines = _run(tmp_path, comp, competition="cdiscount-image-classification-challenge", heads=("logreg",))
-    assert (record.task.kind, record.task.metric_name, record.task.form) == ("multiclass", "accuracy", "label")
-    assert any(line.startswith("multiclass: the label in category_id (3 classes), accuracy, labels from train.bson")
-               for line in lines)
-    sub = _submission(record)
-    assert list(sub.columns) == ["_id", "category_id"] and sub["_id"].tolist() == list(answers)
-    accuracy = skm.accuracy_score([answers[i] for i in sub["_id"]], sub["category_id"])
+    truth, predicted = _decided_labels(record, lines, "category_id", "accuracy", answers, "train.bson", "_id")
+    accuracy = skm.accuracy_score(truth, predicted)
     assert accuracy >= 1 / 3 + 0.4
     _oof_metric_matches_the_record(record, skm.accuracy_score)
 
@@ -254,12 +265,8 @@ def test_aerial_cactus_binary_probability_scored_by_roc_auc(tmp_path):
     pd.DataFrame({"id": list(answers), "has_cactus": 0.5}).to_csv(comp / "sample_submission.csv", index=False)
 
     record, lines = _run(tmp_path, comp, competition="aerial-cactus-identification", heads=("logreg",))
-    assert (record.task.kind, record.task.metric_name, record.task.form) == ("binary", "roc_auc", "p_positive")
-    assert any(line.startswith("binary: P(has_cactus = 1)") for line in lines)
-    sub = _submission(record)
-    p = sub["has_cactus"].astype(float)
-    assert ((p > 0) & (p < 1)).all()
-    assert skm.roc_auc_score([answers[i] for i in sub["id"]], p) > 0.9
+    truth, p = _binary_probabilities(record, lines, "has_cactus", "roc_auc", answers)
+    assert skm.roc_auc_score(truth, p) > 0.9
     _oof_metric_matches_the_record(record, skm.roc_auc_score)
 
 
@@ -293,13 +300,8 @@ def test_seti_npy_cadences_one_folder_down_scored_by_roc_auc(tmp_path):
     pd.DataFrame({"id": list(answers), "target": 0.5}).to_csv(comp / "sample_submission.csv", index=False)
 
     record, lines = _run(tmp_path, comp, competition="seti-breakthrough-listen", heads=("logreg",))
-    assert (record.task.kind, record.task.metric_name, record.task.form) == ("binary", "roc_auc", "p_positive")
-    assert any(line.startswith("binary: P(target = 1)") for line in lines)
-    sub = _submission(record)
-    assert sub["id"].tolist() == list(answers)
-    p = sub["target"].astype(float)
-    assert ((p > 0) & (p < 1)).all()
-    assert skm.roc_auc_score([answers[i] for i in sub["id"]], p) > 0.9
+    truth, p = _binary_probabilities(record, lines, "target", "roc_auc", answers)
+    assert skm.roc_auc_score(truth, p) > 0.9
     _oof_metric_matches_the_record(record, skm.roc_auc_score)
 
 
@@ -331,13 +333,9 @@ def test_statoil_band_records_in_7z_scored_by_log_loss(tmp_path):
             archive.write(plain / name, arcname=name)
 
     record_, lines = _run(tmp_path, comp, competition="statoil-iceberg-classifier-challenge", heads=("logreg",))
-    assert (record_.task.kind, record_.task.metric_name, record_.task.form) == ("binary", "log_loss", "p_positive")
-    assert any(line.startswith("binary: P(is_iceberg = 1), log_loss, labels from train.json.7z") for line in lines)
-    sub = _submission(record_)
-    assert list(sub.columns) == ["id", "is_iceberg"] and sub["id"].tolist() == list(answers)
-    p = sub["is_iceberg"].astype(float)
-    assert ((p > 0) & (p < 1)).all()
-    assert skm.log_loss([answers[i] for i in sub["id"]], p) < 0.5 * np.log(2)
+    truth, p = _binary_probabilities(record_, lines, "is_iceberg", "log_loss", answers)
+    assert any("labels from train.json.7z" in line for line in lines)
+    assert skm.log_loss(truth, p) < 0.5 * np.log(2)
     _oof_metric_matches_the_record(record_, lambda t, q: skm.log_loss(t, np.clip(q, 1e-7, 1 - 1e-7)))
 
 
@@ -370,12 +368,8 @@ def test_alaska2_class_folders_at_the_top_scored_by_weighted_auc(tmp_path):
     pd.DataFrame({"Id": list(answers), "Label": 0}).to_csv(comp / "sample_submission.csv", index=False)
 
     record, lines = _run(tmp_path, comp, competition="alaska2-image-steganalysis", heads=("logreg",))
-    assert (record.task.kind, record.task.metric_name, record.task.form) == ("binary", "weighted_auc", "p_positive")
-    assert any(line.startswith("binary: P(Label = 1), weighted_auc, labels from the class folders") for line in lines)
-    sub = _submission(record)
-    assert list(sub.columns) == ["Id", "Label"] and sub["Id"].tolist() == list(answers)
-    p = sub["Label"].astype(float)
-    truth = [answers[i] for i in sub["Id"]]
+    truth, p = _binary_probabilities(record, lines, "Label", "weighted_auc", answers, id_column="Id")
+    assert any("labels from the class folders" in line for line in lines)
     assert get_metric("weighted_auc")(truth, p) == pytest.approx(_band_weighted_auc(truth, p), abs=1e-4)
     assert _band_weighted_auc(truth, p) > 41 / 70 + 0.3  # a constant scores 41/70
     _oof_metric_matches_the_record(record, get_metric("weighted_auc"))  # itself checked by brute force above

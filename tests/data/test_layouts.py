@@ -43,6 +43,13 @@ def one_line(exc_info) -> str:
     return str(exc_info.value)
 
 
+def refused(root: Path, message: str) -> None:
+    """Reading ``root`` stops with one line matching ``message``."""
+    with pytest.raises(KaggleTLError, match=message) as exc_info:
+        read_competition(root)
+    one_line(exc_info)
+
+
 # -- one test per real layout ------------------------------------------------------------------
 def test_dog_breed_identification(tmp_path):
     # train/<id>.jpg, labels.csv id,breed (not train.csv), a sample with one probability column per breed
@@ -685,11 +692,9 @@ def test_a_compressed_tar_is_one_line_that_says_how_to_unpack_it(tmp_path):
     root = tmp_path / "inaturalist-2019-fgvc6"
     write_inaturalist_2019(root, [400, 49, 400, 49])
     _tar_folder(tmp_path / "inaturalist-2019-fgvc6-unpacked" / "train_val2019", root / "train_val2019.tar.gz", "gz")
-    with pytest.raises(KaggleTLError, match=r"train_val2019.tar.gz: a gzip-compressed tar, whose images cannot be "
-                                            r"read in place; unpack it once \(mkdir train_val2019 && tar xf "
-                                            r"train_val2019.tar.gz -C train_val2019\)") as exc_info:
-        read_competition(root)
-    one_line(exc_info)
+    refused(root, r"train_val2019.tar.gz: a gzip-compressed tar, whose images cannot be "
+                  r"read in place; unpack it once \(mkdir train_val2019 && tar xf "
+                  r"train_val2019.tar.gz -C train_val2019\)")
 
 
 def test_a_tar_member_that_is_a_link_is_never_read(tmp_path):
@@ -705,10 +710,8 @@ def test_a_tar_member_that_is_a_link_is_never_read(tmp_path):
     (root / "test2019.json").write_text(json.dumps({"images": [
         {"id": 900 + k, "file_name": f"test2019/{k + 500:032x}.jpg"} for k in range(4)]}))
     write_csv(root / "kaggle_sample_submission.csv", ["id", "predicted"], [[900 + k, 7] for k in range(4)])
-    with pytest.raises(KaggleTLError, match=r"kaggle_sample_submission.csv: 1 id\(s\) have no image in "
-                                            r".*test2019.tar.gz, e.g. \['903'\]") as exc_info:
-        read_competition(root)
-    one_line(exc_info)
+    refused(root, r"kaggle_sample_submission.csv: 1 id\(s\) have no image in "
+                  r".*test2019.tar.gz, e.g. \['903'\]")
 
 
 def write_cdiscount(root: Path, categories: list[int], n_test: int = 3) -> list[bytes]:
@@ -765,9 +768,7 @@ def test_a_damaged_bson_file_is_one_line(tmp_path, damage, message):
     root = tmp_path / "cdiscount-image-classification-challenge"
     write_cdiscount(root, [1000010653, 1000004079, 1000010653, 1000004079])
     (root / "train.bson").write_bytes(damage((root / "train.bson").read_bytes()))
-    with pytest.raises(KaggleTLError, match=message) as exc_info:
-        read_competition(root)
-    one_line(exc_info)
+    refused(root, message)
 
 
 def test_seti_npy_arrays_one_folder_down_in_train_and_test(tmp_path):
@@ -885,9 +886,7 @@ def test_records_that_are_no_images_are_one_line(tmp_path, damage, message):
     damage(records)
     (root / "train.json.7z").unlink()
     (root / "train.json").write_text(json.dumps(records))
-    with pytest.raises(KaggleTLError, match=message) as exc_info:
-        read_competition(root)
-    one_line(exc_info)
+    refused(root, message)
 
 
 def test_a_7z_of_images_says_how_to_unpack_it(tmp_path):
@@ -901,10 +900,8 @@ def test_a_7z_of_images_says_how_to_unpack_it(tmp_path):
         archive.writeall(tmp_path / "plain" / "train", arcname="train")
     with zipfile.ZipFile(root / "train_labels.csv.zip", "w") as archive:
         archive.writestr("train_labels.csv", "name,invasive\n1,0\n2,1\n")
-    with pytest.raises(KaggleTLError, match=r"train.7z: a 7z archive of images, which kaggle_tl cannot read in place "
-                                            r".*unpack it once \(python -m py7zr x train.7z .\)") as exc_info:
-        read_competition(root)
-    one_line(exc_info)
+    refused(root, r"train.7z: a 7z archive of images, which kaggle_tl cannot read in place "
+                  r".*unpack it once \(python -m py7zr x train.7z .\)")
     with py7zr.SevenZipFile(root / "train.7z") as archive:  # the command the line gives, as py7zr's own
         archive.extractall(root)
     assert sorted(p.name for p in (root / "train").iterdir()) == ["1.jpg", "2.jpg"]
@@ -967,19 +964,15 @@ def test_a_coco_json_that_does_not_hold_together_is_one_line(tmp_path, edit, mes
     metadata = json.loads(path.read_bytes().decode("latin-1"))
     edit(metadata)
     path.write_text(json.dumps(metadata))
-    with pytest.raises(KaggleTLError, match=message) as exc_info:
-        read_competition(root)
-    one_line(exc_info)
+    refused(root, message)
 
 
 def test_a_test_image_the_test_json_names_but_is_missing_is_named_by_its_sample_id(tmp_path):
     root = tmp_path / "herbarium-2020-fgvc7"
     write_herbarium_2020(root, [15504, 3, 15504, 3])
     (root / "nybg2020" / "test" / "images" / "000" / "1.jpg").unlink()
-    with pytest.raises(KaggleTLError, match=r"sample_submission.csv: 1 id\(s\) have no image in .*nybg2020/test/, "
-                                            r"e.g. \['1'\]") as exc_info:
-        read_competition(root)
-    one_line(exc_info)
+    refused(root, r"sample_submission.csv: 1 id\(s\) have no image in .*nybg2020/test/, "
+                  r"e.g. \['1'\]")
 
 
 def test_a_coco_json_that_is_not_json_is_one_line(tmp_path):
@@ -987,9 +980,7 @@ def test_a_coco_json_that_is_not_json_is_one_line(tmp_path):
     write_herbarium_2020(root, [15504, 3, 15504, 3])
     path = root / "nybg2020" / "train" / "metadata.json"
     path.write_bytes(path.read_bytes()[:-40])
-    with pytest.raises(KaggleTLError, match=r"metadata.json: not valid JSON \(.* at line 1\)") as exc_info:
-        read_competition(root)
-    one_line(exc_info)
+    refused(root, r"metadata.json: not valid JSON \(.* at line 1\)")
 
 
 def test_a_sample_submission_named_otherwise_is_found(tmp_path):
