@@ -301,6 +301,7 @@ class _Contents:
     fields: dict[str, dict[str, str]] = field(default_factory=dict)  # field -> file -> value (BSON, records)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # a records JSON's file -> its image array
     notes: tuple[str, ...] = ()
+    stamp: tuple[int, int] | None = None  # the file's (size, mtime) when read: another file there is read again
 
 
 _CONTENTS: dict[tuple[int, Path], _Contents] = {}
@@ -484,11 +485,24 @@ def _record_entries(archive: Path) -> tuple[list[_Entry], tuple[str, ...]]:
     return entries, ()
 
 
+def _stamp(archive: Path) -> tuple[int, int] | None:
+    try:
+        status = archive.stat()
+    except OSError:
+        return None
+    return status.st_size, status.st_mtime_ns
+
+
 def _contents(archive: Path) -> _Contents:
-    key = _key(archive)
+    key, stamp = _key(archive), _stamp(archive)
     found = _CONTENTS.get(key)
-    if found is not None:
+    if found is not None and found.stamp == stamp:
         return found
+    if found is not None:  # rewritten since it was listed (a notebook that made it again): list and open it anew
+        with _GUARD:
+            handle = _HANDLES.pop(key, None)
+        if handle is not None:
+            handle.close()
     files, sizes, encrypted, stored, spans, fields, arrays = set(), {}, set(), {}, {}, {}, {}
     folders = {""}
     entries, notes = _entries(archive)
@@ -521,7 +535,7 @@ def _contents(archive: Path) -> _Contents:
         parent, _, base = name.rpartition("/")
         children.setdefault(parent, []).append(base)
     found = _Contents(frozenset(files), frozenset(folders), children, sizes, frozenset(encrypted), stored, spans,
-                      fields, arrays, notes)
+                      fields, arrays, notes, stamp)
     with _GUARD:
         _CONTENTS[key] = found
     return found

@@ -402,6 +402,10 @@ def _labels_in_archive(train_dir: ImagePath, images: dict[str, ImagePath], sampl
                      f"{name!r}, the labels)")
     values = fields[name]
     ids = [i for i, path in images.items() if path.member in values]
+    unlabelled = [i for i in images if images[i].member not in values]
+    if unlabelled:
+        notes.append(f"{train_dir.name}: {len(unlabelled)} image(s) have no {name}, e.g. {unlabelled[0]!r}: not "
+                     "training images")
     targets = pd.DataFrame({target: [values[images[i].member] for i in ids]}, index=pd.Index(ids, name="id"))
     source = f"labels from {train_dir.name} (its {name}), images in {train_dir.name}"
     return Labels(ids, [images[i] for i in ids], targets, train_dir, source)

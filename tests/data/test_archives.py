@@ -120,9 +120,11 @@ def test_a_tar_member_declaring_more_than_the_file_holds_is_one_line_never_read(
         open_archive(tmp_path / "train.tar")
 
 
-def test_a_tar_cut_short_after_it_was_listed_is_a_bad_image(tmp_path):
+def test_a_tar_rewritten_after_it_was_listed_is_listed_again(tmp_path, monkeypatch):
+    from kaggle_tl.data import archives
     from kaggle_tl.data.archives import open_archive
     from kaggle_tl.data.images import image_problem
+    from kaggle_tl.errors import KaggleTLError
 
     _cactus(tmp_path / "plain", n_train=2, n_test=1)
     with tarfile.open(tmp_path / "train.tar", "w") as archive:
@@ -130,6 +132,15 @@ def test_a_tar_cut_short_after_it_was_listed_is_a_bad_image(tmp_path):
             archive.add(tmp_path / "plain" / "train" / name, arcname=name)
     folder = open_archive(tmp_path / "train.tar")  # listed now, cut below (a download still being written)
     data = (tmp_path / "train.tar").read_bytes()
+    (tmp_path / "train.tar").write_bytes(data[:2048])
+    with pytest.raises(KaggleTLError, match=r"train.tar: not a readable tar file"):  # its new size: listed again
+        (folder / "t001.jpg").read_bytes()
+    # Cut between the listing and the read (the size and time it was listed at still seen): the span past the end
+    # is a bad image, never a read of what the header declared.
+    (tmp_path / "train.tar").write_bytes(data)
+    open_archive(tmp_path / "train.tar")
+    stamp = archives._stamp(tmp_path / "train.tar")
+    monkeypatch.setattr(archives, "_stamp", lambda path: stamp)
     (tmp_path / "train.tar").write_bytes(data[:2048])
     problem = image_problem(folder / "t001.jpg")
     assert re.fullmatch(r"cannot read \(damaged in the tar: its header declares \d+ bytes at byte \d+, past the "

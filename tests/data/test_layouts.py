@@ -752,6 +752,14 @@ def test_cdiscount_products_in_bson_files(tmp_path):
     assert competition.task.describe().endswith("labels from train.bson (its category_id), images in "
                                                 "train.bson")
     assert "train.bson: 2 of its 4 products have more than one picture: the first is read" in competition.notes
+    # a product written without its category_id is not a training image, and a note says so
+    import bson
+
+    with open(root / "train.bson", "ab") as train:
+        train.write(bson.BSON.encode({"_id": 99, "imgs": [{"picture": firsts[0]}]}))
+    competition = read_competition(root)
+    assert competition.train_ids == ["10", "11", "12", "13"]
+    assert "train.bson: 1 image(s) have no category_id, e.g. '99': not training images" in competition.notes
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -864,11 +872,12 @@ def test_statoil_records_of_band_arrays_in_7z_archives(tmp_path):
     expected = np.round((planes - planes.min()) * (255 / (planes.max() - planes.min()))).astype(np.uint8)
     assert image.shape == (9, 9, 3) and np.array_equal(image, expected)
     # unpacked: the plain JSON files read the same
+    packed = [p.read_bytes() for p in competition.train_paths]
     for name in ("train.json", "test.json", "sample_submission.csv"):
         (root / f"{name}.7z").unlink()
         (tmp_path / f"{root.name}-plain" / name).rename(root / name)
     plain = read_competition(root, settings=TaskSettings(task="binary", metric="log_loss"))
-    assert [p.read_bytes() for p in plain.train_paths] == [p.read_bytes() for p in competition.train_paths]
+    assert [p.read_bytes() for p in plain.train_paths] == packed
 
 
 @pytest.mark.parametrize("damage, message", [
