@@ -79,8 +79,14 @@ def jpeg_data_problem(data: bytes | memoryview) -> str | None:
     return None
 
 
-# libjpeg's one warning that leaves the pixels whole: junk after the last scan's data, before the end marker.
-_JUNK_BEFORE_END = re.compile(r"Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9")
+# libjpeg's warnings that its entropy-coded data is damaged, so that pixels are missing or wrong (libjpeg-turbo's
+# jerror.h): premature end of a segment or of the file, a bad Huffman or arithmetic code, a lost restart marker,
+# junk before a marker inside the image (before the end marker 0xd9, after the last scan, it costs no pixel), a
+# broken progression. Its other warnings are about a file that breaks a rule but decodes whole ("Invalid SOS
+# parameters for sequential JPEG", an unknown JFIF revision or Adobe transform, a bad ICC marker): decoded.
+_DAMAGED_DATA = re.compile(r"premature end of data segment|Premature end of JPEG file|bad Huffman code|"
+                           r"bad arithmetic code|instead of RST|extraneous bytes before marker 0x(?!d9\b)|"
+                           r"Inconsistent progression sequence")
 _CMYK = ("CMYK", "YCCK")
 
 
@@ -97,9 +103,10 @@ def decode_jpeg(data: bytes | memoryview, factor: int, max_pixels: int) -> tuple
     """(the (H, W, 3) uint8 RGB pixels, None), or (None, what is wrong), or (None, None) for a CMYK JPEG, whose data
     this checked and which OpenCV then decodes (its inverted-CMYK conversion).
 
-    libjpeg-turbo through simplejpeg, strict: a decode libjpeg warns about ("Corrupt JPEG data: ...",
-    premature end, bad Huffman code) is a problem named here, never a grey image and never a line on
-    the terminal (OpenCV's libjpeg prints its warnings to stderr). The pixels are OpenCV's
+    libjpeg-turbo through simplejpeg, strict: a decode libjpeg warns is of damaged data (``_DAMAGED_DATA``:
+    premature end, bad Huffman code, ...) is a problem named here, never a grey image; one it warns about
+    otherwise (a rule broken by a file that decodes whole) is decoded; neither prints a line on the terminal
+    (OpenCV's libjpeg prints its warnings to stderr). The pixels are OpenCV's
     ``imdecode(IMREAD_COLOR)`` ones (the same library, islow DCT, fancy upsampling; the reduced sizes of
     its ``IMREAD_REDUCED_COLOR_*``; EXIF orientation applied as it applies it): identical on the 1,000
     ImageNet sample photos at every factor (BENCHMARKS.md).
@@ -116,11 +123,14 @@ def decode_jpeg(data: bytes | memoryview, factor: int, max_pixels: int) -> tuple
                     min_width=out_width)
     try:
         pixels = simplejpeg.decode_jpeg(data, strict=True, **settings)
-    except ValueError as exc:
+    except ValueError as exc:  # libjpeg's first warning (strict), or an error
         warning = _one_line(exc)
-        if not _JUNK_BEFORE_END.fullmatch(warning):
+        if _DAMAGED_DATA.search(warning):
             return None, f"damaged JPEG (libjpeg: {warning})"
-        pixels = simplejpeg.decode_jpeg(data, strict=False, **settings)
+        try:
+            pixels = simplejpeg.decode_jpeg(data, strict=False, **settings)
+        except ValueError:  # not a warning but an error: no image at all
+            return None, f"damaged JPEG (libjpeg: {warning})"
     if colorspace in _CMYK:
         return None, None
     return _oriented(pixels, exif_orientation(data)), None

@@ -550,3 +550,20 @@ def test_libpng_warnings_about_ancillary_chunks_never_reach_the_terminal(tmp_pat
     expected = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     assert np.array_equal(read_image(path), expected)
     assert capfd.readouterr().err == ""
+
+
+def test_a_jpeg_that_breaks_a_rule_but_decodes_whole_is_read_as_it_is_without_a_word(tmp_path, capfd):
+    # a baseline scan declaring a spectral end of 62: libjpeg warns "Invalid SOS parameters for sequential JPEG"
+    # (OpenCV prints it) and decodes every pixel all the same
+    ok, data = cv2.imencode(".jpg", _photo_like(120, 160), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    data = bytearray(data.tobytes())
+    scan = next(offset for marker, offset in jpeg_segments(bytes(data)) if marker == 0xDA)
+    spectral_end = scan + 4 + 1 + 2 * data[scan + 4] + 1  # after the length, the count and the components, Ss
+    assert data[spectral_end] == 63
+    data[spectral_end] = 62
+    path = tmp_path / "odd.jpg"
+    path.write_bytes(bytes(data))
+    assert np.array_equal(read_image(path), _opencv_pixels(bytes(data), 1))
+    assert "Invalid SOS parameters" in capfd.readouterr().err  # OpenCV's own decode, above, printed it
+    read_image(path)
+    assert capfd.readouterr().err == ""
