@@ -333,7 +333,7 @@ def _lock(archive: Path) -> threading.Lock:
 
 
 def _handle(archive: Path) -> zipfile.ZipFile | IO[bytes]:
-    """The process's open ZipFile of a zip, or file of a tar (callers hold its lock)."""
+    """The process's open ZipFile of a zip, or file of a tar or BSON (callers hold its lock)."""
     key = _key(archive)
     handle = _HANDLES.get(key)
     if handle is None:
