@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 4  # bump when decoding/resizing changes, so old caches are not served (4: crop in source pixels)
+# Bump when decoding/resizing changes, so old caches are not served (4: crop in source pixels; 5: JPEG through
+# libjpeg-turbo, strict: a damaged one is a bad image where it was decoded grey, while whole ones keep their pixels).
+FEATURE_VERSION = 5
 DEFAULT_CHUNK_ROWS = 1024  # rows per cache chunk: what a killed run can lose, at most; one Dask task
 
 EntryId = tuple[str, str, str]  # (backbone, view, output)
