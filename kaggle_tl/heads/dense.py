@@ -183,14 +183,15 @@ class DenseHead(Head):
         if self.response == "tags":
             params[1][:] = self.tag_prior_
         adam = _Adam(params, self.learning_rate)
-        batch_buffer = np.empty((self.batch_size_, n_features), np.float32)  # reused: no allocation per step
         best_loss, best_params, wait = np.inf, None, 0
         self.validation_loss_ = []
         for epoch in range(self.max_epochs):
             order = rng.permutation(len(y))
             for start in range(0, len(y), self.batch_size_):
                 rows = order[start:start + self.batch_size_]
-                xb = np.take(x, rows, axis=0, out=batch_buffer[:len(rows)])
+                # Fancy indexing, not np.take(out=) into a reused buffer: 0.27 against 0.70 ms a 225 x 3,104 batch
+                # (Intel Xeon 6/167), the gather having been a third of a step.
+                xb = x[rows]
                 adam.step(self._gradients(xb, y[rows], params, rng, l2))
             loss = self._validation_loss(val[0] @ params[0] + params[1], val[1])
             self.validation_loss_.append(loss)
@@ -221,7 +222,7 @@ class DenseHead(Head):
         (proba), binary cross-entropy (tags) or squared error (value)."""
         scale = np.float32(1 / (1 - self.dropout))
         if self.dropout:  # inverted dropout; the 1/keep scale is applied to the small logits and gradient
-            xb *= _keep_mask(rng, xb.shape, self.dropout)  # in place: xb is the batch buffer
+            xb *= _keep_mask(rng, xb.shape, self.dropout)  # in place: xb is the batch's own copy
         logits = (xb @ params[0]) * scale + params[1]
         if self.response == "tags":  # d/dz of log(1 + e^z) - y z
             dlogits = expit(logits) - yb
