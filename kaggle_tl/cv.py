@@ -69,28 +69,40 @@ def _fit_fold(head, X: np.ndarray, y: np.ndarray, folds: np.ndarray, k: int, bla
     return _fit_rows(head, X, y, np.flatnonzero(folds != k), np.flatnonzero(folds == k), blas_threads)
 
 
+def _fit_view(head, X: np.ndarray, y: np.ndarray, folds: np.ndarray, blas_threads: int) -> list:
+    """``head.fit_folds``: every fold of one view at once, under ``_fit_rows``'s thread cap and float errors."""
+    with threadpool_limits(limits=blas_threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return clone(head).fit_folds(X, y, folds)
+
+
 def fit_fold_models(head, train_by_view: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, n_jobs: int = 1,
                     blas_threads: int = 1, desc: str = "head") -> FoldModels:
     """For each view v and fold k: a clone of ``head`` fitted on view-v features of the rows outside fold k.
 
     The V x K fits run through joblib (``n_jobs`` at once; the active joblib backend, so a Dask
-    cluster when one is configured), each with ``blas_threads`` BLAS threads. Heads are
-    deterministic given their random_state, so serial and parallel fits give identical models.
+    cluster when one is configured), each with ``blas_threads`` BLAS threads; a head that
+    ``fits_folds_jointly`` fits a view's K folds in one job. Heads are deterministic given their
+    random_state, so serial and parallel fits give identical models.
     """
     views = list(train_by_view)
     n_folds = int(folds.max()) + 1
-    tasks = [(v, k) for v in range(len(views)) for k in range(n_folds)]
-    jobs = (delayed(_fit_fold)(head, train_by_view[views[v]], y, folds, k, blas_threads) for v, k in tasks)
+    if head.fits_folds_jointly():
+        tasks = [(v, None) for v in range(len(views))]
+        jobs = (delayed(_fit_view)(head, train_by_view[views[v]], y, folds, blas_threads) for v, _ in tasks)
+    else:
+        tasks = [(v, k) for v in range(len(views)) for k in range(n_folds)]
+        jobs = (delayed(_fit_fold)(head, train_by_view[views[v]], y, folds, k, blas_threads) for v, k in tasks)
     models: list[list] = [[None] * n_folds for _ in views]
     fitted: dict[str, np.ndarray] = {}  # what the fits chose, (views, folds) each
     results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
-    with tqdm(total=len(tasks), desc=desc, unit="fit", disable=None, leave=False) as bar:
-        for (v, k), (model, chosen) in zip(tasks, results):
-            models[v][k] = model
-            for name, value in chosen.items():
-                fitted.setdefault(name, np.full((len(views), n_folds), np.nan))[v, k] = value
-            bar.set_postfix_str(f"view {views[v]}, fold {k}")
-            bar.update()
+    with tqdm(total=len(views) * n_folds, desc=desc, unit="fit", disable=None, leave=False) as bar:
+        for (v, k), result in zip(tasks, results):
+            for k, (model, chosen) in (enumerate(result) if k is None else [(k, result)]):
+                models[v][k] = model
+                for name, value in chosen.items():
+                    fitted.setdefault(name, np.full((len(views), n_folds), np.nan))[v, k] = value
+                bar.set_postfix_str(f"view {views[v]}, fold {k}")
+                bar.update()
     return FoldModels(views, models, fitted)
 
 

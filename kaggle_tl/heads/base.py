@@ -73,8 +73,9 @@ HEADS: Registry[type[Head]] = Registry("head")
 # at most rows - 1 components; 3: ridge refitted at its alpha by a Cholesky solve; 4: ridge's alpha path
 # from a float32 decomposition; 5: of X X^T where the rows are fewer than the columns; 6: the decision
 # rules' inner fits take the fold model's chosen C / alpha / l2; 7: logreg's C path stops after one worse C, its
-# inner solves at a relative change of 1e-5; 8: so does the C path of logreg for tags).
-HEAD_VERSION = 8
+# inner solves at a relative change of 1e-5; 8: so does the C path of logreg for tags; 9: logreg for classes solves
+# every fold of a view together, by its own L-BFGS, heads.fold_path).
+HEAD_VERSION = 9
 
 
 def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
@@ -131,6 +132,15 @@ class Head(ClassifierMixin, BaseEstimator):
     def freeze(self) -> FrozenHead | None:
         """The fitted head as arrays, predicting as it does; None for a head that has no such form."""
         return None
+
+    def fits_folds_jointly(self) -> bool:
+        """Whether ``fit_folds`` fits every fold at once (faster than a fit per fold, the same models)."""
+        return False
+
+    def fit_folds(self, X, y, folds: np.ndarray) -> list[tuple[FrozenHead, dict[str, float]]]:
+        """For each fold k of ``folds``: this head fitted on the rows outside fold k, frozen, and its
+        ``fitted_params``; only where ``fits_folds_jointly``."""
+        raise NotImplementedError(f"head {self.name} fits its folds one by one")
 
     def _check_params(self) -> None:
         for param, (kind, test, text) in self._param_rules.items():

@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.heads.base import C_RULE, SEED_RULE, TRANSFORM_RULE, Head, check_response_y, register_head, response_rule
+from kaggle_tl.heads.fold_path import fit_logreg_folds, fits_jointly
 from kaggle_tl.heads.frozen import FrozenHead
 from kaggle_tl.heads.ridge import ridge_fit
 from kaggle_tl.heads.sigmoid import SigmoidRegression
@@ -18,8 +19,8 @@ from kaggle_tl.heads.softmax import SoftmaxRegression
 from kaggle_tl.heads.svm import LinearSVM
 from kaggle_tl.heads.svr import DELTA, EPSILON, LinearSVR
 from kaggle_tl.heads.transforms import fitted_transform, freeze_transform, make_transform
-from kaggle_tl.heads.tuning import (SVR_C_GRID, LinearSVMAutoC, LogisticRegressionAutoC, SigmoidRegressionAutoC,
-                                    _choose_svr, choose_ridge_alpha)
+from kaggle_tl.heads.tuning import (LOGREG_C_GRID, SVR_C_GRID, LinearSVMAutoC, LogisticRegressionAutoC,
+                                    SigmoidRegressionAutoC, _choose_svr, choose_ridge_alpha)
 
 # Defaults by measurement (CV log loss, paired differences: BENCHMARKS.md "Better features"):
 LOGREG_C: float | str = "auto"
@@ -128,7 +129,9 @@ class LogRegHead(_PipelineHead):
 
     ``C = "auto"`` chooses C per fold on a stratified 20% of its training rows, along a log grid
     warm-started from strong to weak regularisation (``tuning.LogisticRegressionAutoC``), then
-    refits on all of them; the chosen C of every fold and view is in the run record.
+    refits on all of them; the chosen C of every fold and view is in the run record. In a CV run the folds of a
+    view are solved together (``fit_folds``, ``fold_path``: the same per-fold choices, the products shared, ~1.9x
+    faster on cifar10-small), unless the transform has a fitted step before a final ``standard`` (``pca_whiten``).
 
     ``response="tags"``: y is an (N, L) 0/1 matrix, and the model one L2 logistic regression per tag
     (``sigmoid.SigmoidRegression``, all tags one float32 L-BFGS solve); ``C = "auto"`` is one C for
@@ -162,6 +165,19 @@ class LogRegHead(_PipelineHead):
         else:
             classifier = (SigmoidRegression if tags else SoftmaxRegression)(C=self.C, max_iter=self.max_iter)
         return self._fit_pipeline(classifier, X, y)
+
+    def fits_folds_jointly(self) -> bool:
+        return self.response == "proba" and fits_jointly(self.transform)
+
+    def fit_folds(self, X, y, folds: np.ndarray) -> list[tuple[FrozenHead, dict[str, float]]]:
+        """Every fold's fit solved together (``fold_path``): per fold what ``fit`` on its training rows gives,
+        within the solver's tolerance, for a transform of fixed steps and at most a final ``standard``."""
+        self._check_params()
+        if not self.fits_folds_jointly():
+            raise NotImplementedError(f"logreg with response {self.response!r} and transform {self.transform!r} "
+                                      "fits its folds one by one")
+        X, y = check_response_y(X, y, self.response)
+        return fit_logreg_folds(X, y, folds, self.C, LOGREG_C_GRID, self.transform, self.max_iter, self.random_state)
 
     def freeze(self) -> FrozenHead:
         check_is_fitted(self, "model_")

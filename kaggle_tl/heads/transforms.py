@@ -103,6 +103,19 @@ def freeze_transform(fitted) -> dict[str, np.ndarray]:
     return arrays
 
 
+def frozen_fixed_then_standard(fixed: list[str], mean: np.ndarray | None = None,
+                               scale: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``freeze_transform``'s arrays for steps fitted to nothing (``sqrt``, ``l2``), then, given its ``mean``
+    and ``scale``, a standard step."""
+    arrays: dict[str, np.ndarray] = {}
+    names = list(fixed)
+    if mean is not None:
+        arrays[f"step{len(names)}_mean"], arrays[f"step{len(names)}_scale"] = mean, scale
+        names.append("standard")
+    arrays["steps"] = np.array(names, dtype="<U16")
+    return arrays
+
+
 def apply_frozen_transform(arrays: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     """What the fitted transform ``freeze_transform`` froze does to X, computed from its arrays (in X's dtype)."""
     dtype = X.dtype
