@@ -87,15 +87,16 @@ def fit_logreg_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, C: float |
     scale[scale == 0] = 1
     Z -= mean.astype(np.float32)
     Z /= scale.astype(np.float32)
-    # Each fold's StandardScaler from sums over Z: all rows' less its held-out rows' (Z is centred: no cancellation).
-    sums, squares = Z.sum(axis=0, dtype=np.float64), np.square(Z, dtype=np.float64).sum(axis=0)
     programs, classes, transforms = [], [], []
     for k in range(n_folds):
-        rows, held_out = np.flatnonzero(folds != k), Z[folds == k]
+        rows = np.flatnonzero(folds != k)
         if standard:
-            z_mean = (sums - held_out.sum(axis=0, dtype=np.float64)) / len(rows)
-            z_var = np.maximum((squares - np.square(held_out, dtype=np.float64).sum(axis=0)) / len(rows)
-                               - np.square(z_mean), 0)
+            # Each fold's StandardScaler from its own rows of Z, in two passes: a column constant in the fold's
+            # training rows (a ReLU channel alive in one held-out image) has variance exactly 0, as scikit-learn
+            # finds it; all rows' sums less the held-out rows' left rounding noise there, which the scale then blew up.
+            fold_rows = Z[rows]
+            z_mean, z_var = fold_rows.mean(axis=0, dtype=np.float64), fold_rows.var(axis=0, dtype=np.float64)
+            del fold_rows
             fold_mean, fold_var = mean + scale * z_mean, np.square(scale) * z_var
             fold_scale = np.sqrt(fold_var)
             # scikit-learn's test for a constant column (its scale then 1): the variance within float64's error.

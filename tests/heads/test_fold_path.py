@@ -73,12 +73,15 @@ def test_a_fold_without_a_class_and_a_constant_column():
     X, y = _noisy_classes(seed=3)
     X[:, 7] = 2.5  # constant: its scale is 1, as StandardScaler's
     folds = _folds(len(y))
+    X[:, 9] = 0
+    X[np.flatnonzero(folds == 0)[0], 9] = 3.0  # constant in fold 0's training rows only (a ReLU alive in one image)
     y = y.copy()
     y[np.flatnonzero(folds != 0)[:3]] = 3  # class 3 only outside fold 0: fold 0's model has it, the others not all
     y[np.flatnonzero(folds == 0)[:1]] = 4  # class 4 only inside fold 0: fold 0's model never sees it
     joint = _compare(LogRegHead(C=0.1), X, y, folds, atol=0.01)
     assert 4 not in joint[0][0].classes_ and 3 in joint[0][0].classes_
-    assert joint[0][0].transform["step1_scale"][7] == 1
+    assert joint[0][0].transform["step1_scale"][7] == 1 and joint[0][0].transform["step1_scale"][9] == 1
+    assert joint[1][0].transform["step1_scale"][9] != 1
 
 
 def test_a_fitted_transform_before_standard_fits_one_fold_at_a_time():
