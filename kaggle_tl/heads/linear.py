@@ -167,17 +167,17 @@ class LogRegHead(_PipelineHead):
         return self._fit_pipeline(classifier, X, y)
 
     def fits_folds_jointly(self) -> bool:
-        return self.response == "proba" and fits_jointly(self.transform)
+        return fits_jointly(self.transform)
 
     def fit_folds(self, X, y, folds: np.ndarray) -> list[tuple[FrozenHead, dict[str, float]]]:
         """Every fold's fit solved together (``fold_path``): per fold what ``fit`` on its training rows gives,
         within the solver's tolerance, for a transform of fixed steps and at most a final ``standard``."""
         self._check_params()
         if not self.fits_folds_jointly():
-            raise NotImplementedError(f"logreg with response {self.response!r} and transform {self.transform!r} "
-                                      "fits its folds one by one")
+            raise NotImplementedError(f"logreg with transform {self.transform!r} fits its folds one by one")
         X, y = check_response_y(X, y, self.response)
-        return fit_logreg_folds(X, y, folds, self.C, LOGREG_C_GRID, self.transform, self.max_iter, self.random_state)
+        return fit_logreg_folds(X, y, folds, self.C, LOGREG_C_GRID, self.transform, self.max_iter, self.random_state,
+                                tags=self.response == "tags")
 
     def freeze(self) -> FrozenHead:
         check_is_fitted(self, "model_")

@@ -84,9 +84,36 @@ def test_a_fold_without_a_class_and_a_constant_column():
     assert joint[1][0].transform["step1_scale"][9] != 1
 
 
+def _tags(n=240, d=30, n_tags=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    Y = (X[:, :n_tags] * 0.8 + rng.normal(size=(n, n_tags)) > 0.3).astype(np.uint8)
+    return np.exp(X * 0.5).astype(np.float32), Y
+
+
+@pytest.mark.parametrize("C", ["auto", 0.05])
+def test_tags_choose_and_fit_as_one_fit_a_fold(C):
+    X, Y = _tags()
+    folds = _folds(len(Y))
+    Y[:, 3] = 0
+    Y[np.flatnonzero(folds == 1)[:2], 3] = 1  # tag 3 seen only in fold 1: not solved where fold 1 is held out
+    Y[:, 4] = 0  # never seen: its prior everywhere
+    head = LogRegHead(C=C, response="tags")
+    joint = head.fit_folds(X, Y, folds)
+    for k, (model, chosen) in enumerate(joint):
+        alone, alone_chosen = _fit_fold(head, X, Y, folds, k, 1)
+        assert model.output == alone.output == "sigmoid" and np.array_equal(model.classes_, np.arange(5))
+        if C == "auto":
+            assert abs(np.log10(chosen["C"] / alone_chosen["C"])) <= 0.5, (chosen, alone_chosen)
+        rows = folds == k
+        np.testing.assert_allclose(model.predict_response(X[rows]), alone.predict_response(X[rows]), atol=0.02)
+    np.testing.assert_array_equal(joint[1][0].linear[0]["coef"][:, 3], 0)  # one value only in its rows: not solved
+    assert (joint[0][0].linear[0]["coef"][:, 3] != 0).any()
+
+
 def test_a_fitted_transform_before_standard_fits_one_fold_at_a_time():
     head = LogRegHead(transform="sqrt,pca_whiten(8)")
-    assert not head.fits_folds_jointly() and not LogRegHead(response="tags").fits_folds_jointly()
+    assert not head.fits_folds_jointly() and LogRegHead(response="tags").fits_folds_jointly()
     with pytest.raises(NotImplementedError):
         head.fit_folds(*_noisy_classes(), _folds(240))
     X, y = _noisy_classes()
