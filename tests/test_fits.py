@@ -54,11 +54,50 @@ def forbid_fits(monkeypatch) -> None:
 
     for head in (LogRegHead, DenseHead, SVMHead):
         monkeypatch.setattr(head, "fit", no_fit)
+    monkeypatch.setattr(LogRegHead, "fit_folds", no_fit)  # its folds fitted together
 
 
 @pytest.fixture
 def no_plots(monkeypatch):
     monkeypatch.setattr("kaggle_tl.pipeline.plot_model", lambda *args, **kwargs: {}, raising=False)
+
+
+def test_a_head_change_redraws_its_figures_but_reads_the_tsne_of_the_same_features(tmp_path, monkeypatch):
+    comp = make_competition(tmp_path / "comp", n_per_class=6, n_test=3)
+    first = run(small_config(tmp_path, comp, heads=("logreg",), head_params={"logreg": {"C": 0.1}}))
+    drawn = []
+    monkeypatch.setattr("kaggle_tl.report.plots.TSNE", lambda **kw: drawn.append(kw) or pytest.fail("t-SNE redrawn"))
+    second = run(small_config(tmp_path, comp, heads=("logreg",), head_params={"logreg": {"C": 0.2}}))
+    (tsne_key,) = set(first.cache_entries["figures"]) & set(second.cache_entries["figures"])  # not the model's
+    assert first.cache_entries["figures"][tsne_key] == "computed"
+    assert second.cache_entries["figures"][tsne_key] == "cache"
+    assert len(second.cache_entries["figures"]) == 2  # the model's figures drawn anew, the t-SNE read
+    assert (second.plots_dir / "tsne.png").read_bytes() == (first.plots_dir / "tsne.png").read_bytes()
+    assert (second.plots_dir / "confusion.png").is_file() and not drawn
+
+
+@pytest.mark.parametrize("part", ["features", "view", "rows", "labels", "classes"])
+def test_the_tsne_key_covers_each_part(tmp_path, part):
+    from kaggle_tl.pipeline import tsne_key
+
+    comp = make_competition(tmp_path / "comp", n_per_class=6, n_test=3)
+    config = resolve_config(small_config(tmp_path, comp))
+    competition = usable_competition(config.data, layout_of(config), config.folds, config.skip_bad_train_images)
+    refs, keys = backbone_refs(config), {"train": "a", "test": "b"}
+    base = tsne_key(config, refs, keys, competition)
+    assert base == tsne_key(config, refs, {"train": "a", "test": "other test images"}, competition)
+    if part == "features":
+        changed = tsne_key(config, refs, {"train": "other images", "test": "b"}, competition)
+    elif part == "view":
+        changed = tsne_key(dataclasses.replace(config, views=("hflip", "original")), refs, keys, competition)
+    elif part == "rows":
+        changed = tsne_key(config, refs, keys, dataclasses.replace(competition, train_ids=competition.train_ids[::-1]))
+    elif part == "labels":
+        changed = tsne_key(config, refs, keys, dataclasses.replace(competition, y=competition.y[::-1]))
+    else:
+        task = dataclasses.replace(competition.task, classes=tuple(f"x{c}" for c in competition.task.classes))
+        changed = tsne_key(config, refs, keys, dataclasses.replace(competition, task=task))
+    assert changed != base
 
 
 def test_new_test_images_are_predicted_by_the_cached_fold_models_as_a_cold_run_would(tmp_path, monkeypatch):
@@ -76,9 +115,10 @@ def test_new_test_images_are_predicted_by_the_cached_fold_models_as_a_cold_run_w
     assert set(hidden.cache_entries["predictions"].values()) == {"computed"}
     assert all(hidden.timings[f"head_{h}_cached"] == 1.0 for h in HEADS)
     # The figures show the OOF predictions and training images: not redrawn for a new test set.
-    (figures_key,) = public.cache_entries["figures"]
-    assert public.cache_entries["figures"] == {figures_key: "computed"} and hidden.cache_entries["figures"] == {
-        figures_key: "cache"}
+    (figures_key,) = hidden.cache_entries["figures"]
+    assert hidden.cache_entries["figures"] == {figures_key: "cache"}  # its t-SNE inside: the entry alone is used
+    assert figures_key in public.cache_entries["figures"] and set(public.cache_entries["figures"].values()) == {
+        "computed"}
     assert {p.name for p in hidden.plots_dir.glob("*.png")} == {p.name for p in public.plots_dir.glob("*.png")} != set()
 
     cold = run(small_config(tmp_path, comp, cache="cold-cache"), new_run=True)  # everything computed again

@@ -40,6 +40,7 @@ __all__ = ["plot_confident_errors", "plot_confusion_matrix", "plot_model", "plot
 # What a model's figures are: a new figure, or one drawn from other data, changes it, so the figure folders
 # cached under the old key are redrawn once (2: residuals, per-tag F1, grades confused as decided).
 FIGURES_VERSION = 2
+TSNE_FILE = "tsne.png"
 MAX_TAGS_DRAWN = 40  # per-tag F1 bars: the worst and best halves of this many; the CSV beside holds every tag
 
 
@@ -303,9 +304,11 @@ def plot_model(
     title: str,
     image_paths: Sequence[str | os.PathLike] | None = None,
     features: np.ndarray | None = None,
+    tsne_png: bytes | None = None,
 ) -> dict[str, Path]:
     """One model's figures from its view-averaged OOF predictions, those its task allows, as
     ``folder/<name>.png`` (and ``tag_f1_table.csv``); returns name -> path. ``title`` names the model and its score.
+    ``tsne_png``: the t-SNE of these features and labels drawn before, written instead of drawn again.
 
     The one place that asks the Task which figures fit: a value gets ``residuals``; tags the
     per-tag F1 (``tag_f1``); classes and grades a ``confusion`` matrix of the labels the
@@ -330,7 +333,15 @@ def plot_model(
                                                             f"{title} (grades cut from these values)")
         if task.class_probabilities(oof.shape[1]):
             jobs.update(_class_figures(y, oof, task.classes, image_paths, features, labels))
+            if tsne_png is not None and "tsne" in jobs:
+                jobs["tsne"] = lambda path: _write_png(path, tsne_png)
     return _draw(folder, jobs)
+
+
+def _write_png(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
 
 
 def _tag_f1_with_table(table: pd.DataFrame, path: Path, title: str) -> Path:
