@@ -72,7 +72,7 @@ def _fit_fold(head, X: np.ndarray, y: np.ndarray, folds: np.ndarray, k: int, bla
 def _fit_view(head, X: np.ndarray, y: np.ndarray, folds: np.ndarray, blas_threads: int) -> list:
     """``head.fit_folds``: every fold of one view at once, under ``_fit_rows``'s thread cap and float errors."""
     with threadpool_limits(limits=blas_threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return clone(head).fit_folds(X, y, folds)
+        return clone(head).fit_folds(X, y, [np.flatnonzero(folds != k) for k in range(int(folds.max()) + 1)])
 
 
 def fit_fold_models(head, train_by_view: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, n_jobs: int = 1,
@@ -134,11 +134,26 @@ def _inner_prediction(head, task: Task, X: np.ndarray, y: np.ndarray, fit_rows: 
     The clone takes what the fold's own fit ``chosen`` (C, alpha, l2 of an "auto" head) instead of choosing
     again: that choice read only the fold's training rows, and the search it skips is most of a fit's cost
     (ordinal logreg 49.0 s -> see BENCHMARKS.md round 7)."""
-    inner = task.make_folds(y[fit_rows], INNER_FOLDS, seed)
-    rows, rest = fit_rows[inner == 0], fit_rows[inner != 0]
+    rows, rest = _inner_rows(task, y, fit_rows, seed)
     model, _ = _fit_rows(clone(head).set_params(**chosen), X, y, rest, rows, blas_threads)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return rows, _predict(model, X[rows], response, task.width(response))
+
+
+def _inner_rows(task: Task, y: np.ndarray, fit_rows: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(1/INNER_FOLDS of ``fit_rows``, the rest of them), split as the task splits its folds."""
+    inner = task.make_folds(y[fit_rows], INNER_FOLDS, seed)
+    return fit_rows[inner == 0], fit_rows[inner != 0]
+
+
+def _inner_predictions_of_view(head, task: Task, X: np.ndarray, y: np.ndarray, folds: np.ndarray, seed: int,
+                               response: str, blas_threads: int, chosen: list[dict[str, float]]) -> list:
+    """``_inner_prediction`` of every fold of one view, the inner fits solved together (``head.fit_folds``)."""
+    splits = [_inner_rows(task, y, np.flatnonzero(folds != k), seed) for k in range(int(folds.max()) + 1)]
+    with threadpool_limits(limits=blas_threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        models = clone(head).fit_folds(X, y, [rest for _, rest in splits], chosen)
+        return [(rows, _predict(model, X[rows], response, task.width(response)))
+                for (rows, _), (model, _) in zip(splits, models)]
 
 
 def fit_decisions(head, task: Task, train_by_view: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray,
@@ -156,10 +171,21 @@ def fit_decisions(head, task: Task, train_by_view: dict[str, np.ndarray], y: np.
         return np.zeros((n_folds + 1, 0))
     views = list(train_by_view)
     tasks = [(v, k) for k in range(n_folds) for v in range(len(views))]
-    results = Parallel(n_jobs=n_jobs)(
-        delayed(_inner_prediction)(head, task, train_by_view[views[v]], y, np.flatnonzero(folds != k), seed,
-                                   response, blas_threads, {n: float(c[v, k]) for n, c in (fitted or {}).items()})
-        for v, k in tasks)
+
+    def chosen(v: int, k: int) -> dict[str, float]:
+        return {n: float(c[v, k]) for n, c in (fitted or {}).items()}
+
+    if head.fits_folds_jointly():
+        by_view = Parallel(n_jobs=n_jobs)(
+            delayed(_inner_predictions_of_view)(head, task, train_by_view[view], y, folds, seed, response,
+                                                blas_threads, [chosen(v, k) for k in range(n_folds)])
+            for v, view in enumerate(views))
+        results = [by_view[v][k] for v, k in tasks]
+    else:
+        results = Parallel(n_jobs=n_jobs)(
+            delayed(_inner_prediction)(head, task, train_by_view[views[v]], y, np.flatnonzero(folds != k), seed,
+                                       response, blas_threads, chosen(v, k))
+            for v, k in tasks)
     params = []
     for k in range(n_folds):
         per_view = [prediction for (_, fold), (_, prediction) in zip(tasks, results) if fold == k]

@@ -39,7 +39,7 @@ def test_cross_validate_fills_every_row_once_and_gives_ten_test_predictions():
     np.testing.assert_allclose(preds.oof.sum(axis=2), 1.0, atol=1e-6)  # float32 heads
     # Each OOF row equals the prediction of the model that did not see it: fold 0's model by hand (logreg fits a
     # view's folds together; tests/heads/test_fold_path.py compares those with one fit a fold).
-    fold_0, _ = LogRegHead().fit_folds(X, y, folds)[0]
+    fold_0, _ = LogRegHead().fit_folds(X, y, [np.flatnonzero(folds != k) for k in range(5)])[0]
     np.testing.assert_allclose(preds.oof[0, folds == 0], fold_0.predict_proba(X[folds == 0]), atol=1e-7)
     np.testing.assert_allclose(preds.test_mean.sum(axis=1), 1.0, atol=1e-6)  # stored as float32
     assert (preds.oof_mean.argmax(axis=1) == y).mean() >= 0.95
@@ -103,12 +103,29 @@ def _grades(n: int = 120, seed: int = 0):
     return X, y, task
 
 
-def test_a_folds_decision_rule_never_reads_the_rows_it_scores():
+class _OneFitAFold(LogRegHead):
+    def fits_folds_jointly(self):
+        return False
+
+
+def test_logregs_inner_fits_for_the_rules_solved_together_give_the_rules_of_one_fit_each():
+    X, y, task = _grades(seed=2)
+    folds = task.make_folds(y, 3, seed=0)
+    train, test = {"original": X, "hflip": X[:, ::-1].copy()}, {"original": X[:4], "hflip": X[:4, ::-1].copy()}
+    joint = cross_validate(LogRegHead(), task, train, test, y, folds)
+    alone = cross_validate(_OneFitAFold(), task, train, test, y, folds)
+    assert joint.decisions.shape == alone.decisions.shape == (4, 4)
+    np.testing.assert_allclose(joint.decisions, alone.decisions, atol=0.05)  # cut points on the 0-4 grade scale
+    np.testing.assert_allclose(joint.oof, alone.oof, atol=0.02)
+
+
+@pytest.mark.parametrize("head_name", ["ridge", "logreg"])
+def test_a_folds_decision_rule_never_reads_the_rows_it_scores(head_name):
     # Change every label fold 0 scores: fold 0's cut points and OOF predictions must not move (they are
     # tuned on inner rows of the other folds), while the other folds' rules and the test rows' rule may.
     X, y, task = _grades()
     folds = task.make_folds(y, 3, seed=0)
-    head = create_head("ridge", random_state=0)
+    head = create_head(head_name, random_state=0)
     train, test = {"original": X}, {"original": X[:4]}
     before = cross_validate(head, task, train, test, y, folds)
     changed = y.copy()

@@ -134,11 +134,13 @@ class Head(ClassifierMixin, BaseEstimator):
         return None
 
     def fits_folds_jointly(self) -> bool:
-        """Whether ``fit_folds`` fits every fold at once (faster than a fit per fold, the same models)."""
+        """Whether ``fit_folds`` fits many row sets at once (faster than a fit each, the same models)."""
         return False
 
-    def fit_folds(self, X, y, folds: np.ndarray) -> list[tuple[FrozenHead, dict[str, float]]]:
-        """For each fold k of ``folds``: this head fitted on the rows outside fold k, frozen, and its
+    def fit_folds(self, X, y, train_rows: list[np.ndarray],
+                  chosen: list[dict[str, float]] | None = None) -> list[tuple[FrozenHead, dict[str, float]]]:
+        """For each k: this head fitted on the rows ``train_rows[k]`` (a CV fold's training rows), with the
+        parameters ``chosen[k]`` set where given (what a fold's fit chose, for its inner fits), frozen, and its
         ``fitted_params``; only where ``fits_folds_jointly``."""
         raise NotImplementedError(f"head {self.name} fits its folds one by one")
 

@@ -73,14 +73,13 @@ def fits_jointly(transform: str) -> bool:
     return all(step in FIXED_STEPS for step in steps)
 
 
-def fit_logreg_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, C: float | str, grid, transform: str,
-                     max_iter: int, seed: int, tags: bool = False, inner_fraction: float = 0.2,
+def fit_logreg_folds(X: np.ndarray, y: np.ndarray, train_rows: list[np.ndarray], C: list[float | str], grid,
+                     transform: str, max_iter: int, seed: int, tags: bool = False, inner_fraction: float = 0.2,
                      refine: bool = True) -> list[tuple[FrozenHead, dict[str, float]]]:
-    """For each fold k: the logreg head's fit on the rows outside fold k, frozen, and what it chose ({"C": ...} when
-    ``C = "auto"``), as ``LogRegHead(C, max_iter, transform, seed, response).fit`` gives it, every fold solved
-    together; ``tags``: y is the (N, L) 0/1 tag matrix (response "tags")."""
+    """For each k: the logreg head's fit on the rows ``train_rows[k]`` of X at ``C[k]`` (a number or "auto"), frozen,
+    and what it chose ({"C": ...} for "auto"), as ``LogRegHead(C[k], max_iter, transform, seed, response).fit``
+    gives it, all solved together; ``tags``: y is the (N, L) 0/1 tag matrix (response "tags")."""
     X = np.asarray(X, dtype=np.float32)
-    n_folds = int(folds.max()) + 1
     steps = [] if transform.strip().lower() in NONE_SPECS else [p.strip() for p in transform.lower().split(",")]
     standard = bool(steps) and steps[-1] == "standard"
     fixed = steps[:-1] if standard else steps
@@ -92,8 +91,7 @@ def fit_logreg_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, C: float |
     Z -= mean.astype(np.float32)
     Z /= scale.astype(np.float32)
     programs, classes, transforms = [], [], []
-    for k in range(n_folds):
-        rows = np.flatnonzero(folds != k)
+    for k, rows in enumerate(train_rows):
         if standard:
             # Each fold's StandardScaler from its own rows of Z, in two passes: a column constant in the fold's
             # training rows (a ReLU channel alive in one held-out image) has variance exactly 0, as scikit-learn
@@ -116,12 +114,12 @@ def fit_logreg_folds(X: np.ndarray, y: np.ndarray, folds: np.ndarray, C: float |
             raise ValueError(f"needs at least 2 classes in the training rows, got {len(fold_classes)}")
         classes.append(fold_classes)
         program = _tags_program if tags else _classes_program
-        programs.append(program(fold, rows, y, C, grid, max_iter, seed, inner_fraction, refine))
+        programs.append(program(fold, rows, y, C[k], grid, max_iter, seed, inner_fraction, refine))
     out = []
     for k, (chosen_C, params) in enumerate(_run_together(Z, programs)):
         linear = [{"coef": params[:-1].astype(np.float32), "intercept": params[-1].astype(np.float32)}]
         out.append((FrozenHead(classes[k], transforms[k], "sigmoid" if tags else "softmax", linear),
-                    {"C": float(chosen_C)} if C == "auto" else {}))
+                    {"C": float(chosen_C)} if C[k] == "auto" else {}))
     return out
 
 

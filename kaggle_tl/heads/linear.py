@@ -169,15 +169,18 @@ class LogRegHead(_PipelineHead):
     def fits_folds_jointly(self) -> bool:
         return fits_jointly(self.transform)
 
-    def fit_folds(self, X, y, folds: np.ndarray) -> list[tuple[FrozenHead, dict[str, float]]]:
-        """Every fold's fit solved together (``fold_path``): per fold what ``fit`` on its training rows gives,
-        within the solver's tolerance, for a transform of fixed steps and at most a final ``standard``."""
+    def fit_folds(self, X, y, train_rows: list[np.ndarray],
+                  chosen: list[dict[str, float]] | None = None) -> list[tuple[FrozenHead, dict[str, float]]]:
+        """Every row set's fit solved together (``fold_path``): per set what ``fit`` on its rows gives (at the C
+        ``chosen`` for it where given), within the solver's tolerance, for a transform of fixed steps and at most a
+        final ``standard``."""
         self._check_params()
         if not self.fits_folds_jointly():
             raise NotImplementedError(f"logreg with transform {self.transform!r} fits its folds one by one")
         X, y = check_response_y(X, y, self.response)
-        return fit_logreg_folds(X, y, folds, self.C, LOGREG_C_GRID, self.transform, self.max_iter, self.random_state,
-                                tags=self.response == "tags")
+        Cs = [c.get("C", self.C) for c in chosen] if chosen is not None else [self.C] * len(train_rows)
+        return fit_logreg_folds(X, y, train_rows, Cs, LOGREG_C_GRID, self.transform, self.max_iter,
+                                self.random_state, tags=self.response == "tags")
 
     def freeze(self) -> FrozenHead:
         check_is_fitted(self, "model_")

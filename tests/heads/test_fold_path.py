@@ -23,10 +23,14 @@ def _folds(n, n_folds=4, seed=0):
     return np.random.default_rng(seed).permutation(np.arange(n) % n_folds)
 
 
+def _trains(folds):
+    return [np.flatnonzero(folds != k) for k in range(int(folds.max()) + 1)]
+
+
 def _compare(head, X, y, folds, atol):
     """Joint and one-fit-a-fold models: the same classes, C within a grid step, probabilities within ``atol``,
     held-out log loss within 0.01."""
-    joint = head.fit_folds(X, y, folds)
+    joint = head.fit_folds(X, y, _trains(folds))
     for k, (model, chosen) in enumerate(joint):
         alone, alone_chosen = _fit_fold(head, X, y, folds, k, 1)
         rows = folds == k
@@ -99,7 +103,7 @@ def test_tags_choose_and_fit_as_one_fit_a_fold(C):
     Y[np.flatnonzero(folds == 1)[:2], 3] = 1  # tag 3 seen only in fold 1: not solved where fold 1 is held out
     Y[:, 4] = 0  # never seen: its prior everywhere
     head = LogRegHead(C=C, response="tags")
-    joint = head.fit_folds(X, Y, folds)
+    joint = head.fit_folds(X, Y, _trains(folds))
     for k, (model, chosen) in enumerate(joint):
         alone, alone_chosen = _fit_fold(head, X, Y, folds, k, 1)
         assert model.output == alone.output == "sigmoid" and np.array_equal(model.classes_, np.arange(5))
@@ -115,7 +119,7 @@ def test_a_fitted_transform_before_standard_fits_one_fold_at_a_time():
     head = LogRegHead(transform="sqrt,pca_whiten(8)")
     assert not head.fits_folds_jointly() and LogRegHead(response="tags").fits_folds_jointly()
     with pytest.raises(NotImplementedError):
-        head.fit_folds(*_noisy_classes(), _folds(240))
+        head.fit_folds(*_noisy_classes(), _trains(_folds(240)))
     X, y = _noisy_classes()
     folds = _folds(len(y))
     models = fit_fold_models(head, {"original": X}, y, folds)
