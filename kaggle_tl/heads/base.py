@@ -74,8 +74,9 @@ HEADS: Registry[type[Head]] = Registry("head")
 # from a float32 decomposition; 5: of X X^T where the rows are fewer than the columns; 6: the decision
 # rules' inner fits take the fold model's chosen C / alpha / l2; 7: logreg's C path stops after one worse C, its
 # inner solves at a relative change of 1e-5; 8: so does the C path of logreg for tags; 9: logreg for classes solves
-# every fold of a view together, by its own L-BFGS, heads.fold_path).
-HEAD_VERSION = 9
+# every fold of a view together, by its own L-BFGS, heads.fold_path; 10: so does logreg for tags, and so are
+# logreg's inner fits for the decision rules).
+HEAD_VERSION = 10
 
 
 def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
