@@ -78,13 +78,15 @@ def test_a_class_added_to_the_sample_refits_the_heads_and_the_leaderboard_still_
 def test_a_renamed_class_redraws_the_figures(tmp_path):
     comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=3)
     config = small_config(tmp_path, comp)
-    run(config)
+    first = run(config)
     for csv in ("labels.csv", "sample_submission.csv"):
         text = (comp / csv).read_text()
         (comp / csv).write_text(text.replace("green", "verde"))
     record = run(config)
     figures = list((tmp_path / "cache" / "figures").iterdir())
-    assert len(figures) == 2  # one per class naming: the old figures are not copied for the new names
+    # The model's figures and its t-SNE per class naming: the old ones are not copied for the new names.
+    assert set(record.cache_entries["figures"].values()) == {"computed"} and len(first.cache_entries["figures"]) == 2
+    assert not set(record.cache_entries["figures"]) & set(first.cache_entries["figures"]) and len(figures) == 4
     assert "confusion" in record.plots
 
 
