@@ -64,13 +64,17 @@ class _Problem:
     score: Callable[[np.ndarray], float] | None
 
 
-def fits_jointly(transform: str) -> bool:
-    """Whether folds with this transform spec can be solved together: fixed steps, then at most one ``standard``."""
+def _split_spec(transform: str) -> tuple[list[str], bool]:
+    """A transform spec's steps before a final ``standard``, and whether it ends with one."""
     text = transform.strip().lower()
     steps = [] if text in NONE_SPECS else [part.strip() for part in text.split(",")]
-    if steps and steps[-1] == "standard":
-        steps = steps[:-1]
-    return all(step in FIXED_STEPS for step in steps)
+    standard = bool(steps) and steps[-1] == "standard"
+    return (steps[:-1] if standard else steps), standard
+
+
+def fits_jointly(transform: str) -> bool:
+    """Whether folds with this transform spec can be solved together: fixed steps, then at most one ``standard``."""
+    return all(step in FIXED_STEPS for step in _split_spec(transform)[0])
 
 
 def fit_logreg_folds(X: np.ndarray, y: np.ndarray, train_rows: list[np.ndarray], C: list[float | str], grid,
@@ -80,9 +84,7 @@ def fit_logreg_folds(X: np.ndarray, y: np.ndarray, train_rows: list[np.ndarray],
     and what it chose ({"C": ...} for "auto"), as ``LogRegHead(C[k], max_iter, transform, seed, response).fit``
     gives it, all solved together; ``tags``: y is the (N, L) 0/1 tag matrix (response "tags")."""
     X = np.asarray(X, dtype=np.float32)
-    steps = [] if transform.strip().lower() in NONE_SPECS else [p.strip() for p in transform.lower().split(",")]
-    standard = bool(steps) and steps[-1] == "standard"
-    fixed = steps[:-1] if standard else steps
+    fixed, standard = _split_spec(transform)
     Z = apply_frozen_transform(frozen_fixed_then_standard(fixed), X)
     Z = Z.copy() if Z is X else Z  # in place below: never the caller's features
     mean = Z.mean(axis=0, dtype=np.float64)
