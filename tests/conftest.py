@@ -41,6 +41,27 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
     path.write_bytes(data.tobytes())
 
 
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", window: tuple | None = None,
+                rescale: tuple[float, float] = (1.0, 0.0)) -> None:
+    """A DICOM file as scanners write them (preamble, file meta, explicit VR little endian, uncompressed), by
+    pydicom: ``pixels`` (H, W) or (frames, H, W) integers, the window (center, width) and rescale (slope,
+    intercept) when given. Its UIDs follow from the file's name, so the same call writes the same bytes."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    uid = generate_uid(entropy_srcs=[path.parent.name, path.name])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta, dataset.SOPClassUID, dataset.SOPInstanceUID, dataset.Modality = meta, MRImageStorage, uid, "MR"
+    dataset.set_pixel_data(pixels, photometric, bits_stored=8 * pixels.dtype.itemsize)
+    if window is not None:
+        dataset.WindowCenter, dataset.WindowWidth = window
+    dataset.RescaleSlope, dataset.RescaleIntercept = rescale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(path, enforce_file_format=True)
+
+
 def random_pngs(folder: Path, n: int, seed: int = 0) -> list[Path]:
     """``n`` small PNGs of random pixels in ``folder`` (im00.png, im01.png, ...): images for the cache's tests."""
     rng = np.random.default_rng(seed)

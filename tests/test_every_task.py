@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from conftest import write_image  # noqa: E402
+from conftest import write_dicom, write_image  # noqa: E402
 from kaggle_tl.config import RunConfig
 from kaggle_tl.ensemble.across_runs import ensemble_models
 from kaggle_tl.pipeline import run
@@ -301,6 +301,40 @@ def test_seti_npy_cadences_one_folder_down_scored_by_roc_auc(tmp_path):
 
     record, lines = _run(tmp_path, comp, competition="seti-breakthrough-listen", heads=("logreg",))
     truth, p = _binary_probabilities(record, lines, "target", "roc_auc", answers)
+    assert skm.roc_auc_score(truth, p) > 0.9
+    _oof_metric_matches_the_record(record, skm.roc_auc_score)
+
+
+def test_brain_tumor_scan_folders_of_dicom_series_scored_by_roc_auc(tmp_path, caplog):
+    # train/<BraTS21ID>/{FLAIR,T1w,T1wCE,T2w}/Image-<n>.dcm (one folder of DICOM series a patient, as
+    # rsna-miccai-brain-tumor-radiogenomic-classification ships them; test/ alike), train_labels.csv
+    # BraTS21ID,MGMT_value with the ids' leading zeros; the sample BraTS21ID,MGMT_value = 0.5
+    rng = np.random.default_rng(13)
+    comp = tmp_path / "brain"
+
+    def scan(folder: Path, positive: bool) -> None:
+        for series in ("FLAIR", "T1w", "T1wCE", "T2w"):
+            for k in range(1, 4):
+                pixels = rng.integers(0, 200, (24, 24)).astype(np.uint16)
+                if positive and series in ("FLAIR", "T2w"):
+                    pixels[6:18, 6:18] += 800  # a bright lesion, on the FLAIR and T2 sequences
+                write_dicom(folder / series / f"Image-{k}.dcm", pixels)
+
+    ids = [f"{i:05d}" for i in range(0, 80, 2)]
+    for k, i in enumerate(ids):
+        scan(comp / "train" / i, bool(k % 2))
+    pd.DataFrame({"BraTS21ID": ids, "MGMT_value": [k % 2 for k in range(len(ids))]}).to_csv(
+        comp / "train_labels.csv", index=False)
+    answers = {f"{i:05d}": k % 2 for k, i in enumerate(range(1, 28, 2))}
+    for i, positive in answers.items():
+        scan(comp / "test" / i, bool(positive))
+    pd.DataFrame({"BraTS21ID": list(answers), "MGMT_value": 0.5}).to_csv(comp / "sample_submission.csv", index=False)
+
+    record, lines = _run(tmp_path, comp, competition="rsna-miccai-brain-tumor-radiogenomic-classification",
+                         heads=("logreg",))
+    truth, p = _binary_probabilities(record, lines, "MGMT_value", "roc_auc", answers, id_column="BraTS21ID")
+    assert "train/ holds scan folders (00000/, ...) of DICOM series" in caplog.text
+    assert "test/ holds scan folders (00001/, ...) of DICOM series" in caplog.text
     assert skm.roc_auc_score(truth, p) > 0.9
     _oof_metric_matches_the_record(record, skm.roc_auc_score)
 

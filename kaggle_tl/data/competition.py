@@ -20,7 +20,8 @@ from kaggle_tl.data.folders import (Ignored, check_unique, ignored_notes, image_
                                     stop_on_missing)
 from kaggle_tl.data.images import find_bad_images
 from kaggle_tl.data.layouts import (SAMPLE_CSV, TEST_CSV, TEST_DIRS, TRAIN_DIRS, Labels, Layout, find_folder,
-                                    find_sample, folder_in, images_in_test_json, images_one_folder_down, read_labels)
+                                    find_sample, folder_in, images_in_test_json, images_one_folder_down, read_labels,
+                                    scan_folders, scan_note)
 from kaggle_tl.data.tabular import SideFeatures, read_side_features
 from kaggle_tl.errors import KaggleTLError
 from kaggle_tl.tasks.detect import TaskSettings, class_order, detect_task
@@ -206,9 +207,14 @@ def _images_one_folder_down(test_dir: ImagePath, folders: list[ImagePath], files
                             others: dict[str, ImagePath], sample: pd.DataFrame, ignored: Ignored,
                             notes: list[str]) -> tuple[dict[str, ImagePath], dict[str, ImagePath]]:
     """The test images one folder down (seti's test/<id[0]>/<id>.npy), where the sample's ids name none directly
-    in the test folder but name some there; else the test folder's own files, as they were."""
+    in the test folder but name some there; else the scan folders they name (one image each); else the test
+    folder's own files, as they were."""
     nested, nested_others = images_one_folder_down(folders, defaultdict(list))
     if not any(image_of(nested, i) is not None for i in sample.iloc[:, 0]):
+        scans = scan_folders(folders)
+        if any(image_of(scans, i) is not None for i in sample.iloc[:, 0]):  # the test scans, a folder each
+            notes.append(scan_note(test_dir, folders))
+            return scans, {}
         return files, others
     nested, nested_others = images_one_folder_down(folders, ignored)
     notes.append(f"{folder_label(test_dir)} has sub-folders ({folders[0].name}, ...): the test images are read from "

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kaggle_tl.data.archives import ArchiveMember, ImagePath
+from kaggle_tl.data.dicom import scan_digest
 from kaggle_tl.errors import KaggleTLError
 
 if TYPE_CHECKING:
@@ -13,10 +16,13 @@ if TYPE_CHECKING:
 
 
 def file_digest(path: str | ImagePath) -> str:
-    """SHA-1 of a file's bytes; of an image inside a zip, of its unpacked bytes (the same as the unzipped file's)."""
+    """SHA-1 of a file's bytes; of an image inside a zip, of its unpacked bytes (the same as the unzipped file's);
+    of a scan folder, of what its picture is made of (``dicom.scan_digest``)."""
     try:
         if isinstance(path, ArchiveMember):
             return hashlib.sha1(path.read_bytes()).hexdigest()
+        if os.path.isdir(path):
+            return scan_digest(Path(path))
         with open(path, "rb") as handle:
             return hashlib.file_digest(handle, "sha1").hexdigest()
     except OSError as exc:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -11,14 +12,18 @@ import numpy as np
 
 from kaggle_tl.data.archives import ArchiveMember, ImagePath
 from kaggle_tl.data.arrays import NPY_HEAD_BYTES, NPY_MAGIC, array_image, npy_problem
+from kaggle_tl.data.dicom import (DICOM_EXTENSIONS, dicom_image, dicom_problem, is_dicom, scan_image, scan_problem,
+                                  scan_series)
 from kaggle_tl.data.jpeg import JPEG_EOI, decode_jpeg, jpeg_data_problem, jpeg_main_scan, reduction
 from kaggle_tl.data.png import PNG_SIGNATURE, without_ancillary_chunks
 from kaggle_tl.errors import KaggleTLError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".npy")  # .npy: data.arrays
+# .npy: data.arrays; .dcm: data.dicom
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".npy", *DICOM_EXTENSIONS)
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of a whole PNG
-# The first bytes read of every file: the magic number and, but for JPEG, the declared size.
-_HEAD_BYTES, _TAIL_BYTES = 64, 64
+# The first bytes read of every file: the magic number and, but for JPEG, the declared size (DICOM's magic
+# number follows a 128-byte preamble).
+_HEAD_BYTES, _TAIL_BYTES = 132, 64
 # Decoding allocates height x width x 3 bytes before reading a pixel: a 12 KB PNG may declare
 # 50,000 x 50,000. Larger than any camera's photo (~200 MP), smaller than what OpenCV refuses (2^30).
 MAX_PIXELS = 2**28
@@ -45,6 +50,8 @@ def image_format(head: bytes) -> str | None:
 
     Also names the formats of ``UNSUPPORTED_FORMATS``, so a refusal can say what the file is.
     """
+    if is_dicom(head):  # first: a DICOM preamble may itself start like a TIFF (dual-format files)
+        return "DICOM"
     if head.startswith(b"\xff\xd8\xff"):
         return "JPEG"
     if head.startswith(PNG_SIGNATURE):
@@ -90,6 +97,8 @@ def _bytes_problem(head: bytes, tail: bytes, size: int, read_all: Callable[[], b
         return f"{kind} is not supported; convert to PNG/JPEG"
     if kind == "NPY":  # the array's header, longer than the head of other formats: data.arrays
         return npy_problem(head if len(head) >= min(size, NPY_HEAD_BYTES) else read_all(), size, MAX_PIXELS)
+    if kind == "DICOM":  # its header is read whole (pydicom): data.dicom
+        return dicom_problem(read_all(), MAX_PIXELS)
     # Interrupted downloads are often zero-filled to their full size: ignore trailing NULs.
     end = tail.rstrip(b"\x00")
     if kind == "JPEG" and not end.endswith(JPEG_EOI):
@@ -189,8 +198,11 @@ def image_problem(path: str | ImagePath) -> str | None:
 
     It catches empty, truncated, zero-filled, unsupported and non-image files without decoding;
     a file that passes can still fail to decode (corrupt data inside), which extraction then reports.
-    An image inside a zip is read whole, which checks its bytes against the zip's CRC.
+    An image inside a zip is read whole, which checks its bytes against the zip's CRC. A scan folder
+    (``dicom.scan_series``) is checked by its middle slices.
     """
+    if not isinstance(path, ArchiveMember) and os.path.isdir(path) and scan_series(Path(path)):
+        return scan_problem(Path(path), image_problem)
     if isinstance(path, ArchiveMember):
         try:
             data = path.read_bytes()
@@ -230,6 +242,8 @@ def read_image(path: str | ImagePath, min_side: int | None = None) -> np.ndarray
     least ``min_side`` pixels, so a later resize to at most ``min_side`` only shrinks.
     """
     path = path if isinstance(path, ArchiveMember) else Path(path)
+    if isinstance(path, Path) and path.is_dir() and scan_series(path):  # a scan folder: its series' middle slices
+        return scan_image(path, read_image)
     try:
         # np.fromfile + imdecode rather than imread: imread mishandles non-ASCII paths on Windows.
         data = (np.frombuffer(path.read_bytes(), dtype=np.uint8) if isinstance(path, ArchiveMember)
@@ -249,6 +263,11 @@ def read_image(path: str | ImagePath, min_side: int | None = None) -> np.ndarray
     kind = image_format(data[:_HEAD_BYTES].tobytes())
     if kind == "NPY":
         image, problem = array_image(data.tobytes())
+        if problem:
+            raise ImageError(path, problem)
+        return image
+    if kind == "DICOM":
+        image, problem = dicom_image(data.tobytes())
         if problem:
             raise ImageError(path, problem)
         return image

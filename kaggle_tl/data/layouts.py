@@ -24,6 +24,7 @@ from kaggle_tl.data.archives import (ARCHIVE_SUFFIXES, ArchiveMember, ImagePath,
                                      archive_stem, folder_label, is_archive, is_records, open_archive)
 from kaggle_tl.data.coco import FOLDER_JSON, find_json, read_coco
 from kaggle_tl.data.csvs import COMPRESSED_SUFFIXES, locate_csv, read_text_csv
+from kaggle_tl.data.dicom import DICOM_EXTENSIONS, scan_series
 from kaggle_tl.data.folders import (Ignored, check_unique, ignored_kind, image_of, images_by_id, list_folder,
                                     stop_on_missing)
 from kaggle_tl.data.images import IMAGE_EXTENSIONS
@@ -34,6 +35,9 @@ TEST_DIRS = ("test", "test_images", "images")
 LABEL_CSVS = ("train.csv", "train_labels.csv", "labels.csv")
 SAMPLE_CSV = "sample_submission.csv"
 TEST_CSV = "test.csv"
+# Images that are pictures, not DICOM: where a competition ships both (siim-isic-melanoma's train/*.dcm and
+# jpeg/train/*.jpg, the same images), the pictures are read: smaller, and decoded at reduced size.
+PICTURE_EXTENSIONS = tuple(e for e in IMAGE_EXTENSIONS if e not in DICOM_EXTENSIONS)
 # Labels in file names (dogs-vs-cats' cat.0.jpg): at most this many distinct prefixes, each on two files or more.
 MAX_NAME_LABELS = 20
 
@@ -130,10 +134,11 @@ def find_folder(root: Path, given: str, candidates: tuple[str, ...], what: str, 
         several = f"; {', '.join(_shown(p) for p in named)} are all named for {candidates[0]}" if named else ""
         raise KaggleTLError(f"{root / candidates[0]}: {what} folder not found (nor {others}, nor an archive of them"
                             f"{several}); --{what}-dir names it")
-    if not _holds_images(found[0]) and (nested := _one_folder_down(root, candidates)) is not None \
-            and _holds_images(nested):  # siim-isic-melanoma: train/*.dcm beside jpeg/train/*.jpg
-        notes.append(f"{what} images read from {folder_in(root, nested)}/: {found[0].name}/ holds no image kaggle_tl "
-                     f"reads ({', '.join(IMAGE_EXTENSIONS)}) (--{what}-dir decides)")
+    if not _holds_images(found[0], PICTURE_EXTENSIONS) and (nested := _one_folder_down(root, candidates)) is not None \
+            and _holds_images(nested, PICTURE_EXTENSIONS):  # siim-isic-melanoma: train/*.dcm beside jpeg/train/*.jpg
+        held = "only DICOM files" if _holds_images(found[0]) else "no image kaggle_tl reads"
+        notes.append(f"{what} images read from {folder_in(root, nested)}/: {found[0].name}/ holds {held} "
+                     f"(--{what}-dir decides)")
         return nested
     if len(found) > 1:
         notes.append(f"{what} images read from {found[0].name}/, not {found[1].name}/ (--{what}-dir decides)")
@@ -179,16 +184,16 @@ def _one_folder_down(root: Path, candidates: tuple[str, ...]) -> Path | None:
     return next(holding[0] / name for name in candidates if (holding[0] / name).is_dir())
 
 
-def _holds_images(folder: Path) -> bool:
-    """Whether ``folder`` has an image file kaggle_tl reads, in it or in a sub-folder (class folders); True when
+def _holds_images(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> bool:
+    """Whether ``folder`` has an image file of ``extensions``, in it or in a sub-folder (class folders); True when
     it cannot be listed (the listing then says why, in one line)."""
     try:
         for entry in os.scandir(folder):
             if ignored_kind(entry.name):
                 continue
-            if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+            if entry.is_file() and Path(entry.name).suffix.lower() in extensions:
                 return True
-            if entry.is_dir() and any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
+            if entry.is_dir() and any(e.is_file() and Path(e.name).suffix.lower() in extensions
                                       for e in os.scandir(entry.path)):
                 return True
     except OSError:
@@ -229,6 +234,13 @@ def read_labels(root: Path, train_dir: ImagePath, layout: Layout, sample: pd.Dat
             pool, pool_others = images_one_folder_down(folders, ignored)
             notes.append(f"{folder_label(train_dir)} has sub-folders ({folders[0].name}, ...): their images are named "
                          "by a labels CSV, whose columns are the labels, not the folder names")
+    if folders and readings and not any(r.hits for r in readings):
+        # Scan folders a CSV names (rsna-miccai-brain-tumor's train/<id>/<series>/*.dcm): each folder is one image.
+        scans = scan_folders(folders)
+        readings = [_reading(r.path, id_name, bool(layout.id_column), scans, r.frame) for r in readings]
+        if any(r.hits for r in readings):
+            pool, pool_others = scans, {}
+            notes.append(scan_note(train_dir, folders))
     named = [r for r in readings if r.hits]
     if named:
         chosen = max(named, key=lambda r: r.hits)  # the first of equals
@@ -302,6 +314,16 @@ def images_one_folder_down(folders: list[ImagePath],
         images.update({i: p for i, p in found.items() if i not in images})
         others.update(other)
     return {i: p for i, p in images.items() if i not in twice}, others
+
+
+def scan_folders(folders: list[ImagePath]) -> dict[str, ImagePath]:
+    """{folder name: folder} for the ``folders`` holding a DICOM series: scan folders, one image each (data.dicom)."""
+    return {f.name: f for f in folders if isinstance(f, Path) and scan_series(f)}
+
+
+def scan_note(folder: ImagePath, folders: list[ImagePath]) -> str:
+    return (f"{folder_label(folder)} holds scan folders ({folders[0].name}/, ...) of DICOM series: each id's image "
+            f"is the middle slice of each series, side by side")
 
 
 def _labels_from_csv(reading: _Reading, train_dir: ImagePath, layout: Layout, sample: pd.DataFrame | None,

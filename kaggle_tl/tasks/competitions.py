@@ -33,6 +33,8 @@ KNOWN: dict[str, TaskSettings] = {
     "histopathologic-cancer-detection": TaskSettings(task="binary", metric="roc_auc"),
     "dogs-vs-cats-redux-kernels-edition": TaskSettings(task="binary", metric="log_loss", positive="dog"),
     "siim-isic-melanoma-classification": TaskSettings(task="binary", metric="roc_auc"),
+    # train/<id>/{FLAIR,T1w,T1wCE,T2w}/*.dcm: scan folders (data.dicom)
+    "rsna-miccai-brain-tumor-radiogenomic-classification": TaskSettings(task="binary", metric="roc_auc"),
     "invasive-species-monitoring": TaskSettings(task="binary", metric="roc_auc"),
     "seti-breakthrough-listen": TaskSettings(task="binary", metric="roc_auc"),  # .npy cadences: data.arrays
     "statoil-iceberg-classifier-challenge": TaskSettings(task="binary", metric="log_loss"),  # bands in train.json.7z

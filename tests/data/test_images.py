@@ -140,8 +140,10 @@ def zero_fill_second_half(data: bytes) -> bytes:
     return data[:len(data) // 2] + bytes(len(data) - len(data) // 2)
 
 
-# Every format OpenCV encodes; in an .npy file zero bytes are zeros, legitimate values (its size is checked instead).
-@pytest.mark.parametrize("ext, webp_quality", [(ext, None) for ext in images.IMAGE_EXTENSIONS if ext != ".npy"]
+# Every format OpenCV encodes; in an .npy or uncompressed DICOM file zero bytes are zeros, legitimate values (their
+# size is checked instead).
+@pytest.mark.parametrize("ext, webp_quality", [(ext, None) for ext in images.IMAGE_EXTENSIONS
+                                               if ext not in (".npy", ".dcm", ".dicom")]
                          + [(".webp", 80)])
 def test_zero_filled_download_is_refused_in_every_format(tmp_path, ext, webp_quality):
     smooth = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8), (0, 0), 2)

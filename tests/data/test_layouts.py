@@ -215,7 +215,7 @@ def test_histopathologic_cancer_detection(tmp_path):
 
 
 def test_siim_isic_melanoma_jpegs_beside_dicom_folders(tmp_path):
-    # train/*.dcm and test/*.dcm (not images kaggle_tl reads) beside jpeg/train/*.jpg and jpeg/test/*.jpg; train.csv
+    # train/*.dcm and test/*.dcm (the same images as DICOM: the JPEGs are read) beside jpeg/train/*.jpg and jpeg/test/*.jpg; train.csv
     # image_name (no extension) with metadata, target 0/1; the sample image_name,target
     root = tmp_path / "siim-isic-melanoma-classification"
     ids = [f"ISIC_00157{k:02d}" for k in range(6)]
@@ -234,7 +234,7 @@ def test_siim_isic_melanoma_jpegs_beside_dicom_folders(tmp_path):
     assert competition.train_paths == [root / "jpeg" / "train" / f"{i}.jpg" for i in ids]
     assert competition.test_paths == [root / "jpeg" / "test" / f"{i}.jpg" for i in test_ids]
     assert competition.layout.train_dir == "jpeg/train" and competition.layout.test_dir == "jpeg/test"
-    assert any(n.startswith("train images read from jpeg/train/: train/ holds no image kaggle_tl reads")
+    assert any(n.startswith("train images read from jpeg/train/: train/ holds only DICOM files")
                for n in competition.notes)
 
 
