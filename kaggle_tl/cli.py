@@ -380,7 +380,7 @@ def _names(text: str | None) -> list[str]:
 def cmd_kernel(args: argparse.Namespace) -> int:
     import math
 
-    from kaggle_tl.backbones import UserModelSpec, backbone_spec
+    from kaggle_tl.backbones import backbone_spec
     from kaggle_tl.config import OPERATIONAL, PATH_SETTINGS
     from kaggle_tl.kaggle import write_kernel
     from kaggle_tl.runs.queries import chosen_run
@@ -392,10 +392,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         config = chosen_run(args.run, args.runs_dir).config
     if args.time_limit is not None and not (math.isfinite(args.time_limit) and args.time_limit > 0):
         raise KaggleTLError(f"--time-limit {args.time_limit:g}: must be a positive number of minutes")
-    model_files = [b for b in config.backbones if isinstance(backbone_spec(b), UserModelSpec)]
-    if model_files:  # its path (part of the features' keys) is one on this machine, which the notebook cannot see
-        raise KaggleTLError(f"backbones: {model_files[0]} is a model file on this machine; a notebook written by "
-                            "kaggle-tl kernel runs registered backbones only (kaggle-tl backbones lists them)")
+    config = _models_in_dataset(config, args.models_dataset)
     local_weights = config.weights not in ("imagenet", "none")
     if args.weights_dataset and (config.weights == "none" or all(
             getattr(getattr(backbone_spec(b), "pretrained", None), "weights_package", None) for b in config.backbones)):
@@ -417,12 +414,38 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         extras.append("openvino")
     meta, script = write_kernel(args.out, args.competition, run_arguments, settings,
                                 args.id or f"{args.user}/kaggle-tl-{args.competition}", args.wheels_dataset,
-                                args.features_dataset, args.weights_dataset, extras, args.gpu)
+                                args.features_dataset, args.weights_dataset, extras, args.gpu, args.models_dataset)
     print(f"{meta}\n{script}\npush it: kaggle kernels push -p {args.out}")
     if args.gpu and config.runtime == "openvino":
         print("note: --gpu asks Kaggle for a GPU, but the run's features come from OpenVINO on the CPU (runtime = "
               "openvino is part of their cache keys): the notebook will not use it")
     return 0
+
+
+def _models_in_dataset(config: RunConfig, models_dataset: str | None) -> RunConfig:
+    """``config`` with its model-file backbones read from the models dataset (``MODELS_DATASET_MARK/<file
+    name>[:layer]``, the notebook's path written in by its script); one line when a model file has no dataset, a
+    dataset no model file, or two files one name. The features' keys name a model file by its name and content,
+    not its folder (``backbones.key_name``), so the dataset's copy has the keys of the features dataset."""
+    from kaggle_tl.backbones import UserModelSpec, backbone_spec
+    from kaggle_tl.kaggle import MODELS_DATASET_MARK
+
+    files = {b: backbone_spec(b) for b in config.backbones if isinstance(backbone_spec(b), UserModelSpec)}
+    if files and not models_dataset:
+        raise KaggleTLError(f"backbones: {next(iter(files))} is a model file on this machine, which the notebook "
+                            "cannot see; upload the run's model files as a dataset and pass --models-dataset USER/NAME")
+    if models_dataset and not files:
+        raise KaggleTLError(f"--models-dataset {models_dataset}: the run's backbones ({', '.join(config.backbones)}) "
+                            "are no model files; leave the flag out")
+    names = [Path(spec.path).name for spec in files.values()]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise KaggleTLError(f"backbones: two model files are named {twice!r}; one dataset holds one file of a name: "
+                            "rename one")
+    moved = {b: f"{MODELS_DATASET_MARK}/{Path(spec.path).name}" + (f":{b.partition(':')[2]}" if ":" in b else "")
+             for b, spec in files.items()}
+    return config.replace(backbones=tuple(moved.get(b, b) for b in config.backbones),
+                          stage_layers={moved.get(b, b): layers for b, layers in config.stage_layers.items()})
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -545,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     kernel.add_argument("--wheels-dataset", metavar="USER/NAME", help="the dataset of `kaggle-tl wheels`")
     kernel.add_argument("--features-dataset", metavar="USER/NAME", help="the dataset of `kaggle-tl cache export`")
     kernel.add_argument("--weights-dataset", metavar="USER/NAME", help="a dataset of Keras weights files")
+    kernel.add_argument("--models-dataset", metavar="USER/NAME",
+                        help="a dataset of the run's model files (backbones given as path/model.keras[:layer])")
     kernel.add_argument("--extras", help="extras to install, e.g. lite")
     kernel.add_argument("--gpu", action="store_true", help="ask Kaggle for a GPU (enable_gpu)")
     kernel.add_argument("--time-limit", type=float, metavar="MINUTES",

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from kaggle_tl.backbones import BackboneRef
+from kaggle_tl.backbones import BackboneRef, key_name
 from kaggle_tl.cache.store import Cache, FeatureEntry, cache_key
 from kaggle_tl.data.archives import ArchiveMember, ImagePath, absolute, on_disk
 from kaggle_tl.data.images import VIEW_TRANSFORMS, ImageError, iter_image_batches, load_resized
@@ -56,7 +56,7 @@ def feature_key(image_key: str, ref: BackboneRef, view: str, output: str = "pool
     # otherwise: up to 0.04 on Lite0's pooled output); in fp32 they do not (TensorFlow and OpenVINO,
     # bit for bit), so there a run asking for fewer stages reads what one with more computed.
     graph = [name for name, _ in ref.outputs] if ref.runtime.endswith("-bf16") else None
-    return cache_key(images=image_key, backbone=ref.name, weights=ref.weights_id, size=ref.input_size,
+    return cache_key(images=image_key, backbone=key_name(ref.name), weights=ref.weights_id, size=ref.input_size,
                      resize=ref.resize, view=view, output=output, runtime=ref.runtime, graph=graph,
                      version=FEATURE_VERSION)
 
@@ -105,7 +105,7 @@ class BackboneBuilder:
 
         if self.cache_root is None:
             return None, []
-        key = cache_key(backbone=ref.name, weights=ref.weights_id, size=ref.input_size, outputs=ref.outputs,
+        key = cache_key(backbone=key_name(ref.name), weights=ref.weights_id, size=ref.input_size, outputs=ref.outputs,
                         **ir_key_parts())
         return Cache(self.cache_root, self.cache_from).model_dirs(key)
 

@@ -37,6 +37,8 @@ KERNEL_METADATA = "kernel-metadata.json"
 KERNEL_SCRIPT = "kaggle_tl_notebook.py"
 # Where Kaggle mounts inputs and where a notebook may write; a simulation points these elsewhere.
 INPUT_ENV, WORKING_ENV = "KAGGLE_TL_INPUT", "KAGGLE_TL_WORKING"
+# Where the settings a notebook writes name the models dataset's folder: its script puts the path in.
+MODELS_DATASET_MARK = "<models-dataset>"
 
 
 
@@ -203,20 +205,22 @@ def dataset_path(source: str) -> str:
 
 def write_kernel(folder: str | Path, competition: str, run_arguments: Sequence[str], settings: str, kernel_id: str,
                  wheels_dataset: str | None = None, features_dataset: str | None = None,
-                 weights_dataset: str | None = None, extras: Sequence[str] = (), gpu: bool = False) -> tuple[Path, Path]:
+                 weights_dataset: str | None = None, extras: Sequence[str] = (), gpu: bool = False,
+                 models_dataset: str | None = None) -> tuple[Path, Path]:
     """``kernel-metadata.json`` and the notebook script for ``kaggle kernels push -p FOLDER``.
 
     The script installs kaggle_tl from the wheels dataset (no network), then runs ``kaggle-tl run``
     with ``settings`` (a TOML file's text, written to the working folder) and ``run_arguments`` on the
     competition's folder, the features dataset as a
-    read-only cache and the weights dataset as --weights, writing /kaggle/working/submission.csv.
+    read-only cache, the weights dataset as --weights and the models dataset's folder where ``settings``
+    name MODELS_DATASET_MARK (model-file backbones), writing /kaggle/working/submission.csv.
     Inputs and outputs are found under $KAGGLE_TL_INPUT and $KAGGLE_TL_WORKING when those are set,
     so the same script runs in a simulation.
     """
     check_competition_slug(competition, "--competition")
     if not re.fullmatch(r"[A-Za-z0-9_-]+/[a-z0-9-]+", kernel_id):
         raise KaggleTLError(f"--id {kernel_id!r}: expected USER/KERNEL-SLUG (lowercase letters, digits, dashes)")
-    datasets = [d for d in (wheels_dataset, features_dataset, weights_dataset) if d]
+    datasets = [d for d in (wheels_dataset, features_dataset, weights_dataset, models_dataset) if d]
     for source in datasets:
         dataset_path(source)
     check_extras(extras)
@@ -241,6 +245,8 @@ def write_kernel(folder: str | Path, competition: str, run_arguments: Sequence[s
     lines += ["from kaggle_tl.cli import main  # noqa: E402", "",
               "# The settings of the run that made the features dataset: the same settings, the same cache keys.",
               f"SETTINGS = {settings!r}",
+              *([f"SETTINGS = SETTINGS.replace({MODELS_DATASET_MARK!r}, os.path.join(INPUT, "
+                 f"{dataset_path(models_dataset)!r}))"] if models_dataset else []),
               "settings = os.path.join(WORKING, 'kaggle_tl_run.toml')",
               "os.makedirs(WORKING, exist_ok=True)",
               "with open(settings, 'w', encoding='utf-8') as handle:",

@@ -329,15 +329,64 @@ def test_kernel_refuses_a_local_weights_file_and_says_what_gpu_does_on_openvino(
     assert 'backbones = [\\"xception\\"]' in script or "backbones = [\"xception\"]" in script  # not the demo's
 
 
-def test_kernel_refuses_a_model_file_on_this_machine(tmp_path, capsys):
+def test_kernel_asks_for_a_models_dataset_for_a_model_file_on_this_machine(tmp_path, capsys):
     model = tmp_path / "my model.h5"
     model.write_bytes(b"not read: refused before")
     toml = tmp_path / "run.toml"
     toml.write_text(f'backbones = ["efficientnet_lite0", "{model}:pool"]\nheads = ["logreg"]\n')
-    line = _error(capsys, ["kernel", str(tmp_path / "kernel"), "--competition", "dogs-vs-shapes", "--config",
-                           str(toml)])
-    assert f"backbones: {model}:pool is a model file on this machine; a notebook written by kaggle-tl kernel" in line
+    kernel = ["kernel", str(tmp_path / "kernel"), "--competition", "dogs-vs-shapes", "--config", str(toml)]
+    line = _error(capsys, kernel)
+    assert f"backbones: {model}:pool is a model file on this machine, which the notebook cannot see; upload" in line
+    assert line.endswith("pass --models-dataset USER/NAME")
+    (tmp_path / "other").mkdir()
+    toml.write_text(f'backbones = ["{model}:pool", "{tmp_path / "other" / model.name}"]\nheads = ["logreg"]\n')
+    line = _error(capsys, [*kernel, "--models-dataset", "me/models"])
+    assert "backbones: two model files are named 'my model.h5'" in line
+    toml.write_text('backbones = ["efficientnet_lite0"]\nheads = ["logreg"]\n')
+    line = _error(capsys, [*kernel, "--models-dataset", "me/models"])
+    assert "--models-dataset me/models: the run's backbones (efficientnet_lite0) are no model files" in line
     assert not (tmp_path / "kernel").exists()
+
+
+def _tiny_model(path: Path) -> None:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3), name="images")
+    x = keras.layers.Conv2D(8, 3, strides=2, name="conv")(keras.layers.Rescaling(1 / 255, name="scale")(inputs))
+    keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(x), name="mine").save(path)
+
+
+def test_a_notebook_reads_a_model_file_from_the_models_dataset_with_the_laptops_features(tmp_path):
+    # The laptop's run used its own model file; in the notebook the file is a dataset's copy (another folder):
+    # the features' keys name the file by name and content, so every feature comes from the features dataset.
+    inputs, working, laptop = tmp_path / "input", tmp_path / "working", tmp_path / "laptop"
+    comp = make_competition(inputs / "dogs-vs-shapes", n_per_class=4, n_test=3)
+    model = laptop / "models" / "mine.keras"
+    model.parent.mkdir(parents=True)
+    _tiny_model(model)
+    argv = ["run", "--data", str(comp), "--backbones", f"{model}:conv", "--heads", "logreg", "--folds", "2",
+            "--stages", "1", "--cache-dir", str(laptop / "cache"), "--runs-dir", str(laptop / "runs"),
+            "--submissions-dir", str(laptop / "subs")]
+    assert cli.main(argv) == 0
+    assert cli.main(["cache", "export", str(inputs / "features"), "--runs-dir", str(laptop / "runs")]) == 0
+    (inputs / "models").mkdir()
+    shutil.move(model, inputs / "models" / "mine.keras")  # the laptop's file is gone: the notebook cannot read it
+    assert cli.main(["kernel", str(tmp_path / "kernel"), "--competition", "dogs-vs-shapes", "--features-dataset",
+                     "me/features", "--models-dataset", "me/models", "--runs-dir", str(laptop / "runs")]) == 0
+    meta = json.loads((tmp_path / "kernel" / KERNEL_METADATA).read_text())
+    assert meta["dataset_sources"] == ["me/features", "me/models"]
+    env = {**os.environ, "KAGGLE_TL_INPUT": str(inputs), "KAGGLE_TL_WORKING": str(working)}
+    done = subprocess.run([sys.executable, str(tmp_path / "kernel" / KERNEL_SCRIPT)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = list_runs(working / "runs")[0][-1]
+    assert record.config.backbones == (f"{inputs / 'models' / 'mine.keras'}:conv",)
+    layer = str(inputs / "features")
+    assert set(record.cache_entries["features"].values()) == {layer}  # train and test: the laptop's features
+    laptop_run = list_runs(laptop / "runs")[0][-1]
+    assert (pd.read_csv(working / "submission.csv", dtype=str).equals(
+        pd.read_csv(laptop_run.models[0].submission, dtype=str)))
 
 
 def test_kernel_from_a_config_without_backbones_gets_the_mission_backbones_not_the_demos(tmp_path, capsys):

@@ -236,6 +236,13 @@ def backbone_spec(name: str) -> BackboneSpec | UserModelSpec:
     return BACKBONES.get(name)
 
 
+def key_name(name: str) -> str:
+    """What names a backbone in cache keys: a registered one by its name; a user model file by its label (file
+    name and layer: its content is in the weights id), never its folder, so a copy of the file elsewhere (a
+    Kaggle dataset's, in a notebook) has the same keys."""
+    return UserModelSpec(name).label if name.split(":", 1)[0].lower().endswith(USER_MODEL_SUFFIXES) else name
+
+
 def create_backbone(name: str, weights: object = "imagenet", input_size: int | None = None) -> Backbone:
     """Build a registered backbone or a user model file. ``weights``: "imagenet", "none"/None, a file or a folder."""
     return backbone_spec(name)(weights, input_size)
